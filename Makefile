@@ -1,0 +1,35 @@
+# The two commands: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export EDGEKD_DATA_DIR ?= $(HOME)/.cache/edgekd/datasets
+export PYTHONHASHSEED := 0
+export TF_CPP_MIN_LOG_LEVEL := 3
+
+.PHONY: venv demo test lint format bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --pre -e '.[dev]'
+	@touch $(STAMP)
+
+demo: venv
+	$(BIN)/edgekd run examples/demo.yaml --runs-dir runs
+
+test: venv
+	$(BIN)/python -m pytest tests
+
+lint: venv
+	$(BIN)/ruff check edgekd tests benchmarks examples
+	$(BIN)/ruff format --check edgekd tests benchmarks examples
+
+format: venv
+	$(BIN)/ruff format edgekd tests benchmarks examples
+	$(BIN)/ruff check --fix edgekd tests benchmarks examples
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,98 @@
+"""Built-in data sets: mnist, fashion-mnist (IDX), digits (scikit-learn, needs no files), npz and
+image folders for the user's own data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.data.idx import find_idx, read_idx
+from edgekd.data.registry import RawData, data_dir, register_dataset
+from edgekd.errors import EdgekdError
+
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FASHION_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
+
+
+def _load_idx_set(name: str, class_names: list[str], root: str | None) -> RawData:
+    folder = Path(root).expanduser() if root else data_dir() / name
+    paths = [find_idx(folder, stem) for stem in IDX_FILES]
+    missing = [stem for stem, p in zip(IDX_FILES, paths) if p is None]
+    if missing:
+        raise EdgekdError(
+            f"data set {name!r} not found in {folder} (EDGEKD_DATA_DIR={data_dir()}): expected "
+            f"{', '.join(m + '[.gz]' for m in missing)}; set EDGEKD_DATA_DIR to the folder holding {name}/"
+        )
+    xtr, ytr, xte, yte = (read_idx(p) for p in paths)
+    if xtr.ndim != 3 or len(xtr) != len(ytr) or xte.ndim != 3 or len(xte) != len(yte):
+        raise EdgekdError(f"{folder}: IDX images and labels do not match in count or shape")
+    return RawData(xtr[:, None], ytr, xte[:, None], yte, class_names, str(folder), scale=255.0)
+
+
+@register_dataset("mnist")
+def mnist(root: str | None = None) -> RawData:
+    """MNIST from ``$EDGEKD_DATA_DIR/mnist/`` (the four standard IDX files)."""
+    return _load_idx_set("mnist", [str(i) for i in range(10)], root)
+
+
+@register_dataset("fashion-mnist")
+def fashion_mnist(root: str | None = None) -> RawData:
+    """Fashion-MNIST from ``$EDGEKD_DATA_DIR/fashion-mnist/``."""
+    return _load_idx_set("fashion-mnist", FASHION_CLASSES, root)
+
+
+@register_dataset("digits")
+def digits() -> RawData:
+    """scikit-learn's bundled 8x8 digits (1,797 images, values 0..16); needs no data dir."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.images.astype(np.float32)[:, None]
+    return RawData(x, d.target.astype(np.int64), None, None, [str(i) for i in range(10)], "sklearn.datasets.load_digits", scale=16.0)
+
+
+@register_dataset("npz")
+def npz(path: str, scale: float = 1.0, class_names: list[str] | None = None) -> RawData:
+    """The user's own arrays: an ``.npz`` with ``x`` (N, C, H, W) or (N, F) and integer ``y``; optional
+    ``x_test``/``y_test``. Loaded with ``allow_pickle=False``."""
+    p = Path(path).expanduser()
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as e:
+        raise EdgekdError(f"{p}: cannot read npz ({e}); expected arrays 'x' and 'y'") from None
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise EdgekdError(f"{p}: missing array {key!r} (found {', '.join(arrays) or 'none'})")
+    x, y = arrays["x"], arrays["y"].astype(np.int64).ravel()
+    if len(x) != len(y):
+        raise EdgekdError(f"{p}: x has {len(x)} rows but y has {len(y)}")
+    n_cls = int(max(y.max(), arrays.get("y_test", y).max())) + 1
+    names = class_names or [str(i) for i in range(n_cls)]
+    return RawData(x, y, arrays.get("x_test"), arrays.get("y_test"), names, str(p), scale=scale)
+
+
+@register_dataset("image-folder")
+def image_folder(path: str, size: list[int] | None = None, grayscale: bool = True) -> RawData:
+    """``path/<class>/*.png|jpg``: one sub-folder per class, resized to ``size`` (H, W)."""
+    from PIL import Image
+
+    root = Path(path).expanduser()
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+    if not classes:
+        raise EdgekdError(f"{root}: expected one sub-folder per class with images inside")
+    xs, ys = [], []
+    for ci, c in enumerate(classes):
+        for f in sorted((root / c).iterdir()):
+            if f.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp"):
+                continue
+            img = Image.open(f).convert("L" if grayscale else "RGB")
+            if size:
+                img = img.resize((size[1], size[0]))
+            a = np.asarray(img, dtype=np.uint8)
+            xs.append(a[None] if grayscale else a.transpose(2, 0, 1))
+            ys.append(ci)
+    if not xs:
+        raise EdgekdError(f"{root}: no images found")
+    return RawData(np.stack(xs), np.array(ys), None, None, classes, str(root), scale=255.0)

@@ -1,0 +1,170 @@
+"""Data set registry and the split/normalisation logic shared by every loader.
+
+A loader returns ``RawData``: uint8/float arrays ``(N, C, H, W)`` (or ``(N, F)``) for train and
+optionally test. ``load_data`` then makes seeded train/val(/test) splits, computes normalisation
+statistics on the training split only and applies them to all splits.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import EdgekdError
+from edgekd.registry import Registry
+
+DEFAULT_DATA_DIR = "~/.cache/edgekd/datasets"
+
+
+def data_dir() -> Path:
+    """``$EDGEKD_DATA_DIR`` or ``~/.cache/edgekd/datasets``."""
+    return Path(os.environ.get("EDGEKD_DATA_DIR", DEFAULT_DATA_DIR)).expanduser()
+
+
+@dataclass
+class RawData:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    class_names: list[str]
+    source: str
+    scale: float = 1.0  # divide raw values by this first (255 for uint8 images)
+
+
+@dataclass
+class ArrayDataset:
+    """Normalised float32 inputs ``x`` (N, C, H, W) and int64 labels ``y`` (N,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class DataSplits:
+    name: str
+    train: ArrayDataset
+    val: ArrayDataset
+    test: ArrayDataset
+    num_classes: int
+    input_shape: tuple[int, ...]
+    class_names: list[str]
+    mean: float
+    std: float
+    scale: float
+    source: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """What goes into the run folder's ``data.json``."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape),
+            "class_names": self.class_names,
+            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "normalisation": {"scale": self.scale, "mean": self.mean, "std": self.std,
+                              "formula": "x = (raw / scale - mean) / std"},
+            **self.info,
+        }
+
+    def preprocess(self, raw: np.ndarray) -> np.ndarray:
+        """Apply the training normalisation to raw inputs (e.g. uint8 images)."""
+        return ((raw.astype(np.float32) / self.scale - self.mean) / self.std).astype(np.float32)
+
+
+Loader = Callable[..., RawData]
+DATASETS: Registry[Loader] = Registry("data set")
+register_dataset = DATASETS.register
+
+
+def _stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (rest, taken) where ``taken`` holds ``fraction`` of each class."""
+    taken = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        n = int(round(len(idx) * fraction))
+        taken.append(idx[:n])
+    taken_idx = np.sort(np.concatenate(taken)) if taken else np.array([], dtype=np.int64)
+    mask = np.ones(len(y), bool)
+    mask[taken_idx] = False
+    return np.flatnonzero(mask), taken_idx
+
+
+def load_data(
+    name: str,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    train_fraction: float = 1.0,
+    exclude_classes: list[int] | None = None,
+    options: dict[str, Any] | None = None,
+) -> DataSplits:
+    """Load a registered data set and split it reproducibly.
+
+    * ``val_fraction`` of the training set (stratified) becomes validation.
+    * When the data set has no test split, ``test_fraction`` (stratified) of it is held out first.
+    * ``train_fraction`` keeps that stratified fraction of the remaining training examples.
+    * ``exclude_classes`` removes those classes from the *training* split only (Hinton's omitted-3).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise EdgekdError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
+    if not 0.0 < train_fraction <= 1.0:
+        raise EdgekdError(f"data.train_fraction={train_fraction}: must be in (0, 1]")
+    raw = DATASETS.get(name)(**(options or {}))
+    rng = np.random.default_rng(seed)
+    x, y = raw.x_train, raw.y_train.astype(np.int64)
+    if raw.x_test is None:
+        rest, test_idx = _stratified_split(y, test_fraction, rng)
+        x_test, y_test = x[test_idx], y[test_idx]
+        x, y = x[rest], y[rest]
+    else:
+        x_test, y_test = raw.x_test, raw.y_test.astype(np.int64)
+    train_idx, val_idx = _stratified_split(y, val_fraction, rng)
+    x_val, y_val = x[val_idx], y[val_idx]
+    x_tr, y_tr = x[train_idx], y[train_idx]
+    load_args = {"name": name, "seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction,
+                 "train_fraction": train_fraction, "exclude_classes": list(exclude_classes or []),
+                 "options": dict(options or {})}  # fmt: skip
+    info: dict[str, Any] = {"seed": seed, "val_fraction": val_fraction, "load_args": load_args}
+    if train_fraction < 1.0:
+        _, keep = _stratified_split(y_tr, train_fraction, rng)
+        x_tr, y_tr = x_tr[keep], y_tr[keep]
+        info["train_fraction"] = train_fraction
+    if exclude_classes:
+        keep = ~np.isin(y_tr, exclude_classes)
+        x_tr, y_tr = x_tr[keep], y_tr[keep]
+        info["exclude_classes_from_train"] = list(exclude_classes)
+    if len(y_tr) == 0:
+        raise EdgekdError(f"data set {name!r}: the training split is empty after filtering")
+    scaled = x_tr.astype(np.float32) / raw.scale
+    mean, std = float(scaled.mean()), float(scaled.std() + 1e-8)
+    splits = DataSplits(
+        name=name, train=ArrayDataset(x_tr, y_tr), val=ArrayDataset(x_val, y_val),
+        test=ArrayDataset(x_test, y_test), num_classes=len(raw.class_names),
+        input_shape=tuple(int(s) for s in x.shape[1:]), class_names=raw.class_names,
+        mean=mean, std=std, scale=raw.scale, source=raw.source, info=info,
+    )  # fmt: skip
+    for part in (splits.train, splits.val, splits.test):
+        part.x = splits.preprocess(part.x)
+    return splits
+
+
+def load_data_from_info(info: dict[str, Any]) -> DataSplits:
+    """Reload exactly the splits described by a run folder's ``data.json`` (its ``load_args``)."""
+    try:
+        args = dict(info["load_args"])
+    except (KeyError, TypeError):
+        raise EdgekdError("data.json has no 'load_args'; re-run `edgekd train`/`distill` to rewrite it") from None
+    return load_data(args.pop("name"), **args)
