@@ -1,6 +1,22 @@
 """Data sets: a registry of loaders returning in-memory arrays, seeded splits and normalisation."""
 
 from edgekd.data import loaders  # noqa: F401  (registration)
-from edgekd.data.registry import DATASETS, ArrayDataset, DataSplits, data_dir, load_data, load_data_from_info, register_dataset
+from edgekd.data.registry import (
+    DATASETS,
+    ArrayDataset,
+    DataSplits,
+    data_dir,
+    load_data,
+    load_data_from_info,
+    register_dataset,
+)
 
-__all__ = ["DATASETS", "ArrayDataset", "DataSplits", "data_dir", "load_data", "load_data_from_info", "register_dataset"]
+__all__ = [
+    "DATASETS",
+    "ArrayDataset",
+    "DataSplits",
+    "data_dir",
+    "load_data",
+    "load_data_from_info",
+    "register_dataset",
+]

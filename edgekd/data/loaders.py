@@ -11,8 +11,24 @@ from edgekd.data.idx import find_idx, read_idx
 from edgekd.data.registry import RawData, data_dir, register_dataset
 from edgekd.errors import EdgekdError
 
-IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-FASHION_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+FASHION_CLASSES = [
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
+]
 
 
 def _load_idx_set(name: str, class_names: list[str], root: str | None) -> RawData:
@@ -49,7 +65,15 @@ def digits() -> RawData:
 
     d = load_digits()
     x = d.images.astype(np.float32)[:, None]
-    return RawData(x, d.target.astype(np.int64), None, None, [str(i) for i in range(10)], "sklearn.datasets.load_digits", scale=16.0)
+    return RawData(
+        x,
+        d.target.astype(np.int64),
+        None,
+        None,
+        [str(i) for i in range(10)],
+        "sklearn.datasets.load_digits",
+        scale=16.0,
+    )
 
 
 @register_dataset("npz")

@@ -72,8 +72,12 @@ class DataSplits:
             "input_shape": list(self.input_shape),
             "class_names": self.class_names,
             "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
-            "normalisation": {"scale": self.scale, "mean": self.mean, "std": self.std,
-                              "formula": "x = (raw / scale - mean) / std"},
+            "normalisation": {
+                "scale": self.scale,
+                "mean": self.mean,
+                "std": self.std,
+                "formula": "x = (raw / scale - mean) / std",
+            },
             **self.info,
         }
 
@@ -87,7 +91,9 @@ DATASETS: Registry[Loader] = Registry("data set")
 register_dataset = DATASETS.register
 
 
-def _stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _stratified_split(
+    y: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (rest, taken) where ``taken`` holds ``fraction`` of each class."""
     taken = []
     for c in np.unique(y):
@@ -166,5 +172,7 @@ def load_data_from_info(info: dict[str, Any]) -> DataSplits:
     try:
         args = dict(info["load_args"])
     except (KeyError, TypeError):
-        raise EdgekdError("data.json has no 'load_args'; re-run `edgekd train`/`distill` to rewrite it") from None
+        raise EdgekdError(
+            "data.json has no 'load_args'; re-run `edgekd train`/`distill` to rewrite it"
+        ) from None
     return load_data(args.pop("name"), **args)

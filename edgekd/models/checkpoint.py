@@ -31,7 +31,13 @@ def save_model(
 ) -> Path:
     """Atomically save a model with what is needed to rebuild it."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    obj = {"format": FORMAT, "name": name, "kwargs": _plain(kwargs), "state_dict": state, "meta": _plain(meta or {})}
+    obj = {
+        "format": FORMAT,
+        "name": name,
+        "kwargs": _plain(kwargs),
+        "state_dict": state,
+        "meta": _plain(meta or {}),
+    }
     return atomic_torch_save(path, obj)
 
 
@@ -59,7 +65,9 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         model.load_state_dict(obj["state_dict"])
     except RuntimeError as e:
-        raise EdgekdError(f"{path}: weights do not match model {obj['name']!r} ({str(e).splitlines()[0]})") from None
+        raise EdgekdError(
+            f"{path}: weights do not match model {obj['name']!r} ({str(e).splitlines()[0]})"
+        ) from None
     model.eval()
     record = {k: v for k, v in obj.items() if k != "state_dict"}
     return model, record

@@ -15,7 +15,9 @@ def scaled(channels: int, width: float, divisor: int = 4) -> int:
     return max(divisor, int(channels * width + divisor / 2) // divisor * divisor)
 
 
-def conv_bn_act(cin: int, cout: int, k: int, stride: int, groups: int = 1, act: str = "relu") -> nn.Sequential:
+def conv_bn_act(
+    cin: int, cout: int, k: int, stride: int, groups: int = 1, act: str = "relu"
+) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, k, stride, padding=k // 2, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
@@ -80,6 +82,8 @@ def cnn(
 
 
 @register_model("cnn-teacher")
-def cnn_teacher(input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, width: float = 1.0) -> TinyCNN:
+def cnn_teacher(
+    input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, width: float = 1.0
+) -> TinyCNN:
     """A larger plain-conv CNN used as a 'cloud' teacher on 28x28 images."""
     return TinyCNN(input_shape, num_classes, (32, 64, 128, 128), width, depthwise=False, dropout=0.3)

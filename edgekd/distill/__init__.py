@@ -1,0 +1,1 @@
+"""Distillation: loss registry, feature hooks, distiller methods and the training engine."""

@@ -1,0 +1,251 @@
+"""The typed recipe: YAML -> dataclasses with defaults, type checks and errors that name the key.
+
+``--set train.lr=0.01`` style overrides are applied before validation (values parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgekd.errors import EdgekdError
+
+
+@dataclass
+class FewShotConfig:
+    size: int = 0  # total examples (or per class, see per_class)
+    per_class: bool = False
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2  # only for data sets without a test split
+    train_fraction: float = 1.0
+    exclude_classes: list[int] = field(default_factory=list)
+    jitter: int = 0  # random translation in pixels (Hinton used +-2)
+    few_shot: FewShotConfig | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cnn"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # constant | cosine | step | multistep
+    step_size: int = 10
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    grad_clip: float = 0.0
+    max_norm: float = 0.0  # Hinton-style max-norm constraint on incoming weights of Linear layers
+    threads: int = 0  # 0: torch default
+    eval_test_each_epoch: bool = False
+
+
+@dataclass
+class TeacherConfig:
+    path: str | None = None  # run folder or checkpoint; if empty, `edgekd run` trains one
+    model: ModelConfig | None = None
+    train: dict[str, Any] = field(default_factory=dict)  # overrides of `train` for the teacher
+
+
+@dataclass
+class MethodConfig:
+    name: str = "supervised"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalConfig:
+    tune_bias_for_classes: list[int] = field(default_factory=list)  # Hinton's omitted-class correction
+
+
+@dataclass
+class ExportConfig:
+    targets: list[str] = field(default_factory=lambda: ["tflite-micro"])
+    calibration: str | None = None
+
+
+@dataclass
+class ProfileConfig:
+    runs: int = 50
+    threads: int = 1
+    targets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig | None = None
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    baseline: bool = False  # `edgekd run`: also train the student on labels alone, for comparison
+    export: ExportConfig = field(default_factory=ExportConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; returns the converted value or raises EdgekdError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key, source)
+            except EdgekdError as e:
+                errors.append(str(e))
+        raise EdgekdError(errors[0] if errors else f"{source}: key {key!r} has a bad value")
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise EdgekdError(f"{source}: key {key!r} must be a mapping, got {type(value).__name__}")
+        return _build(tp, value, key, source)
+    if origin is list:
+        if not isinstance(value, list):
+            raise EdgekdError(f"{source}: key {key!r} must be a list, got {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise EdgekdError(f"{source}: key {key!r} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise EdgekdError(f"{source}: key {key!r} must be true or false, got {value!r}")
+    if tp is int and isinstance(value, bool):
+        raise EdgekdError(f"{source}: key {key!r} must be an integer, got {value!r}")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise EdgekdError(
+            f"{source}: key {key!r} must be {_type_name(tp)}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise EdgekdError(f"{source}: unknown key {where!r}; valid keys here: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], key, source)
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=0.01"`` -> (["train", "lr"], 0.01); the value is parsed as YAML."""
+    if "=" not in text:
+        raise EdgekdError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.lr=0.01")
+    key, _, raw = text.partition("=")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise EdgekdError(f"--set {text!r}: {part!r} is not a mapping")
+            node = nxt
+        node[path[-1]] = value
+    return data
+
+
+def recipe_from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
+    if not isinstance(data, dict):
+        raise EdgekdError(f"{source}: a recipe must be a YAML mapping at top level")
+    recipe = _build(Recipe, data, "", source)
+    validate(recipe, source)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load, override, validate. Errors name the file and the key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise EdgekdError(f"{path}: recipe not found") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise EdgekdError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise EdgekdError(f"{path}: a recipe must be a YAML mapping at top level")
+    data = apply_overrides(data, overrides or [])
+    return recipe_from_dict(data, str(path))
+
+
+def validate(r: Recipe, source: str) -> None:
+    """Value checks that types alone cannot express."""
+    checks = [
+        (r.train.epochs >= 1, "train.epochs", "must be >= 1"),
+        (r.train.batch_size >= 1, "train.batch_size", "must be >= 1"),
+        (r.train.lr > 0, "train.lr", "must be > 0"),
+        (r.train.optimizer in ("sgd", "adam", "adamw"), "train.optimizer", "must be sgd, adam or adamw"),
+        (r.train.schedule in ("constant", "cosine", "step", "multistep"), "train.schedule",
+         "must be constant, cosine, step or multistep"),
+        (0 <= r.data.jitter <= 8, "data.jitter", "must be between 0 and 8 pixels"),
+        (r.name and "/" not in r.name, "name", "must be a non-empty folder name without '/'"),
+    ]  # fmt: skip
+    for ok, key, what in checks:
+        if not ok:
+            raise EdgekdError(f"{source}: key {key!r} {what}")
+    if r.data.few_shot is not None and r.data.few_shot.size < 1:
+        raise EdgekdError(f"{source}: key 'data.few_shot.size' must be >= 1")
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)
