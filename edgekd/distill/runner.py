@@ -11,7 +11,7 @@ from torch import nn
 from edgekd.atomic import atomic_write_json, atomic_write_text
 from edgekd.data import DataSplits, load_data
 from edgekd.distill.bias import tune_class_bias
-from edgekd.distill.engine import Trainer, plot_curves, write_metrics
+from edgekd.distill.engine import Trainer, plot_curves, seed_everything, write_metrics
 from edgekd.distill.methods import build_method
 from edgekd.errors import EdgekdError
 from edgekd.models import build_model, load_model, save_model
@@ -101,6 +101,7 @@ def run_training(
         shutil.copyfile(teacher_ckpt, run.root / ".teacher.pt.tmp")
         Path(run.root / ".teacher.pt.tmp").replace(run.teacher)
     kwargs = model_kwargs(recipe.model.kwargs, splits)
+    seed_everything(recipe.seed)  # model initialisation is part of the recorded seed
     student = build_model(recipe.model.name, **kwargs)
     distiller = build_method(method.name, student, teacher, method.params)
 
