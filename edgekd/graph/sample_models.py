@@ -1,0 +1,126 @@
+"""Tiny full-integer int8 ``.tflite`` models for tests and the planner benchmark.
+
+Built with tf.keras + ``tf.lite.TFLiteConverter`` (int8 input and output, representative dataset) and
+cached on disk, keyed by a version string, so several test files and the benchmark build them once.
+TensorFlow is imported only when a model has to be built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgekd.atomic import atomic_write_bytes
+
+_VERSION = "3"
+
+
+def _cnn(tf: Any) -> Any:
+    """Conv / depthwise / max-pool / 1x1 conv / avg-pool / dense / softmax."""
+    L = tf.keras.layers
+    inp = tf.keras.Input((16, 16, 1), batch_size=1)
+    y = L.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    y = L.DepthwiseConv2D(3, padding="same", activation="relu")(y)
+    y = L.MaxPool2D()(y)
+    y = L.Conv2D(16, 1, activation="relu")(y)
+    y = L.AveragePooling2D(2)(y)
+    y = L.Flatten()(y)
+    y = L.Dense(10)(y)
+    y = L.Softmax()(y)
+    return tf.keras.Model(inp, y)
+
+
+def _branch(tf: Any) -> Any:
+    """Two parallel branches off the input, concatenated: a long branch with a wide middle tensor and a
+    short one. Running the short branch first frees the input early, so operator order changes the peak."""
+    L = tf.keras.layers
+    inp = tf.keras.Input((16, 16, 8), batch_size=1)
+    a = L.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    a = L.Conv2D(48, 1, activation="relu")(a)
+    a = L.Conv2D(4, 3, padding="same", activation="relu")(a)
+    b = L.Conv2D(4, 1, activation="relu")(inp)
+    y = L.Concatenate()([a, b])
+    y = L.GlobalAveragePooling2D()(y)
+    y = L.Dense(10)(y)
+    return tf.keras.Model(inp, y)
+
+
+def _residual(tf: Any) -> Any:
+    """Conv stem then a residual block (ADD) then dense."""
+    L = tf.keras.layers
+    inp = tf.keras.Input((12, 12, 3), batch_size=1)
+    x = L.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    y = L.Conv2D(16, 3, padding="same", activation="relu")(x)
+    y = L.Conv2D(8, 3, padding="same")(y)
+    y = L.Add()([x, y])
+    y = L.ReLU()(y)
+    y = L.MaxPool2D()(y)
+    y = L.Flatten()(y)
+    y = L.Dense(5)(y)
+    return tf.keras.Model(inp, y)
+
+
+def _mlp(tf: Any) -> Any:
+    """Hinton-style MLP 64-32-16-10."""
+    L = tf.keras.layers
+    inp = tf.keras.Input((64,), batch_size=1)
+    y = L.Dense(32, activation="relu")(inp)
+    y = L.Dense(16, activation="relu")(y)
+    y = L.Dense(10)(y)
+    return tf.keras.Model(inp, y)
+
+
+BUILDERS: dict[str, Callable[[Any], Any]] = {
+    "tiny_cnn": _cnn,
+    "branch": _branch,
+    "residual": _residual,
+    "mlp": _mlp,
+}
+
+
+def convert_int8(keras_model: Any, n_calib: int = 8, seed: int = 0) -> bytes:
+    """Full-integer int8 conversion (int8 input and output) with a random representative dataset."""
+    import numpy as np
+    import tensorflow as tf
+
+    shape = (1, *tuple(int(d) for d in keras_model.input.shape[1:]))
+
+    def rep():
+        rng = np.random.default_rng(seed)
+        for _ in range(n_calib):
+            yield [rng.standard_normal(shape).astype(np.float32)]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("EDGEKD_SAMPLE_MODELS", Path(tempfile.gettempdir()) / "edgekd-sample-models"))
+
+
+def sample_models(
+    names: list[str] | None = None, cache_dir: str | os.PathLike | None = None
+) -> dict[str, Path]:
+    """Paths of the sample int8 models (built on first use, then cached). Keys: names in BUILDERS."""
+    names = list(BUILDERS) if names is None else names
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    out: dict[str, Path] = {}
+    for name in names:
+        tag = hashlib.sha1(f"{_VERSION}:{name}".encode()).hexdigest()[:8]
+        path = root / f"{name}-{tag}.tflite"
+        if not path.exists():
+            import tensorflow as tf
+
+            tf.keras.utils.set_random_seed(0)
+            atomic_write_bytes(path, convert_int8(BUILDERS[name](tf)))
+        out[name] = path
+    return out

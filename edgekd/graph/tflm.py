@@ -1,0 +1,238 @@
+"""Thin wrappers around the host build of the TFLite Micro interpreter (``tflite_micro.runtime``).
+
+The interpreter reports problems (unsupported op, kernel Prepare failure, arena too small) only as text
+printed from C++ to stderr followed by a generic ``RuntimeError``, and prints its arena usage the same
+way. We capture file descriptors 1 and 2 around those calls and turn the text into numbers or into an
+:class:`~edgekd.errors.EdgekdError` naming the op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import EdgekdError
+from edgekd.graph.tflite_model import read_tflite
+
+ModelSource = str | os.PathLike | bytes | bytearray | memoryview
+
+_FD_LOCK = threading.Lock()
+_MAX_ARENA = 1 << 30
+_ALLOC_FAIL = re.compile(
+    r"Failed to allocate|Failed to resize buffer|available \d+|Arena size is too small", re.I
+)
+_MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([^']+)'")
+_MISSING_CUSTOM = re.compile(r"Didn't find op for custom opcode '([^']+)'")
+_PREPARE_FAIL = re.compile(r"Node (\S+) \(number (\d+)\) failed to (prepare|invoke|init)")
+
+
+class _Captured:
+    text: str = ""
+
+
+@contextlib.contextmanager
+def _capture_native_output() -> Iterator[_Captured]:
+    """Redirect the process' stdout/stderr file descriptors to a temp file (C++ prints land there)."""
+    cap = _Captured()
+    with _FD_LOCK, tempfile.TemporaryFile(mode="w+b") as tmp:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(tmp.fileno(), 1)
+            os.dup2(tmp.fileno(), 2)
+            try:
+                yield cap
+            finally:
+                _flush_libc()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+        finally:
+            for fd in saved:
+                os.close(fd)
+            tmp.seek(0)
+            cap.text = tmp.read().decode("utf-8", "replace")
+
+
+def _flush_libc() -> None:
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+
+
+def _load(model: ModelSource) -> tuple[bytes, str]:
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model), "<bytes>"
+    p = Path(model)
+    try:
+        return p.read_bytes(), str(p)
+    except OSError as e:
+        raise EdgekdError(
+            f"{p}: cannot read model file ({e.strerror}); pass the path of a .tflite model"
+        ) from None
+
+
+def _initial_arena(data: bytes, source: str) -> int:
+    m = read_tflite(data) if source == "<bytes>" else _read_named(data, source)
+    act = sum((t.nbytes + 15) // 16 * 16 for t in m.activations)
+    return act + 256 * len(m.tensors) + 512 * len(m.operators) + (64 << 10)
+
+
+def _read_named(data: bytes, source: str):  # keep the file name in error messages
+    try:
+        return read_tflite(data)
+    except EdgekdError as e:
+        raise EdgekdError(str(e).replace("<bytes>", source, 1)) from None
+
+
+def _diagnose(text: str, source: str) -> EdgekdError:
+    missing = sorted(set(_MISSING_OP.findall(text)))
+    missing_custom = sorted(set(_MISSING_CUSTOM.findall(text)))
+    if missing or missing_custom:
+        names = ", ".join(missing + [f"CUSTOM:{c}" for c in missing_custom])
+        return EdgekdError(
+            f"{source}: TFLite Micro has no kernel for op(s) {names}; replace them in the model "
+            "(or register a custom kernel)"
+        )
+    lines = [
+        ln.strip()
+        for ln in text.splitlines()
+        if ln.strip() and not ln.startswith("[RecordingMicroAllocator]")
+    ]
+    m = _PREPARE_FAIL.search(text)
+    if m:
+        op, num, stage = m.groups()
+        before = [ln for ln in lines if not _PREPARE_FAIL.search(ln)]
+        why = before[-1] if before else "no detail printed"
+        hint = (
+            "use the full-integer int8 model"
+            if "not supported" in why.lower()
+            else "check the op's types and shapes"
+        )
+        return EdgekdError(f"{source}: TFLite Micro cannot {stage} op {op} (operator {num}): {why}; {hint}")
+    detail = "; ".join(lines[-3:]) if lines else "no detail printed"
+    return EdgekdError(f"{source}: TFLite Micro failed to load the model ({detail})")
+
+
+def tflm_interpreter(model: ModelSource, arena_size: int | None = None) -> Any:
+    """Build a ``tflite_micro.runtime.Interpreter``; grows the arena until it fits.
+
+    Raises EdgekdError naming the op(s) TFLM lacks or the op whose Prepare failed.
+    """
+    data, source = _load(model)
+    interp, _ = _build(data, source, arena_size)
+    return interp
+
+
+def _build(data: bytes, source: str, arena_size: int | None) -> tuple[Any, str]:
+    from tflite_micro import runtime
+
+    size = arena_size or _initial_arena(data, source)
+    while True:
+        with _capture_native_output() as cap:
+            try:
+                interp = runtime.Interpreter.from_bytes(data, arena_size=size)
+                err = None
+            except (RuntimeError, ValueError) as e:
+                interp, err = None, e
+        if interp is not None:
+            return interp, cap.text
+        if _ALLOC_FAIL.search(cap.text) and not _MISSING_OP.search(cap.text) and size < _MAX_ARENA:
+            size *= 2
+            continue
+        exc = _diagnose(cap.text or str(err), source)
+        raise exc from None
+
+
+def check_tflm_loadable(model: ModelSource) -> None:
+    """Load the model into TFLite Micro (host build); raise EdgekdError naming unsupported op(s) if it can't."""
+    data, source = _load(model)
+    _build(data, source, None)
+
+
+_ALLOC_LINE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
+
+
+def measure_arena(model: ModelSource) -> dict[str, int]:
+    """Exact TFLM arena usage in bytes: ``{"head", "tail", "total"}`` (64-bit host; head == MCU head).
+
+    ``head`` is the non-persistent (planned) part, ``tail`` the persistent part.
+    """
+    data, source = _load(model)
+    interp, _ = _build(data, source, None)
+    with _capture_native_output() as cap:
+        interp.print_allocations()
+    found = {k: int(v) for k, v in _ALLOC_LINE.findall(cap.text)}
+    if set(found) != {"total", "head", "tail"}:
+        raise EdgekdError(
+            f"{source}: could not read TFLM arena usage from print_allocations() output "
+            f"({cap.text.strip()[:120]!r}); is tflite-micro built with the recording allocator?"
+        )
+    return {"head": found["head"], "tail": found["tail"], "total": found["total"]}
+
+
+def run_tflm(model: ModelSource, x: np.ndarray, *, quantize_io: bool = False) -> np.ndarray:
+    """Run a single-input, single-output model on every sample of ``x`` (batch axis first).
+
+    ``x`` is a stack of samples ``(N, *input_shape[1:])`` or one sample without the batch axis. With
+    ``quantize_io=True`` float ``x`` is quantized with the input tensor's scale/zero point and the
+    int output is dequantized to float32; otherwise ``x`` must already have the input dtype.
+    Returns the stacked outputs, shape ``(N, *output_shape[1:])``.
+    """
+    data, source = _load(model)
+    m = _read_named(data, source)
+    if len(m.inputs) != 1 or len(m.outputs) != 1:
+        raise EdgekdError(
+            f"{source}: run_tflm supports one input and one output, the model has "
+            f"{len(m.inputs)} and {len(m.outputs)}; use tflm_interpreter() directly"
+        )
+    interp, _ = _build(data, source, None)
+    ind = m.input_details()[0]
+    outd = m.output_details()[0]
+    in_shape = tuple(ind["shape"])
+    x = np.asarray(x)
+    if x.ndim == len(in_shape) - 1 and tuple(x.shape) == in_shape[1:]:
+        x = x[None]  # one sample without its batch axis
+    sample_shape = (1, *in_shape[1:]) if in_shape else ()
+    if tuple(x.shape[1:]) != tuple(in_shape[1:]):
+        raise EdgekdError(
+            f"{source}: input batch has shape {tuple(x.shape)} but the model expects (N, {', '.join(map(str, in_shape[1:]))})"
+        )
+    in_dtype = np.dtype(ind["dtype"])
+    if quantize_io and in_dtype.kind in "iu" and x.dtype.kind == "f":
+        info = np.iinfo(in_dtype)
+        x = np.clip(np.round(x / float(ind["scale"]) + int(ind["zero_point"])), info.min, info.max).astype(
+            in_dtype
+        )
+    elif x.dtype != in_dtype:
+        raise EdgekdError(
+            f"{source}: input dtype {x.dtype} but the model expects {in_dtype}; "
+            "quantize the input or pass quantize_io=True"
+        )
+    outs = []
+    failed = False
+    with _capture_native_output() as cap:
+        try:
+            for i in range(x.shape[0]):
+                interp.set_input(x[i].reshape(sample_shape), 0)
+                interp.invoke()
+                outs.append(np.array(interp.get_output(0)))
+        except RuntimeError:
+            failed = True
+    if failed:
+        raise _diagnose(cap.text, source)
+    y = np.concatenate([o.reshape(1, *o.shape[1:]) if o.ndim else o.reshape(1) for o in outs], axis=0)
+    if quantize_io and np.dtype(outd["dtype"]).kind in "iu" and outd["scale"]:
+        y = ((y.astype(np.float32) - int(outd["zero_point"])) * float(outd["scale"])).astype(np.float32)
+    return y
