@@ -1,0 +1,502 @@
+"""TFLite Micro arena planning: an exact re-implementation of TFLM's GreedyMemoryPlanner and an
+improved planner (operator re-ordering + better placement).
+
+TFLM rules reproduced (``micro_allocation_info.cc``, ``greedy_memory_planner.cc``,
+``micro_allocator.cc``):
+
+* a tensor is planned when it has no constant buffer data, is not a variable, and has non-zero size;
+* "allocation scopes": 0 is before the first operator, operator ``i`` runs at scope ``i + 1``;
+  model inputs and outputs are created at scope 0; an operator's outputs are (re)created at its scope,
+  its inputs and outputs are last used at its scope; model outputs are then kept to the last scope;
+* scratch buffers a kernel requests in Prepare live exactly at that operator's scope and are added
+  to the planner after all tensors (see :func:`scratch_requests` for the kernels modelled);
+* sizes are rounded up to 16 bytes; offline-planned offsets (metadata ``OfflineMemoryAllocation``)
+  are placed first, unsorted; the online buffers are added in reverse order and stable-sorted by
+  size, largest first; each goes at the lowest offset that fits between the buffers already placed
+  that overlap it in time (first-fit in the offset-ordered list);
+* the arena head equals the plan's maximum ``offset + size``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgekd.errors import EdgekdError
+from edgekd.graph.tflite_model import TFLiteModel, read_tflite
+
+ALIGN = 16
+OFFLINE_METADATA = "OfflineMemoryAllocation"
+
+
+def align_up(n: int, a: int = ALIGN) -> int:
+    return (n + a - 1) // a * a
+
+
+@dataclass
+class Buffer:
+    """One planned buffer: a tensor (``tensor >= 0``) or a kernel scratch buffer (``tensor == -1``)."""
+
+    tensor: int
+    size: int  # aligned bytes
+    first: int  # allocation scope of creation (0 = before the first op, op i -> i + 1)
+    last: int
+    offline_offset: int = -1
+    op: int = -1  # operator index owning a scratch buffer
+    name: str = ""
+    offset: int = -1
+
+    def overlaps(self, other: Buffer) -> bool:
+        return not (self.first > other.last or other.first > self.last)
+
+
+@dataclass
+class Plan:
+    """An arena plan. ``order`` is the operator execution order (indices into the model's operators)."""
+
+    buffers: list[Buffer]
+    order: list[int]
+    head: int
+    timeline: list[int] = field(default_factory=list)
+    method: str = "tflm-greedy"
+
+    @property
+    def offsets(self) -> dict[int, int]:
+        """Tensor index -> arena offset (tensors only)."""
+        return {b.tensor: b.offset for b in self.buffers if b.tensor >= 0}
+
+    @property
+    def sizes(self) -> dict[int, int]:
+        return {b.tensor: b.size for b in self.buffers if b.tensor >= 0}
+
+    @property
+    def lifetimes(self) -> dict[int, tuple[int, int]]:
+        """Tensor index -> (first scope, last scope); op at position k of ``order`` runs at scope k+1."""
+        return {b.tensor: (b.first, b.last) for b in self.buffers if b.tensor >= 0}
+
+    @property
+    def peak_live(self) -> int:
+        """Largest sum of live buffer sizes at any operator: a lower bound for any placement."""
+        return max(self.timeline, default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "head": self.head,
+            "peak_live": self.peak_live,
+            "order": self.order,
+            "timeline": self.timeline,
+            "buffers": [
+                {
+                    "tensor": b.tensor,
+                    "name": b.name,
+                    "op": b.op,
+                    "offset": b.offset,
+                    "size": b.size,
+                    "first": b.first,
+                    "last": b.last,
+                }
+                for b in self.buffers
+            ],
+        }
+
+
+# ------------------------------------------------------------------------------------------------
+# scratch buffers requested by TFLM reference kernels (host build) in Prepare
+# ------------------------------------------------------------------------------------------------
+
+
+def scratch_requests(model: TFLiteModel, op_index: int) -> list[int]:
+    """Bytes of each scratch buffer the host (reference-kernel) TFLM build requests for an operator.
+
+    Modelled: MEAN/SUM over int8/int16 (one int32 accumulator per output element, unless the op is
+    the special-cased 4-D spatial mean), TRANSPOSE_CONV int8/int16 (int32/int64 accumulator per output
+    element). Kernels not listed request none in the reference build. Optimized kernel libraries
+    (CMSIS-NN, ESP-NN, ...) request other scratch buffers, so their head differs from the host figure.
+    """
+    op = model.operators[op_index]
+    t = model.tensors
+    if op.opcode in ("MEAN", "SUM"):
+        inp = t[op.inputs[0]]
+        out = t[op.outputs[0]]
+        if inp.dtype in ("int8", "int16"):
+            n_out = max(out.nbytes // (1 if out.dtype == "int8" else 2), 1)
+            return [4 * n_out]
+        return []
+    if op.opcode == "TRANSPOSE_CONV":
+        out = t[op.outputs[0]]
+        inp = t[op.inputs[2]]
+        if inp.dtype == "int8":
+            return [4 * out.nbytes]
+        if inp.dtype == "int16":
+            return [8 * (out.nbytes // 2)]
+    return []
+
+
+# ------------------------------------------------------------------------------------------------
+# buffers and lifetimes
+# ------------------------------------------------------------------------------------------------
+
+
+def _as_model(model: TFLiteModel | bytes | str | os.PathLike) -> TFLiteModel:
+    return model if isinstance(model, TFLiteModel) else read_tflite(model)
+
+
+def offline_offsets(model: TFLiteModel) -> list[int] | None:
+    """Offsets from the ``OfflineMemoryAllocation`` metadata (-1 = plan online), or None."""
+    raw = model.metadata.get(OFFLINE_METADATA)
+    if raw is None:
+        return None
+    words = struct.unpack(f"<{len(raw) // 4}i", raw[: len(raw) // 4 * 4])
+    if len(words) < 3 or words[2] != len(model.tensors):
+        raise EdgekdError(
+            f"{model.source}: OfflineMemoryAllocation metadata lists {words[2] if len(words) > 2 else '?'} "
+            f"offsets for {len(model.tensors)} tensors; TFLM rejects this model, re-export it"
+        )
+    return list(words[3 : 3 + words[2]])
+
+
+def build_buffers(
+    model: TFLiteModel,
+    order: Sequence[int] | None = None,
+    *,
+    scratch: bool = True,
+    use_offline: bool = True,
+) -> list[Buffer]:
+    """Planned buffers with TFLM lifetimes for the operators executed in ``order`` (default: file order)."""
+    n_ops = len(model.operators)
+    order = list(range(n_ops)) if order is None else list(order)
+    if sorted(order) != list(range(n_ops)):
+        raise EdgekdError(f"{model.source}: operator order must be a permutation of 0..{n_ops - 1}")
+    offl = offline_offsets(model) if use_offline else None
+    first = [-1] * len(model.tensors)
+    last = [-1] * len(model.tensors)
+
+    def created(i: int, scope: int) -> None:
+        first[i] = scope
+        last[i] = scope
+
+    for i in model.inputs:
+        created(i, 0)
+    for i in model.outputs:
+        created(i, 0)
+    scratch_bufs: list[Buffer] = []
+    for pos, oi in enumerate(order):
+        scope = pos + 1
+        op = model.operators[oi]
+        for i in op.outputs:
+            created(i, scope)
+        for i in op.inputs:
+            if i >= 0:
+                last[i] = scope
+        for i in op.outputs:
+            last[i] = scope
+        if scratch:
+            for nbytes in scratch_requests(model, oi):
+                scratch_bufs.append(
+                    Buffer(-1, align_up(nbytes), scope, scope, op=oi, name=f"scratch:{op.opcode}#{oi}")
+                )
+    for i in model.outputs:
+        last[i] = n_ops
+    bufs: list[Buffer] = []
+    for t in model.tensors:
+        if t.has_data or t.is_variable or t.nbytes == 0:
+            continue
+        bufs.append(
+            Buffer(
+                t.index,
+                align_up(t.nbytes),
+                first[t.index],
+                last[t.index],
+                offline_offset=offl[t.index] if offl is not None else -1,
+                name=t.name,
+            )
+        )
+    return bufs + scratch_bufs
+
+
+def timeline(buffers: Sequence[Buffer], n_ops: int) -> list[int]:
+    """Bytes live at each operator position (scope 1..n_ops)."""
+    live = [0] * n_ops
+    for b in buffers:
+        for s in range(max(b.first, 1), min(b.last, n_ops) + 1):
+            live[s - 1] += b.size
+    return live
+
+
+# ------------------------------------------------------------------------------------------------
+# TFLM greedy placement (exact)
+# ------------------------------------------------------------------------------------------------
+
+
+def _first_fit(placed: list[Buffer], b: Buffer) -> int:
+    """Lowest offset between time-overlapping placed buffers (``placed`` is offset-ordered)."""
+    candidate = 0
+    for e in placed:
+        if not e.overlaps(b):
+            continue
+        if e.offset - candidate >= b.size:
+            break
+        candidate = max(candidate, e.offset + e.size)
+    return candidate
+
+
+def _insert(placed: list[Buffer], b: Buffer) -> None:
+    """Insert keeping TFLM's list order: before the first entry with a larger offset."""
+    if placed and placed[0].offset > b.offset:
+        placed.insert(0, b)
+        return
+    for k in range(1, len(placed)):
+        if placed[k].offset > b.offset:
+            placed.insert(k, b)
+            return
+    placed.append(b)
+
+
+def tflm_greedy_place(buffers: list[Buffer]) -> int:
+    """Assign ``offset`` to every buffer exactly as TFLM's GreedyMemoryPlanner does; return the head."""
+    if not buffers:
+        return 0
+    offline = [b for b in buffers if b.offline_offset >= 0]
+    online = [b for b in buffers if b.offline_offset < 0]
+    online.reverse()  # TFLM fills online entries from the back of its array
+    online.sort(key=lambda b: -b.size)  # stable, like its bubble sort
+    seq = offline + online
+    placed: list[Buffer] = []
+    for k, b in enumerate(seq):
+        if b.offline_offset >= 0:
+            b.offset = b.offline_offset
+        elif k == 0:
+            b.offset = 0
+        else:
+            b.offset = _first_fit(placed, b)
+        _insert(placed, b)
+    return max(b.offset + b.size for b in buffers)
+
+
+def greedy_plan(model: TFLiteModel | bytes | str | os.PathLike, order: Sequence[int] | None = None) -> Plan:
+    """TFLM's own plan for ``model`` (optionally with operators executed in ``order``)."""
+    m = _as_model(model)
+    bufs = build_buffers(m, order)
+    head = tflm_greedy_place(bufs)
+    ordr = list(range(len(m.operators))) if order is None else list(order)
+    return Plan(bufs, ordr, head, timeline(bufs, len(m.operators)), "tflm-greedy")
+
+
+# ------------------------------------------------------------------------------------------------
+# improved placement
+# ------------------------------------------------------------------------------------------------
+
+
+def _place_in_order(buffers: list[Buffer], seq: list[Buffer], best_fit: bool) -> int:
+    """Place ``seq`` one by one (first-fit or best-fit among gaps) ignoring offline offsets."""
+    placed: list[Buffer] = []
+    for b in seq:
+        over = sorted((e for e in placed if e.overlaps(b)), key=lambda e: e.offset)
+        cand, best, best_gap = 0, None, None
+        for e in over:
+            gap = e.offset - cand
+            if gap >= b.size:
+                if not best_fit:
+                    best = cand
+                    break
+                if best_gap is None or gap < best_gap:
+                    best, best_gap = cand, gap
+            cand = max(cand, e.offset + e.size)
+        b.offset = cand if best is None else best
+        placed.append(b)
+    return max((b.offset + b.size for b in buffers), default=0)
+
+
+_PLACEMENT_KEYS = {
+    "size": lambda b: (-b.size, b.first),
+    "size-lifetime": lambda b: (-b.size * (b.last - b.first + 1), -b.size),
+    "lifetime": lambda b: (-(b.last - b.first), -b.size),
+    "first-use": lambda b: (b.first, -b.size),
+}
+
+
+def best_placement(buffers: list[Buffer]) -> tuple[int, str]:
+    """Try several placement orders (first-fit and best-fit) plus TFLM's; keep offsets of the best."""
+    if not buffers:
+        return 0, "empty"
+    lower = max(timeline(buffers, max(b.last for b in buffers) + 1), default=0)
+    results: list[tuple[int, str, list[int]]] = []
+    head = tflm_greedy_place(buffers)
+    results.append((head, "tflm-greedy", [b.offset for b in buffers]))
+    if head > lower:
+        for (kname, key), best_fit in itertools.product(_PLACEMENT_KEYS.items(), (False, True)):
+            h = _place_in_order(buffers, sorted(buffers, key=key), best_fit)
+            results.append((h, f"{kname}/{'best' if best_fit else 'first'}-fit", [b.offset for b in buffers]))
+            if h <= lower:
+                break
+    h, name, offs = min(results, key=lambda r: r[0])
+    for b, o in zip(buffers, offs, strict=True):
+        b.offset = o
+    return h, name
+
+
+# ------------------------------------------------------------------------------------------------
+# operator re-ordering
+# ------------------------------------------------------------------------------------------------
+
+
+class _Graph:
+    """Dependency structure of the operators, with planned tensor sizes."""
+
+    def __init__(self, m: TFLiteModel) -> None:
+        self.m = m
+        self.n = len(m.operators)
+        planned = {b.tensor: b.size for b in build_buffers(m, scratch=False, use_offline=False)}
+        self.size = planned
+        producer: dict[int, int] = {}
+        for o in m.operators:
+            for t in o.outputs:
+                producer[t] = o.index
+        self.preds: list[int] = [0] * self.n  # bitmask of ops that must run before
+        self.consumers: dict[int, int] = {t: 0 for t in planned}
+        for o in m.operators:
+            for t in o.inputs:
+                if t >= 0 and t in producer:
+                    self.preds[o.index] |= 1 << producer[t]
+                if t in self.consumers:
+                    self.consumers[t] |= 1 << o.index
+        self.outputs = set(m.outputs)
+        self.inputs = set(m.inputs)
+        self.scratch = [sum(align_up(s) for s in scratch_requests(m, i)) for i in range(self.n)]
+        self.op_in = [[t for t in set(o.inputs) if t in planned] for o in m.operators]
+        self.op_out = [[t for t in set(o.outputs) if t in planned] for o in m.operators]
+
+        # per planned tensor: size, producer bit (0 for model inputs: always made), consumers mask
+        self.tensors = [t for t in planned if t in producer or t in self.inputs]
+        self.t_size = [planned[t] for t in self.tensors]
+        self.t_prod = [0 if t in self.inputs or t not in producer else 1 << producer[t] for t in self.tensors]
+        self.t_cons = [self.consumers[t] for t in self.tensors]
+        self.t_out = [t in self.outputs for t in self.tensors]
+        pos = {t: k for k, t in enumerate(self.tensors)}
+        self.op_touch = [0] * self.n  # bitmask over self.tensors of the op's inputs and outputs
+        for o in range(self.n):
+            for t in self.op_in[o] + self.op_out[o]:
+                if t in pos:
+                    self.op_touch[o] |= 1 << pos[t]
+
+    def _live_mask(self, done: int) -> int:
+        mask = 0
+        for k in range(len(self.tensors)):
+            made = self.t_prod[k] == 0 or (done & self.t_prod[k])
+            if made and (self.t_out[k] or (self.t_cons[k] & ~done)):
+                mask |= 1 << k
+        return mask
+
+    def _bytes(self, mask: int) -> int:
+        return sum(sz for k, sz in enumerate(self.t_size) if mask >> k & 1)
+
+    def live_after(self, done: int) -> int:
+        """Bytes live between operators once the ops in ``done`` have run."""
+        return self._bytes(self._live_mask(done))
+
+    def step_peak(self, done: int, op: int) -> int:
+        """Bytes live while ``op`` runs after ``done``: everything alive, plus its outputs and scratch."""
+        return self._bytes(self._live_mask(done) | self.op_touch[op]) + self.scratch[op]
+
+
+def _exact_order(g: _Graph, max_states: int) -> list[int] | None:
+    """Order minimising the peak of live bytes, by DFS over executed-op sets with memoisation."""
+    full = (1 << g.n) - 1
+    memo: dict[int, tuple[int, int]] = {}
+
+    def solve(done: int) -> int:
+        if done == full:
+            return 0
+        hit = memo.get(done)
+        if hit is not None:
+            return hit[0]
+        if len(memo) > max_states:
+            raise _TooBig
+        best, best_op = None, -1
+        for op in range(g.n):
+            if done >> op & 1 or (g.preds[op] & ~done):
+                continue
+            here = g.step_peak(done, op)
+            if best is not None and here >= best:
+                continue
+            v = max(here, solve(done | 1 << op))
+            if best is None or v < best:
+                best, best_op = v, op
+        memo[done] = (best if best is not None else 0, best_op)
+        return memo[done][0]
+
+    try:
+        solve(0)
+    except _TooBig:
+        return None
+    order, done = [], 0
+    while done != full:
+        op = memo[done][1]
+        order.append(op)
+        done |= 1 << op
+    return order
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _heuristic_order(g: _Graph) -> list[int]:
+    """Greedy list scheduling: run the ready op with the lowest peak, ties to the one freeing most."""
+    done, order = 0, []
+    full = (1 << g.n) - 1
+    while done != full:
+        ready = [op for op in range(g.n) if not done >> op & 1 and not (g.preds[op] & ~done)]
+        op = min(ready, key=lambda o: (g.step_peak(done, o), g.live_after(done | 1 << o), o))
+        order.append(op)
+        done |= 1 << op
+    return order
+
+
+def candidate_orders(m: TFLiteModel, max_states: int = 20000) -> list[tuple[str, list[int]]]:
+    """Operator orders worth evaluating: file order, the exact min-peak order (small graphs) and a
+    greedy heuristic order."""
+    n = len(m.operators)
+    out: list[tuple[str, list[int]]] = [("file", list(range(n)))]
+    if n == 0:
+        return out
+    g = _Graph(m)
+    exact = _exact_order(g, max_states) if n <= 64 else None
+    if exact is not None:
+        out.append(("dfs-exact", exact))
+    out.append(("heuristic", _heuristic_order(g)))
+    return out
+
+
+def optimized_plan(
+    model: TFLiteModel | bytes | str | os.PathLike,
+    *,
+    reorder: bool = True,
+    placement: bool = True,
+    max_states: int = 20000,
+) -> Plan:
+    """A plan never worse than :func:`greedy_plan`: best of several operator orders and placements.
+
+    ``method`` tells what won, e.g. ``"dfs-exact+tflm-greedy"`` (re-ordered, TFLM placement: TFLM
+    reproduces it from a re-ordered file) or ``"file+size/best-fit"`` (needs offline offsets).
+    """
+    m = _as_model(model)
+    base = greedy_plan(m)
+    best = base
+    orders = candidate_orders(m, max_states) if reorder else [("file", list(range(len(m.operators))))]
+    for oname, order in orders:
+        bufs = build_buffers(m, order)
+        if placement and not any(b.offline_offset >= 0 for b in bufs):
+            head, pname = best_placement(bufs)
+        else:
+            head, pname = tflm_greedy_place(bufs), "tflm-greedy"
+        if head < best.head:
+            best = Plan(bufs, list(order), head, timeline(bufs, len(m.operators)), f"{oname}+{pname}")
+    if best is base:
+        base.method = "tflm-greedy (no improvement found)"
+    return best
