@@ -110,6 +110,13 @@ class Plan:
 # ------------------------------------------------------------------------------------------------
 
 
+def _numel(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= max(int(d), 0)
+    return n
+
+
 def scratch_requests(model: TFLiteModel, op_index: int) -> list[int]:
     """Bytes of each scratch buffer the host (reference-kernel) TFLM build requests for an operator.
 
@@ -120,13 +127,14 @@ def scratch_requests(model: TFLiteModel, op_index: int) -> list[int]:
     """
     op = model.operators[op_index]
     t = model.tensors
-    if op.opcode in ("MEAN", "SUM"):
-        inp = t[op.inputs[0]]
-        out = t[op.outputs[0]]
-        if inp.dtype in ("int8", "int16"):
-            n_out = max(out.nbytes // (1 if out.dtype == "int8" else 2), 1)
-            return [4 * n_out]
-        return []
+    if op.opcode in ("MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"):
+        inp, axis, out = t[op.inputs[0]], t[op.inputs[1]], t[op.outputs[0]]
+        rank_bytes = 4 * max(len(inp.shape), 1)
+        axis_bytes = 4 * max(_numel(axis.shape), 1)
+        reqs = []
+        if op.opcode in ("MEAN", "SUM") and inp.dtype in ("int8", "int16"):
+            reqs.append(4 * max(_numel(out.shape), 1))  # int32 accumulator per output element
+        return reqs + [rank_bytes, axis_bytes]  # temp index + resolved axis
     if op.opcode == "TRANSPOSE_CONV":
         out = t[op.outputs[0]]
         inp = t[op.inputs[2]]

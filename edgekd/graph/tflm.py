@@ -32,6 +32,7 @@ _ALLOC_FAIL = re.compile(
 )
 _MISSING_OP = re.compile(r"Didn't find op for builtin opcode '([^']+)'")
 _MISSING_CUSTOM = re.compile(r"Didn't find op for custom opcode '([^']+)'")
+_NO_REGISTRATION = re.compile(r"Failed to get registration from op code (\w+)")
 _PREPARE_FAIL = re.compile(r"Node (\S+) \(number (\d+)\) failed to (prepare|invoke|init)")
 
 
@@ -96,9 +97,21 @@ def _read_named(data: bytes, source: str):  # keep the file name in error messag
         raise EdgekdError(str(e).replace("<bytes>", source, 1)) from None
 
 
-def _diagnose(text: str, source: str) -> EdgekdError:
+def _custom_codes(data: bytes | None) -> list[str]:
+    if data is None:
+        return []
+    with contextlib.suppress(EdgekdError):
+        return read_tflite(data).custom_ops()
+    return []
+
+
+def _diagnose(text: str, source: str, data: bytes | None = None) -> EdgekdError:
     missing = sorted(set(_MISSING_OP.findall(text)))
     missing_custom = sorted(set(_MISSING_CUSTOM.findall(text)))
+    no_reg = set(_NO_REGISTRATION.findall(text))
+    if "CUSTOM" in no_reg and not missing_custom:
+        missing_custom = _custom_codes(data) or ["?"]
+    missing = sorted(set(missing) | (no_reg - {"CUSTOM"}))
     if missing or missing_custom:
         names = ", ".join(missing + [f"CUSTOM:{c}" for c in missing_custom])
         return EdgekdError(
@@ -151,7 +164,7 @@ def _build(data: bytes, source: str, arena_size: int | None) -> tuple[Any, str]:
         if _ALLOC_FAIL.search(cap.text) and not _MISSING_OP.search(cap.text) and size < _MAX_ARENA:
             size *= 2
             continue
-        exc = _diagnose(cap.text or str(err), source)
+        exc = _diagnose(cap.text or str(err), source, data)
         raise exc from None
 
 
@@ -231,7 +244,7 @@ def run_tflm(model: ModelSource, x: np.ndarray, *, quantize_io: bool = False) ->
         except RuntimeError:
             failed = True
     if failed:
-        raise _diagnose(cap.text, source)
+        raise _diagnose(cap.text, source, data)
     y = np.concatenate([o.reshape(1, *o.shape[1:]) if o.ndim else o.reshape(1) for o in outs], axis=0)
     if quantize_io and np.dtype(outd["dtype"]).kind in "iu" and outd["scale"]:
         y = ((y.astype(np.float32) - int(outd["zero_point"])) * float(outd["scale"])).astype(np.float32)
