@@ -1,0 +1,42 @@
+"""``edgekd export``: ONNX / TFLite / TFLite Micro export of a run folder or an ONNX file."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("export")
+@click.argument("source", type=click.Path())
+@click.option("--target", "-t", help="Target profile name (see `edgekd targets`) or a board .yaml file.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["onnx", "tflite"]), help="Export one format instead of a target."
+)
+@click.option("--quant", "-q", help="fp32 | fp16 | dynamic | int8, a comma list, or all (ONNX: fp32 | int8).")
+@click.option(
+    "--calibration", "-c", help="Calibration recipe .yaml (calibration/) or .npz with x (N, C, H, W)."
+)
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True, help="ONNX int8 calibration method (onnxruntime).")  # fmt: skip
+@click.option(
+    "--output",
+    "-o",
+    "out",
+    type=click.Path(file_okay=False),
+    help="Export folder (default RUN_DIR/export/<name>).",
+)
+@click.option("--quiet", is_flag=True, help="Only errors and the folder name.")
+def command(source: str, target: str | None, fmt: str | None, quant: str | None, calibration: str | None,
+            method: str, out: str | None, quiet: bool) -> None:  # fmt: skip
+    """Export SOURCE (a run folder, a .onnx file or an edgekd .pt) for a --target or a --format.
+
+    \b
+    edgekd export runs/demo --format onnx --quant int8
+    edgekd export runs/demo --format tflite --quant fp32,int8
+    edgekd export runs/demo --target arduino-nano-33-ble
+    edgekd export model.onnx --target tflite-micro --calibration data.npz -o out/
+    """
+    from edgekd.export.api import export_model
+
+    folder = export_model(source, target=target, fmt=fmt, quant=quant, calibration=calibration, out=out,
+                          method=method, quiet=quiet)  # fmt: skip
+    click.echo(str(folder))

@@ -1,0 +1,178 @@
+"""Calibration data for post-training quantization: recipes (``calibration/*.yaml``) or the user's ``.npz``.
+
+A recipe::
+
+    name: default
+    split: train            # train | val | test
+    num_samples: 200
+    selection: stratified   # stratified (equal share per class) | random | first
+    seed: 0
+
+Samples come from the run's splits, which already carry the training preprocessing (``data.json``'s
+normalisation). An ``.npz`` holds ``x`` (N, *input_shape) float, already preprocessed like training.
+Fewer than :data:`MIN_SAMPLES` samples gives a warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import EdgekdError
+
+MIN_SAMPLES = 100
+SELECTIONS = ("stratified", "random", "first")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class CalibrationRecipe:
+    name: str = "default"
+    split: str = "train"
+    num_samples: int = 200
+    selection: str = "stratified"
+    seed: int = 0
+
+
+def calibration_dirs() -> list[Path]:
+    return [Path(__file__).resolve().parents[2] / "calibration", Path.cwd() / "calibration"]
+
+
+def load_recipe(path: str | Path | None = None) -> CalibrationRecipe:
+    """Load a calibration recipe YAML (``None`` = ``calibration/default.yaml`` or the built-in default)."""
+    import yaml
+
+    if path is None:
+        for d in calibration_dirs():
+            if (d / "default.yaml").is_file():
+                path = d / "default.yaml"
+                break
+        else:
+            return CalibrationRecipe()
+    p = Path(path)
+    if not p.is_file():
+        for d in calibration_dirs():  # a bare recipe name
+            if (d / f"{p.name}.yaml").is_file():
+                p = d / f"{p.name}.yaml"
+                break
+        else:
+            raise EdgekdError(f"{path}: calibration recipe not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise EdgekdError(f"{p}: not valid YAML ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(data, dict):
+        raise EdgekdError(f"{p}: a calibration recipe must be a YAML mapping")
+    valid = set(CalibrationRecipe.__dataclass_fields__)
+    unknown = sorted(set(data) - valid)
+    if unknown:
+        raise EdgekdError(f"{p}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+    r = CalibrationRecipe(**{"name": p.stem, **data})
+    if r.split not in SPLITS:
+        raise EdgekdError(f"{p}: key 'split' is {r.split!r}; valid: {', '.join(SPLITS)}")
+    if r.selection not in SELECTIONS:
+        raise EdgekdError(f"{p}: key 'selection' is {r.selection!r}; valid: {', '.join(SELECTIONS)}")
+    if not isinstance(r.num_samples, int) or r.num_samples < 1:
+        raise EdgekdError(f"{p}: key 'num_samples' must be a positive integer")
+    return r
+
+
+def select(x: np.ndarray, y: np.ndarray | None, recipe: CalibrationRecipe) -> np.ndarray:
+    """Pick ``recipe.num_samples`` rows of ``x`` (stratified by ``y``, random, or the first ones)."""
+    n = min(recipe.num_samples, len(x))
+    rng = np.random.default_rng(recipe.seed)
+    if recipe.selection == "first":
+        idx = np.arange(n)
+    elif recipe.selection == "random" or y is None:
+        idx = np.sort(rng.choice(len(x), n, replace=False))
+    else:
+        classes = np.unique(y)
+        per_class = [rng.permutation(np.flatnonzero(y == c)) for c in classes]
+        idx_list: list[int] = []
+        k = 0
+        while len(idx_list) < n:  # round robin over classes: equal share, remainder spread
+            for rows in per_class:
+                if k < len(rows) and len(idx_list) < n:
+                    idx_list.append(int(rows[k]))
+            k += 1
+        idx = np.sort(np.array(idx_list))
+    return np.ascontiguousarray(x[idx], dtype=np.float32)
+
+
+def load_npz(
+    path: str | Path, input_shape: tuple[int, ...], ref_range: tuple[float, float] | None = None
+) -> np.ndarray:
+    """Read calibration samples from ``.npz`` (array ``x``, or its only array) and check them against the model."""
+    p = Path(path)
+    expected = f"(N, {', '.join(str(s) for s in input_shape)}) float32"
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            keys = list(f.files)
+            key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
+            if key is None:
+                raise EdgekdError(
+                    f"{p}: no array 'x' (found {', '.join(keys) or 'none'}); expected x of shape {expected}"
+                )
+            x = f[key]
+    except EdgekdError:
+        raise
+    except Exception as e:  # noqa: BLE001  (zip/pickle/format errors)
+        raise EdgekdError(
+            f"{p}: cannot read calibration npz ({str(e).splitlines()[0][:100]}); expected x of shape {expected}"
+        ) from None
+    if tuple(x.shape[1:]) != tuple(input_shape) or x.ndim != len(input_shape) + 1 or len(x) == 0:
+        raise EdgekdError(f"{p}: calibration array has shape {tuple(x.shape)}, expected {expected}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise EdgekdError(
+            f"{p}: calibration array has dtype {x.dtype}, expected {expected} with the training preprocessing applied"
+        )
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise EdgekdError(f"{p}: calibration array contains NaN or inf")
+    lo, hi = float(x.min()), float(x.max())
+    if ref_range is not None:
+        rlo, rhi = ref_range
+        margin = 0.5 * max(rhi - rlo, 1e-6)
+        if lo < rlo - margin or hi > rhi + margin:
+            raise EdgekdError(
+                f"{p}: calibration values span [{lo:.3g}, {hi:.3g}] but the training inputs span [{rlo:.3g}, {rhi:.3g}]; "
+                "apply the training preprocessing (data.json normalisation)"
+            )
+    elif max(abs(lo), abs(hi)) > 1e4:
+        raise EdgekdError(
+            f"{p}: calibration values span [{lo:.3g}, {hi:.3g}]; expected preprocessed (normalised) inputs"
+        )
+    return x
+
+
+def calibration_data(
+    calibration: str | Path | None, input_shape: tuple[int, ...], splits: Any | None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Calibration samples and a description for ``export.json``; warns (in the info) below 100 samples."""
+    ref = None
+    if splits is not None:
+        ref = (float(splits.train.x.min()), float(splits.train.x.max()))
+    if calibration is not None and str(calibration).endswith(".npz"):
+        x = load_npz(calibration, input_shape, ref)
+        info: dict[str, Any] = {"source": str(calibration), "samples": int(len(x))}
+    else:
+        if splits is None:
+            raise EdgekdError(
+                "no training data to calibrate with: pass --calibration data.npz (x: preprocessed inputs)"
+            )
+        recipe = load_recipe(calibration)
+        part = getattr(splits, recipe.split)
+        if len(part) == 0:
+            raise EdgekdError(f"calibration recipe {recipe.name!r}: the {recipe.split} split is empty")
+        x = select(part.x, part.y, recipe)
+        info = {"source": "recipe", "recipe": asdict(recipe), "samples": int(len(x))}
+        if tuple(x.shape[1:]) != tuple(input_shape):
+            raise EdgekdError(
+                f"data.json inputs have shape {tuple(x.shape[1:])} but the model expects {tuple(input_shape)}"
+            )
+    if len(x) < MIN_SAMPLES:
+        info["warning"] = f"only {len(x)} calibration samples (< {MIN_SAMPLES}); int8 ranges may be poor"
+    return x, info

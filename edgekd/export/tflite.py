@@ -1,0 +1,189 @@
+"""ONNX -> TFLite with onnx2tf (fp32, fp16, dynamic-range, full-integer int8 with int8 I/O) and host runs.
+
+onnx2tf converts NCHW inputs to NHWC; calibration samples are written as NHWC ``.npy`` and passed with
+mean 0 / std 1 because they already carry the training preprocessing. TensorFlow is imported lazily.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import EdgekdError
+
+QUANTS = ("fp32", "fp16", "dynamic", "int8")
+ONNX2TF_SUFFIX = {
+    "fp32": "float32",
+    "fp16": "float16",
+    "dynamic": "dynamic_range_quant",
+    "int8": "full_integer_quant",
+}
+
+
+@contextlib.contextmanager
+def captured_output(log: Path) -> Iterator[Path]:
+    """Send this process's stdout/stderr (including C++ logging) to ``log`` for the duration."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield log
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def to_channels_last(x: np.ndarray) -> np.ndarray:
+    """(N, C, ...) -> (N, ..., C) for rank >= 3; 2-D arrays are returned as they are."""
+    return np.ascontiguousarray(np.moveaxis(x, 1, -1)) if x.ndim >= 3 else x
+
+
+def _last_error(log: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    keys = ("Error", "error:", "ERROR", "Exception", "not supported", "failed")
+    hits = [ln for ln in lines if any(k in ln for k in keys)]
+    line = (hits or lines or ["no output"])[-1]
+    return line[:200]
+
+
+def convert(onnx_path: Path, work: Path, quants: list[str], calib_x: np.ndarray | None, input_name: str,
+            per_channel: bool = True) -> dict[str, Path]:  # fmt: skip
+    """Run onnx2tf once; returns ``{quant: .tflite path}`` for the requested quantizations."""
+    bad = [q for q in quants if q not in QUANTS]
+    if bad:
+        raise EdgekdError(f"--quant {','.join(bad)}: valid: {', '.join(QUANTS)}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    out_dir = work / "onnx2tf"
+    log = work / "onnx2tf.log"
+    kwargs: dict[str, Any] = {}
+    if "int8" in quants:
+        if calib_x is None:
+            raise EdgekdError("int8 needs calibration samples: pass --calibration data.npz")
+        npy = work / "calibration_nhwc.npy"
+        xc = to_channels_last(calib_x.astype(np.float32))
+        np.save(npy, xc)
+        ones = [1] * xc.ndim
+        kwargs.update(
+            output_integer_quantized_tflite=True,
+            custom_input_op_name_np_data_path=[
+                [input_name, str(npy), np.zeros(ones, np.float32), np.ones(ones, np.float32)]
+            ],
+            input_quant_dtype="int8",
+            output_quant_dtype="int8",
+            quant_type="per-channel" if per_channel else "per-tensor",
+        )
+    if "dynamic" in quants:
+        kwargs["output_dynamic_range_quantized_tflite"] = True
+    try:
+        with captured_output(log):
+            import onnx2tf
+
+            onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(out_dir), non_verbose=True,
+                            copy_onnx_input_output_names_to_tflite=True, batch_size=1, **kwargs)  # fmt: skip
+    except SystemExit:
+        raise EdgekdError(f"{onnx_path}: onnx2tf could not convert the model ({_last_error(log)})") from None
+    except Exception as e:  # noqa: BLE001
+        first = str(e).strip().splitlines()[0][:150] if str(e).strip() else type(e).__name__
+        raise EdgekdError(f"{onnx_path}: onnx2tf could not convert the model ({first})") from None
+    found: dict[str, Path] = {}
+    for q in quants:
+        f = out_dir / f"{onnx_path.stem}_{ONNX2TF_SUFFIX[q]}.tflite"
+        if not f.is_file():
+            what = "full-integer int8 quantization" if q == "int8" else f"the {q} conversion"
+            raise EdgekdError(f"{onnx_path}: {what} failed in the TFLite converter ({_last_error(log)})")
+        found[q] = f
+    return found
+
+
+# --- host interpreter (LiteRT) -----------------------------------------------------------------
+def interpreter_class() -> tuple[Any, str]:
+    """The LiteRT interpreter class: ai-edge-litert, else tflite_runtime, else tf.lite."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai_edge_litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
+
+        return Interpreter, "tflite_runtime"
+    except ImportError:
+        pass
+    import tensorflow as tf
+
+    return tf.lite.Interpreter, "tf.lite"
+
+
+def quantize_input(x: np.ndarray, dtype: Any, scale: float, zero_point: int) -> np.ndarray:
+    """Float -> int8/uint8 with the tensor's (scale, zero point); float dtypes pass through."""
+    if np.issubdtype(dtype, np.integer) and scale:
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+    return x.astype(dtype)
+
+
+def dequantize(y: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    if np.issubdtype(y.dtype, np.integer) and scale:
+        return (y.astype(np.float32) - zero_point) * scale
+    return y.astype(np.float32)
+
+
+class TFLiteRunner:
+    """Run a ``.tflite`` file on the host (LiteRT), one sample at a time; inputs are NCHW floats."""
+
+    def __init__(self, model: bytes | Path) -> None:
+        cls, self.runtime = interpreter_class()
+        content = model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                self.it = cls(model_content=bytes(content), num_threads=1)
+            self.it.allocate_tensors()
+        except Exception as e:  # noqa: BLE001
+            raise EdgekdError(f"LiteRT cannot load the model ({str(e).splitlines()[0][:150]})") from None
+        self.inp = self.it.get_input_details()[0]
+        self.out = self.it.get_output_details()[0]
+        self.in_scale, self.in_zp = self.inp["quantization"]
+        self.out_scale, self.out_zp = self.out["quantization"]
+        self.shape = tuple(int(s) for s in self.inp["shape"])
+
+    def layout(self, sample_shape: tuple[int, ...]) -> str:
+        """'nchw' when the file takes the PyTorch layout, 'nhwc' when channels were moved last."""
+        if tuple(self.shape[1:]) == tuple(sample_shape):
+            return "nchw"
+        if len(sample_shape) >= 2 and tuple(self.shape[1:]) == (*sample_shape[1:], sample_shape[0]):
+            return "nhwc"
+        raise EdgekdError(f"TFLite input shape {self.shape} does not match the model input {sample_shape}")
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        """NCHW float batch -> what the file's input takes (layout, dtype, quantization)."""
+        if self.layout(tuple(x.shape[1:])) == "nhwc":
+            x = to_channels_last(x)
+        return quantize_input(x, self.inp["dtype"], self.in_scale, self.in_zp)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        xq = self.prepare(x)
+        outs = []
+        for i in range(len(xq)):
+            self.it.set_tensor(self.inp["index"], xq[i : i + 1])
+            self.it.invoke()
+            outs.append(
+                dequantize(self.it.get_tensor(self.out["index"]), self.out_scale, self.out_zp).reshape(1, -1)
+            )
+        return np.concatenate(outs)
