@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ class Plan:
     head: int
     timeline: list[int] = field(default_factory=list)
     method: str = "tflm-greedy"
+    needs_offline_offsets: bool = False  # True: TFLM reproduces it only with OfflineMemoryAllocation
 
     @property
     def offsets(self) -> dict[int, int]:
@@ -87,6 +89,7 @@ class Plan:
         return {
             "method": self.method,
             "head": self.head,
+            "needs_offline_offsets": self.needs_offline_offsets,
             "peak_live": self.peak_live,
             "order": self.order,
             "timeline": self.timeline,
@@ -328,24 +331,39 @@ _PLACEMENT_KEYS = {
 }
 
 
-def best_placement(buffers: list[Buffer]) -> tuple[int, str]:
-    """Try several placement orders (first-fit and best-fit) plus TFLM's; keep offsets of the best."""
+def best_placement(buffers: list[Buffer], random_tries: int = 48, seed: int = 0) -> tuple[int, str]:
+    """Try several placement orders (first-fit and best-fit, plus seeded random perturbations of the
+    size order) and TFLM's own; leave the offsets of the best in ``buffers``; return (head, name)."""
     if not buffers:
         return 0, "empty"
     lower = max(timeline(buffers, max(b.last for b in buffers) + 1), default=0)
-    results: list[tuple[int, str, list[int]]] = []
     head = tflm_greedy_place(buffers)
-    results.append((head, "tflm-greedy", [b.offset for b in buffers]))
-    if head > lower:
-        for (kname, key), best_fit in itertools.product(_PLACEMENT_KEYS.items(), (False, True)):
-            h = _place_in_order(buffers, sorted(buffers, key=key), best_fit)
-            results.append((h, f"{kname}/{'best' if best_fit else 'first'}-fit", [b.offset for b in buffers]))
-            if h <= lower:
-                break
-    h, name, offs = min(results, key=lambda r: r[0])
-    for b, o in zip(buffers, offs, strict=True):
+    best = (head, "tflm-greedy", [b.offset for b in buffers])
+    trials: list[tuple[str, list[Buffer], bool]] = []
+    for (kname, key), best_fit in itertools.product(_PLACEMENT_KEYS.items(), (False, True)):
+        trials.append((f"{kname}/{'best' if best_fit else 'first'}-fit", sorted(buffers, key=key), best_fit))
+    rng = random.Random(seed)
+    for k in range(random_tries):
+        jitter = {id(b): rng.uniform(0.7, 1.3) for b in buffers}
+        trials.append((f"random{k}/first-fit", sorted(buffers, key=lambda b: -b.size * jitter[id(b)]), False))
+    for name, seq, best_fit in trials:
+        if best[0] <= lower:
+            break
+        h = _place_in_order(buffers, seq, best_fit)
+        if h < best[0]:
+            best = (h, name, [b.offset for b in buffers])
+    for b, o in zip(buffers, best[2], strict=True):
         b.offset = o
-    return h, name
+    return best[0], best[1]
+
+
+def _realize_offline(buffers: list[Buffer]) -> tuple[list[Buffer], int]:
+    """What TFLM does with these tensor offsets given as offline offsets (scratch stays online)."""
+    out = [
+        Buffer(b.tensor, b.size, b.first, b.last, b.offset if b.tensor >= 0 else -1, b.op, b.name)
+        for b in buffers
+    ]
+    return out, tflm_greedy_place(out)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -490,21 +508,112 @@ def optimized_plan(
 ) -> Plan:
     """A plan never worse than :func:`greedy_plan`: best of several operator orders and placements.
 
-    ``method`` tells what won, e.g. ``"dfs-exact+tflm-greedy"`` (re-ordered, TFLM placement: TFLM
-    reproduces it from a re-ordered file) or ``"file+size/best-fit"`` (needs offline offsets).
+    The head reported is what TFLM itself gets from :func:`apply_plan`'s file: re-ordered operators,
+    plus (when ``needs_offline_offsets``) the tensor offsets stored as ``OfflineMemoryAllocation``
+    metadata, with kernel scratch buffers still placed online by TFLM. ``method`` tells what won,
+    e.g. ``"dfs-exact+tflm-greedy"`` or ``"file+size/best-fit"``.
     """
     m = _as_model(model)
     base = greedy_plan(m)
     best = base
+    has_offline = any(b.offline_offset >= 0 for b in base.buffers)
     orders = candidate_orders(m, max_states) if reorder else [("file", list(range(len(m.operators))))]
     for oname, order in orders:
         bufs = build_buffers(m, order)
-        if placement and not any(b.offline_offset >= 0 for b in bufs):
-            head, pname = best_placement(bufs)
-        else:
-            head, pname = tflm_greedy_place(bufs), "tflm-greedy"
+        head = tflm_greedy_place(bufs)
         if head < best.head:
-            best = Plan(bufs, list(order), head, timeline(bufs, len(m.operators)), f"{oname}+{pname}")
+            best = Plan(bufs, list(order), head, timeline(bufs, len(m.operators)), f"{oname}+tflm-greedy")
+        if placement and not has_offline:
+            trial = build_buffers(m, order)
+            h, pname = best_placement(trial)
+            if h < best.head:
+                real, h_real = _realize_offline(trial)
+                if h_real < best.head:
+                    best = Plan(
+                        real, list(order), h_real, timeline(real, len(m.operators)), f"{oname}+{pname}", True
+                    )
     if best is base:
         base.method = "tflm-greedy (no improvement found)"
     return best
+
+
+# ------------------------------------------------------------------------------------------------
+# writing a re-ordered / offline-planned flatbuffer
+# ------------------------------------------------------------------------------------------------
+
+
+def reorder_model(
+    model: TFLiteModel | bytes | str | os.PathLike,
+    order: Sequence[int],
+    offsets: dict[int, int] | None = None,
+) -> bytes:
+    """Flatbuffer bytes with subgraph 0's operators in ``order`` (a topological order) and, when
+    ``offsets`` (tensor index -> arena offset) is given, an ``OfflineMemoryAllocation`` metadata entry
+    so TFLM uses those offsets. Buffers are re-aligned with TFLM's flatbuffer-align tool when available.
+    """
+    import flatbuffers
+    import numpy as np
+
+    from edgekd.graph.tflite_model import _schema_module
+
+    m = _as_model(model)
+    n = len(m.operators)
+    if sorted(order) != list(range(n)):
+        raise EdgekdError(f"{m.source}: operator order must be a permutation of 0..{n - 1}")
+    pos = {op: k for k, op in enumerate(order)}
+    producer = {t: op.index for op in m.operators for t in op.outputs}
+    for op in m.operators:
+        for t in op.inputs:
+            if t in producer and pos[producer[t]] > pos[op.index]:
+                raise EdgekdError(
+                    f"{m.source}: order runs operator {op.index} ({op.opcode}) before the producer of its "
+                    f"input tensor {t}; pass a topological order"
+                )
+    s = _schema_module()
+    mt = s.ModelT.InitFromPackedBuf(bytearray(m.data), 0)
+    sg = mt.subgraphs[0]
+    sg.operators = [sg.operators[i] for i in order]
+    if offsets is not None:
+        words = [0, 0, len(m.tensors)] + [int(offsets.get(i, -1)) for i in range(len(m.tensors))]
+        buf = s.BufferT()
+        buf.data = np.frombuffer(struct.pack(f"<{len(words)}i", *words), dtype=np.uint8)
+        mt.buffers.append(buf)
+        md = s.MetadataT()
+        md.name = OFFLINE_METADATA
+        md.buffer = len(mt.buffers) - 1
+        mt.metadata = [
+            x for x in (mt.metadata or []) if x.name not in (OFFLINE_METADATA, OFFLINE_METADATA.encode())
+        ]
+        mt.metadata.append(md)
+    builder = flatbuffers.Builder(len(m.data) + 4096)
+    builder.Finish(mt.Pack(builder), file_identifier=b"TFL3")
+    return _align(bytes(builder.Output()))
+
+
+def _align(data: bytes) -> bytes:
+    """Re-align buffers (16 bytes) with tflite_micro's C++ flatbuffer align tool; as-is if unavailable."""
+    import tempfile
+    from pathlib import Path
+
+    try:
+        from tflite_micro.tensorflow.lite.micro.tools import tflite_flatbuffer_align_wrapper as w
+    except ImportError:  # pragma: no cover
+        return data
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = Path(d) / "in.tflite", Path(d) / "out.tflite"
+        src.write_bytes(data)
+        try:
+            w.align_tflite_model(str(src), str(dst))
+            out = dst.read_bytes()
+        except Exception:  # pragma: no cover - keep the unaligned (still valid) file
+            return data
+    return out if out[4:8] == b"TFL3" else data
+
+
+def apply_plan(model: TFLiteModel | bytes | str | os.PathLike, plan: Plan) -> bytes:
+    """Write ``plan`` into the model: re-ordered operators and, if the plan needs them, offline offsets.
+
+    ``measure_arena(apply_plan(m, plan))["head"] == plan.head`` for plans from this module.
+    """
+    offsets = plan.offsets if plan.needs_offline_offsets else None
+    return reorder_model(model, plan.order, offsets)
