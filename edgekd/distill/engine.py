@@ -187,7 +187,7 @@ class Trainer:
                         bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["total"]
                         kept = self.run.checkpoint if self.run.checkpoint.exists() else "none yet"
                         raise EdgekdError(
-                            f"{self.label}: loss term {bad[0]!r} became {float(loss)} at epoch {epoch + 1} step "
+                            f"{self.label}: loss term {bad[0]!r} became {float(loss.detach())} at epoch {epoch + 1} step "
                             f"{step + 1}; last good checkpoint kept ({kept}); lower train.lr or check the data"
                         )
                     opt.zero_grad(set_to_none=True)

@@ -48,7 +48,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise EdgekdError(f"{path}: checkpoint not found")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as e:
+    except (
+        RuntimeError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        EOFError,
+        ValueError,
+        IndexError,
+        KeyError,
+        TypeError,
+    ) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise EdgekdError(
             f"{path}: corrupt or not an edgekd checkpoint ({first[:120]}); re-create it with `edgekd train`"

@@ -1,0 +1,21 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("EDGEKD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def real_data_dir() -> Path:
+    return Path(os.environ["EDGEKD_DATA_DIR"])
+
+
+@pytest.fixture
+def mnist_available() -> bool:
+    if not (real_data_dir() / "mnist").exists():
+        pytest.skip("MNIST not in EDGEKD_DATA_DIR")
+    return True
