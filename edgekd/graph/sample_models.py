@@ -74,11 +74,25 @@ def _mlp(tf: Any) -> Any:
     return tf.keras.Model(inp, y)
 
 
+def _scratch_ops(tf: Any) -> Any:
+    """Ops whose TFLM kernels request scratch buffers: TRANSPOSE_CONV, MEAN over one axis, REDUCE_MAX."""
+    L = tf.keras.layers
+    inp = tf.keras.Input((6, 6, 4), batch_size=1)
+    y = L.Conv2DTranspose(8, 3, strides=2, padding="same", activation="relu")(inp)
+    a = L.Lambda(lambda t: tf.reduce_mean(t, axis=1))(y)
+    b = L.Lambda(lambda t: tf.reduce_max(t, axis=1))(y)
+    y = L.Concatenate()([a, b])
+    y = L.Flatten()(y)
+    y = L.Dense(4)(y)
+    return tf.keras.Model(inp, y)
+
+
 BUILDERS: dict[str, Callable[[Any], Any]] = {
     "tiny_cnn": _cnn,
     "branch": _branch,
     "residual": _residual,
     "mlp": _mlp,
+    "scratch_ops": _scratch_ops,
 }
 
 
