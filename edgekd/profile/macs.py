@@ -84,7 +84,31 @@ def count_tflite_ops(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def tflite_op_list(model_content: bytes) -> tuple[list[dict[str, Any]], int]:
     """Operators with tensor shapes, and the parameter count (elements of constant tensors), read
-    with LiteRT's interpreter (no delegate, so operators are the model's own)."""
+    with :func:`edgekd.graph.read_tflite` (or, without it, LiteRT's interpreter without delegates)."""
+    try:
+        from edgekd.graph import read_tflite
+    except ImportError:
+        return _litert_op_list(model_content)
+    g = read_tflite(model_content)
+    ops = []
+    for op in g.operators:
+        ins = [list(g.tensors[i].shape) if i >= 0 else [] for i in op.inputs]
+        outs = [list(g.tensors[i].shape) for i in op.outputs if i >= 0]
+        ops.append({"name": f"{op.index}:{op.name}", "type": op.name, "inputs": ins, "outputs": outs})
+    params = sum(math.prod(t.shape) for t in g.tensors if t.is_constant and op_uses_as_weight(g, t.index))
+    return ops, int(params)
+
+
+def op_uses_as_weight(g: Any, tensor_index: int) -> bool:
+    """True if a constant tensor is a weight or bias operand (not a shape/axis constant)."""
+    return any(
+        tensor_index in op.inputs[1:]
+        and op.name not in ("RESHAPE", "TRANSPOSE", "PAD", "MEAN", "STRIDED_SLICE")
+        for op in g.operators
+    )
+
+
+def _litert_op_list(model_content: bytes) -> tuple[list[dict[str, Any]], int]:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     it = Interpreter(

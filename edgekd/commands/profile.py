@@ -1,0 +1,106 @@
+"""``edgekd profile RUN_DIR`` or ``edgekd profile FILE...``: latency, memory and accuracy side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgekd.errors import EdgekdError
+
+
+@click.command("profile")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--data",
+    "data",
+    default=None,
+    help="Test data for FILE mode: a data set name (edgekd normalisation), data.json or .npz (used as given).",
+)
+@click.option(
+    "--teacher",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="FILE mode: model to compare the others with.",
+)
+@click.option(
+    "--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write the JSON report here."
+)
+@click.option(
+    "--md", "md_path", type=click.Path(path_type=Path), default=None, help="Write the Markdown report here."
+)
+@click.option(
+    "--html", "html_path", type=click.Path(path_type=Path), default=None, help="Write the HTML report here."
+)
+@click.option(
+    "--runs", default=50, show_default=True, type=click.IntRange(1), help="Timed runs per artifact (batch 1)."
+)
+@click.option("--warmup", default=10, show_default=True, type=click.IntRange(0), help="Untimed warm-up runs.")
+@click.option(
+    "--threads", default=1, show_default=True, type=click.IntRange(1), help="Threads for host runtimes."
+)
+@click.option(
+    "--samples", default=None, type=click.IntRange(1), help="Use a seeded subset of N test samples."
+)
+@click.option(
+    "--runtime",
+    "runtimes",
+    multiple=True,
+    help="Only these runtimes (pytorch, onnxruntime, litert, litert-ref, tflm); repeatable.",
+)
+@click.option(
+    "--target", "targets", multiple=True, help="Targets for the fit table and MCU estimate (default: all)."
+)
+def command(
+    paths: tuple[Path, ...],
+    data: str | None,
+    teacher: Path | None,
+    json_path: Path | None,
+    md_path: Path | None,
+    html_path: Path | None,
+    runs: int,
+    warmup: int,
+    threads: int,
+    samples: int | None,
+    runtimes: tuple[str, ...],
+    targets: tuple[str, ...],
+) -> None:
+    """Profile a run folder (teacher, student, every export) or any .pt/.onnx/.tflite FILEs.
+
+    A run folder gets report.json, report.md and report.html; FILE mode writes only the reports asked
+    for. Exit code 1 when some artifact failed (its row says why), 2 for bad input.
+    """
+    from edgekd.profile import profile_files, profile_run
+    from edgekd.profile.report import print_summary
+    from edgekd.profile.runtimes import RUNTIMES
+
+    for r in runtimes:
+        if r not in RUNTIMES:
+            raise EdgekdError(f"--runtime {r}: unknown runtime; valid: {', '.join(sorted(RUNTIMES))}")
+    common = dict(targets=list(targets) or None, runs=runs, warmup=warmup, threads=threads, samples=samples,
+                  runtimes=list(runtimes) or None, json_path=json_path, md_path=md_path, html_path=html_path)  # fmt: skip
+    dirs = [p for p in paths if p.is_dir()]
+    if dirs:
+        if len(paths) > 1:
+            raise EdgekdError(f"{dirs[0]}: give one run folder, or model files, not both")
+        if data is not None or teacher is not None:
+            raise EdgekdError(
+                "--data and --teacher are for FILE mode; a run folder uses its data.json and teacher.pt"
+            )
+        report = profile_run(paths[0], **common)
+        click.echo(f"reports: {paths[0] / 'report.html'}, report.md, report.json", err=True)
+    else:
+        for p in paths:
+            if not p.exists():
+                raise EdgekdError(f"{p}: no such file or run folder")
+        report = profile_files(paths, data, teacher=teacher, **common)
+    print_summary(report)
+    for n in report.get("notes", []):
+        click.echo(f"note: {n}", err=True)
+    failed = [r for r in report["artifacts"] if r.get("error")]
+    if failed:
+        click.echo(
+            f"{len(failed)} of {len(report['artifacts'])} artifact(s) failed; see the error column", err=True
+        )
+        # (click returns, rather than raises, Exit codes under standalone_mode=False; exit directly)
+        raise SystemExit(1)

@@ -1,0 +1,531 @@
+"""Profile a run folder or a list of model files: one row per (artifact, runtime), all on the same
+test data, then write ``report.json`` / ``report.md`` / ``report.html``.
+
+A failure in one artifact is stored in its row's ``error`` and the others are still profiled; only
+when nothing could be profiled is an :class:`EdgekdError` raised.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import EdgekdError
+from edgekd.profile import accuracy as acc
+from edgekd.profile import macs as macs_mod
+from edgekd.profile.latency import latency_stats, mcu_latency_estimate
+from edgekd.profile.memory import flash_bytes, measure_peak_rss, ram_needed, tflite_arena
+from edgekd.profile.runtimes import RUNTIMES, open_runtime, runtimes_for
+from edgekd.runfolder import RunFolder
+
+SCHEMA = "edgekd-report/1"
+
+
+@dataclass
+class EvalData:
+    """Test inputs (normalised float32, data layout) and labels the models are compared on."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    num_classes: int | None
+    class_names: list[str] | None
+    name: str
+    task: str = "classification"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "n_test": int(len(self.x)), "sample_shape": list(self.x.shape[1:]),
+                "num_classes": self.num_classes, "class_names": self.class_names, "task": self.task,
+                **self.info}  # fmt: skip
+
+
+@dataclass
+class Artifact:
+    path: Path
+    role: str  # teacher | student | export | file
+    label: str
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+
+
+def _subsample(
+    x: np.ndarray, y: np.ndarray | None, samples: int | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    if samples is None or samples >= len(x):
+        return x, y
+    idx = np.sort(np.random.default_rng(0).choice(len(x), size=int(samples), replace=False))
+    return x[idx], (y[idx] if y is not None else None)
+
+
+def _task_of(info: dict[str, Any]) -> str:
+    task = str(info.get("task") or info.get("load_args", {}).get("task") or "classification")
+    return "anomaly" if task.startswith("anomal") else "classification"
+
+
+def data_from_info(info: dict[str, Any], samples: int | None = None) -> EvalData:
+    """The test split described by a run folder's ``data.json``."""
+    from edgekd.data import load_data_from_info
+
+    splits = load_data_from_info(info)
+    x, y = _subsample(splits.test.x, splits.test.y, samples)
+    return EvalData(x, y, splits.num_classes, list(splits.class_names), splits.name, _task_of(info))
+
+
+def resolve_data(data: Any, samples: int | None = None) -> EvalData | None:
+    """``None``, an :class:`EvalData`, a registered data set name (edgekd's normalisation), a run
+    folder's ``data.json`` or an ``.npz`` with ``x``/``y`` (or ``x_test``/``y_test``) used as given."""
+    if data is None or isinstance(data, EvalData):
+        return data
+    p = Path(str(data)).expanduser()
+    if p.suffix == ".json":
+        try:
+            info = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise EdgekdError(f"{p}: cannot read data description ({e})") from None
+        return data_from_info(info, samples)
+    if p.suffix == ".npz":
+        try:
+            with np.load(p, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        except (OSError, ValueError) as e:
+            raise EdgekdError(f"{p}: cannot read npz ({e}); expected arrays 'x' and 'y'") from None
+        xk, yk = ("x_test", "y_test") if "x_test" in arrays else ("x", "y")
+        if xk not in arrays:
+            raise EdgekdError(f"{p}: missing array 'x' (found {', '.join(arrays) or 'none'})")
+        x = arrays[xk].astype(np.float32)
+        y = arrays[yk].astype(np.int64).ravel() if yk in arrays else None
+        if y is not None and len(y) != len(x):
+            raise EdgekdError(f"{p}: {xk} has {len(x)} rows but {yk} has {len(y)}")
+        task = "anomaly" if str(arrays.get("task", "")) == "anomaly" else "classification"
+        x, y = _subsample(x, y, samples)
+        n_cls = int(y.max()) + 1 if y is not None and len(y) else None
+        names = [str(i) for i in range(n_cls)] if n_cls else None
+        return EvalData(
+            x, y, n_cls, names, p.name, task, {"note": "npz arrays used as given (no normalisation)"}
+        )
+    from edgekd.data import load_data
+
+    splits = load_data(str(data))
+    x, y = _subsample(splits.test.x, splits.test.y, samples)
+    return EvalData(x, y, splits.num_classes, list(splits.class_names), splits.name)
+
+
+# --------------------------------------------------------------------------------------------------
+# targets
+
+
+def load_targets(names: Iterable[str] | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Targets from :mod:`edgekd.targets` as plain dicts (name, ram_bytes, flash_bytes, clock_hz,
+    cycles_per_mac); ``names=None`` means all. Returns ``(targets, notes)``."""
+    try:
+        from edgekd.targets import list_targets, load_target
+    except ImportError:
+        return [], ["edgekd.targets is not available: no fit table or MCU estimates"]
+    all_targets = list_targets(strict=False)
+    chosen = all_targets if names is None else [load_target(n) for n in names]
+    out = []
+    for t in chosen:
+        d = t.as_dict() if hasattr(t, "as_dict") else dict(t)
+        mhz = d.get("clock_mhz")
+        out.append({
+            "name": d["name"], "kind": d.get("kind"), "cpu": d.get("cpu"),
+            "ram_bytes": d.get("ram_bytes"), "flash_bytes": d.get("flash_bytes"),
+            "clock_hz": d.get("clock_hz") or (float(mhz) * 1e6 if mhz else None),
+            "cycles_per_mac": d.get("cycles_per_mac"), "cycles_per_mac_source": d.get("cycles_per_mac_source"),
+            "runtime": d.get("runtime"), "quantization": d.get("quantization"),
+        })  # fmt: skip
+    return out, []
+
+
+# --------------------------------------------------------------------------------------------------
+# per-file and per-row work
+
+
+def _error_text(e: BaseException) -> str:
+    if isinstance(e, EdgekdError):
+        return str(e)
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
+
+
+def _file_facts(path: Path) -> dict[str, Any]:
+    """Properties of the file itself, shared by every runtime row: flash, params, MACs, arena."""
+    facts: dict[str, Any] = {"flash_bytes": flash_bytes(path), "format": path.suffix.lstrip(".").lower()}
+    ext = path.suffix.lower()
+    if ext in (".pt", ".pth"):
+        from edgekd.models import load_model
+
+        model, record = load_model(path)
+        shape = record.get("kwargs", {}).get("input_shape")
+        facts["model_name"] = record.get("name")
+        if shape is not None:
+            facts["macs"] = macs_mod.torch_macs(model, shape)
+    elif ext == ".onnx":
+        facts["macs"] = macs_mod.onnx_macs(path)
+    elif ext == ".tflite":
+        data = path.read_bytes()
+        facts["macs"] = macs_mod.tflite_macs(data)
+        from edgekd.profile.runtimes import tflite_precision
+
+        precision, full = tflite_precision(data)
+        facts["precision"] = precision
+        if full:
+            facts["arena"] = tflite_arena(data)
+    if "macs" in facts:
+        facts["params"] = facts["macs"]["params"]
+    return facts
+
+
+def _scores(outputs: np.ndarray, x_model: np.ndarray) -> np.ndarray:
+    """Anomaly scores: reconstruction MSE for autoencoders, else the single output / P(class 1)."""
+    out = outputs.reshape(len(outputs), -1)
+    ref = x_model.reshape(len(x_model), -1)
+    if out.shape[1] == ref.shape[1] and out.shape[1] > 2:
+        return ((out - ref) ** 2).mean(axis=1)
+    if out.shape[1] == 1:
+        return out[:, 0]
+    return acc.to_probs(out)[:, -1]
+
+
+def _accuracy(rt: Any, data: EvalData, outputs: np.ndarray, teacher: np.ndarray | None) -> dict[str, Any]:
+    if data.y is None:
+        return {"note": "data has no labels"}
+    if data.task == "anomaly":
+        from edgekd.profile.runtimes import adapt_input
+
+        x_model = adapt_input(data.x, rt.input_shape, rt.channels_last, rt.path)
+        return acc.anomaly_metrics(_scores(outputs, x_model), data.y, teacher)
+    out = outputs.reshape(len(outputs), -1)
+    n_cls = data.num_classes or out.shape[1]
+    if out.shape[1] != n_cls:
+        raise EdgekdError(
+            f"{rt.path}: model has {out.shape[1]} outputs but the data set {data.name!r} has {n_cls} classes"
+        )
+    return acc.classification_metrics(out, data.y, n_cls, teacher)
+
+
+def _profile_row(
+    art: Artifact,
+    runtime: str,
+    facts: dict[str, Any],
+    data: EvalData | None,
+    teacher_outputs: np.ndarray | None,
+    settings: dict[str, Any],
+    targets: list[dict[str, Any]],
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Profile one artifact on one runtime. Returns ``(row, outputs used as the teacher reference)``."""
+    cls = RUNTIMES[runtime]
+    row: dict[str, Any] = {
+        "id": f"{art.label} @ {runtime}",
+        "label": art.label,
+        "role": art.role,
+        "path": str(art.path),
+        "runtime": runtime,
+        "kernels": cls.kernels,
+        "error": None,
+        **{k: v for k, v in facts.items() if k != "facts_error"},
+    }
+    rt = None
+    ref_outputs = None
+    try:
+        x1 = data.x[:1] if data is not None else None
+
+        def load_and_run_once() -> Any:
+            r = open_runtime(runtime, art.path, threads=settings["threads"])
+            sample = (
+                x1
+                if x1 is not None
+                else np.random.default_rng(0).standard_normal(r.input_shape).astype(np.float32)
+            )
+            r.runner(sample)()
+            return r, sample
+
+        (rt, sample), rss = measure_peak_rss(load_and_run_once)
+        row["precision"] = facts.get("precision") or rt.precision
+        row["input_shape"] = list(rt.input_shape)
+        row["rss"] = rss
+        row["threads"] = settings["threads"] if runtime not in ("tflm",) else 1
+        row["latency"] = latency_stats(rt.runner(sample), settings["warmup"], settings["runs"])
+        if runtime == "tflm" and "macs" in facts:
+            row["mcu_estimate"] = {
+                t["name"]: mcu_latency_estimate(facts["macs"]["total"], t["clock_hz"], t["cycles_per_mac"])
+                for t in targets
+                if t.get("clock_hz") and t.get("cycles_per_mac")
+            }
+        if data is not None:
+            outputs = rt.predict(data.x)
+            if art.role == "teacher":
+                ref_outputs = outputs
+            teacher_ref = None if art.role == "teacher" else teacher_outputs
+            if data.task == "anomaly" and teacher_ref is not None:
+                from edgekd.profile.runtimes import adapt_input
+
+                teacher_ref = _scores(
+                    teacher_ref, adapt_input(data.x, rt.input_shape, rt.channels_last, rt.path)
+                )
+            row["accuracy"] = _accuracy(rt, data, outputs, teacher_ref)
+    except Exception as e:  # noqa: BLE001  (one artifact's failure must not stop the others)
+        row["error"] = _error_text(e)
+    finally:
+        if rt is not None:
+            rt.close()
+    return row, ref_outputs
+
+
+def _fit_table(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per full-integer ``.tflite`` (once per file) and target: RAM (TFLM arena) and flash needed vs limits."""
+    seen: set[str] = set()
+    fit = []
+    for row in rows:
+        if row.get("format") != "tflite" or not row.get("arena") or row["path"] in seen:
+            continue
+        seen.add(row["path"])
+        ram = ram_needed(row["arena"])
+        for t in targets:
+            if t.get("ram_bytes") is None and t.get("flash_bytes") is None:
+                continue  # no limits to check (phone / host class)
+            ram_ok = None if ram is None or t.get("ram_bytes") is None else ram <= t["ram_bytes"]
+            flash_ok = None if t.get("flash_bytes") is None else row["flash_bytes"] <= t["flash_bytes"]
+            checks = [c for c in (ram_ok, flash_ok) if c is not None]
+            fit.append({
+                "artifact": row["label"], "path": row["path"], "target": t["name"],
+                "ram_needed": ram, "ram_limit": t.get("ram_bytes"), "ram_ok": ram_ok,
+                "flash_needed": row["flash_bytes"], "flash_limit": t.get("flash_bytes"), "flash_ok": flash_ok,
+                "pass": bool(checks) and all(checks),
+                "ram_note": "TFLM arena total (host-measured; tail is smaller on 32-bit MCUs)",
+            })  # fmt: skip
+    return fit
+
+
+def _host() -> dict[str, Any]:
+    return {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
+            "cpus": os.cpu_count(), "processor": platform.processor() or None}  # fmt: skip
+
+
+def _sha(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def profile_artifacts(
+    artifacts: list[Artifact],
+    data: EvalData | None,
+    *,
+    targets: Iterable[str] | None = None,
+    runs: int = 50,
+    warmup: int = 10,
+    threads: int = 1,
+    runtimes: list[str] | None = None,
+    source: dict[str, Any] | None = None,
+    notes: list[str] | None = None,
+) -> dict[str, Any]:
+    """Profile artifacts (teacher first so the others compare with it) and return the report dict."""
+    settings = {"runs": int(runs), "warmup": int(warmup), "threads": int(threads), "batch": 1,
+                "runtimes": runtimes, "rss_method": "in-process"}  # fmt: skip
+    target_list, tnotes = load_targets(targets)
+    notes = list(notes or []) + tnotes
+    artifacts = sorted(artifacts, key=lambda a: a.role != "teacher")
+    rows: list[dict[str, Any]] = []
+    teacher_outputs = None
+    hashes: dict[str, str] = {}
+    for art in artifacts:
+        digest = _sha(art.path)
+        if digest and digest in hashes:
+            notes.append(f"{art.label}: identical to {hashes[digest]}; profiled once")
+            continue
+        if digest:
+            hashes[digest] = art.label
+        try:
+            facts = _file_facts(art.path)
+        except Exception as e:  # noqa: BLE001
+            # keep going: the runtime's own load error (if any) names the problem best
+            facts = {
+                "facts_error": f"{art.path}: {_error_text(e)}",
+                "format": art.path.suffix.lstrip(".").lower(),
+            }
+            if art.path.exists():
+                facts["flash_bytes"] = art.path.stat().st_size
+        try:
+            choices = runtimes_for(art.path, runtimes)
+        except EdgekdError as e:
+            rows.append({"id": art.label, "label": art.label, "role": art.role, "path": str(art.path),
+                         "runtime": None, "error": str(e), **{k: v for k, v in facts.items() if k != "facts_error"}})  # fmt: skip
+            continue
+        for runtime, skip_reason in choices:
+            if skip_reason:
+                notes.append(f"{art.label}: {runtime} skipped ({skip_reason})")
+                continue
+            row, ref = _profile_row(art, runtime, facts, data, teacher_outputs, settings, target_list)
+            if facts.get("facts_error") and not row["error"]:
+                notes.append(f"{art.label}: MACs/params/arena not available ({facts['facts_error']})")
+            if ref is not None and teacher_outputs is None:
+                teacher_outputs = ref
+            rows.append(row)
+    if not rows:
+        raise EdgekdError("nothing to profile: no model files found")
+    report = {
+        "schema": SCHEMA,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "source": source or {},
+        "host": _host(),
+        "settings": settings,
+        "data": data.describe() if data is not None else None,
+        "targets": target_list,
+        "artifacts": rows,
+        "fit": _fit_table(rows, target_list),
+        "notes": notes,
+    }
+    return report
+
+
+# --------------------------------------------------------------------------------------------------
+# entry points
+
+
+def run_artifacts(run: RunFolder) -> list[Artifact]:
+    """Every model in a run folder: teacher, student (or label-trained model), every export file."""
+    arts = []
+    if run.teacher.exists():
+        arts.append(Artifact(run.teacher, "teacher", "teacher"))
+    for p, label in ((run.student, "student"), (run.model, "model")):
+        if p.exists():
+            arts.append(Artifact(p, "student", label))
+    if run.export_root.is_dir():
+        for p in sorted(run.export_root.rglob("*")):
+            if p.is_file() and p.suffix.lower() in (".onnx", ".tflite"):
+                arts.append(Artifact(p, "export", str(p.relative_to(run.export_root))))
+    return arts
+
+
+def _write(
+    report: dict[str, Any], json_path: Any, md_path: Any, html_path: Any, plots_dir: Path | None
+) -> None:
+    from edgekd.profile.report import write_reports
+
+    write_reports(report, json_path=json_path, md_path=md_path, html_path=html_path, plots_dir=plots_dir)
+
+
+def profile_run(
+    run_dir: str | os.PathLike,
+    *,
+    targets: Iterable[str] | None = None,
+    runs: int = 50,
+    threads: int = 1,
+    json_path: str | os.PathLike | None = None,
+    md_path: str | os.PathLike | None = None,
+    html_path: str | os.PathLike | None = None,
+    warmup: int = 10,
+    samples: int | None = None,
+    runtimes: list[str] | None = None,
+    write: bool = True,
+) -> dict[str, Any]:
+    """Profile teacher, student and every export of a run folder on its test split.
+
+    Writes ``report.json``, ``report.md``, ``report.html`` and ``plots/`` in the run folder (or the
+    given paths) unless ``write=False``; returns the report dict.
+    """
+    run = RunFolder(run_dir)
+    if not run.root.is_dir():
+        raise EdgekdError(f"{run.root}: not a run folder (no such directory)")
+    try:
+        names = [p.name for p in run.root.iterdir()]
+    except OSError as e:
+        raise EdgekdError(f"{run.root}: cannot read the run folder ({e.strerror})") from None
+    arts = run_artifacts(run)
+    if not arts:
+        raise EdgekdError(
+            f"{run.root}: no teacher.pt, student.pt, model.pt or export/*.onnx|tflite here "
+            f"(found: {', '.join(sorted(names)[:8]) or 'nothing'}); run `edgekd distill`/`edgekd export` first"
+        )
+    notes = []
+    data = None
+    if run.data_info.exists():
+        data = data_from_info(run.read_json(run.data_info), samples)
+    else:
+        notes.append(f"{run.data_info} missing: accuracy not measured (latency and memory only)")
+    report = profile_artifacts(arts, data, targets=targets, runs=runs, warmup=warmup, threads=threads,
+                               runtimes=runtimes, source={"run_dir": str(run.root)}, notes=notes)  # fmt: skip
+    if write:
+        _write(
+            report,
+            json_path or run.report("json"),
+            md_path or run.report("md"),
+            html_path or run.report("html"),
+            run.plots,
+        )
+    return report
+
+
+def _find_data_json(path: Path) -> Path | None:
+    for parent in list(path.resolve().parents)[:3]:
+        if (parent / "data.json").is_file():
+            return parent / "data.json"
+    return None
+
+
+def profile_files(
+    paths: Iterable[str | os.PathLike],
+    data: Any = None,
+    *,
+    teacher: str | os.PathLike | None = None,
+    targets: Iterable[str] | None = None,
+    runs: int = 50,
+    threads: int = 1,
+    json_path: str | os.PathLike | None = None,
+    md_path: str | os.PathLike | None = None,
+    html_path: str | os.PathLike | None = None,
+    warmup: int = 10,
+    samples: int | None = None,
+    runtimes: list[str] | None = None,
+) -> dict[str, Any]:
+    """Profile any ``.pt`` / ``.onnx`` / ``.tflite`` files.
+
+    ``data``: a data set name, a ``data.json`` or an ``.npz`` (see :func:`resolve_data`); without it
+    the ``data.json`` of an enclosing run folder is used, else only latency and memory are measured.
+    ``teacher``: a model the others are compared with (a file named ``teacher.pt`` is one too).
+    Only the report files whose paths are given are written.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise EdgekdError("no model files given")
+    notes: list[str] = []
+    eval_data = resolve_data(data, samples)
+    if eval_data is None:
+        found = _find_data_json(paths[0])
+        if found is not None:
+            eval_data = resolve_data(found, samples)
+            notes.append(f"test data from {found}")
+        else:
+            notes.append("no --data given: accuracy not measured (latency and memory only)")
+    arts = []
+    if teacher is not None:
+        arts.append(Artifact(Path(teacher), "teacher", f"teacher ({Path(teacher).name})"))
+    names = [p.name for p in paths]
+    for p in paths:
+        role = "teacher" if p.stem == "teacher" and teacher is None else "file"
+        label = p.name if names.count(p.name) == 1 else f"{p.parent.name}/{p.name}"
+        arts.append(Artifact(p, role, label))
+    report = profile_artifacts(arts, eval_data, targets=targets, runs=runs, warmup=warmup, threads=threads,
+                               runtimes=runtimes, source={"files": [str(p) for p in paths]}, notes=notes)  # fmt: skip
+    ok = [r for r in report["artifacts"] if not r.get("error")]
+    if not ok:
+        first = report["artifacts"][0]["error"]
+        more = f" (and {len(report['artifacts']) - 1} more failures)" if len(report["artifacts"]) > 1 else ""
+        raise EdgekdError(f"{first}{more}")
+    if json_path or md_path or html_path:
+        plots = Path(html_path or md_path or json_path).parent / "plots" if md_path else None
+        _write(report, json_path, md_path, html_path, plots)
+    return report

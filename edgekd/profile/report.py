@@ -1,0 +1,641 @@
+"""Render a profile report: JSON, Markdown, a self-contained HTML page (plots as base64 PNG) and a
+rich terminal table. Plots use matplotlib's Agg backend."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from edgekd.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+PLOT_SECTIONS = ("pareto-latency", "pareto-flash", "memory-timeline", "macs-per-layer", "confusion-matrix")
+
+
+# --------------------------------------------------------------------------------------------------
+# formatting
+
+
+def fmt_bytes(n: Any) -> str:
+    if n is None:
+        return "–"
+    n = float(n)
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def fmt_ms(v: Any) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+
+
+def fmt_pct(v: Any) -> str:
+    return "–" if v is None else f"{100 * v:.2f}%"
+
+
+def fmt_int(v: Any) -> str:
+    return "–" if v is None else f"{int(v):,}"
+
+
+def quality(row: dict[str, Any]) -> tuple[float | None, str]:
+    """The headline quality number of a row: top-1 for classifiers, AUC for anomaly detection."""
+    a = row.get("accuracy") or {}
+    if a.get("task") == "anomaly":
+        return a.get("auc"), "AUC"
+    return a.get("top1"), "top-1"
+
+
+def _agreement(row: dict[str, Any]) -> float | None:
+    return ((row.get("accuracy") or {}).get("vs_teacher") or {}).get("agreement")
+
+
+def _arena_total(row: dict[str, Any]) -> int | None:
+    tflm = (row.get("arena") or {}).get("tflm") or {}
+    return tflm.get("total")
+
+
+def summary_rows(report: dict[str, Any]) -> list[dict[str, str]]:
+    """The summary table as display strings: artifact, runtime, accuracy, agreement, p50, flash, arena."""
+    out = []
+    for r in report["artifacts"]:
+        q, qname = quality(r)
+        out.append({
+            "artifact": r["label"],
+            "runtime": f"{r.get('runtime') or '–'}" + (f" ({r.get('precision')})" if r.get("precision") else ""),
+            "accuracy": (f"{q:.4f} AUC" if qname == "AUC" and q is not None else fmt_pct(q)),
+            "agreement": fmt_pct(_agreement(r)),
+            "p50_ms": fmt_ms((r.get("latency") or {}).get("p50_ms")),
+            "flash": fmt_bytes(r.get("flash_bytes")),
+            "arena": fmt_bytes(_arena_total(r)),
+            "error": r.get("error") or "",
+        })  # fmt: skip
+    return out
+
+
+SUMMARY_HEADERS = {"artifact": "Artifact", "runtime": "Runtime", "accuracy": "Accuracy",
+                   "agreement": "Agreement", "p50_ms": "p50 (ms)", "flash": "Flash",
+                   "arena": "Arena (TFLM)"}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
+# plots
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def _pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not dominated by another (lower x and higher y are better), sorted by x."""
+    front, best = [], float("-inf")
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def _pareto_plot(rows: list[dict[str, Any]], xkey: str, xlabel: str, title: str) -> bytes | None:
+    pts = []
+    for r in rows:
+        q, qname = quality(r)
+        x = (r.get("latency") or {}).get("p50_ms") if xkey == "latency" else r.get("flash_bytes")
+        if q is not None and x:
+            pts.append((float(x) if xkey == "latency" else float(x) / 1024, float(q), r, qname))
+    if xkey == "flash":  # one point per file
+        uniq: dict[str, Any] = {}
+        for p in pts:
+            uniq.setdefault(p[2]["path"], p)
+        pts = list(uniq.values())
+    if not pts:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    roles = {
+        "teacher": ("#c0392b", "s"),
+        "student": ("#2471a3", "o"),
+        "export": ("#229954", "^"),
+        "file": ("#7d3c98", "D"),
+    }
+    for x, y, r, _ in pts:
+        color, marker = roles.get(r["role"], ("#555", "o"))
+        ax.scatter([x], [y], c=color, marker=marker, s=48, zorder=3)
+        label = r["label"] if xkey == "flash" else f"{r['label']} @ {r['runtime']}"
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7.5, color="#333")
+    front = _pareto_front([(x, y) for x, y, _, _ in pts])
+    if len(front) > 1:
+        ax.plot(*zip(*front), color="#888", ls="--", lw=1, zorder=2, label="Pareto front")
+        ax.legend(loc="lower right", fontsize=8)
+    if max(p[0] for p in pts) / max(1e-9, min(p[0] for p in pts)) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(pts[0][3])
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _unique_files(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen, out = set(), []
+    for r in rows:
+        if r["path"] not in seen:
+            seen.add(r["path"])
+            out.append(r)
+    return out
+
+
+def _timeline_plot(row: dict[str, Any]) -> bytes | None:
+    arena = row.get("arena") or {}
+    tl = arena.get("timeline") or arena.get("greedy_timeline")
+    if not tl:
+        return None
+    vals = [t.get("live_bytes", t.get("bytes", t.get("live", 0))) or 0 for t in tl]
+    labels = [
+        str(t.get("label") or t.get("opcode") or t.get("op_name") or t.get("op", i)) for i, t in enumerate(tl)
+    ]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    ax.bar(range(len(vals)), [v / 1024 for v in vals], color="#5dade2", edgecolor="#2e86c1")
+    ax.set_xticks(range(len(vals)))
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    for key, color, name in (
+        ("greedy_head", "#e67e22", "greedy plan head"),
+        ("optimized_head", "#27ae60", "optimized plan head"),
+    ):
+        if arena.get(key):
+            ax.axhline(arena[key] / 1024, color=color, ls="--", lw=1, label=f"{name} {fmt_bytes(arena[key])}")
+    if (arena.get("tflm") or {}).get("head"):
+        ax.axhline(arena["tflm"]["head"] / 1024, color="#c0392b", ls=":", lw=1.2,
+                   label=f"TFLM head (measured) {fmt_bytes(arena['tflm']['head'])}")  # fmt: skip
+    ax.set_ylabel("live activation memory (KiB)")
+    ax.set_title(f"Live memory per operator: {row['label']}", fontsize=10)
+    ax.legend(fontsize=7.5, loc="upper right")
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def _macs_plot(row: dict[str, Any]) -> bytes | None:
+    layers = (row.get("macs") or {}).get("layers") or []
+    if not layers:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.28 * len(layers)))
+    names = [f"{layer['name']} ({layer['type']})" for layer in layers]
+    vals = [layer["macs"] for layer in layers]
+    ax.barh(range(len(vals)), vals, color="#48c9b0", edgecolor="#17a589")
+    ax.set_yticks(range(len(vals)))
+    ax.set_yticklabels(names, fontsize=7.5)
+    ax.invert_yaxis()
+    for i, v in enumerate(vals):
+        ax.text(v, i, f" {v:,}", va="center", fontsize=7)
+    ax.set_xlabel("MACs per inference")
+    ax.set_xlim(0, max(vals) * 1.25 if max(vals) else 1)
+    ax.set_title(f"MACs per layer: {row['label']} (total {row['macs']['total']:,})", fontsize=10)
+    return _png(fig)
+
+
+def _confusion_plot(row: dict[str, Any], class_names: list[str] | None) -> bytes | None:
+    a = row.get("accuracy") or {}
+    cm = a.get("confusion_matrix")
+    if not cm:
+        return None
+    import numpy as np
+
+    m = np.asarray(cm)
+    n = len(m)
+    names = (
+        (class_names or [str(i) for i in range(n)]) if a.get("task") != "anomaly" else ["normal", "anomaly"]
+    )
+    plt = _plt()
+    size = min(7.0, 2.2 + 0.42 * n)
+    fig, ax = plt.subplots(figsize=(size + 0.8, size))
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xticklabels(names[:n], rotation=45, ha="right", fontsize=7.5)
+    ax.set_yticklabels(names[:n], fontsize=7.5)
+    thresh = m.max() / 2 if m.size else 0
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if m[i, j] > thresh else "#222")  # fmt: skip
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"Confusion matrix: {row['id']}", fontsize=9)
+    return _png(fig)
+
+
+def _ok(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if not r.get("error")]
+
+
+def _confusion_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Which rows get a confusion matrix: teacher, student, and the deployed (TFLM, else int8) model."""
+    good = [r for r in _ok(rows) if (r.get("accuracy") or {}).get("confusion_matrix")]
+    picked: list[dict[str, Any]] = []
+    for want in (
+        lambda r: r["role"] == "teacher",
+        lambda r: r["role"] == "student",
+        lambda r: r.get("runtime") == "tflm",
+        lambda r: r.get("precision") == "int8",
+    ):
+        hit = next((r for r in good if want(r) and r not in picked), None)
+        if hit is not None and len(picked) < 3:
+            picked.append(hit)
+    return picked or good[:1]
+
+
+def make_plots(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every figure as ``{"section", "name", "title", "png"}``."""
+    rows = report["artifacts"]
+    ok = _ok(rows)
+    plots: list[dict[str, Any]] = []
+
+    def add(section: str, name: str, title: str, png: bytes | None) -> None:
+        if png:
+            plots.append({"section": section, "name": name, "title": title, "png": png})
+
+    add("pareto-latency", "pareto_latency", "Accuracy vs p50 latency (host, batch 1)",
+        _pareto_plot(ok, "latency", "p50 latency, ms (host)", "Accuracy vs latency"))  # fmt: skip
+    add("pareto-flash", "pareto_flash", "Accuracy vs flash (model file size)",
+        _pareto_plot(ok, "flash", "flash, KiB (model file)", "Accuracy vs flash"))  # fmt: skip
+    for i, r in enumerate(f for f in _unique_files(rows) if f.get("arena")):
+        add(
+            "memory-timeline",
+            f"memory_timeline_{i}",
+            f"Live memory per operator: {r['label']}",
+            _timeline_plot(r),
+        )
+    macs_files = [f for f in _unique_files(rows) if (f.get("macs") or {}).get("layers")]
+    macs_files.sort(key=lambda r: {"student": 0, "export": 1, "file": 1, "teacher": 2}.get(r["role"], 3))
+    chosen = [r for r in macs_files if r["role"] == "student"][:1]
+    chosen += [r for r in macs_files if r.get("arena")][:2]
+    chosen += [r for r in macs_files if r not in chosen][: max(0, 3 - len(chosen))]
+    for i, r in enumerate(chosen):
+        add("macs-per-layer", f"macs_{i}", f"MACs per layer: {r['label']}", _macs_plot(r))
+    names = (report.get("data") or {}).get("class_names")
+    for i, r in enumerate(_confusion_rows(rows)):
+        add("confusion-matrix", f"confusion_{i}", f"Confusion matrix: {r['id']}", _confusion_plot(r, names))
+    return plots
+
+
+# --------------------------------------------------------------------------------------------------
+# markdown
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    def esc(s: Any) -> str:
+        return str(s).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fit_rows(report: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for f in report.get("fit") or []:
+        verdict = "PASS" if f["pass"] else "FAIL"
+        out.append([f["target"], f["artifact"], f"{fmt_bytes(f['ram_needed'])} / {fmt_bytes(f['ram_limit'])}",
+                    f"{fmt_bytes(f['flash_needed'])} / {fmt_bytes(f['flash_limit'])}", verdict])  # fmt: skip
+    return out
+
+
+FIT_HEADERS = ["Target", "Artifact", "RAM needed / limit", "Flash needed / limit", "Fit"]
+
+
+def _cross_rows(report: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for r in _ok(report["artifacts"]):
+        vt = (r.get("accuracy") or {}).get("vs_teacher")
+        if not vt:
+            continue
+        c = vt["cross_table"]
+        kl = vt.get("kl_divergence")
+        out.append([r["id"], fmt_pct(vt["agreement"]), "–" if kl is None else f"{kl:.4f}", str(c["both_correct"]),
+                    str(c["only_teacher"]), str(c["only_student"]), str(c["both_wrong"])])  # fmt: skip
+    return out
+
+
+CROSS_HEADERS = [
+    "Artifact",
+    "Agreement",
+    "KL(teacher‖model)",
+    "both correct",
+    "only teacher",
+    "only model",
+    "both wrong",
+]
+
+
+def _latency_rows(report: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for r in _ok(report["artifacts"]):
+        lat = r.get("latency") or {}
+        rss = r.get("rss") or {}
+        out.append([r["id"], r.get("kernels", ""), str(r.get("threads", "")), fmt_ms(lat.get("p50_ms")),
+                    fmt_ms(lat.get("p90_ms")), fmt_ms(lat.get("p99_ms")), fmt_ms(lat.get("mean_ms")),
+                    fmt_ms(lat.get("std_ms")), fmt_bytes(rss.get("delta_bytes")), fmt_bytes(rss.get("peak_bytes"))])  # fmt: skip
+    return out
+
+
+LATENCY_HEADERS = ["Artifact", "Kernels", "Threads", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms",
+                   "RSS Δ load+run", "RSS peak"]  # fmt: skip
+
+
+def _memory_rows(report: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for r in _unique_files(report["artifacts"]):
+        arena = r.get("arena") or {}
+        tflm = arena.get("tflm") or {}
+        out.append([r["label"], r.get("precision") or r.get("format", ""), fmt_bytes(r.get("flash_bytes")),
+                    fmt_int(r.get("params")), fmt_int((r.get("macs") or {}).get("total")),
+                    fmt_bytes(tflm.get("head")), fmt_bytes(tflm.get("tail")), fmt_bytes(tflm.get("total")),
+                    fmt_bytes(arena.get("greedy_head")), fmt_bytes(arena.get("optimized_head"))])  # fmt: skip
+    return out
+
+
+MEMORY_HEADERS = ["Model file", "Precision", "Flash", "Params", "MACs", "TFLM head", "TFLM tail", "TFLM total",
+                  "Greedy head", "Optimized head"]  # fmt: skip
+
+
+def _estimate_rows(report: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for r in _ok(report["artifacts"]):
+        for target, est in (r.get("mcu_estimate") or {}).items():
+            out.append([r["label"], target, f"{est['latency_ms']:.2f}", fmt_int(est["macs"]),
+                        f"{est['clock_hz'] / 1e6:g} MHz", f"{est['cycles_per_mac']:g}"])  # fmt: skip
+    return out
+
+
+ESTIMATE_HEADERS = ["Artifact", "Target", "Estimated latency (ms)", "MACs", "Clock", "Cycles/MAC"]
+
+
+def _per_class_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    names = (report.get("data") or {}).get("class_names") or []
+    good = [r for r in _ok(report["artifacts"]) if (r.get("accuracy") or {}).get("per_class_accuracy")]
+    if not good or not names:
+        return [], []
+    headers = ["Class"] + [r["id"] for r in good]
+    rows = []
+    for i, name in enumerate(names):
+        rows.append([name] + [fmt_pct(r["accuracy"]["per_class_accuracy"][i]) for r in good])
+    return headers, rows
+
+
+def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = None) -> str:
+    """The report as Markdown (plots linked from ``plot_files``: name -> relative path)."""
+    src = report.get("source") or {}
+    data = report.get("data") or {}
+    parts = ["# edgekd profile report", ""]
+    parts.append(f"Source: `{src.get('run_dir') or ', '.join(src.get('files', []))}` · created {report['created']} · "
+                 f"host {report['host']['machine']} ({report['host']['cpus']} CPUs)")  # fmt: skip
+    if data:
+        parts.append(f"\nTest data: **{data['name']}**, {data['n_test']} samples, task {data['task']}.")
+    s = report["settings"]
+    parts.append(
+        f"Latency: batch 1, {s['warmup']} warm-up + {s['runs']} timed runs, {s['threads']} thread(s).\n"
+    )
+    parts += ["## Summary", ""]
+    srows = summary_rows(report)
+    heads = list(SUMMARY_HEADERS.values()) + ["Error"]
+    parts.append(_md_table(heads, [[r[k] for k in SUMMARY_HEADERS] + [r["error"]] for r in srows]))
+    sections = [
+        ("Fit per target", FIT_HEADERS, fit_rows(report)),
+        ("Student vs teacher", CROSS_HEADERS, _cross_rows(report)),
+        ("Latency and host memory", LATENCY_HEADERS, _latency_rows(report)),
+        ("Model memory", MEMORY_HEADERS, _memory_rows(report)),
+        ("MCU latency estimate (from MACs, not measured)", ESTIMATE_HEADERS, _estimate_rows(report)),
+    ]
+    for title, heads, rows in sections:
+        if rows:
+            parts += ["", f"## {title}", "", _md_table(heads, rows)]
+    ph, pr = _per_class_rows(report)
+    if pr:
+        parts += ["", "## Per-class accuracy", "", _md_table(ph, pr)]
+    if plot_files:
+        parts += ["", "## Plots", ""]
+        parts += [f"![{name}]({path})" for name, path in plot_files.items()]
+    if report.get("notes"):
+        parts += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+    return "\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# HTML
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;background:#f4f6f8;color:#1c2833}
+main{max-width:1180px;margin:0 auto;padding:24px 28px 48px}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:34px 0 10px;padding-bottom:4px;border-bottom:2px solid #d5dbe1}
+.meta{color:#5d6d7e;font-size:13px;margin-bottom:6px}
+table{border-collapse:collapse;width:100%;background:#fff;font-size:13px;box-shadow:0 1px 2px rgba(0,0,0,.06)}
+th,td{padding:6px 9px;border-bottom:1px solid #e5e8eb;text-align:right;white-space:nowrap}
+th{background:#eaf0f6;font-weight:600;color:#283747}
+td:first-child,th:first-child{text-align:left}
+tr:hover td{background:#f8fbff}
+td.err{color:#b03a2e;text-align:left;white-space:normal;max-width:420px}
+.pass{color:#1e8449;font-weight:700}.fail{color:#b03a2e;font-weight:700}
+.plots{display:flex;flex-wrap:wrap;gap:16px}
+figure{margin:0;background:#fff;padding:10px;box-shadow:0 1px 2px rgba(0,0,0,.08);border-radius:4px;max-width:100%}
+figure img{max-width:100%;height:auto;display:block}
+figcaption{font-size:12px;color:#5d6d7e;margin-top:4px}
+.note{font-size:13px;color:#5d6d7e}.empty{font-size:13px;color:#7f8c8d;font-style:italic}
+.scroll{overflow-x:auto}
+"""
+
+
+def _html_table(headers: list[str], rows: list[list[str]], cls: dict[int, str] | None = None) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = []
+    for row in rows:
+        cells = []
+        for i, c in enumerate(row):
+            klass = (cls or {}).get(i)
+            if c == "PASS":
+                klass = "pass"
+            elif c == "FAIL":
+                klass = "fail"
+            attr = f' class="{klass}"' if klass else ""
+            cells.append(f"<td{attr}>{html.escape(str(c))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        f'<div class="scroll"><table><thead><tr>{th}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+    )
+
+
+def render_html(report: dict[str, Any], plots: list[dict[str, Any]] | None = None) -> str:
+    """A self-contained HTML page: summary table first, then fit, plots and detail tables."""
+    plots = make_plots(report) if plots is None else plots
+    src = report.get("source") or {}
+    data = report.get("data") or {}
+    s = report["settings"]
+    esc = html.escape
+    out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>edgekd profile report</title><style>{CSS}</style></head><body><main>",
+           "<h1>edgekd profile report</h1>"]  # fmt: skip
+    out.append(f'<div class="meta">Source: <code>{esc(str(src.get("run_dir") or ", ".join(src.get("files", []))))}</code>'
+               f" · created {esc(report['created'])} · host {esc(report['host']['machine'])}, "
+               f"{report['host']['cpus']} CPUs, Python {esc(report['host']['python'])}</div>")  # fmt: skip
+    data_txt = (f"Test data: <b>{esc(str(data['name']))}</b>, {data['n_test']} samples, task {esc(data['task'])}. "
+                if data else "No test data: accuracy not measured. ")  # fmt: skip
+    out.append(f'<div class="meta">{data_txt}Latency on the host: batch 1, {s["warmup"]} warm-up + {s["runs"]} '
+               f"timed runs, {s['threads']} thread(s).</div>")  # fmt: skip
+
+    out.append('<section id="summary"><h2>Summary</h2>')
+    srows = summary_rows(report)
+    heads = list(SUMMARY_HEADERS.values()) + ["Error"]
+    out.append(
+        _html_table(heads, [[r[k] for k in SUMMARY_HEADERS] + [r["error"]] for r in srows], {7: "err"})
+    )
+    out.append("</section>")
+
+    out.append('<section id="fit"><h2>Fit per target</h2>')
+    frows = fit_rows(report)
+    if frows:
+        out.append(_html_table(FIT_HEADERS, frows))
+        out.append('<p class="note">RAM needed = TFLite Micro arena total measured on the 64-bit host (the '
+                   "persistent tail is smaller on 32-bit MCUs); flash needed = model file size. Application code, "
+                   "stack and I/O buffers are not included.</p>")  # fmt: skip
+    else:
+        out.append('<p class="empty">No full-integer .tflite model or no targets: nothing to check.</p>')
+    out.append("</section>")
+
+    by_section: dict[str, list[dict[str, Any]]] = {}
+    for p in plots:
+        by_section.setdefault(p["section"], []).append(p)
+    titles = {"pareto-latency": "Accuracy vs latency", "pareto-flash": "Accuracy vs flash",
+              "memory-timeline": "Memory timeline per operator", "macs-per-layer": "MACs per layer",
+              "confusion-matrix": "Confusion matrix"}  # fmt: skip
+    for sec in PLOT_SECTIONS:
+        out.append(f'<section id="{sec}"><h2>{titles[sec]}</h2>')
+        if by_section.get(sec):
+            out.append('<div class="plots">')
+            for p in by_section[sec]:
+                b64 = base64.b64encode(p["png"]).decode("ascii")
+                out.append(f'<figure><img id="plot-{esc(p["name"])}" alt="{esc(p["title"])}" '
+                           f'src="data:image/png;base64,{b64}"><figcaption>{esc(p["title"])}</figcaption></figure>')  # fmt: skip
+            out.append("</div>")
+        else:
+            out.append('<p class="empty">Not available for these artifacts.</p>')
+        out.append("</section>")
+
+    detail = [
+        ("student-vs-teacher", "Student vs teacher", CROSS_HEADERS, _cross_rows(report)),
+        ("latency", "Latency and host memory", LATENCY_HEADERS, _latency_rows(report)),
+        ("memory", "Model memory", MEMORY_HEADERS, _memory_rows(report)),
+        ("mcu-estimate", "MCU latency estimate (from MACs × cycles/MAC ÷ clock; an estimate, not a measurement)",
+         ESTIMATE_HEADERS, _estimate_rows(report)),
+    ]  # fmt: skip
+    for sid, title, heads, rows in detail:
+        if rows:
+            out.append(f'<section id="{sid}"><h2>{esc(title)}</h2>{_html_table(heads, rows)}</section>')
+    rss_method = next((r["rss"]["method"] for r in report["artifacts"] if r.get("rss")), None)
+    if rss_method:
+        out.append(
+            f'<p class="note">Host RSS: {esc(rss_method)}; Δ is the growth over the RSS before loading.</p>'
+        )
+    ph, pr = _per_class_rows(report)
+    if pr:
+        out.append(f'<section id="per-class"><h2>Per-class accuracy</h2>{_html_table(ph, pr)}</section>')
+    if report.get("notes"):
+        items = "".join(f"<li>{esc(n)}</li>" for n in report["notes"])
+        out.append(f'<section id="notes"><h2>Notes</h2><ul class="note">{items}</ul></section>')
+    out.append("</main></body></html>")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# terminal
+
+
+def print_summary(report: dict[str, Any], console: Any = None) -> None:
+    """The summary table (and fit table) with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title="edgekd profile", header_style="bold")
+    for key, head in SUMMARY_HEADERS.items():
+        if key in ("artifact", "runtime"):
+            table.add_column(head, justify="left", overflow="fold", ratio=2)
+        else:
+            table.add_column(head, justify="right", ratio=1)
+    errors = []
+    for r in summary_rows(report):
+        if r["error"]:
+            errors.append(f"{r['artifact']} ({r['runtime']}): {r['error']}")
+            table.add_row(r["artifact"], r["runtime"], "[red]error[/red]", "", "", r["flash"], "")
+        else:
+            table.add_row(*(r[k] for k in SUMMARY_HEADERS))
+    console.print(table)
+    for e in errors:
+        console.print(f"[red]error[/red] {e}", highlight=False, soft_wrap=True)
+    frows = fit_rows(report)
+    if frows:
+        ft = Table(title="fit per target", header_style="bold")
+        for h in FIT_HEADERS:
+            ft.add_column(h)
+        for row in frows:
+            row = row[:-1] + ["[green]PASS[/green]" if row[-1] == "PASS" else "[red]FAIL[/red]"]
+            ft.add_row(*row)
+        console.print(ft)
+
+
+# --------------------------------------------------------------------------------------------------
+# files
+
+
+def write_reports(
+    report: dict[str, Any],
+    *,
+    json_path: str | Path | None = None,
+    md_path: str | Path | None = None,
+    html_path: str | Path | None = None,
+    plots_dir: str | Path | None = None,
+) -> dict[str, Path]:
+    """Write whichever of the JSON / Markdown / HTML reports have paths (atomically); PNGs go to
+    ``plots_dir`` when given. Returns the paths written."""
+    written: dict[str, Path] = {}
+    if json_path:
+        written["json"] = atomic_write_json(json_path, report)
+    plots = make_plots(report) if (md_path or html_path or plots_dir) else []
+    plot_files: dict[str, str] = {}
+    if plots_dir:
+        plots_dir = Path(plots_dir)
+        for p in plots:
+            f = atomic_write_bytes(plots_dir / f"{p['name']}.png", p["png"])
+            base = Path(md_path).parent if md_path else plots_dir.parent
+            try:
+                plot_files[p["title"]] = str(f.relative_to(base))
+            except ValueError:
+                plot_files[p["title"]] = str(f)
+    if md_path:
+        written["md"] = atomic_write_text(md_path, render_markdown(report, plot_files))
+    if html_path:
+        written["html"] = atomic_write_text(html_path, render_html(report, plots))
+    return written
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
