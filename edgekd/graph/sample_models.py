@@ -87,6 +87,101 @@ def _scratch_ops(tf: Any) -> Any:
     return tf.keras.Model(inp, y)
 
 
+def _kws_dscnn(tf: Any) -> Any:
+    """MLPerf Tiny KWS DS-CNN architecture (49x10 MFCC, 64 filters, 4 DS blocks), random weights."""
+    L = tf.keras.layers
+    inp = tf.keras.Input((49, 10, 1), batch_size=1)
+    y = L.Conv2D(64, (10, 4), strides=(2, 2), padding="same", use_bias=False)(inp)
+    y = L.ReLU()(L.BatchNormalization()(y))
+    for _ in range(4):
+        y = L.ReLU()(L.BatchNormalization()(L.DepthwiseConv2D(3, padding="same", use_bias=False)(y)))
+        y = L.ReLU()(L.BatchNormalization()(L.Conv2D(64, 1, use_bias=False)(y)))
+    y = L.AveragePooling2D(pool_size=(25, 5))(y)
+    y = L.Dense(12, activation="softmax")(L.Flatten()(y))
+    return tf.keras.Model(inp, y)
+
+
+def _ic_resnet8(tf: Any) -> Any:
+    """MLPerf Tiny IC ResNet-8 architecture (32x32x3, 16/32/64 filters), random weights."""
+    L = tf.keras.layers
+
+    def block(x: Any, ch: int, stride: int) -> Any:
+        y = L.ReLU()(L.BatchNormalization()(L.Conv2D(ch, 3, strides=stride, padding="same")(x)))
+        y = L.BatchNormalization()(L.Conv2D(ch, 3, padding="same")(y))
+        if stride != 1:
+            x = L.Conv2D(ch, 1, strides=stride)(x)
+        return L.ReLU()(L.Add()([x, y]))
+
+    inp = tf.keras.Input((32, 32, 3), batch_size=1)
+    y = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 3, padding="same")(inp)))
+    y = block(y, 16, 1)
+    y = block(y, 32, 2)
+    y = block(y, 64, 2)
+    y = L.AveragePooling2D(pool_size=8)(y)
+    y = L.Dense(10, activation="softmax")(L.Flatten()(y))
+    return tf.keras.Model(inp, y)
+
+
+def _ad_fcae(tf: Any) -> Any:
+    """MLPerf Tiny AD fully-connected autoencoder (640 -> 128x4 -> 8 -> 128x4 -> 640), random weights."""
+    L = tf.keras.layers
+    inp = tf.keras.Input((640,), batch_size=1)
+    y = inp
+    for units in [128, 128, 128, 128, 8, 128, 128, 128, 128]:
+        y = L.ReLU()(L.BatchNormalization()(L.Dense(units)(y)))
+    y = L.Dense(640)(y)
+    return tf.keras.Model(inp, y)
+
+
+def random_branchy(tf: Any, seed: int) -> Any:
+    """A random small DAG CNN (parallel branches, ADD/CONCAT joins, reductions, transposed convs):
+    a planner stress test where operator order and placement matter."""
+    import numpy as np
+
+    L = tf.keras.layers
+    rng = np.random.default_rng(seed)
+    hw = int(rng.choice([8, 12, 16]))
+    inp = tf.keras.Input((hw, hw, int(rng.choice([1, 3, 4, 8]))), batch_size=1)
+    feats = [inp]
+    for _ in range(int(rng.integers(4, 9))):
+        src = feats[int(rng.integers(len(feats)))]
+        kind = str(rng.choice(["conv", "dw", "conv1", "pool", "mean", "tconv", "add", "concat"]))
+        ch = int(rng.choice([2, 4, 8, 16, 24, 32]))
+        if kind == "conv":
+            y = L.Conv2D(ch, 3, padding="same", activation="relu")(src)
+        elif kind == "conv1":
+            y = L.Conv2D(ch, 1, activation="relu")(src)
+        elif kind == "dw":
+            y = L.DepthwiseConv2D(3, padding="same")(src)
+        elif kind == "pool":
+            y = L.MaxPool2D(2, padding="same")(src)
+        elif kind == "mean":
+            y = L.Lambda(lambda t: tf.reduce_mean(t, axis=1, keepdims=True))(src)
+        elif kind == "tconv":
+            y = L.Conv2DTranspose(ch, 3, padding="same")(src)
+        else:
+            same = [
+                f
+                for f in feats
+                if f is not src
+                and (f.shape == src.shape if kind == "add" else f.shape[1:3] == src.shape[1:3])
+            ]
+            if not same:
+                continue
+            y = L.Add()([src, same[0]]) if kind == "add" else L.Concatenate()([src, same[-1]])
+        feats.append(y)
+    ends = [L.GlobalAveragePooling2D()(f) for f in feats[1:][-3:]]
+    y = L.Concatenate()(ends) if len(ends) > 1 else ends[0]
+    return tf.keras.Model(inp, L.Dense(4)(y))
+
+
+BENCH_BUILDERS: dict[str, Callable[[Any], Any]] = {
+    "kws_dscnn_like": _kws_dscnn,
+    "ic_resnet8_like": _ic_resnet8,
+    "ad_fcae_like": _ad_fcae,
+}
+"""Bigger reference-architecture models for the planner benchmark (not built by the tests)."""
+
 BUILDERS: dict[str, Callable[[Any], Any]] = {
     "tiny_cnn": _cnn,
     "branch": _branch,
@@ -124,17 +219,26 @@ def default_cache_dir() -> Path:
 def sample_models(
     names: list[str] | None = None, cache_dir: str | os.PathLike | None = None
 ) -> dict[str, Path]:
-    """Paths of the sample int8 models (built on first use, then cached). Keys: names in BUILDERS."""
+    """Paths of the sample int8 models (built on first use, then cached).
+
+    ``names`` are keys of BUILDERS (default: all of them) or BENCH_BUILDERS, or ``random_<seed>``.
+    """
     names = list(BUILDERS) if names is None else names
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     out: dict[str, Path] = {}
     for name in names:
+        if name not in BUILDERS and name not in BENCH_BUILDERS and not name.startswith("random_"):
+            raise KeyError(f"unknown sample model {name!r}; known: {', '.join([*BUILDERS, *BENCH_BUILDERS])}")
         tag = hashlib.sha1(f"{_VERSION}:{name}".encode()).hexdigest()[:8]
         path = root / f"{name}-{tag}.tflite"
         if not path.exists():
             import tensorflow as tf
 
             tf.keras.utils.set_random_seed(0)
-            atomic_write_bytes(path, convert_int8(BUILDERS[name](tf)))
+            if name.startswith("random_"):
+                keras_model = random_branchy(tf, int(name.split("_", 1)[1]))
+            else:
+                keras_model = (BUILDERS.get(name) or BENCH_BUILDERS[name])(tf)
+            atomic_write_bytes(path, convert_int8(keras_model))
         out[name] = path
     return out
