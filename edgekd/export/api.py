@@ -349,6 +349,10 @@ def _tflite(work: Path, stage: Path, onnx_path: Path, onnx_model: Any, input_nam
             "file": fname, "bytes": len(data), "kind": model.kind, "ops": model.op_names(),
             "input": _io_info(model.input_details()[0]), "output": _io_info(model.output_details()[0]),
         }  # fmt: skip
+        if q == "dynamic" and model.kind != "hybrid":
+            record["tflite"][q]["note"] = (
+                "no weight tensor reached the converter's 1024-element threshold: stays float"
+            )
         if q == "fp32":
             continue
         out = fp32_out if q == "fp32" else tfl.TFLiteRunner(data)(eval_x)

@@ -118,7 +118,7 @@ def node_module_paths(model: Any) -> dict[str, str]:
         if scopes:
             try:
                 parts = [s for s in ast.literal_eval(scopes) if s]
-                path = parts[-2] if len(parts) >= 2 else (parts[0] if parts else "")
+                path = parts[-2] if len(parts) >= 2 else ""  # last scope is the aten op
             except (ValueError, SyntaxError):
                 path = ""
         elif node.name.startswith("/"):

@@ -46,6 +46,20 @@ def captured_output(log: Path) -> Iterator[Path]:
             os.close(saved[1])
 
 
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def to_channels_last(x: np.ndarray) -> np.ndarray:
     """(N, C, ...) -> (N, ..., C) for rank >= 3; 2-D arrays are returned as they are."""
     return np.ascontiguousarray(np.moveaxis(x, 1, -1)) if x.ndim >= 3 else x
@@ -152,7 +166,7 @@ class TFLiteRunner:
         cls, self.runtime = interpreter_class()
         content = model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
         try:
-            with contextlib.redirect_stdout(sys.stderr):
+            with _silenced():  # LiteRT prints an XNNPACK banner from C++
                 self.it = cls(model_content=bytes(content), num_threads=1)
             self.it.allocate_tensors()
         except Exception as e:  # noqa: BLE001

@@ -1,0 +1,246 @@
+"""End-to-end export tests on a small digits CNN: every format and quantization, TFLite Micro artifacts,
+the ONNX-file entry point, unsupported ops, bad input and atomic failure. Each export runs once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgekd.errors import EdgekdError
+from edgekd.export import export_run
+
+KW = {"input_shape": (1, 8, 8), "num_classes": 10, "channels": (8, 16), "width": 1.0}
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgekd.data import load_data
+    from edgekd.models import build_model, save_model
+
+    root = tmp_path_factory.mktemp("run")
+    splits = load_data("digits")
+    torch.manual_seed(0)
+    model = build_model("cnn", **KW)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    x, y = torch.from_numpy(splits.train.x), torch.from_numpy(splits.train.y)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(400):
+        idx = torch.randint(0, len(y), (64,), generator=g)
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    save_model(root / "model.pt", model, "cnn", KW)
+    (root / "data.json").write_text(json.dumps(splits.describe()))
+    return root
+
+
+@pytest.fixture(scope="session")
+def mcu_export(run_dir: Path) -> Path:
+    return export_run(run_dir, target="tflite-micro")
+
+
+@pytest.fixture(scope="session")
+def tflite_export(run_dir: Path) -> Path:
+    return export_run(run_dir, fmt="tflite", quant="all")
+
+
+@pytest.fixture(scope="session")
+def calib_npz(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgekd.data import load_data_from_info
+
+    splits = load_data_from_info(json.loads((run_dir / "data.json").read_text()))
+    p = tmp_path_factory.mktemp("calib") / "calib.npz"
+    np.savez(p, x=splits.train.x[:120])
+    return p
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.iterdir())}
+
+
+# --- TFLite Micro target -------------------------------------------------------------------------
+def test_mcu_export_files_and_checks(mcu_export: Path, run_dir: Path) -> None:
+    from edgekd.graph import read_tflite
+
+    assert mcu_export == run_dir / "export" / "tflite-micro"
+    for f in ("model.onnx", "model_int8.tflite", "model_data.cc", "model_data.h", "op_resolver.h", "arena.json",
+              "export.json"):  # fmt: skip
+        assert (mcu_export / f).is_file(), f
+    rec = json.loads((mcu_export / "export.json").read_text())
+    model = read_tflite(mcu_export / "model_int8.tflite")
+    assert model.is_full_integer() and not model.is_hybrid()
+    io = rec["tflite"]["int8"]
+    assert io["input"]["dtype"] == "int8" and io["output"]["dtype"] == "int8"
+    assert io["input"]["scale"] > 0 and isinstance(io["input"]["zero_point"], int)
+    c = rec["checks"]
+    assert c["fp32_max_abs_diff"] < 1e-3
+    assert c["float_accuracy"] > 0.6
+    assert abs(c["int8_accuracy"] - c["float_accuracy"]) < 0.05
+    assert c["int8_top1_agreement"] > 0.9 and c["tflm_vs_litert_agreement"] > 0.9
+    assert rec["fit"]["fits"] and rec["calibration"]["samples"] == 200
+    arena = json.loads((mcu_export / "arena.json").read_text())
+    assert set(arena["tflm"]) == {"head", "tail", "total"}
+    assert arena["tflm"]["total"] == arena["tflm"]["head"] + arena["tflm"]["tail"]
+    assert arena["recommended_bytes"] > arena["tflm"]["total"] and "64-bit" in arena["note"]
+    assert rec["files"]["model_int8.tflite"]["bytes"] == (mcu_export / "model_int8.tflite").stat().st_size
+
+
+def test_resolver_matches_model_ops(mcu_export: Path) -> None:
+    import re
+
+    from edgekd.export.micro import RESOLVER_METHODS
+    from edgekd.graph import read_tflite
+
+    ops = read_tflite(mcu_export / "model_int8.tflite").op_names()
+    header = (mcu_export / "op_resolver.h").read_text()
+    calls = re.findall(r"resolver\.(Add\w+)\(\)", header)
+    assert sorted(calls) == sorted(RESOLVER_METHODS[o] for o in ops)
+    assert "MicroMutableOpResolver<kNumOps>" in header and f"kNumOps = {len(ops)};" in header
+    assert "AddDepthwiseConv2D" in calls  # the CNN is depthwise-separable
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+def test_model_data_cc_compiles_to_tflite_bytes(mcu_export: Path, tmp_path: Path) -> None:
+    from tests.test_export_units import _compile_and_dump
+
+    for f in ("model_data.cc", "model_data.h"):
+        shutil.copy(mcu_export / f, tmp_path / f)
+    assert "alignas(16) const unsigned char g_model[]" in (tmp_path / "model_data.cc").read_text()
+    _compile_and_dump(tmp_path, (mcu_export / "model_int8.tflite").read_bytes())
+
+
+# --- formats -------------------------------------------------------------------------------------
+def test_tflite_all_quantizations(tflite_export: Path) -> None:
+    from edgekd.graph import read_tflite
+
+    rec = json.loads((tflite_export / "export.json").read_text())
+    kinds = {
+        q: read_tflite(tflite_export / f"model_{q}.tflite").kind for q in ("fp32", "fp16", "dynamic", "int8")
+    }
+    # dynamic-range quantization skips weight tensors under 1024 elements: this tiny CNN stays float
+    assert kinds["dynamic"] in ("hybrid", "float")
+    assert {q: kinds[q] for q in ("fp32", "fp16", "int8")} == {
+        "fp32": "float",
+        "fp16": "float16",
+        "int8": "full_integer",
+    }
+    c = rec["checks"]
+    assert c["fp32_max_abs_diff"] < 1e-3
+    assert c["fp16_top1_agreement"] > 0.95 and c["dynamic_top1_agreement"] > 0.9
+    assert c["int8_top1_agreement"] > 0.9
+    assert rec["tflite"]["int8"]["input"]["dtype"] == "int8"
+
+
+def test_onnx_format_with_int8(run_dir: Path) -> None:
+    import onnx
+
+    out = export_run(run_dir, fmt="onnx", quant="int8", method="percentile")
+    assert out == run_dir / "export" / "onnx"
+    onnx.checker.check_model(onnx.load(str(out / "model_int8.onnx")))
+    ops = {n.op_type for n in onnx.load(str(out / "model_int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    rec = json.loads((out / "export.json").read_text())
+    assert rec["onnx"]["opset"] >= 17 and rec["onnx_quantization"]["per_channel"]
+    assert rec["checks"]["fp32_max_abs_diff"] < 1e-3
+    assert rec["checks"]["int8_top1_agreement"] > 0.9
+
+
+# --- entry points and errors -----------------------------------------------------------------------
+def test_onnx_file_entry_point(mcu_export: Path, calib_npz: Path, tmp_path: Path) -> None:
+    src = tmp_path / "user.onnx"
+    shutil.copy(mcu_export / "model.onnx", src)
+    out = export_run(src, target="tflite-micro", calibration=calib_npz, out=tmp_path / "out")
+    rec = json.loads((out / "export.json").read_text())
+    assert rec["source"]["type"] == "onnx" and rec["calibration"]["samples"] == 120
+    assert rec["checks"]["reference"].startswith("ONNX") and rec["checks"]["int8_accuracy"] is None
+    assert rec["checks"]["tflm_vs_litert_agreement"] > 0.9
+    assert (out / "model_data.cc").is_file()
+
+
+class _ExpNet(nn.Module):
+    """A model using exp(), which TFLite Micro cannot run in int8."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.act = _Exp()
+        self.head = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.conv(x)).flatten(1))
+
+
+class _Exp(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(x)
+
+
+def test_unsupported_op_names_layer(calib_npz: Path, tmp_path: Path) -> None:
+    from edgekd.export.onnx import export_torch
+
+    src = tmp_path / "expnet.onnx"
+    export_torch(_ExpNet().eval(), (1, 8, 8), src)
+    with pytest.raises(EdgekdError, match=r"EXP.*'act'") as e:
+        export_run(src, target="tflite-micro", calibration=calib_npz, out=tmp_path / "out")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_fit_failure_keeps_previous_export(mcu_export: Path, run_dir: Path, tmp_path: Path) -> None:
+    board = tmp_path / "tiny-board.yaml"
+    board.write_text("name: tiny-board\nkind: mcu\ncpu: Cortex-M0\nclock_mhz: 16\nram_kb: 1\nflash_kb: 2\n"
+                     "runtime: tflite-micro\nquantization: int8\n")  # fmt: skip
+    out = tmp_path / "prev"
+    shutil.copytree(mcu_export, out)
+    before = _digest(out)
+    with pytest.raises(
+        EdgekdError, match=r"does not fit target tiny-board: RAM needs [\d,]+ B > 1,024 B.*flash needs"
+    ):
+        export_run(run_dir, target=board, out=out)
+    assert _digest(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prev", "tiny-board.yaml"]  # no temp folder left
+
+
+def test_bad_inputs(run_dir: Path, tmp_path: Path, calib_npz: Path) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(EdgekdError, match="junk.onnx: corrupt or not an ONNX model"):
+        export_run(junk, target="tflite-micro", calibration=calib_npz)
+    txt = tmp_path / "notes.txt"
+    txt.write_text("hello")
+    with pytest.raises(EdgekdError, match="not a run folder"):
+        export_run(txt, fmt="onnx")
+    bad_run = tmp_path / "badrun"
+    bad_run.mkdir()
+    (bad_run / "model.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(EdgekdError, match="corrupt or not an edgekd checkpoint"):
+        export_run(bad_run, fmt="onnx")
+    with pytest.raises(EdgekdError, match="unknown target 'nope'"):
+        export_run(run_dir, target="nope")
+    with pytest.raises(EdgekdError, match="hybrid"):
+        export_run(run_dir, target="arduino-nano-33-ble", quant="dynamic")
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, x=np.zeros((50, 8, 8, 1), np.float32))
+    with pytest.raises(EdgekdError, match=r"wrong.npz.*expected \(N, 1, 8, 8\)"):
+        export_run(run_dir, target="tflite-micro", calibration=wrong, out=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_one_line_error(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgekd.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["export", str(run_dir), "--target", "no-such-board"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown target") and "\n" not in err
