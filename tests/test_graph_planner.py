@@ -127,3 +127,22 @@ def test_greedy_place_matches_tflm_rules():
     bufs = [Buffer(0, 48, 0, 0), Buffer(1, 64, 0, 2), Buffer(2, 32, 1, 1)]
     tflm_greedy_place(bufs)
     assert [b.offset for b in bufs] == [64, 0, 64]
+
+
+def test_control_flow_subgraphs_match_tflm():
+    """A float Keras LSTM converts to a WHILE op with cond/body subgraphs, planned together by TFLM."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((6, 4), batch_size=1)
+    data = tf.lite.TFLiteConverter.from_keras_model(
+        tf.keras.Model(inp, tf.keras.layers.LSTM(8)(inp))
+    ).convert()
+    m = read_tflite(data)
+    assert m.num_subgraphs == 3 and "WHILE" in m.op_names()
+    assert next(op for op in m.operators if op.opcode == "WHILE").subgraph_calls == (1, 2)
+    plan = greedy_plan(m)
+    assert plan.head == measure_arena(data)["head"]
+    assert {b.subgraph for b in plan.buffers} == {0, 1, 2}
+    assert len(plan.timeline) == len(m.operators)
+    assert optimized_plan(m).head <= plan.head

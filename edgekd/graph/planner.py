@@ -50,6 +50,7 @@ class Buffer:
     op: int = -1  # operator index owning a scratch buffer
     name: str = ""
     offset: int = -1
+    subgraph: int = 0
 
     def overlaps(self, other: Buffer) -> bool:
         return not (self.first > other.last or other.first > self.last)
@@ -68,17 +69,24 @@ class Plan:
 
     @property
     def offsets(self) -> dict[int, int]:
-        """Tensor index -> arena offset (tensors only)."""
-        return {b.tensor: b.offset for b in self.buffers if b.tensor >= 0}
+        """Subgraph-0 tensor index -> arena offset."""
+        return {b.tensor: b.offset for b in self.buffers if b.tensor >= 0 and b.subgraph == 0}
+
+    @property
+    def offsets_by_subgraph(self) -> dict[tuple[int, int], int]:
+        """(subgraph, tensor index) -> arena offset, every subgraph."""
+        return {(b.subgraph, b.tensor): b.offset for b in self.buffers if b.tensor >= 0}
 
     @property
     def sizes(self) -> dict[int, int]:
-        return {b.tensor: b.size for b in self.buffers if b.tensor >= 0}
+        """Subgraph-0 tensor index -> planned (16-byte aligned) size."""
+        return {b.tensor: b.size for b in self.buffers if b.tensor >= 0 and b.subgraph == 0}
 
     @property
     def lifetimes(self) -> dict[int, tuple[int, int]]:
-        """Tensor index -> (first scope, last scope); op at position k of ``order`` runs at scope k+1."""
-        return {b.tensor: (b.first, b.last) for b in self.buffers if b.tensor >= 0}
+        """Subgraph-0 tensor index -> (first scope, last scope). Without control flow, the op at
+        position k of ``order`` runs at scope k+1 (scope 0 is before the first op)."""
+        return {b.tensor: (b.first, b.last) for b in self.buffers if b.tensor >= 0 and b.subgraph == 0}
 
     @property
     def peak_live(self) -> int:
@@ -96,6 +104,7 @@ class Plan:
             "buffers": [
                 {
                     "tensor": b.tensor,
+                    "subgraph": b.subgraph,
                     "name": b.name,
                     "op": b.op,
                     "offset": b.offset,
@@ -120,7 +129,7 @@ def _numel(shape: Sequence[int]) -> int:
     return n
 
 
-def scratch_requests(model: TFLiteModel, op_index: int) -> list[int]:
+def scratch_requests(model: TFLiteModel, op_index: int, subgraph: int = 0) -> list[int]:
     """Bytes of each scratch buffer the host (reference-kernel) TFLM build requests for an operator.
 
     Modelled: MEAN/SUM over int8/int16 (one int32 accumulator per output element, unless the op is
@@ -128,8 +137,9 @@ def scratch_requests(model: TFLiteModel, op_index: int) -> list[int]:
     element). Kernels not listed request none in the reference build. Optimized kernel libraries
     (CMSIS-NN, ESP-NN, ...) request other scratch buffers, so their head differs from the host figure.
     """
-    op = model.operators[op_index]
-    t = model.tensors
+    sg = model.subgraphs[subgraph] if model.subgraphs else None
+    op = (sg.operators if sg else model.operators)[op_index]
+    t = sg.tensors if sg else model.tensors
     if op.opcode in ("MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"):
         inp, axis, out = t[op.inputs[0]], t[op.inputs[1]], t[op.outputs[0]]
         rank_bytes = 4 * max(len(inp.shape), 1)
@@ -157,18 +167,107 @@ def _as_model(model: TFLiteModel | bytes | str | os.PathLike) -> TFLiteModel:
     return model if isinstance(model, TFLiteModel) else read_tflite(model)
 
 
+def _subgraphs(model: TFLiteModel) -> list[Any]:
+    if model.subgraphs:
+        return model.subgraphs
+    from edgekd.graph.tflite_model import SubGraph
+
+    return [SubGraph(0, "main", model.tensors, model.operators, model.inputs, model.outputs)]
+
+
 def offline_offsets(model: TFLiteModel) -> list[int] | None:
-    """Offsets from the ``OfflineMemoryAllocation`` metadata (-1 = plan online), or None."""
+    """Offsets from the ``OfflineMemoryAllocation`` metadata (-1 = plan online), or None.
+
+    One entry per tensor of every subgraph, subgraph 0's tensors first.
+    """
     raw = model.metadata.get(OFFLINE_METADATA)
     if raw is None:
         return None
+    n_tensors = sum(len(sg.tensors) for sg in _subgraphs(model))
     words = struct.unpack(f"<{len(raw) // 4}i", raw[: len(raw) // 4 * 4])
-    if len(words) < 3 or words[2] != len(model.tensors):
+    if len(words) < 3 or words[2] != n_tensors or len(words) < 3 + n_tensors:
         raise EdgekdError(
             f"{model.source}: OfflineMemoryAllocation metadata lists {words[2] if len(words) > 2 else '?'} "
-            f"offsets for {len(model.tensors)} tensors; TFLM rejects this model, re-export it"
+            f"offsets for {n_tensors} tensors; TFLM rejects this model, re-export it"
         )
-    return list(words[3 : 3 + words[2]])
+    return list(words[3 : 3 + n_tensors])
+
+
+def _mark(
+    model: TFLiteModel, order: Sequence[int] | None, scratch: bool, use_offline: bool
+) -> tuple[list[Buffer], list[tuple[int, int]], int]:
+    """TFLM's AllocationInfoBuilder: buffers with lifetimes, each subgraph-0 op's scope span, and
+    the number of scopes. Control-flow ops open one nested scope per subgraph they call."""
+    sgs = _subgraphs(model)
+    n_ops = len(sgs[0].operators)
+    order = list(range(n_ops)) if order is None else list(order)
+    if sorted(order) != list(range(n_ops)):
+        raise EdgekdError(f"{model.source}: operator order must be a permutation of 0..{n_ops - 1}")
+    offl = offline_offsets(model) if use_offline else None
+    first: dict[tuple[int, int], int] = {}
+    last: dict[tuple[int, int], int] = {}
+    scratch_reqs: list[tuple[tuple[int, int], Buffer]] = []
+    spans: list[tuple[int, int]] = []
+    scope = 0
+
+    def created(key: tuple[int, int], at: int) -> None:
+        first[key] = at
+        last[key] = at
+
+    def mark(sgi: int, op_order: Sequence[int], depth: int) -> None:
+        nonlocal scope
+        if depth > 32:
+            raise EdgekdError(f"{model.source}: control-flow subgraphs nest deeper than 32; cannot plan")
+        sg = sgs[sgi]
+        for i in sg.inputs:
+            created((sgi, i), scope)
+        for i in sg.outputs:
+            created((sgi, i), scope)
+        for pos, oi in enumerate(op_order):
+            scope += 1
+            op = sg.operators[oi]
+            for i in op.outputs:
+                created((sgi, i), scope)
+            start = scope
+            for sub in op.subgraph_calls:
+                scope += 1
+                mark(sub, range(len(sgs[sub].operators)), depth + 1)
+            for i in op.inputs:
+                if i >= 0:
+                    last[(sgi, i)] = scope
+            for i in op.outputs:
+                last[(sgi, i)] = scope
+            if sgi == 0 and depth == 0:
+                spans.append((start, scope))
+            if scratch:
+                for nbytes in scratch_requests(model, oi, sgi):
+                    buf = Buffer(-1, align_up(nbytes), start, scope, op=oi, subgraph=sgi)
+                    buf.name = f"scratch:{op.opcode}#{oi}" + (f"@sg{sgi}" if sgi else "")
+                    scratch_reqs.append(((sgi, pos), buf))
+        for i in sg.outputs:
+            last[(sgi, i)] = scope
+
+    mark(0, order, 0)
+    bufs: list[Buffer] = []
+    base = 0
+    for sg in sgs:
+        for t in sg.tensors:
+            if not (t.has_data or t.is_variable or t.nbytes == 0):
+                key = (sg.index, t.index)
+                b = Buffer(
+                    t.index,
+                    align_up(t.nbytes),
+                    first.get(key, -1),
+                    last.get(key, -1),
+                    offline_offset=offl[base + t.index] if offl is not None else -1,
+                    name=t.name,
+                    subgraph=sg.index,
+                )
+                bufs.append(b)
+        base += len(sg.tensors)
+    # TFLM prepares subgraphs in index order, nodes in file order: that is the scratch request order
+    scratch_reqs.sort(key=lambda r: r[0])
+    return bufs + [b for _, b in scratch_reqs], spans, scope
 
 
 def build_buffers(
@@ -178,56 +277,16 @@ def build_buffers(
     scratch: bool = True,
     use_offline: bool = True,
 ) -> list[Buffer]:
-    """Planned buffers with TFLM lifetimes for the operators executed in ``order`` (default: file order)."""
-    n_ops = len(model.operators)
-    order = list(range(n_ops)) if order is None else list(order)
-    if sorted(order) != list(range(n_ops)):
-        raise EdgekdError(f"{model.source}: operator order must be a permutation of 0..{n_ops - 1}")
-    offl = offline_offsets(model) if use_offline else None
-    first = [-1] * len(model.tensors)
-    last = [-1] * len(model.tensors)
+    """Planned buffers with TFLM lifetimes for subgraph 0's operators run in ``order`` (default: file
+    order); tensors of every subgraph first (subgraph, tensor index order), then scratch buffers."""
+    return _mark(model, order, scratch, use_offline)[0]
 
-    def created(i: int, scope: int) -> None:
-        first[i] = scope
-        last[i] = scope
 
-    for i in model.inputs:
-        created(i, 0)
-    for i in model.outputs:
-        created(i, 0)
-    scratch_bufs: list[Buffer] = []
-    for pos, oi in enumerate(order):
-        scope = pos + 1
-        op = model.operators[oi]
-        for i in op.outputs:
-            created(i, scope)
-        for i in op.inputs:
-            if i >= 0:
-                last[i] = scope
-        for i in op.outputs:
-            last[i] = scope
-        if scratch:
-            for nbytes in scratch_requests(model, oi):
-                scratch_bufs.append(
-                    Buffer(-1, align_up(nbytes), scope, scope, op=oi, name=f"scratch:{op.opcode}#{oi}")
-                )
-    for i in model.outputs:
-        last[i] = n_ops
-    bufs: list[Buffer] = []
-    for t in model.tensors:
-        if t.has_data or t.is_variable or t.nbytes == 0:
-            continue
-        bufs.append(
-            Buffer(
-                t.index,
-                align_up(t.nbytes),
-                first[t.index],
-                last[t.index],
-                offline_offset=offl[t.index] if offl is not None else -1,
-                name=t.name,
-            )
-        )
-    return bufs + scratch_bufs
+def op_timeline(buffers: Sequence[Buffer], spans: Sequence[tuple[int, int]]) -> list[int]:
+    """Bytes live during each subgraph-0 operator (max over the scopes a control-flow op spans)."""
+    n_scopes = max((e for _, e in spans), default=0)
+    live = timeline(buffers, n_scopes)
+    return [max(live[s - 1 : e]) for s, e in spans]
 
 
 def timeline(buffers: Sequence[Buffer], n_ops: int) -> list[int]:
@@ -292,10 +351,10 @@ def tflm_greedy_place(buffers: list[Buffer]) -> int:
 def greedy_plan(model: TFLiteModel | bytes | str | os.PathLike, order: Sequence[int] | None = None) -> Plan:
     """TFLM's own plan for ``model`` (optionally with operators executed in ``order``)."""
     m = _as_model(model)
-    bufs = build_buffers(m, order)
+    bufs, spans, _ = _mark(m, order, True, True)
     head = tflm_greedy_place(bufs)
     ordr = list(range(len(m.operators))) if order is None else list(order)
-    return Plan(bufs, ordr, head, timeline(bufs, len(m.operators)), "tflm-greedy")
+    return Plan(bufs, ordr, head, op_timeline(bufs, spans), "tflm-greedy")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -360,7 +419,9 @@ def best_placement(buffers: list[Buffer], random_tries: int = 48, seed: int = 0)
 def _realize_offline(buffers: list[Buffer]) -> tuple[list[Buffer], int]:
     """What TFLM does with these tensor offsets given as offline offsets (scratch stays online)."""
     out = [
-        Buffer(b.tensor, b.size, b.first, b.last, b.offset if b.tensor >= 0 else -1, b.op, b.name)
+        Buffer(
+            b.tensor, b.size, b.first, b.last, b.offset if b.tensor >= 0 else -1, b.op, b.name, -1, b.subgraph
+        )
         for b in buffers
     ]
     return out, tflm_greedy_place(out)
@@ -377,7 +438,9 @@ class _Graph:
     def __init__(self, m: TFLiteModel) -> None:
         self.m = m
         self.n = len(m.operators)
-        planned = {b.tensor: b.size for b in build_buffers(m, scratch=False, use_offline=False)}
+        planned = {
+            b.tensor: b.size for b in build_buffers(m, scratch=False, use_offline=False) if b.subgraph == 0
+        }
         self.size = planned
         producer: dict[int, int] = {}
         for o in m.operators:
@@ -519,19 +582,17 @@ def optimized_plan(
     has_offline = any(b.offline_offset >= 0 for b in base.buffers)
     orders = candidate_orders(m, max_states) if reorder else [("file", list(range(len(m.operators))))]
     for oname, order in orders:
-        bufs = build_buffers(m, order)
+        bufs, spans, _ = _mark(m, order, True, True)
         head = tflm_greedy_place(bufs)
         if head < best.head:
-            best = Plan(bufs, list(order), head, timeline(bufs, len(m.operators)), f"{oname}+tflm-greedy")
+            best = Plan(bufs, list(order), head, op_timeline(bufs, spans), f"{oname}+tflm-greedy")
         if placement and not has_offline:
             trial = build_buffers(m, order)
             h, pname = best_placement(trial)
             if h < best.head:
                 real, h_real = _realize_offline(trial)
                 if h_real < best.head:
-                    best = Plan(
-                        real, list(order), h_real, timeline(real, len(m.operators)), f"{oname}+{pname}", True
-                    )
+                    best = Plan(real, list(order), h_real, op_timeline(real, spans), f"{oname}+{pname}", True)
     if best is base:
         base.method = "tflm-greedy (no improvement found)"
     return best
@@ -545,10 +606,10 @@ def optimized_plan(
 def reorder_model(
     model: TFLiteModel | bytes | str | os.PathLike,
     order: Sequence[int],
-    offsets: dict[int, int] | None = None,
+    offsets: dict[int, int] | dict[tuple[int, int], int] | None = None,
 ) -> bytes:
     """Flatbuffer bytes with subgraph 0's operators in ``order`` (a topological order) and, when
-    ``offsets`` (tensor index -> arena offset) is given, an ``OfflineMemoryAllocation`` metadata entry
+    ``offsets`` (subgraph-0 tensor index, or (subgraph, tensor), -> arena offset) is given, an ``OfflineMemoryAllocation`` metadata entry
     so TFLM uses those offsets. Buffers are re-aligned with TFLM's flatbuffer-align tool when available.
     """
     import flatbuffers
@@ -574,7 +635,9 @@ def reorder_model(
     sg = mt.subgraphs[0]
     sg.operators = [sg.operators[i] for i in order]
     if offsets is not None:
-        words = [0, 0, len(m.tensors)] + [int(offsets.get(i, -1)) for i in range(len(m.tensors))]
+        keyed = {(k if isinstance(k, tuple) else (0, k)): v for k, v in offsets.items()}
+        keys = [(g.index, t.index) for g in _subgraphs(m) for t in g.tensors]
+        words = [0, 0, len(keys)] + [int(keyed.get(k, -1)) for k in keys]
         buf = s.BufferT()
         buf.data = np.frombuffer(struct.pack(f"<{len(words)}i", *words), dtype=np.uint8)
         mt.buffers.append(buf)
@@ -615,5 +678,5 @@ def apply_plan(model: TFLiteModel | bytes | str | os.PathLike, plan: Plan) -> by
 
     ``measure_arena(apply_plan(m, plan))["head"] == plan.head`` for plans from this module.
     """
-    offsets = plan.offsets if plan.needs_offline_offsets else None
+    offsets = plan.offsets_by_subgraph if plan.needs_offline_offsets else None
     return reorder_model(model, plan.order, offsets)

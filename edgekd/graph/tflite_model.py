@@ -104,6 +104,7 @@ class Operator:
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
     intermediates: tuple[int, ...] = ()
+    subgraph_calls: tuple[int, ...] = ()  # IF (then, else) / WHILE (cond, body) / CALL_ONCE (init)
 
     @property
     def name(self) -> str:
@@ -112,8 +113,21 @@ class Operator:
 
 
 @dataclass
+class SubGraph:
+    """One subgraph: its own tensor and operator lists (indices are local to the subgraph)."""
+
+    index: int
+    name: str
+    tensors: list[Tensor]
+    operators: list[Operator]
+    inputs: list[int]
+    outputs: list[int]
+
+
+@dataclass
 class TFLiteModel:
-    """A parsed ``.tflite`` model (primary subgraph)."""
+    """A parsed ``.tflite`` model. ``tensors``/``operators``/``inputs``/``outputs`` are those of the
+    primary subgraph 0; ``subgraphs`` holds all of them (control flow: IF / WHILE / CALL_ONCE)."""
 
     source: str
     data: bytes = field(repr=False)
@@ -125,6 +139,7 @@ class TFLiteModel:
     outputs: list[int]
     num_subgraphs: int
     metadata: dict[str, bytes] = field(default_factory=dict, repr=False)
+    subgraphs: list[SubGraph] = field(default_factory=list, repr=False)
 
     # ---- ops ---------------------------------------------------------------------------------
     def op_names(self) -> list[str]:
@@ -279,7 +294,61 @@ def _parse(data: bytes, source: str) -> TFLiteModel:
         custom = oc.CustomCode()
         codes.append((code, custom.decode("utf-8", "replace") if custom is not None else None))
 
-    sg = m.Subgraphs(0)
+    subgraphs = [
+        _parse_subgraph(s, m.Subgraphs(k), k, codes, buf_has_data) for k in range(m.SubgraphsLength())
+    ]
+    main = subgraphs[0]
+
+    metadata: dict[str, bytes] = {}
+    for i in range(m.MetadataLength()):
+        md = m.Metadata(i)
+        nm = md.Name()
+        b = md.Buffer()
+        if nm is not None and 0 <= b < n_buffers:
+            buf = m.Buffers(b)
+            metadata[nm.decode("utf-8", "replace")] = buf.DataAsNumpy().tobytes() if buf.DataLength() else b""
+    desc = m.Description()
+    return TFLiteModel(
+        source=source,
+        data=data,
+        version=version,
+        description=desc.decode("utf-8", "replace") if desc else "",
+        tensors=main.tensors,
+        operators=main.operators,
+        inputs=main.inputs,
+        outputs=main.outputs,
+        num_subgraphs=m.SubgraphsLength(),
+        metadata=metadata,
+        subgraphs=subgraphs,
+    )
+
+
+def _subgraph_calls(s: ModuleType, o: Any) -> tuple[int, ...]:
+    """Subgraphs a control-flow operator invokes, in the order TFLM plans them."""
+    kind = o.BuiltinOptionsType()
+    table = o.BuiltinOptions()
+    if table is None:
+        return ()
+    opts = s.BuiltinOptions
+    if kind == opts.WhileOptions:
+        w = s.WhileOptions()
+        w.Init(table.Bytes, table.Pos)
+        return (w.CondSubgraphIndex(), w.BodySubgraphIndex())
+    if kind == opts.IfOptions:
+        f = s.IfOptions()
+        f.Init(table.Bytes, table.Pos)
+        return (f.ThenSubgraphIndex(), f.ElseSubgraphIndex())
+    if kind == opts.CallOnceOptions:
+        c = s.CallOnceOptions()
+        c.Init(table.Bytes, table.Pos)
+        return (c.InitSubgraphIndex(),)
+    return ()
+
+
+def _parse_subgraph(
+    s: ModuleType, sg: Any, k: int, codes: list[tuple[int, str | None]], buf_has_data: list[bool]
+) -> SubGraph:
+    n_buffers = len(buf_has_data)
     tensors: list[Tensor] = []
     for i in range(sg.TensorsLength()):
         t = sg.Tensors(i)
@@ -316,7 +385,6 @@ def _parse(data: bytes, source: str) -> TFLiteModel:
                 is_variable=bool(t.IsVariable()),
             )
         )
-
     operators: list[Operator] = []
     for i in range(sg.OperatorsLength()):
         o = sg.Operators(i)
@@ -332,29 +400,15 @@ def _parse(data: bytes, source: str) -> TFLiteModel:
                 intermediates=tuple(int(v) for v in o.IntermediatesAsNumpy())
                 if o.IntermediatesLength()
                 else (),
+                subgraph_calls=_subgraph_calls(s, o),
             )
         )
-    inputs = [int(v) for v in sg.InputsAsNumpy()] if sg.InputsLength() else []
-    outputs = [int(v) for v in sg.OutputsAsNumpy()] if sg.OutputsLength() else []
-
-    metadata: dict[str, bytes] = {}
-    for i in range(m.MetadataLength()):
-        md = m.Metadata(i)
-        nm = md.Name()
-        b = md.Buffer()
-        if nm is not None and 0 <= b < n_buffers:
-            buf = m.Buffers(b)
-            metadata[nm.decode("utf-8", "replace")] = buf.DataAsNumpy().tobytes() if buf.DataLength() else b""
-    desc = m.Description()
-    return TFLiteModel(
-        source=source,
-        data=data,
-        version=version,
-        description=desc.decode("utf-8", "replace") if desc else "",
+    name = sg.Name()
+    return SubGraph(
+        index=k,
+        name=name.decode("utf-8", "replace") if name else f"subgraph_{k}",
         tensors=tensors,
         operators=operators,
-        inputs=inputs,
-        outputs=outputs,
-        num_subgraphs=m.SubgraphsLength(),
-        metadata=metadata,
+        inputs=[int(v) for v in sg.InputsAsNumpy()] if sg.InputsLength() else [],
+        outputs=[int(v) for v in sg.OutputsAsNumpy()] if sg.OutputsLength() else [],
     )
