@@ -547,17 +547,41 @@ def _heuristic_order(g: _Graph) -> list[int]:
     return order
 
 
-def candidate_orders(m: TFLiteModel, max_states: int = 20000) -> list[tuple[str, list[int]]]:
-    """Operator orders worth evaluating: file order, the exact min-peak order (small graphs) and a
-    greedy heuristic order."""
+def _beam_order(g: _Graph, width: int) -> list[int]:
+    """Beam search over executed-op sets: keep the ``width`` prefixes with the lowest (peak so far,
+    bytes live now); prefixes reaching the same set are merged (same future), keeping the best."""
+    beam: list[tuple[int, int, int, list[int]]] = [(0, 0, 0, [])]  # (peak, live, done, order)
+    for _ in range(g.n):
+        cand: dict[int, tuple[int, int, int, list[int]]] = {}
+        for peak, _live, done, order in beam:
+            for op in range(g.n):
+                if done >> op & 1 or (g.preds[op] & ~done):
+                    continue
+                nd = done | 1 << op
+                entry = (max(peak, g.step_peak(done, op)), g.live_after(nd), nd, [*order, op])
+                old = cand.get(nd)
+                if old is None or entry[:2] < old[:2]:
+                    cand[nd] = entry
+        beam = sorted(cand.values(), key=lambda e: e[:2])[:width]
+    return beam[0][3]
+
+
+def candidate_orders(
+    m: TFLiteModel, max_states: int = 20000, beam_width: int = 32
+) -> list[tuple[str, list[int]]]:
+    """Operator orders worth evaluating: file order, the exact min-peak order (DFS with memoisation
+    over executed-op sets, while there are at most ``max_states`` sets), else a beam search, and a
+    greedy list-scheduling order."""
     n = len(m.operators)
     out: list[tuple[str, list[int]]] = [("file", list(range(n)))]
     if n == 0:
         return out
     g = _Graph(m)
-    exact = _exact_order(g, max_states) if n <= 64 else None
+    exact = _exact_order(g, max_states) if n <= 512 else None
     if exact is not None:
         out.append(("dfs-exact", exact))
+    elif n <= 1024:
+        out.append((f"beam{beam_width}", _beam_order(g, beam_width)))
     out.append(("heuristic", _heuristic_order(g)))
     return out
 
