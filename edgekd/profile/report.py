@@ -113,43 +113,45 @@ def _pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]
     return front
 
 
+_RUNTIME_COLORS = {"pytorch": "#c0392b", "onnxruntime": "#2471a3", "litert": "#229954", "litert-ref": "#b7950b",
+                   "tflm": "#7d3c98"}  # fmt: skip
+_ROLE_MARKERS = {"teacher": "s", "student": "o", "export": "^", "file": "D"}
+
+
 def _pareto_plot(rows: list[dict[str, Any]], xkey: str, xlabel: str, title: str) -> bytes | None:
+    """Quality vs latency (one point per row) or vs flash (one point per file), numbered points with a
+    legend on the right (colour = runtime, marker = role) and the Pareto front dashed."""
     pts = []
+    seen: set[str] = set()
     for r in rows:
         q, qname = quality(r)
         x = (r.get("latency") or {}).get("p50_ms") if xkey == "latency" else r.get("flash_bytes")
-        if q is not None and x:
-            pts.append((float(x) if xkey == "latency" else float(x) / 1024, float(q), r, qname))
-    if xkey == "flash":  # one point per file
-        uniq: dict[str, Any] = {}
-        for p in pts:
-            uniq.setdefault(p[2]["path"], p)
-        pts = list(uniq.values())
+        if q is None or not x or (xkey == "flash" and r["path"] in seen):
+            continue
+        seen.add(r["path"])
+        label = r["label"] if xkey == "flash" else f"{r['label']} @ {r['runtime']}"
+        pts.append((float(x) if xkey == "latency" else float(x) / 1024, float(q), r, label))
     if not pts:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    roles = {
-        "teacher": ("#c0392b", "s"),
-        "student": ("#2471a3", "o"),
-        "export": ("#229954", "^"),
-        "file": ("#7d3c98", "D"),
-    }
-    for x, y, r, _ in pts:
-        color, marker = roles.get(r["role"], ("#555", "o"))
-        ax.scatter([x], [y], c=color, marker=marker, s=48, zorder=3)
-        label = r["label"] if xkey == "flash" else f"{r['label']} @ {r['runtime']}"
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7.5, color="#333")
+    fig, ax = plt.subplots(figsize=(10.5, 4.4))
+    for i, (x, y, r, label) in enumerate(pts, 1):
+        color = _RUNTIME_COLORS.get(r.get("runtime") or "", "#555") if xkey == "latency" else "#2471a3"
+        ax.scatter([x], [y], c=color, marker=_ROLE_MARKERS.get(r["role"], "o"), s=52, zorder=3,
+                   edgecolors="white", linewidths=0.6, label=f"{i}  {label}")  # fmt: skip
+        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, color="#333")
     front = _pareto_front([(x, y) for x, y, _, _ in pts])
     if len(front) > 1:
         ax.plot(*zip(*front), color="#888", ls="--", lw=1, zorder=2, label="Pareto front")
-        ax.legend(loc="lower right", fontsize=8)
-    if max(p[0] for p in pts) / max(1e-9, min(p[0] for p in pts)) > 20:
+    xs = [p[0] for p in pts]
+    if max(xs) / max(1e-9, min(xs)) > 20:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(pts[0][3])
+    ax.set_ylabel("AUC" if quality(pts[0][2])[1] == "AUC" else "top-1 accuracy")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False,
+              ncol=1 if len(pts) <= 18 else 2)  # fmt: skip
     return _png(fig)
 
 
@@ -451,7 +453,7 @@ h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:34px 0 10px;padding-bo
 table{border-collapse:collapse;width:100%;background:#fff;font-size:13px;box-shadow:0 1px 2px rgba(0,0,0,.06)}
 th,td{padding:6px 9px;border-bottom:1px solid #e5e8eb;text-align:right;white-space:nowrap}
 th{background:#eaf0f6;font-weight:600;color:#283747}
-td:first-child,th:first-child{text-align:left}
+td.l,th.l{text-align:left}
 tr:hover td{background:#f8fbff}
 td.err{color:#b03a2e;text-align:left;white-space:normal;max-width:420px}
 .pass{color:#1e8449;font-weight:700}.fail{color:#b03a2e;font-weight:700}
@@ -464,13 +466,21 @@ figcaption{font-size:12px;color:#5d6d7e;margin-top:4px}
 """
 
 
-def _html_table(headers: list[str], rows: list[list[str]], cls: dict[int, str] | None = None) -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+def _html_table(
+    headers: list[str], rows: list[list[str]], cls: dict[int, str] | None = None, left: int = 1
+) -> str:
+    """A table; the first ``left`` columns (text) are left-aligned, the rest (numbers) right-aligned."""
+    cls = dict(cls or {})
+    for i in range(left):
+        cls.setdefault(i, "l")
+    th = "".join(
+        ('<th class="l">' if i < left else "<th>") + f"{html.escape(h)}</th>" for i, h in enumerate(headers)
+    )
     body = []
     for row in rows:
         cells = []
         for i, c in enumerate(row):
-            klass = (cls or {}).get(i)
+            klass = cls.get(i)
             if c == "PASS":
                 klass = "pass"
             elif c == "FAIL":
@@ -506,14 +516,16 @@ def render_html(report: dict[str, Any], plots: list[dict[str, Any]] | None = Non
     srows = summary_rows(report)
     heads = list(SUMMARY_HEADERS.values()) + ["Error"]
     out.append(
-        _html_table(heads, [[r[k] for k in SUMMARY_HEADERS] + [r["error"]] for r in srows], {7: "err"})
+        _html_table(
+            heads, [[r[k] for k in SUMMARY_HEADERS] + [r["error"]] for r in srows], {7: "err"}, left=2
+        )
     )
     out.append("</section>")
 
     out.append('<section id="fit"><h2>Fit per target</h2>')
     frows = fit_rows(report)
     if frows:
-        out.append(_html_table(FIT_HEADERS, frows))
+        out.append(_html_table(FIT_HEADERS, frows, left=2))
         out.append('<p class="note">RAM needed = TFLite Micro arena total measured on the 64-bit host (the '
                    "persistent tail is smaller on 32-bit MCUs); flash needed = model file size. Application code, "
                    "stack and I/O buffers are not included.</p>")  # fmt: skip
@@ -549,7 +561,10 @@ def render_html(report: dict[str, Any], plots: list[dict[str, Any]] | None = Non
     ]  # fmt: skip
     for sid, title, heads, rows in detail:
         if rows:
-            out.append(f'<section id="{sid}"><h2>{esc(title)}</h2>{_html_table(heads, rows)}</section>')
+            left = {"latency": 2, "memory": 2, "mcu-estimate": 2}.get(sid, 1)
+            out.append(
+                f'<section id="{sid}"><h2>{esc(title)}</h2>{_html_table(heads, rows, left=left)}</section>'
+            )
     rss_method = next((r["rss"]["method"] for r in report["artifacts"] if r.get("rss")), None)
     if rss_method:
         out.append(
