@@ -146,3 +146,31 @@ def test_control_flow_subgraphs_match_tflm():
     assert {b.subgraph for b in plan.buffers} == {0, 1, 2}
     assert len(plan.timeline) == len(m.operators)
     assert optimized_plan(m).head <= plan.head
+
+
+def test_fused_lstm_scratch_matches_tflm():
+    """tf_keras LSTM -> UNIDIRECTIONAL_SEQUENCE_LSTM (int8, int16 cell state): 4 cell-sized scratch buffers."""
+    import tensorflow as tf
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    inp = tf_keras.Input((6, 4), batch_size=1)
+    conv = tf.lite.TFLiteConverter.from_keras_model(tf_keras.Model(inp, tf_keras.layers.LSTM(8)(inp)))
+
+    def rep():
+        rng = np.random.default_rng(0)
+        for _ in range(4):
+            yield [rng.standard_normal((1, 6, 4)).astype(np.float32)]
+
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = rep
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    data = conv.convert()
+    m = read_tflite(data)
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in m.op_names() and m.is_full_integer()
+    plan = greedy_plan(m)
+    scratch = [b for b in plan.buffers if b.tensor < 0]
+    assert len(scratch) == 4
+    assert plan.head == measure_arena(data)["head"]

@@ -132,9 +132,14 @@ def _numel(shape: Sequence[int]) -> int:
 def scratch_requests(model: TFLiteModel, op_index: int, subgraph: int = 0) -> list[int]:
     """Bytes of each scratch buffer the host (reference-kernel) TFLM build requests for an operator.
 
-    Modelled: MEAN/SUM over int8/int16 (one int32 accumulator per output element, unless the op is
-    the special-cased 4-D spatial mean), TRANSPOSE_CONV int8/int16 (int32/int64 accumulator per output
-    element). Kernels not listed request none in the reference build. Optimized kernel libraries
+    Modelled and checked against the host interpreter: MEAN/SUM/REDUCE_MAX/REDUCE_MIN (4 bytes per
+    input dim + 4 per axis, plus an int32 accumulator per output element for int8/int16 MEAN/SUM),
+    TRANSPOSE_CONV int8/int16 (int32/int64 accumulator per output element; float: none),
+    UNIDIRECTIONAL_SEQUENCE_LSTM (4 buffers the size of the cell state). From kernel source only:
+    int4 weights of CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED (unpacked to int8). Measured to request
+    none: CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, pooling, SOFTMAX, LOG_SOFTMAX, ADD, MUL,
+    CONCATENATION, PAD, RESHAPE, RESIZE_*, TRANSPOSE, STRIDED_SLICE, BATCH_MATMUL, ARG_MAX, activations.
+    Other kernels (e.g. SVDF) are not modelled. Optimized kernel libraries
     (CMSIS-NN, ESP-NN, ...) request other scratch buffers, so their head differs from the host figure.
     """
     sg = model.subgraphs[subgraph] if model.subgraphs else None
@@ -148,6 +153,14 @@ def scratch_requests(model: TFLiteModel, op_index: int, subgraph: int = 0) -> li
         if op.opcode in ("MEAN", "SUM") and inp.dtype in ("int8", "int16"):
             reqs.append(4 * max(_numel(out.shape), 1))  # int32 accumulator per output element
         return reqs + [rank_bytes, axis_bytes]  # temp index + resolved axis
+    if op.opcode == "UNIDIRECTIONAL_SEQUENCE_LSTM" and len(op.inputs) > 19 and op.inputs[19] >= 0:
+        cell = t[op.inputs[19]]  # cell state: batch x n_cell, int16 (int8 model) or float32
+        return [cell.nbytes] * 4
+    if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(op.inputs) > 1:
+        w = t[op.inputs[1]]
+        if w.dtype == "int4":  # unpacked to int8 in a scratch buffer (from kernel source, not measured)
+            return [_numel(w.shape)]
+        return []
     if op.opcode == "TRANSPOSE_CONV":
         out = t[op.outputs[0]]
         inp = t[op.inputs[2]]

@@ -187,10 +187,13 @@ class TFLiteModel:
         return {self.tensors[i].dtype for i in self.inputs + self.outputs}
 
     def is_full_integer(self) -> bool:
-        """int8/int16 activations everywhere, model input and output included (MCU-ready)."""
+        """int8/int16 activations everywhere, model input and output included (MCU-ready).
+
+        Zero-size placeholder tensors (e.g. LSTM ``intermediates``) do not count.
+        """
         if not self._io_dtypes() <= _INT_ACT_TYPES:
             return False
-        return not any(t.dtype in _FLOAT_TYPES for t in self.activations)
+        return not any(t.dtype in _FLOAT_TYPES and t.nbytes > 0 for t in self.activations)
 
     def is_hybrid(self) -> bool:
         """Dynamic-range quantized: float activations fed to ops together with int8 constant weights."""
@@ -208,7 +211,7 @@ class TFLiteModel:
             return False
         if any(t.dtype in _INT_ACT_TYPES and t.is_quantized for t in self.activations):
             return False
-        return any(t.dtype in _FLOAT_TYPES for t in self.activations)
+        return any(t.dtype in _FLOAT_TYPES and t.nbytes > 0 for t in self.activations)
 
     @property
     def kind(self) -> str:
