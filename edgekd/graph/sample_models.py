@@ -175,7 +175,19 @@ def random_branchy(tf: Any, seed: int) -> Any:
     return tf.keras.Model(inp, L.Dense(4)(y))
 
 
+def _lstm_stack(tf: Any) -> Any:
+    """Two stacked LSTMs (tf_keras, so they fuse to UNIDIRECTIONAL_SEQUENCE_LSTM) and a dense head."""
+    import tf_keras
+
+    L = tf_keras.layers
+    inp = tf_keras.Input((20, 8), batch_size=1)
+    y = L.LSTM(24, return_sequences=True)(inp)
+    y = L.LSTM(12)(y)
+    return tf_keras.Model(inp, L.Dense(4)(y))
+
+
 BENCH_BUILDERS: dict[str, Callable[[Any], Any]] = {
+    "lstm_stack": _lstm_stack,
     "kws_dscnn_like": _kws_dscnn,
     "ic_resnet8_like": _ic_resnet8,
     "ad_fcae_like": _ad_fcae,
