@@ -212,3 +212,39 @@ def test_cli_entry_point_runs_as_a_process(run_dir: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.startswith("error:")
+
+
+def test_anomaly_autoencoder_gets_auc_and_f1(tmp_path: Path) -> None:
+    """An ONNX autoencoder on (N, F) data: reconstruction error is the anomaly score."""
+    torch.manual_seed(0)
+    f = 8
+    rng = np.random.default_rng(0)
+    basis = rng.standard_normal((2, f)).astype(np.float32)
+    normal = rng.standard_normal((40, 2)).astype(np.float32) @ basis  # lies in a 2-d subspace
+    anomal = rng.standard_normal((10, f)).astype(np.float32) * 2.0
+    x = np.concatenate([normal, anomal])
+    y = np.r_[np.zeros(40), np.ones(10)].astype(np.int64)
+    npz = tmp_path / "ad.npz"
+    np.savez(npz, x=x, y=y, task=np.array("anomaly"))
+    # a linear autoencoder that projects onto the normal subspace reconstructs normal data exactly
+    q, _ = np.linalg.qr(basis.T)
+    ae = torch.nn.Sequential(torch.nn.Linear(f, 2, bias=False), torch.nn.Linear(2, f, bias=False)).eval()
+    with torch.no_grad():
+        ae[0].weight.copy_(torch.from_numpy(q.T.copy()))
+        ae[1].weight.copy_(torch.from_numpy(q.copy()))
+    path = tmp_path / "ae.onnx"
+    torch.onnx.export(ae, torch.zeros(1, f), str(path), dynamo=False)
+    rep = profile_files([path], data=npz, runs=2, warmup=0)
+    (row,) = rep["artifacts"]
+    assert row["error"] is None
+    a = row["accuracy"]
+    assert a["task"] == "anomaly" and a["auc"] == pytest.approx(1.0)
+    assert a["f1"] == pytest.approx(1.0) and a["precision"] == 1.0 and a["recall"] == 1.0
+    assert row["macs"]["total"] == 2 * f + f * 2
+
+
+def test_rss_in_a_fresh_subprocess(run_dir: Path) -> None:
+    rep = profile_files([run_dir / "export" / "onnx" / "model.onnx"], runs=2, warmup=0, rss="subprocess")
+    rss = rep["artifacts"][0]["rss"]
+    assert rss["method"].startswith("fresh subprocess")
+    assert rss["peak_bytes"] >= rss["baseline_bytes"] > 0 and rss["delta_bytes"] > 0

@@ -49,6 +49,13 @@ from edgekd.errors import EdgekdError
     help="Only these runtimes (pytorch, onnxruntime, litert, litert-ref, tflm); repeatable.",
 )
 @click.option(
+    "--rss",
+    type=click.Choice(["inprocess", "subprocess"]),
+    default="inprocess",
+    show_default=True,
+    help="Peak RSS: VmHWM in this process around load+run, or a fresh process per artifact.",
+)
+@click.option(
     "--target", "targets", multiple=True, help="Targets for the fit table and MCU estimate (default: all)."
 )
 def command(
@@ -63,6 +70,7 @@ def command(
     threads: int,
     samples: int | None,
     runtimes: tuple[str, ...],
+    rss: str,
     targets: tuple[str, ...],
 ) -> None:
     """Profile a run folder (teacher, student, every export) or any .pt/.onnx/.tflite FILEs.
@@ -78,7 +86,7 @@ def command(
         if r not in RUNTIMES:
             raise EdgekdError(f"--runtime {r}: unknown runtime; valid: {', '.join(sorted(RUNTIMES))}")
     common = dict(targets=list(targets) or None, runs=runs, warmup=warmup, threads=threads, samples=samples,
-                  runtimes=list(runtimes) or None, json_path=json_path, md_path=md_path, html_path=html_path)  # fmt: skip
+                  runtimes=list(runtimes) or None, rss=rss, json_path=json_path, md_path=md_path, html_path=html_path)  # fmt: skip
     dirs = [p for p in paths if p.is_dir()]
     if dirs:
         if len(paths) > 1:

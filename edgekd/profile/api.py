@@ -23,7 +23,7 @@ from edgekd.errors import EdgekdError
 from edgekd.profile import accuracy as acc
 from edgekd.profile import macs as macs_mod
 from edgekd.profile.latency import latency_stats, mcu_latency_estimate
-from edgekd.profile.memory import flash_bytes, measure_peak_rss, ram_needed, tflite_arena
+from edgekd.profile.memory import flash_bytes, measure_peak_rss, ram_needed, subprocess_peak_rss, tflite_arena
 from edgekd.profile.runtimes import RUNTIMES, open_runtime, runtimes_for
 from edgekd.runfolder import RunFolder
 
@@ -251,7 +251,11 @@ def _profile_row(
             r.runner(sample)()
             return r, sample
 
-        (rt, sample), rss = measure_peak_rss(load_and_run_once)
+        if settings.get("rss") == "subprocess":
+            rt, sample = load_and_run_once()
+            rss = subprocess_peak_rss(runtime, art.path, settings["threads"])
+        else:
+            (rt, sample), rss = measure_peak_rss(load_and_run_once)
         row["precision"] = facts.get("precision") or rt.precision
         row["input_shape"] = list(rt.input_shape)
         row["rss"] = rss
@@ -329,12 +333,18 @@ def profile_artifacts(
     warmup: int = 10,
     threads: int = 1,
     runtimes: list[str] | None = None,
+    rss: str = "inprocess",
     source: dict[str, Any] | None = None,
     notes: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Profile artifacts (teacher first so the others compare with it) and return the report dict."""
+    """Profile artifacts (teacher first so the others compare with it) and return the report dict.
+
+    ``rss``: ``"inprocess"`` (VmHWM reset around load + one inference) or ``"subprocess"`` (a fresh
+    process per row: slower, includes the runtime's libraries)."""
+    if rss not in ("inprocess", "subprocess"):
+        raise EdgekdError(f"rss={rss!r}: use 'inprocess' or 'subprocess'")
     settings = {"runs": int(runs), "warmup": int(warmup), "threads": int(threads), "batch": 1,
-                "runtimes": runtimes, "rss_method": "in-process"}  # fmt: skip
+                "runtimes": runtimes, "rss": rss}  # fmt: skip
     target_list, tnotes = load_targets(targets)
     notes = list(notes or []) + tnotes
     artifacts = sorted(artifacts, key=lambda a: a.role != "teacher")
@@ -430,6 +440,7 @@ def profile_run(
     warmup: int = 10,
     samples: int | None = None,
     runtimes: list[str] | None = None,
+    rss: str = "inprocess",
     write: bool = True,
 ) -> dict[str, Any]:
     """Profile teacher, student and every export of a run folder on its test split.
@@ -457,7 +468,7 @@ def profile_run(
     else:
         notes.append(f"{run.data_info} missing: accuracy not measured (latency and memory only)")
     report = profile_artifacts(arts, data, targets=targets, runs=runs, warmup=warmup, threads=threads,
-                               runtimes=runtimes, source={"run_dir": str(run.root)}, notes=notes)  # fmt: skip
+                               runtimes=runtimes, rss=rss, source={"run_dir": str(run.root)}, notes=notes)  # fmt: skip
     if write:
         _write(
             report,
@@ -490,6 +501,7 @@ def profile_files(
     warmup: int = 10,
     samples: int | None = None,
     runtimes: list[str] | None = None,
+    rss: str = "inprocess",
 ) -> dict[str, Any]:
     """Profile any ``.pt`` / ``.onnx`` / ``.tflite`` files.
 
@@ -519,7 +531,7 @@ def profile_files(
         label = p.name if names.count(p.name) == 1 else f"{p.parent.name}/{p.name}"
         arts.append(Artifact(p, role, label))
     report = profile_artifacts(arts, eval_data, targets=targets, runs=runs, warmup=warmup, threads=threads,
-                               runtimes=runtimes, source={"files": [str(p) for p in paths]}, notes=notes)  # fmt: skip
+                               runtimes=runtimes, rss=rss, source={"files": [str(p) for p in paths]}, notes=notes)  # fmt: skip
     ok = [r for r in report["artifacts"] if not r.get("error")]
     if not ok:
         first = report["artifacts"][0]["error"]

@@ -140,3 +140,58 @@ def ram_needed(arena: dict[str, Any] | None) -> int | None:
 
 
 __all__ = ["flash_bytes", "measure_peak_rss", "ram_needed", "tflite_arena"]
+
+
+RSS_METHOD_SUBPROCESS = (
+    "fresh subprocess: peak RSS (ru_maxrss) of a Python process that imports the runtime, loads the model "
+    "and runs one batch-1 inference; delta = growth over the process before loading"
+)
+
+
+def subprocess_peak_rss(
+    runtime: str, path: str | Path, threads: int = 1, timeout_s: float = 300
+) -> dict[str, Any]:
+    """Peak RSS of a fresh ``python -m edgekd.profile.memory RUNTIME PATH THREADS`` process."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgekd.profile.memory", runtime, str(path), str(int(threads))],
+        capture_output=True, text=True, timeout=timeout_s,
+    )  # fmt: skip
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        raise RuntimeError(f"RSS subprocess failed for {path} on {runtime}: {tail}")
+    return {**json.loads(lines[-1]), "method": RSS_METHOD_SUBPROCESS}
+
+
+def _child(argv: list[str]) -> None:
+    """Subprocess entry point: load, run one inference, print peak/baseline RSS as JSON."""
+    import json
+    import resource
+
+    import numpy as np
+
+    from edgekd.profile.runtimes import RUNTIMES, _quiet_fd
+
+    runtime, path, threads = argv[0], argv[1], int(argv[2])
+    base = _status_kb("VmRSS") or 0
+    with _quiet_fd(1):
+        rt = RUNTIMES[runtime](path, threads=threads)
+        rt.load()
+        x = np.random.default_rng(0).standard_normal(rt.input_shape).astype(np.float32)
+        rt.runner(x)()
+    peak = _status_kb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(
+        json.dumps(
+            {"peak_bytes": int(peak), "baseline_bytes": int(base), "delta_bytes": int(max(0, peak - base))}
+        )
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover  (run by subprocess_peak_rss)
+    import sys
+
+    _child(sys.argv[1:])
