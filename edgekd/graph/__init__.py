@@ -6,11 +6,19 @@ Imports nothing from edgekd except :mod:`edgekd.errors` and :mod:`edgekd.atomic`
 
 from __future__ import annotations
 
-from edgekd.graph.tflite_model import Operator, Tensor, TFLiteModel, read_tflite
-from edgekd.graph.tflm import check_tflm_loadable, measure_arena, run_tflm
+from edgekd.graph.planner import Plan, apply_plan, greedy_plan, optimized_plan, reorder_model
+from edgekd.graph.tflite_model import Operator, SubGraph, Tensor, TFLiteModel, read_tflite
+from edgekd.graph.tflm import check_tflm_loadable, measure_arena, run_tflm, tflm_interpreter
 
 __all__ = [
     "Operator",
+    "Plan",
+    "SubGraph",
+    "apply_plan",
+    "greedy_plan",
+    "optimized_plan",
+    "reorder_model",
+    "tflm_interpreter",
     "TFLiteModel",
     "Tensor",
     "check_tflm_loadable",
