@@ -344,7 +344,8 @@ def profile_artifacts(
     if rss not in ("inprocess", "subprocess"):
         raise EdgekdError(f"rss={rss!r}: use 'inprocess' or 'subprocess'")
     settings = {"runs": int(runs), "warmup": int(warmup), "threads": int(threads), "batch": 1,
-                "runtimes": runtimes, "rss": rss}  # fmt: skip
+                "runtimes": runtimes, "rss": rss,
+                "samples": int(len(data.x)) if data is not None else None}  # fmt: skip
     target_list, tnotes = load_targets(targets)
     notes = list(notes or []) + tnotes
     artifacts = sorted(artifacts, key=lambda a: a.role != "teacher")
@@ -538,6 +539,6 @@ def profile_files(
         more = f" (and {len(report['artifacts']) - 1} more failures)" if len(report["artifacts"]) > 1 else ""
         raise EdgekdError(f"{first}{more}")
     if json_path or md_path or html_path:
-        plots = Path(html_path or md_path or json_path).parent / "plots" if md_path else None
+        plots = Path(md_path).parent / "plots" if md_path else None
         _write(report, json_path, md_path, html_path, plots)
     return report

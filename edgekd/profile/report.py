@@ -349,6 +349,24 @@ CROSS_HEADERS = [
 ]
 
 
+def _accuracy_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per-row accuracy details: top-1/top-5 (classification) or AUC/precision/recall/F1 (anomaly)."""
+    good = [r for r in _ok(report["artifacts"]) if (r.get("accuracy") or {}).get("task")]
+    if not good:
+        return [], []
+    if all(r["accuracy"]["task"] == "anomaly" for r in good):
+        heads = ["Artifact", "AUC", "Precision", "Recall", "F1", "Threshold", "n"]
+        rows = [[r["id"], f"{r['accuracy']['auc']:.4f}" if r["accuracy"].get("auc") is not None else "–",
+                 fmt_pct(r["accuracy"]["precision"]), fmt_pct(r["accuracy"]["recall"]),
+                 f"{r['accuracy']['f1']:.4f}", f"{r['accuracy']['threshold']:.4g}", str(r["accuracy"]["n"])]
+                for r in good]  # fmt: skip
+        return heads, rows
+    heads = ["Artifact", "Top-1", "Top-5", "n"]
+    rows = [[r["id"], fmt_pct(r["accuracy"].get("top1")), fmt_pct(r["accuracy"].get("top5")), str(r["accuracy"]["n"])]
+            for r in good]  # fmt: skip
+    return heads, rows
+
+
 def _latency_rows(report: dict[str, Any]) -> list[list[str]]:
     out = []
     for r in _ok(report["artifacts"]):
@@ -397,6 +415,10 @@ def _per_class_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]
     good = [r for r in _ok(report["artifacts"]) if (r.get("accuracy") or {}).get("per_class_accuracy")]
     if not good or not names:
         return [], []
+    if len(names) <= 16:  # one row per artifact, one column per class
+        headers = ["Artifact"] + [str(n) for n in names]
+        rows = [[r["id"]] + [fmt_pct(v) for v in r["accuracy"]["per_class_accuracy"]] for r in good]
+        return headers, rows
     headers = ["Class"] + [r["id"] for r in good]
     rows = []
     for i, name in enumerate(names):
@@ -423,6 +445,7 @@ def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = 
     parts.append(_md_table(heads, [[r[k] for k in SUMMARY_HEADERS] + [r["error"]] for r in srows]))
     sections = [
         ("Fit per target", FIT_HEADERS, fit_rows(report)),
+        ("Accuracy", *_accuracy_rows(report)),
         ("Student vs teacher", CROSS_HEADERS, _cross_rows(report)),
         ("Latency and host memory", LATENCY_HEADERS, _latency_rows(report)),
         ("Model memory", MEMORY_HEADERS, _memory_rows(report)),
@@ -493,6 +516,29 @@ def _html_table(
     )
 
 
+def _section_notes(report: dict[str, Any]) -> dict[str, list[str]]:
+    """Short explanations shown under detail tables (how RSS was measured, where cycles/MAC come from)."""
+    notes: dict[str, list[str]] = {}
+    rss_method = next((r["rss"]["method"] for r in report["artifacts"] if r.get("rss")), None)
+    if rss_method:
+        notes["latency"] = [f"Host RSS: {rss_method}. Δ is the growth over the RSS just before loading."]
+    notes["memory"] = [
+        "Flash = model file size. Params of a PyTorch model include BatchNorm (folded away in exports). "
+        "TFLM head/tail/total measured with the tflite-micro host interpreter; greedy/optimized head from "
+        "edgekd's arena planner (optimized: best operator order and placement found)."
+    ]
+    est = []
+    for t in report.get("targets") or []:
+        if t.get("cycles_per_mac"):
+            src = t.get("cycles_per_mac_source") or "no source given"
+            est.append(f"{t['name']}: {t['cycles_per_mac']:g} cycles/MAC ({src})")
+    if est:
+        notes["mcu-estimate"] = [
+            "Estimate = MACs × cycles/MAC ÷ clock; ignores non-MAC ops and memory stalls."
+        ] + est
+    return notes
+
+
 def render_html(report: dict[str, Any], plots: list[dict[str, Any]] | None = None) -> str:
     """A self-contained HTML page: summary table first, then fit, plots and detail tables."""
     plots = make_plots(report) if plots is None else plots
@@ -553,23 +599,21 @@ def render_html(report: dict[str, Any], plots: list[dict[str, Any]] | None = Non
         out.append("</section>")
 
     detail = [
-        ("student-vs-teacher", "Student vs teacher", CROSS_HEADERS, _cross_rows(report)),
+        ("accuracy", "Accuracy", *_accuracy_rows(report)),
+        ("student-vs-teacher", "Student vs teacher (counts on the test data)", CROSS_HEADERS, _cross_rows(report)),
         ("latency", "Latency and host memory", LATENCY_HEADERS, _latency_rows(report)),
         ("memory", "Model memory", MEMORY_HEADERS, _memory_rows(report)),
         ("mcu-estimate", "MCU latency estimate (from MACs × cycles/MAC ÷ clock; an estimate, not a measurement)",
          ESTIMATE_HEADERS, _estimate_rows(report)),
     ]  # fmt: skip
+    section_notes = _section_notes(report)
     for sid, title, heads, rows in detail:
         if rows:
             left = {"latency": 2, "memory": 2, "mcu-estimate": 2}.get(sid, 1)
+            note = "".join(f'<p class="note">{esc(n)}</p>' for n in section_notes.get(sid, []))
             out.append(
-                f'<section id="{sid}"><h2>{esc(title)}</h2>{_html_table(heads, rows, left=left)}</section>'
+                f'<section id="{sid}"><h2>{esc(title)}</h2>{_html_table(heads, rows, left=left)}{note}</section>'
             )
-    rss_method = next((r["rss"]["method"] for r in report["artifacts"] if r.get("rss")), None)
-    if rss_method:
-        out.append(
-            f'<p class="note">Host RSS: {esc(rss_method)}; Δ is the growth over the RSS before loading.</p>'
-        )
     ph, pr = _per_class_rows(report)
     if pr:
         out.append(f'<section id="per-class"><h2>Per-class accuracy</h2>{_html_table(ph, pr)}</section>')
