@@ -248,3 +248,17 @@ def test_rss_in_a_fresh_subprocess(run_dir: Path) -> None:
     rss = rep["artifacts"][0]["rss"]
     assert rss["method"].startswith("fresh subprocess")
     assert rss["peak_bytes"] >= rss["baseline_bytes"] > 0 and rss["delta_bytes"] > 0
+
+
+def test_files_with_named_data_and_teacher(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    args = ["profile", str(run_dir / "student.pt"), "--data", "digits", "--teacher", str(run_dir / "teacher.pt"),
+            "--samples", "30", "--runs", "2", "--warmup", "0", "--json", str(out), "--md", str(tmp_path / "r.md")]  # fmt: skip
+    with pytest.raises(SystemExit) as e:
+        cli_main(args)
+        raise SystemExit(0)
+    assert e.value.code in (0, None)
+    rep = json.loads(out.read_text())
+    student = next(r for r in rep["artifacts"] if r["label"] == "student.pt")
+    assert student["accuracy"]["n"] == 30 and 0 <= student["accuracy"]["vs_teacher"]["agreement"] <= 1
+    assert (tmp_path / "plots" / "pareto_latency.png").exists()
