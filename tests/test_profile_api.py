@@ -234,8 +234,14 @@ def test_anomaly_autoencoder_gets_auc_and_f1(tmp_path: Path) -> None:
         ae[1].weight.copy_(torch.from_numpy(q.copy()))
     path = tmp_path / "ae.onnx"
     torch.onnx.export(ae, torch.zeros(1, f), str(path), dynamo=False)
-    rep = profile_files([path], data=npz, runs=2, warmup=0)
-    (row,) = rep["artifacts"]
+    with torch.no_grad():
+        ae[1].weight.mul_(0.9)  # a slightly worse "teacher" that still ranks the anomalies first
+    teacher = tmp_path / "teacher_ae.onnx"
+    torch.onnx.export(ae, torch.zeros(1, f), str(teacher), dynamo=False)
+    rep = profile_files([path], data=npz, teacher=teacher, runs=2, warmup=0)
+    t_row, row = rep["artifacts"]
+    assert t_row["role"] == "teacher" and t_row["accuracy"]["auc"] == pytest.approx(1.0)
+    assert row["accuracy"]["vs_teacher"]["agreement"] == pytest.approx(1.0)
     assert row["error"] is None
     a = row["accuracy"]
     assert a["task"] == "anomaly" and a["auc"] == pytest.approx(1.0)

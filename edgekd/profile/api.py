@@ -198,14 +198,18 @@ def _scores(outputs: np.ndarray, x_model: np.ndarray) -> np.ndarray:
     return acc.to_probs(out)[:, -1]
 
 
+def _anomaly_scores(rt: Any, data: EvalData, outputs: np.ndarray) -> np.ndarray:
+    from edgekd.profile.runtimes import adapt_input
+
+    return _scores(outputs, adapt_input(data.x, rt.input_shape, rt.channels_last, rt.path))
+
+
 def _accuracy(rt: Any, data: EvalData, outputs: np.ndarray, teacher: np.ndarray | None) -> dict[str, Any]:
+    """Metrics of one row; ``teacher`` is the teacher's outputs (classification) or scores (anomaly)."""
     if data.y is None:
         return {"note": "data has no labels"}
     if data.task == "anomaly":
-        from edgekd.profile.runtimes import adapt_input
-
-        x_model = adapt_input(data.x, rt.input_shape, rt.channels_last, rt.path)
-        return acc.anomaly_metrics(_scores(outputs, x_model), data.y, teacher)
+        return acc.anomaly_metrics(_anomaly_scores(rt, data, outputs), data.y, teacher)
     out = outputs.reshape(len(outputs), -1)
     n_cls = data.num_classes or out.shape[1]
     if out.shape[1] != n_cls:
@@ -269,16 +273,9 @@ def _profile_row(
             }
         if data is not None:
             outputs = rt.predict(data.x)
-            if art.role == "teacher":
-                ref_outputs = outputs
-            teacher_ref = None if art.role == "teacher" else teacher_outputs
-            if data.task == "anomaly" and teacher_ref is not None:
-                from edgekd.profile.runtimes import adapt_input
-
-                teacher_ref = _scores(
-                    teacher_ref, adapt_input(data.x, rt.input_shape, rt.channels_last, rt.path)
-                )
-            row["accuracy"] = _accuracy(rt, data, outputs, teacher_ref)
+            row["accuracy"] = _accuracy(rt, data, outputs, None if art.role == "teacher" else teacher_outputs)
+            if art.role == "teacher":  # the reference the others compare with: outputs, or anomaly scores
+                ref_outputs = outputs if data.task != "anomaly" else _anomaly_scores(rt, data, outputs)
     except Exception as e:  # noqa: BLE001  (one artifact's failure must not stop the others)
         row["error"] = _error_text(e)
     finally:
