@@ -174,7 +174,7 @@ def _timeline_plot(row: dict[str, Any]) -> bytes | None:
         str(t.get("label") or t.get("opcode") or t.get("op_name") or t.get("op", i)) for i, t in enumerate(tl)
     ]
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    fig, ax = plt.subplots(figsize=(5.6, 3.4))
     ax.bar(range(len(vals)), [v / 1024 for v in vals], color="#5dade2", edgecolor="#2e86c1")
     ax.set_xticks(range(len(vals)))
     ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
@@ -187,6 +187,10 @@ def _timeline_plot(row: dict[str, Any]) -> bytes | None:
     if (arena.get("tflm") or {}).get("head"):
         ax.axhline(arena["tflm"]["head"] / 1024, color="#c0392b", ls=":", lw=1.2,
                    label=f"TFLM head (measured) {fmt_bytes(arena['tflm']['head'])}")  # fmt: skip
+    tops = [v / 1024 for v in vals] + [
+        arena[k] / 1024 for k in ("greedy_head", "optimized_head") if arena.get(k)
+    ]
+    ax.set_ylim(0, max(tops + [1e-3]) * 1.45)  # headroom for the legend
     ax.set_ylabel("live activation memory (KiB)")
     ax.set_title(f"Live memory per operator: {row['label']}", fontsize=10)
     ax.legend(fontsize=7.5, loc="upper right")
@@ -199,8 +203,11 @@ def _macs_plot(row: dict[str, Any]) -> bytes | None:
     if not layers:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.28 * len(layers)))
-    names = [f"{layer['name']} ({layer['type']})" for layer in layers]
+    fig, ax = plt.subplots(figsize=(4.9, 0.9 + 0.28 * len(layers)))
+    names = [
+        layer["name"] if layer["type"] in layer["name"] else f"{layer['name']} ({layer['type']})"
+        for layer in layers
+    ]
     vals = [layer["macs"] for layer in layers]
     ax.barh(range(len(vals)), vals, color="#48c9b0", edgecolor="#17a589")
     ax.set_yticks(range(len(vals)))
