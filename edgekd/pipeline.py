@@ -1,0 +1,114 @@
+"""``edgekd run RECIPE``: teacher (trained if needed) -> [baseline] -> distill -> export -> profile.
+
+Each stage reads only what the stage before wrote into the run folder, so any stage can be re-run alone.
+Layout: ``runs/<name>/`` is the distilled student's run folder; a teacher trained here lives in
+``runs/<name>/teacher/`` and the label-only baseline in ``runs/<name>/baseline/``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from edgekd.distill.runner import prepare_data, run_training
+from edgekd.errors import EdgekdError
+from edgekd.recipe import MethodConfig, Recipe, TeacherConfig, TrainConfig, recipe_from_dict
+from edgekd.runfolder import RunFolder
+
+
+def _final_accuracy(run: RunFolder) -> float | None:
+    try:
+        return json.loads(run.metrics.read_text())["final"].get("test_accuracy")
+    except (FileNotFoundError, KeyError, json.JSONDecodeError):
+        return None
+
+
+def _teacher_recipe(recipe: Recipe) -> Recipe:
+    assert recipe.teacher is not None and recipe.teacher.model is not None
+    train = recipe_from_dict({"train": {**recipe.to_dict()["train"], **recipe.teacher.train}}, "recipe (teacher.train)").train
+    return replace(recipe, name="teacher", model=copy.deepcopy(recipe.teacher.model), method=MethodConfig("supervised"),
+                   teacher=None, train=train)  # fmt: skip
+
+
+def run_pipeline(
+    recipe: Recipe,
+    runs_dir: str | Path = "runs",
+    *,
+    skip_export: bool = False,
+    skip_profile: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Run every stage of ``recipe``; returns a summary with paths and accuracies."""
+    console = console or Console()
+    run = RunFolder(Path(runs_dir) / recipe.name).ensure()
+    splits = prepare_data(recipe)
+    summary: dict[str, Any] = {"run": str(run.root)}
+
+    teacher_path = recipe.teacher.path if recipe.teacher else None
+    if recipe.teacher is not None and not teacher_path:
+        if recipe.teacher.model is None:
+            raise EdgekdError("recipe: key 'teacher' needs either 'path' (a trained teacher) or 'model' (to train one)")
+        console.rule("[bold]1. teacher")
+        t_run = run_training(_teacher_recipe(recipe), run.root, distill=False, progress=progress, splits=splits)
+        teacher_path = str(t_run.root)
+        summary["teacher_accuracy"] = _final_accuracy(t_run)
+    elif teacher_path:
+        summary["teacher_accuracy"] = _final_accuracy(RunFolder(teacher_path)) if Path(teacher_path).is_dir() else None
+
+    if recipe.baseline:
+        console.rule("[bold]2. baseline student (labels only)")
+        b_recipe = replace(recipe, name="baseline", method=MethodConfig("supervised"), teacher=None)
+        b_run = run_training(b_recipe, run.root, distill=False, progress=progress, splits=splits)
+        summary["baseline_accuracy"] = _final_accuracy(b_run)
+
+    distill = recipe.method.name != "supervised"
+    console.rule(f"[bold]3. {'distill' if distill else 'train'} student ({recipe.method.name})")
+    s_recipe = replace(recipe, teacher=TeacherConfig(path=teacher_path) if teacher_path else None)
+    run_training(s_recipe, runs_dir, distill=distill, progress=progress, splits=splits, run_dir=run.root)
+    summary["student_accuracy"] = _final_accuracy(run)
+
+    if not skip_export:
+        from edgekd.export import export_run
+
+        exports = {}
+        for target in recipe.export.targets:
+            console.rule(f"[bold]4. export for {target}")
+            exports[target] = str(export_run(run.root, target=target, calibration=recipe.export.calibration))
+        summary["exports"] = exports
+
+    if not skip_profile:
+        from edgekd.profile import profile_run
+
+        console.rule("[bold]5. profile")
+        targets = recipe.profile.targets or [t for t in recipe.export.targets]
+        profile_run(run.root, targets=targets, runs=recipe.profile.runs, threads=recipe.profile.threads)
+        summary["report"] = str(run.report("html"))
+    return summary
+
+
+def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+    from rich.table import Table
+
+    console = console or Console()
+    t = Table(title="edgekd run")
+    t.add_column("model")
+    t.add_column("test top-1", justify="right")
+    for key, label in (("teacher_accuracy", "teacher"), ("baseline_accuracy", "student, labels only"),
+                       ("student_accuracy", "student, distilled")):  # fmt: skip
+        if summary.get(key) is not None:
+            t.add_row(label, f"{100 * summary[key]:.2f}%")
+    console.print(t)
+    console.print(f"run folder: {summary['run']}")
+    for target, path in summary.get("exports", {}).items():
+        console.print(f"export {target}: {path}")
+    if "report" in summary:
+        console.print(f"report: {summary['report']}")
+
+
+__all__ = ["run_pipeline", "print_summary", "TrainConfig"]
