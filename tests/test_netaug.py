@@ -1,0 +1,174 @@
+"""NetAug (Cai et al., ICLR 2022): weight sharing, training step, export, CLI."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from edgekd.cli import main
+from edgekd.distill.methods import build_method
+from edgekd.errors import EdgekdError
+from edgekd.models import build_model, load_model, save_model
+from edgekd.models.cnn import TinyCNN
+from edgekd.models.dynamic import DynamicBatchNorm2d, DynamicConv2d, SuperNet
+
+KW = {"input_shape": [1, 12, 12], "num_classes": 5, "channels": [4, 8, 8]}
+
+
+def _student(depthwise: bool, seed: int = 0) -> TinyCNN:
+    torch.manual_seed(seed)
+    return build_model("cnn", depthwise=depthwise, **KW)
+
+
+def _slice(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    return t[tuple(slice(0, s) for s in shape)]
+
+
+@pytest.mark.parametrize("depthwise", [True, False])
+def test_base_is_leading_slice_and_export_matches(depthwise: bool) -> None:
+    base = _student(depthwise)
+    init = {k: v.clone() for k, v in base.state_dict().items()}
+    net = SuperNet(base, [1.0, 1.5, 2.0])
+    wide = net.net.state_dict()
+    # the wide layers are larger and their leading slices are the base model's initial weights
+    assert sum(p.numel() for p in net.parameters()) > sum(p.numel() for p in base.parameters())
+    for k, v in init.items():
+        assert all(a >= b for a, b in zip(wide[k].shape, v.shape))
+        assert torch.equal(_slice(wide[k], v.shape), v), k
+    # train a little (base + augmented), then the exported plain model equals the base mode
+    m = build_method("netaug", _student(depthwise), None, {"width_mults": [1.0, 1.5, 2.0]})
+    opt = torch.optim.SGD(m.trainable_parameters(), lr=0.1)
+    x, y = torch.randn(32, 1, 12, 12), torch.randint(0, 5, (32,))
+    m.train()
+    for _ in range(3):
+        _, terms = m.forward_train(x, y)
+        assert set(terms) == {"base", "aug"}
+        opt.zero_grad()
+        sum(terms.values()).backward()
+        opt.step()
+    m.on_train_end(x)
+    plain = m.export_student()
+    assert type(plain) is TinyCNN
+    assert not any(isinstance(mod, (DynamicConv2d, DynamicBatchNorm2d)) for mod in plain.modules())
+    wide = m.supernet.net.state_dict()
+    for k, v in plain.state_dict().items():
+        assert torch.equal(_slice(wide[k], v.shape), v), k
+    m.supernet.eval()
+    with torch.no_grad():
+        assert torch.allclose(plain(x), m.supernet(x), atol=1e-6)
+        assert torch.allclose(plain(x), m.forward_test(x), atol=1e-6)
+
+
+def test_augmented_step_changes_shared_base_slice() -> None:
+    net = SuperNet(_student(True), [1.0, 2.0])
+    net.train()
+    net.set_config([2.0, 2.0, 2.0])
+    pw = net.net.features[1][1][0]  # pointwise conv of the first depthwise-separable block
+    assert pw.active_out == 16 and pw.weight.shape[0] == 16
+    before = pw.weight.detach().clone()
+    bn_before = net.net.features[0][1].running_mean.clone()
+    x, y = torch.randn(8, 1, 12, 12), torch.randint(0, 5, (8,))
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    grad = pw.weight.grad
+    assert grad[:8, :4].abs().sum() > 0  # the base slice receives gradient from the wide model
+    assert grad[8:].abs().sum() > 0  # and so do the extra channels
+    opt.step()
+    after = pw.weight.detach()
+    assert not torch.equal(after[:8, :4], before[:8, :4])
+    # augmented passes use batch statistics and leave the running ones alone
+    assert torch.equal(net.net.features[0][1].running_mean, bn_before)
+    net.set_base()
+    net(x)
+    assert not torch.equal(net.net.features[0][1].running_mean[:4], bn_before[:4])
+    assert torch.equal(net.net.features[0][1].running_mean[4:], bn_before[4:])
+
+
+def test_sampled_configs_are_augmented_and_cached() -> None:
+    net = SuperNet(_student(False), [1.0, 1.8, 2.6])
+    rng = random.Random(0)
+    base_outs = [m.active_out for m in net.net.modules() if isinstance(m, DynamicConv2d)]
+    for _ in range(10):
+        cfg = net.sample(rng)
+        outs = [m.active_out for m in net.net.modules() if isinstance(m, DynamicConv2d)]
+        assert outs != base_outs and all(o >= b for o, b in zip(outs, base_outs))
+        assert all(mult in (1.0, 1.8, 2.6) for mult in cfg[0])
+        net(torch.randn(2, 1, 12, 12))
+    net.set_base()
+    assert [m.active_out for m in net.net.modules() if isinstance(m, DynamicConv2d)] == base_outs
+
+
+def test_augmentation_stops_after_fraction_and_kd_with_teacher() -> None:
+    torch.manual_seed(0)
+    teacher = build_model("cnn", depthwise=False, **{**KW, "channels": [8, 8, 8]})
+    m = build_method("netaug", _student(True), teacher, {"aug_fraction": 0.5, "kd_alpha": 1.0})
+    x, y = torch.randn(4, 1, 12, 12), torch.randint(0, 5, (4,))
+    m.on_epoch_start(0, 4)
+    _, terms = m.forward_train(x, y)
+    assert set(terms) == {"base", "aug"}
+    from edgekd.distill.losses import kd_loss
+
+    with torch.no_grad():
+        expected = kd_loss(m.supernet(x), teacher(x))
+    assert torch.allclose(terms["base"].detach(), expected, atol=1e-5)
+    m.on_epoch_start(2, 4)
+    _, terms = m.forward_train(x, y)
+    assert set(terms) == {"base"}
+
+
+def test_bad_width_multiplier() -> None:
+    with pytest.raises(EdgekdError, match=r"method\.params\.width_mults"):
+        build_method("netaug", _student(True), None, {"width_mults": [0.5, 1.0]})
+
+
+@pytest.mark.parametrize("depthwise", [True, False])
+def test_cli_train_netaug_exports_plain_model(tmp_path: Path, depthwise: bool) -> None:
+    recipe = {
+        "name": "na",
+        "data": {"name": "digits"},
+        "model": {"name": "cnn", "kwargs": {"channels": [4, 8], "depthwise": depthwise}},
+        "method": {"name": "netaug", "params": {"width_mults": [1.0, 2.0]}},
+        "train": {"epochs": 1, "batch_size": 64},
+    }
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(recipe))
+    main(["train", str(p), "--runs-dir", str(tmp_path), "-q"])
+    model, record = load_model(tmp_path / "na" / "model.pt")
+    assert type(model) is TinyCNN and record["name"] == "cnn"
+    # round trip through save_model works unchanged
+    save_model(tmp_path / "again.pt", model, "cnn", record["kwargs"])
+    again, _ = load_model(tmp_path / "again.pt")
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+
+
+def test_cli_width_multiplier_below_one_exit_2(tmp_path: Path, capsys) -> None:
+    recipe = {
+        "name": "na",
+        "data": {"name": "digits"},
+        "model": {"name": "cnn", "kwargs": {"channels": [4, 8]}},
+        "method": {"name": "netaug", "params": {"width_mults": [1.0, 1.5]}},
+        "train": {"epochs": 1},
+    }
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                "train",
+                str(p),
+                "--runs-dir",
+                str(tmp_path),
+                "-q",
+                "--set",
+                "method.params.width_mults=[0.5,1.0]",
+            ]
+        )
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "method.params.width_mults" in err and "\n" not in err
