@@ -9,7 +9,7 @@ import pytest
 
 from edgekd.errors import EdgekdError
 from edgekd.graph import check_tflm_loadable, measure_arena, read_tflite, run_tflm
-from edgekd.graph.sample_models import sample_models
+from edgekd.graph.sample_models import convert_int8, sample_models
 
 
 @pytest.fixture(scope="session")
@@ -107,4 +107,17 @@ def test_unsupported_op_named():
     data = tf.lite.TFLiteConverter.from_concrete_functions([mod.f.get_concrete_function()], mod).convert()
     assert "TOPK_V2" in read_tflite(data).op_names()
     with pytest.raises(EdgekdError, match="no kernel for op.*TOPK_V2"):
+        check_tflm_loadable(data)
+
+
+def test_tflm_abort_becomes_error():
+    """TFLM abort()s the process on a softmax with a degenerate input scale; we load in a child."""
+    import tensorflow as tf
+
+    inp = tf.keras.Input((8,), batch_size=1)
+    y = tf.keras.layers.Dense(2, kernel_initializer="zeros", bias_initializer="zeros")(inp)
+    data = convert_int8(tf.keras.Model(inp, tf.keras.layers.Softmax()(y)))
+    with pytest.raises(EdgekdError, match="crashed.*SOFTMAX .operator 1. has input scale"):
+        measure_arena(data)
+    with pytest.raises(EdgekdError, match="crashed"):
         check_tflm_loadable(data)

@@ -26,6 +26,8 @@ from edgekd.graph.tflite_model import read_tflite
 ModelSource = str | os.PathLike | bytes | bytearray | memoryview
 
 _FD_LOCK = threading.Lock()
+_LOG_ENV = "EDGEKD_TFLM_LOG"  # set in the child process: native output goes to this file
+_PROBE_CACHE: dict[str, dict[str, Any]] = {}
 _MAX_ARENA = 1 << 30
 _ALLOC_FAIL = re.compile(
     r"Failed to allocate|Failed to resize buffer|available \d+|Arena size is too small", re.I
@@ -44,7 +46,10 @@ class _Captured:
 def _capture_native_output() -> Iterator[_Captured]:
     """Redirect the process' stdout/stderr file descriptors to a temp file (C++ prints land there)."""
     cap = _Captured()
-    with _FD_LOCK, tempfile.TemporaryFile(mode="w+b") as tmp:
+    log = os.environ.get(_LOG_ENV)
+    sink = open(log, "a+b") if log else tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115
+    with _FD_LOCK, sink as tmp:
+        start = tmp.seek(0, os.SEEK_END)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -61,7 +66,7 @@ def _capture_native_output() -> Iterator[_Captured]:
         finally:
             for fd in saved:
                 os.close(fd)
-            tmp.seek(0)
+            tmp.seek(start)
             cap.text = tmp.read().decode("utf-8", "replace")
 
 
@@ -138,12 +143,16 @@ def _diagnose(text: str, source: str, data: bytes | None = None) -> EdgekdError:
     return EdgekdError(f"{source}: TFLite Micro failed to load the model ({detail})")
 
 
-def tflm_interpreter(model: ModelSource, arena_size: int | None = None) -> Any:
+def tflm_interpreter(model: ModelSource, arena_size: int | None = None, *, isolate: bool = True) -> Any:
     """Build a ``tflite_micro.runtime.Interpreter``; grows the arena until it fits.
 
-    Raises EdgekdError naming the op(s) TFLM lacks or the op whose Prepare failed.
+    Raises EdgekdError naming the op(s) TFLM lacks or the op whose Prepare failed. With ``isolate``
+    the model is first loaded in a child process (cached per model), because TFLM aborts the whole
+    process on some models.
     """
     data, source = _load(model)
+    if isolate:
+        _probe(data, source)
     interp, _ = _build(data, source, arena_size)
     return interp
 
@@ -168,21 +177,32 @@ def _build(data: bytes, source: str, arena_size: int | None) -> tuple[Any, str]:
         raise exc from None
 
 
-def check_tflm_loadable(model: ModelSource) -> None:
-    """Load the model into TFLite Micro (host build); raise EdgekdError naming unsupported op(s) if it can't."""
+def check_tflm_loadable(model: ModelSource, *, isolate: bool = True) -> None:
+    """Load the model into TFLite Micro (host build); raise EdgekdError naming unsupported op(s) if it
+    can't, or saying TFLM crashed. ``isolate`` (default) loads it in a child process."""
     data, source = _load(model)
-    _build(data, source, None)
+    if isolate:
+        _probe(data, source)
+    else:
+        _build(data, source, None)
 
 
 _ALLOC_LINE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
 
 
-def measure_arena(model: ModelSource) -> dict[str, int]:
+def measure_arena(model: ModelSource, *, isolate: bool = True) -> dict[str, int]:
     """Exact TFLM arena usage in bytes: ``{"head", "tail", "total"}`` (64-bit host; head == MCU head).
 
-    ``head`` is the non-persistent (planned) part, ``tail`` the persistent part.
+    ``head`` is the non-persistent (planned) part, ``tail`` the persistent part. ``isolate`` (default)
+    measures in a child process (~0.5 s, cached per model) so a TFLM abort cannot kill the caller.
     """
     data, source = _load(model)
+    if isolate:
+        return dict(_probe(data, source))
+    return _measure_in_process(data, source)
+
+
+def _measure_in_process(data: bytes, source: str) -> dict[str, int]:
     interp, _ = _build(data, source, None)
     with _capture_native_output() as cap:
         interp.print_allocations()
@@ -195,13 +215,95 @@ def measure_arena(model: ModelSource) -> dict[str, int]:
     return {"head": found["head"], "tail": found["tail"], "total": found["total"]}
 
 
-def run_tflm(model: ModelSource, x: np.ndarray, *, quantize_io: bool = False) -> np.ndarray:
+def _probe(data: bytes, source: str) -> dict[str, int]:
+    """Load + measure the model in a child Python process; cached by content hash."""
+    import hashlib
+    import json
+    import signal
+    import subprocess
+
+    key = hashlib.sha1(data).hexdigest()
+    hit = _PROBE_CACHE.get(key)
+    if hit is None:
+        with tempfile.TemporaryDirectory(prefix="edgekd-tflm-") as d:
+            model_path, out_path, log_path = (
+                Path(d) / n for n in ("model.tflite", "result.json", "native.log")
+            )
+            model_path.write_bytes(data)
+            env = dict(os.environ, **{_LOG_ENV: str(log_path)})
+            code = (
+                "import sys; from edgekd.graph.tflm import _child_main; sys.exit(_child_main(sys.argv[1:]))"
+            )
+            cmd = [sys.executable, "-c", code, str(model_path), str(out_path), source]
+            try:
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+            except subprocess.TimeoutExpired:
+                raise EdgekdError(f"{source}: TFLite Micro did not load the model within 600 s") from None
+            if out_path.exists():
+                hit = json.loads(out_path.read_text())
+            else:
+                code = proc.returncode
+                how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+                log = log_path.read_text(errors="replace") if log_path.exists() else ""
+                tail = " | ".join(ln.strip() for ln in (log + proc.stderr).splitlines() if ln.strip())[-200:]
+                hint = _crash_hint(data)
+                hit = {
+                    "error": f"{source}: TFLite Micro crashed ({how}) while loading the model"
+                    f"{f' ({tail})' if tail else ''}; "
+                    + (
+                        hint
+                        or "it cannot run on TFLite Micro as exported, try another op mix or report the file"
+                    )
+                }
+        hit["source"] = source
+        if len(_PROBE_CACHE) > 256:
+            _PROBE_CACHE.clear()
+        _PROBE_CACHE[key] = hit
+    if "error" in hit:  # cached by content: name the file the caller passed
+        raise EdgekdError(str(hit["error"]).replace(hit["source"], source, 1))
+    return hit["arena"]
+
+
+def _crash_hint(data: bytes) -> str | None:
+    """A known cause of TFLM aborting without a message: degenerate softmax/logistic input scales."""
+    with contextlib.suppress(EdgekdError):
+        m = read_tflite(data)
+        for op in m.operators:
+            if op.opcode in ("SOFTMAX", "LOG_SOFTMAX", "LOGISTIC") and op.inputs:
+                scale = m.tensors[op.inputs[0]].scale
+                if scale and 0 < scale[0] < 1e-6:
+                    return (
+                        f"{op.opcode} (operator {op.index}) has input scale {scale[0]:.3g}, which TFLM's "
+                        "kernel cannot handle (near-constant logits in the calibration data? untrained "
+                        "model?); calibrate with real samples or drop the softmax from the exported model"
+                    )
+    return None
+
+
+def _child_main(argv: list[str]) -> int:
+    """Entry point of the probe child: load, measure, write JSON (never reached if TFLM aborts)."""
+    import json
+
+    model_path, out_path, source = argv
+    data = Path(model_path).read_bytes()
+    try:
+        result: dict[str, Any] = {"arena": _measure_in_process(data, source)}
+    except EdgekdError as e:
+        result = {"error": str(e)}
+    Path(out_path).write_text(json.dumps(result))
+    return 0
+
+
+def run_tflm(
+    model: ModelSource, x: np.ndarray, *, quantize_io: bool = False, isolate: bool = True
+) -> np.ndarray:
     """Run a single-input, single-output model on every sample of ``x`` (batch axis first).
 
     ``x`` is a stack of samples ``(N, *input_shape[1:])`` or one sample without the batch axis. With
     ``quantize_io=True`` float ``x`` is quantized with the input tensor's scale/zero point and the
     int output is dequantized to float32; otherwise ``x`` must already have the input dtype.
-    Returns the stacked outputs, shape ``(N, *output_shape[1:])``.
+    Returns the stacked outputs, shape ``(N, *output_shape[1:])``. ``isolate`` first loads the model
+    in a child process (cached) so that a TFLM abort at load time raises EdgekdError instead.
     """
     data, source = _load(model)
     m = _read_named(data, source)
@@ -210,6 +312,8 @@ def run_tflm(model: ModelSource, x: np.ndarray, *, quantize_io: bool = False) ->
             f"{source}: run_tflm supports one input and one output, the model has "
             f"{len(m.inputs)} and {len(m.outputs)}; use tflm_interpreter() directly"
         )
+    if isolate:
+        _probe(data, source)
     interp, _ = _build(data, source, None)
     ind = m.input_details()[0]
     outd = m.output_details()[0]
