@@ -30,7 +30,11 @@ def command(as_json: bool) -> None:
 
     table = Table(title="edgekd targets")
     for col in ("name", "kind", "cpu", "clock", "RAM", "flash", "runtime", "quant", "cycles/MAC"):
-        table.add_column(col, justify="right" if col in ("clock", "RAM", "flash", "cycles/MAC") else "left")
+        table.add_column(
+            col,
+            justify="right" if col in ("clock", "RAM", "flash", "cycles/MAC") else "left",
+            no_wrap=col in ("name", "kind", "RAM", "flash", "clock"),
+        )
     for t in targets:
         table.add_row(
             t.name,

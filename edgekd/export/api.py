@@ -327,7 +327,18 @@ def _tflite(work: Path, stage: Path, onnx_path: Path, onnx_model: Any, input_nam
     checks = record["checks"]
     conv = sorted(set(quants) | {"fp32"}, key=tfl.QUANTS.index)
     log.step(f"converting ONNX to TFLite with onnx2tf ({', '.join(conv)})")
-    files = tfl.convert(onnx_path, work, conv, calib_x, input_name)
+    target_name = tgt.name if tgt is not None else "TFLite"
+    try:
+        files = tfl.convert(onnx_path, work, conv, calib_x, input_name)
+    except tfl.FlexOpError as e:
+        raise ck.flex_op_error(e.ops, onnx_model, target_name) from None
+    flex = [
+        o.removeprefix("CUSTOM:Flex")
+        for o in read_tflite(files["fp32"]).op_names()
+        if o.startswith("CUSTOM:Flex")
+    ]
+    if flex:
+        raise ck.flex_op_error(flex, onnx_model, target_name)
     # fp32 numerics: TFLite fp32 vs PyTorch (or onnxruntime for a user ONNX file)
     fp32_runner = tfl.TFLiteRunner(files["fp32"])
     fp32_out = fp32_runner(eval_x)

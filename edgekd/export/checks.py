@@ -132,3 +132,29 @@ def unsupported_op_error(tfl: Any, onnx_model: Any | None, detail: str, op_names
     what = "; ".join(parts) if parts else "an op"
     reason = detail.split(": ", 1)[-1] if detail else "no kernel"
     return EdgekdError(f"unsupported op for {target}: {what}: {reason}")
+
+
+def onnx_layers_of_type(onnx_model: Any | None, op_types: list[str]) -> list[str]:
+    """``"PyTorch layer 'act' (ONNX Erf node 'n')"`` for every ONNX node of the given op types."""
+    if onnx_model is None:
+        return []
+    from edgekd.export.onnx import node_module_paths
+
+    paths = node_module_paths(onnx_model)
+    wanted = {_norm(t) for t in op_types}
+    out = []
+    for n in onnx_model.graph.node:
+        if _norm(n.op_type) in wanted:
+            info = {"onnx_node": n.name, "onnx_op": n.op_type, "layer": paths.get(n.name, "")}
+            out.append(describe_layer(info))
+    return out
+
+
+def flex_op_error(ops: list[str], onnx_model: Any | None, target: str) -> EdgekdError:
+    """An EdgekdError for TensorFlow (Flex) ops the converter had to fall back to, with their layers."""
+    layers = onnx_layers_of_type(onnx_model, ops)
+    where = f" from {'; '.join(layers[:4])}" if layers else ""
+    return EdgekdError(
+        f"unsupported op for {target}: {', '.join(ops)}{where}: TFLite has no builtin kernel for it (needs the "
+        "TensorFlow Flex delegate, which TFLite Micro and plain LiteRT lack); replace the layer"
+    )

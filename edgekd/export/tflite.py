@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,10 +66,32 @@ def to_channels_last(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(x, 1, -1)) if x.ndim >= 3 else x
 
 
-def _last_error(log: Path) -> str:
+class FlexOpError(EdgekdError):
+    """The converter needed TensorFlow (Flex / Select TF) ops, which TFLite builtins and TFLite Micro lack."""
+
+    def __init__(self, message: str, ops: list[str]) -> None:
+        super().__init__(message)
+        self.ops = ops
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _log_lines(log: Path) -> list[str]:
     try:
-        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        text = _ANSI.sub("", log.read_text(errors="replace"))
     except OSError:
+        return []
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+
+
+def _flex_ops(log: Path) -> list[str]:
+    return sorted(set(re.findall(r"\bFlex([A-Z][A-Za-z0-9]+)", "\n".join(_log_lines(log)))))
+
+
+def _last_error(log: Path) -> str:
+    lines = _log_lines(log)
+    if not lines:
         return "no log"
     keys = ("Error", "error:", "ERROR", "Exception", "not supported", "failed")
     hits = [ln for ln in lines if any(k in ln for k in keys)]
@@ -108,7 +131,7 @@ def convert(onnx_path: Path, work: Path, quants: list[str], calib_x: np.ndarray 
         with captured_output(log):
             import onnx2tf
 
-            onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(out_dir), non_verbose=True,
+            onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(out_dir), non_verbose=False, verbosity="warn",
                             copy_onnx_input_output_names_to_tflite=True, batch_size=1, **kwargs)  # fmt: skip
     except SystemExit:
         raise EdgekdError(f"{onnx_path}: onnx2tf could not convert the model ({_last_error(log)})") from None
@@ -119,6 +142,13 @@ def convert(onnx_path: Path, work: Path, quants: list[str], calib_x: np.ndarray 
     for q in quants:
         f = out_dir / f"{onnx_path.stem}_{ONNX2TF_SUFFIX[q]}.tflite"
         if not f.is_file():
+            flex = _flex_ops(log)
+            if flex:
+                raise FlexOpError(
+                    f"{onnx_path}: the TFLite converter needs TensorFlow op(s) {', '.join(flex)} (Flex delegate), "
+                    "which TFLite builtins and TFLite Micro do not have",
+                    flex,
+                )
             what = "full-integer int8 quantization" if q == "int8" else f"the {q} conversion"
             raise EdgekdError(f"{onnx_path}: {what} failed in the TFLite converter ({_last_error(log)})")
         found[q] = f
@@ -168,7 +198,7 @@ class TFLiteRunner:
         try:
             with _silenced():  # LiteRT prints an XNNPACK banner from C++
                 self.it = cls(model_content=bytes(content), num_threads=1)
-            self.it.allocate_tensors()
+                self.it.allocate_tensors()
         except Exception as e:  # noqa: BLE001
             raise EdgekdError(f"LiteRT cannot load the model ({str(e).splitlines()[0][:150]})") from None
         self.inp = self.it.get_input_details()[0]
