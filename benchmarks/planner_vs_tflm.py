@@ -31,7 +31,12 @@ from edgekd.graph.planner import apply_plan, greedy_plan, optimized_plan  # noqa
 from edgekd.graph.sample_models import BENCH_BUILDERS, BUILDERS, sample_models  # noqa: E402
 
 # TFLM head bytes of the MLPerf Tiny reference int8 models (docs/ARCHITECTURE.md)
-REFERENCE_HEAD = {"kws_dscnn_like": 16000, "ic_resnet8_like": 49152, "ad_fcae_like": 768}
+REFERENCE_HEAD = {
+    "kws_dscnn_like": 16000,
+    "ic_resnet8_like": 49152,
+    "vww_mobilenet_like": 73728,
+    "ad_fcae_like": 768,
+}
 
 
 def bench_one(name: str, path: Path) -> dict[str, Any]:

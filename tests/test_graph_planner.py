@@ -20,7 +20,7 @@ from edgekd.graph.planner import (
 )
 from edgekd.graph.sample_models import sample_models
 
-NAMES = ["tiny_cnn", "branch", "residual", "mlp", "scratch_ops"]
+NAMES = ["tiny_cnn", "branch", "residual", "mlp", "scratch_ops", "mobilenet_tiny"]
 
 
 @pytest.fixture(scope="session")
@@ -90,6 +90,16 @@ def test_branch_reordering_helps(models, tflm_heads):
     assert opt.order.index(3) < opt.order.index(1)
     assert not opt.needs_offline_offsets
     assert greedy_plan(m, opt.order).head == opt.head
+
+
+def test_better_placement_via_offline_offsets(models, tflm_heads):
+    m = read_tflite(models["mobilenet_tiny"])
+    opt = optimized_plan(m)
+    assert opt.needs_offline_offsets and opt.head < tflm_heads["mobilenet_tiny"]
+    assert opt.head == opt.peak_live  # placement reaches the lower bound here
+    data = apply_plan(m, opt)
+    assert "OfflineMemoryAllocation" in read_tflite(data).metadata
+    assert greedy_plan(data).head == opt.head  # our TFLM model reads the offsets back
 
 
 def test_offline_offsets_are_honoured(models):

@@ -64,6 +64,19 @@ def _residual(tf: Any) -> Any:
     return tf.keras.Model(inp, y)
 
 
+def _mobilenet_tiny(tf: Any) -> Any:
+    """A MobileNetV1-style stem (conv s2, then depthwise + pointwise blocks) at 16x16: TFLM's greedy
+    placement fragments here, a better placement (offline offsets) saves a quarter of the head."""
+    L = tf.keras.layers
+    inp = tf.keras.Input((16, 16, 3), batch_size=1)
+    y = L.ReLU()(L.Conv2D(8, 3, strides=2, padding="same")(inp))
+    for ch, stride in [(16, 1), (32, 2)]:
+        y = L.ReLU()(L.DepthwiseConv2D(3, strides=stride, padding="same")(y))
+        y = L.ReLU()(L.Conv2D(ch, 1)(y))
+    y = L.GlobalAveragePooling2D()(y)
+    return tf.keras.Model(inp, L.Dense(2)(y))
+
+
 def _mlp(tf: Any) -> Any:
     """Hinton-style MLP 64-32-16-10."""
     L = tf.keras.layers
@@ -120,6 +133,24 @@ def _ic_resnet8(tf: Any) -> Any:
     y = L.AveragePooling2D(pool_size=8)(y)
     y = L.Dense(10, activation="softmax")(L.Flatten()(y))
     return tf.keras.Model(inp, y)
+
+
+def _vww_mobilenet(tf: Any) -> Any:
+    """MLPerf Tiny VWW MobileNetV1-0.25 architecture (96x96x3), random weights. No final softmax:
+    with random weights its input scale is degenerate and TFLM aborts (see tflm._crash_hint)."""
+    L = tf.keras.layers
+
+    def bn_relu(x: Any) -> Any:
+        return L.ReLU()(L.BatchNormalization()(x))
+
+    inp = tf.keras.Input((96, 96, 3), batch_size=1)
+    y = bn_relu(L.Conv2D(8, 3, strides=2, padding="same", use_bias=False)(inp))
+    blocks = [(16, 1), (32, 2), (32, 1), (64, 2), (64, 1), (128, 2)] + [(128, 1)] * 5 + [(256, 2), (256, 1)]
+    for ch, stride in blocks:
+        y = bn_relu(L.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False)(y))
+        y = bn_relu(L.Conv2D(ch, 1, use_bias=False)(y))
+    y = L.AveragePooling2D(3)(y)
+    return tf.keras.Model(inp, L.Dense(2)(L.Flatten()(y)))
 
 
 def _ad_fcae(tf: Any) -> Any:
@@ -190,6 +221,7 @@ BENCH_BUILDERS: dict[str, Callable[[Any], Any]] = {
     "lstm_stack": _lstm_stack,
     "kws_dscnn_like": _kws_dscnn,
     "ic_resnet8_like": _ic_resnet8,
+    "vww_mobilenet_like": _vww_mobilenet,
     "ad_fcae_like": _ad_fcae,
 }
 """Bigger reference-architecture models for the planner benchmark (not built by the tests)."""
@@ -200,6 +232,7 @@ BUILDERS: dict[str, Callable[[Any], Any]] = {
     "residual": _residual,
     "mlp": _mlp,
     "scratch_ops": _scratch_ops,
+    "mobilenet_tiny": _mobilenet_tiny,
 }
 
 
