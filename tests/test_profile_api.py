@@ -64,6 +64,12 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     student = build_model("cnn", channels=[4, 8], **kw)
     save_model(root / "teacher.pt", teacher, "cnn", {**kw, "channels": [8, 16]})
     save_model(root / "student.pt", student, "cnn", {**kw, "channels": [4, 8]})
+    save_model(
+        root / "baseline" / "model.pt",
+        build_model("cnn", channels=[4, 8], **kw),
+        "cnn",
+        {**kw, "channels": [4, 8]},
+    )  # as `edgekd run` nests it
     onnx_dir = root / "export" / "onnx"
     onnx_dir.mkdir(parents=True)
     torch.onnx.export(student.eval(), torch.zeros(1, *SHAPE), str(onnx_dir / "model.onnx"), dynamo=False,
@@ -85,6 +91,7 @@ def report(run_dir: Path) -> dict:
 def test_run_folder_report_rows(report: dict, run_dir: Path) -> None:
     rows = {r["id"]: r for r in report["artifacts"]}
     assert "teacher @ pytorch" in rows and "student @ pytorch" in rows
+    assert rows["baseline (labels only) @ pytorch"]["role"] == "baseline"
     assert "onnx/model.onnx @ onnxruntime" in rows
     int8 = "stm32f746-disco/model_int8.tflite"
     for rt in ("litert", "litert-ref", "tflm"):

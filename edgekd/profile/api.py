@@ -51,7 +51,7 @@ class EvalData:
 @dataclass
 class Artifact:
     path: Path
-    role: str  # teacher | student | export | file
+    role: str  # teacher | baseline | student | export | file
     label: str
 
 
@@ -403,11 +403,24 @@ def profile_artifacts(
 # entry points
 
 
+def _nested_model(folder: Path) -> Path | None:
+    """The main model of a nested run folder (``student.pt``, else ``model.pt``)."""
+    for name in ("student.pt", "model.pt"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
 def run_artifacts(run: RunFolder) -> list[Artifact]:
-    """Every model in a run folder: teacher, student (or label-trained model), every export file."""
+    """Every model in a run folder: the teacher (``teacher.pt``, else ``teacher/`` trained by ``edgekd
+    run``), a labels-only ``baseline/`` student, the student (or label-trained model), every export file."""
     arts = []
     if run.teacher.exists():
         arts.append(Artifact(run.teacher, "teacher", "teacher"))
+    elif (nested := _nested_model(run.root / "teacher")) is not None:
+        arts.append(Artifact(nested, "teacher", "teacher"))
+    if (nested := _nested_model(run.root / "baseline")) is not None:
+        arts.append(Artifact(nested, "baseline", "baseline (labels only)"))
     for p, label in ((run.student, "student"), (run.model, "model")):
         if p.exists():
             arts.append(Artifact(p, "student", label))

@@ -115,7 +115,7 @@ def _pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]
 
 _RUNTIME_COLORS = {"pytorch": "#c0392b", "onnxruntime": "#2471a3", "litert": "#229954", "litert-ref": "#b7950b",
                    "tflm": "#7d3c98"}  # fmt: skip
-_ROLE_MARKERS = {"teacher": "s", "student": "o", "export": "^", "file": "D"}
+_ROLE_MARKERS = {"teacher": "s", "baseline": "P", "student": "o", "export": "^", "file": "D"}
 
 
 def _pareto_plot(rows: list[dict[str, Any]], xkey: str, xlabel: str, title: str) -> bytes | None:
