@@ -527,8 +527,12 @@ def _section_notes(report: dict[str, Any]) -> dict[str, list[str]]:
     """Short explanations shown under detail tables (how RSS was measured, where cycles/MAC come from)."""
     notes: dict[str, list[str]] = {}
     rss_method = next((r["rss"]["method"] for r in report["artifacts"] if r.get("rss")), None)
+    notes["latency"] = [
+        "Latency: wall time of one batch-1 call through each runtime's Python API (input already prepared and "
+        "quantized; includes the API's call overhead), percentiles over the timed runs after warm-up."
+    ]
     if rss_method:
-        notes["latency"] = [f"Host RSS: {rss_method}. Δ is the growth over the RSS just before loading."]
+        notes["latency"].append(f"Host RSS: {rss_method}. Δ is the growth over the RSS just before loading.")
     notes["memory"] = [
         "Flash = model file size. Params of a PyTorch model include BatchNorm (folded away in exports). "
         "TFLM head/tail/total measured with the tflite-micro host interpreter; greedy/optimized head from "
