@@ -142,7 +142,7 @@ def main(hinton_run: str | None, cnn_run: str | None, out: str) -> None:
     Path(out).write_text(json.dumps(result, indent=2) + "\n")
     table = Table(title="export accuracy (tflite-micro, full test split)")
     for col in ("model", "float", "int8 LiteRT", "int8 TFLM", "drop (pts)", "flash B", "arena B", "export s"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     for r in rows:
         table.add_row(r["model"], f"{100 * r['float_accuracy']:.2f}%", f"{100 * r['int8_accuracy_litert']:.2f}%",
                       f"{100 * r['int8_accuracy_tflm']:.2f}%", f"{r['int8_drop_points']:.2f}",
