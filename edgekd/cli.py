@@ -39,7 +39,7 @@ _register_commands()
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the group, turning EdgekdError into a one-line message and exit 2."""
     try:
-        cli.main(args=argv, prog_name="edgekd", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="edgekd", standalone_mode=False)
     except EdgekdError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
