@@ -172,3 +172,29 @@ def test_cli_width_multiplier_below_one_exit_2(tmp_path: Path, capsys) -> None:
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "method.params.width_mults" in err and "\n" not in err
+
+
+def test_mbv2_tiny_expand_ratios_and_export() -> None:
+    from edgekd.models.mobilenetv2 import MobileNetV2Tiny
+
+    torch.manual_seed(0)
+    kw = {"input_shape": [1, 12, 12], "num_classes": 5, "stem_channels": 4, "last_channels": 16,
+          "blocks": [[1, 4, 1, 1], [4, 8, 2, 2]]}  # fmt: skip
+    m = build_method("netaug", build_model("mbv2-tiny", **kw), None, {"expand_ratios": [4, 6]})
+    net = m.supernet
+    net.set_config([2.6, 2.6, 2.6, 2.6], [6.0, 6.0, 6.0])
+    expand_conv = net.net.features[2].conv[0][0]  # 1x1 expand of the first stride-2 block
+    assert expand_conv.active_out == expand_conv.out_channels > 4 * 4  # widest: wider input x expand 6
+    net.set_base()
+    assert expand_conv.active_out == 4 * 4  # base: 4 input channels x expand 4
+    x, y = torch.randn(8, 1, 12, 12), torch.randint(0, 5, (8,))
+    opt = torch.optim.SGD(m.trainable_parameters(), lr=0.1)
+    m.train()
+    _, terms = m.forward_train(x, y)
+    sum(terms.values()).backward()
+    opt.step()
+    m.on_train_end(x)
+    plain = m.export_student()
+    assert type(plain) is MobileNetV2Tiny
+    with torch.no_grad():
+        assert torch.allclose(plain(x), net(x), atol=1e-6)
