@@ -87,6 +87,7 @@ def test_mcu_export_files_and_checks(mcu_export: Path, run_dir: Path) -> None:
     assert c["float_accuracy"] > 0.6
     assert abs(c["int8_accuracy"] - c["float_accuracy"]) < 0.05
     assert c["int8_top1_agreement"] > 0.9 and c["tflm_vs_litert_agreement"] > 0.9
+    assert c["tflm_vs_litert_reference_kernels_agreement"] >= 0.99
     assert rec["fit"]["fits"] and rec["calibration"]["samples"] == 200
     arena = json.loads((mcu_export / "arena.json").read_text())
     assert set(arena["tflm"]) == {"head", "tail", "total"}
@@ -155,6 +156,17 @@ def test_onnx_format_with_int8(run_dir: Path) -> None:
     assert rec["checks"]["int8_top1_agreement"] > 0.9
 
 
+def test_mobile_target_onnxruntime_and_litert(run_dir: Path) -> None:
+    out = export_run(run_dir, target="android-arm64")
+    assert {"model.onnx", "model_int8.onnx", "model_int8.tflite", "export.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    assert not (out / "model_data.cc").exists()
+    rec = json.loads((out / "export.json").read_text())
+    assert rec["target"]["name"] == "android-arm64" and rec["format"] == "tflite"
+    assert rec["checks"]["int8_top1_agreement"] > 0.9 and rec["checks"]["onnx_int8_top1_agreement"] > 0.9
+
+
 # --- entry points and errors -----------------------------------------------------------------------
 def test_onnx_file_entry_point(mcu_export: Path, calib_npz: Path, tmp_path: Path) -> None:
     src = tmp_path / "user.onnx"
@@ -185,12 +197,23 @@ class _Exp(nn.Module):
         return torch.exp(x)
 
 
-def test_unsupported_op_names_layer(calib_npz: Path, tmp_path: Path) -> None:
+class _GeluNet(_ExpNet):
+    """GELU becomes Erf, which TFLite only has as a TensorFlow (Flex) op."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = nn.GELU()
+
+
+@pytest.mark.parametrize(("net", "pattern"), [(_ExpNet, r"EXP.*'act'"), (_GeluNet, r"Erf.*'act'.*Flex")])
+def test_unsupported_op_names_layer(
+    net: type[nn.Module], pattern: str, calib_npz: Path, tmp_path: Path
+) -> None:
     from edgekd.export.onnx import export_torch
 
-    src = tmp_path / "expnet.onnx"
-    export_torch(_ExpNet().eval(), (1, 8, 8), src)
-    with pytest.raises(EdgekdError, match=r"EXP.*'act'") as e:
+    src = tmp_path / "net.onnx"
+    export_torch(net().eval(), (1, 8, 8), src)
+    with pytest.raises(EdgekdError, match=pattern) as e:
         export_run(src, target="tflite-micro", calibration=calib_npz, out=tmp_path / "out")
     assert "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
@@ -236,8 +259,14 @@ def test_bad_inputs(run_dir: Path, tmp_path: Path, calib_npz: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_one_line_error(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_one_line_error(run_dir: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     from edgekd.cli import main
+
+    with pytest.raises(SystemExit) as ok:
+        main(["export", str(run_dir), "--format", "onnx", "-o", str(tmp_path / "cli"), "--quiet"])
+    assert ok.value.code in (0, None)
+    assert capsys.readouterr().out.strip() == str(tmp_path / "cli")
+    assert (tmp_path / "cli" / "model.onnx").is_file()
 
     with pytest.raises(SystemExit) as e:
         main(["export", str(run_dir), "--target", "no-such-board"])

@@ -57,8 +57,10 @@ def export_run(
       ONNX), ``onnx_max_abs_diff``, ``fp32_max_abs_diff`` (TFLite fp32 or ORT vs reference),
       ``fp32_tolerance``, ``float_accuracy``, ``tflite_fp32_accuracy``, ``int8_accuracy``,
       ``int8_top1_agreement``, ``fp16_*``/``dynamic_*`` when exported, ``tflm_samples``,
-      ``tflm_accuracy``, ``tflm_vs_litert_agreement``, ``host_runtime``; accuracies are fractions
-      (null without labels)
+      ``tflm_accuracy``, ``tflm_vs_litert_agreement`` (TFLM vs default LiteRT, XNNPACK: int8 rounding
+      differs, near-ties can flip), ``tflm_vs_litert_reference_kernels_agreement`` / ``..._max_abs_diff``
+      (vs LiteRT's reference kernels, the same integer math as TFLM), ``host_runtime``; accuracies are
+      fractions (null without labels)
     * ``files``: name -> ``bytes``, ``sha256``; ``versions``: package versions
     """
     from edgekd.export.api import export_model

@@ -422,6 +422,9 @@ def _micro(stage: Path, data: bytes, model: Any, onnx_model: Any, litert_out: np
     tflm_out = run_tflm(data, xin, quantize_io=True).reshape(n, -1)
     checks["tflm_samples"] = n
     checks["tflm_vs_litert_agreement"] = ck.top1_agreement(tflm_out, litert_out[:n])
+    ref_kernels = tfl.TFLiteRunner(data, reference_kernels=True)(eval_x[:n])
+    checks["tflm_vs_litert_reference_kernels_agreement"] = ck.top1_agreement(tflm_out, ref_kernels)
+    checks["tflm_vs_litert_reference_kernels_max_abs_diff"] = ck.max_abs_diff(tflm_out, ref_kernels)
     checks["tflm_accuracy"] = ck.accuracy(tflm_out, None if eval_y is None else eval_y[:n])
     log.step(f"TFLite Micro arena {arena['total']:,} B (head {arena['head']:,}, tail {arena['tail']:,}); "
              f"TFLM vs LiteRT top-1 agreement {_pct(checks['tflm_vs_litert_agreement'])} on {n}")  # fmt: skip

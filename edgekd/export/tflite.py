@@ -33,11 +33,12 @@ def captured_output(log: Path) -> Iterator[Path]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with open(log, "ab") as f:
+    with open(log, "a", buffering=1, errors="replace") as f:
         os.dup2(f.fileno(), 1)
         os.dup2(f.fileno(), 2)
-        try:
-            yield log
+        try:  # Python-level streams too (they may not write to fds 1/2, e.g. under pytest)
+            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+                yield log
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -82,7 +83,8 @@ def _log_lines(log: Path) -> list[str]:
         text = _ANSI.sub("", log.read_text(errors="replace"))
     except OSError:
         return []
-    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+    noise = re.compile(r"^[IW]\d{4} |^WARNING: All log messages")
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not noise.match(ln.strip())]
 
 
 def _flex_ops(log: Path) -> list[str]:
@@ -192,12 +194,22 @@ def dequantize(y: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 class TFLiteRunner:
     """Run a ``.tflite`` file on the host (LiteRT), one sample at a time; inputs are NCHW floats."""
 
-    def __init__(self, model: bytes | Path) -> None:
+    def __init__(self, model: bytes | Path, reference_kernels: bool = False) -> None:
         cls, self.runtime = interpreter_class()
+        kw: dict[str, Any] = {}
+        if reference_kernels:  # TFLite's reference kernels: the same integer math as TFLite Micro
+            try:
+                from ai_edge_litert.interpreter import OpResolverType
+
+                kw["experimental_op_resolver_type"] = OpResolverType.BUILTIN_REF
+            except ImportError:
+                import tensorflow as tf
+
+                kw["experimental_op_resolver_type"] = tf.lite.experimental.OpResolverType.BUILTIN_REF
         content = model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
         try:
             with _silenced():  # LiteRT prints an XNNPACK banner from C++
-                self.it = cls(model_content=bytes(content), num_threads=1)
+                self.it = cls(model_content=bytes(content), num_threads=1, **kw)
                 self.it.allocate_tensors()
         except Exception as e:  # noqa: BLE001
             raise EdgekdError(f"LiteRT cannot load the model ({str(e).splitlines()[0][:150]})") from None
