@@ -147,3 +147,14 @@ def _compile_and_dump(folder: Path, expected: bytes) -> None:
                    check=True, capture_output=True)  # fmt: skip
     out = subprocess.run([str(exe)], check=True, capture_output=True).stdout
     assert out == expected
+
+
+def test_calibration_warns_below_100(tmp_path: Path) -> None:
+    from edgekd.export.quantize import calibration_data
+
+    p = tmp_path / "few.npz"
+    np.savez(p, x=np.zeros((50, 1, 8, 8), np.float32))
+    x, info = calibration_data(p, (1, 8, 8), None)
+    assert len(x) == 50 and "50 calibration samples" in info["warning"]
+    with pytest.raises(EdgekdError, match="pass --calibration data.npz"):
+        calibration_data(None, (1, 8, 8), None)

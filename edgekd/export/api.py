@@ -56,14 +56,16 @@ def _load_source(path: str | Path) -> Source:
 
         run = RunFolder(p)
         model, record = load_model(run.trained_model())
-        shape = tuple(int(s) for s in record["kwargs"].get("input_shape", ()))
-        if not shape:
-            raise EdgekdError(f"{run.trained_model()}: the model record has no input_shape; cannot export it")
         splits = None
         if run.data_info.exists():
             from edgekd.data import load_data_from_info
 
             splits = load_data_from_info(run.read_json(run.data_info))
+        shape = tuple(int(s) for s in record["kwargs"].get("input_shape", ()))
+        if not shape and splits is not None:
+            shape = tuple(int(s) for s in splits.input_shape)
+        if not shape:
+            raise EdgekdError(f"{run.trained_model()}: the model record has no input_shape; cannot export it")
         return Source("run", p, shape, model, record, splits=splits, run=run)
     if not p.exists():
         raise EdgekdError(f"{p}: not found; pass a run folder, a .onnx file or an edgekd .pt model")

@@ -58,6 +58,9 @@ def export_torch(model: Any, input_shape: tuple[int, ...], path: Path, opset: in
 def _quiet_torch_logs() -> None:
     for name in ("torch.onnx", "torch._dynamo", "torch.export", "onnxscript"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # torch's structured trace logger emits large DEBUG payloads; when a root handler collects them (pytest)
+    # formatting them dominates the export time
+    logging.getLogger("torch.__trace").propagate = False
 
 
 def load_onnx(path: Path) -> Any:

@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,8 @@ def convert(onnx_path: Path, work: Path, quants: list[str], calib_x: np.ndarray 
     if "dynamic" in quants:
         kwargs["output_dynamic_range_quantized_tflite"] = True
     try:
-        with captured_output(log):
+        with captured_output(log), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             import onnx2tf
 
             onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(out_dir), non_verbose=False, verbosity="warn",
