@@ -331,7 +331,7 @@ def _tflite(work: Path, stage: Path, onnx_path: Path, onnx_model: Any, input_nam
     log.step(f"converting ONNX to TFLite with onnx2tf ({', '.join(conv)})")
     target_name = tgt.name if tgt is not None else "TFLite"
     try:
-        files = tfl.convert(onnx_path, work, conv, calib_x, input_name)
+        files = tfl.convert(onnx_path, work, conv, calib_x, input_name, sample_x=eval_x[:20])
     except tfl.FlexOpError as e:
         raise ck.flex_op_error(e.ops, onnx_model, target_name) from None
     flex = [

@@ -102,9 +102,17 @@ def _last_error(log: Path) -> str:
     return line[:200]
 
 
+# onnx2tf fetches this file from GitHub for 3-channel 4-D inputs unless it exists in the working directory.
+ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+
+
 def convert(onnx_path: Path, work: Path, quants: list[str], calib_x: np.ndarray | None, input_name: str,
-            per_channel: bool = True) -> dict[str, Path]:  # fmt: skip
-    """Run onnx2tf once; returns ``{quant: .tflite path}`` for the requested quantizations."""
+            per_channel: bool = True, sample_x: np.ndarray | None = None) -> dict[str, Path]:  # fmt: skip
+    """Run onnx2tf once; returns ``{quant: .tflite path}`` for the requested quantizations.
+
+    onnx2tf runs with ``work`` as its working directory, where a sample-data file made from our own inputs
+    (``sample_x``, NCHW) stops it from downloading test images (nothing is fetched at run time).
+    """
     bad = [q for q in quants if q not in QUANTS]
     if bad:
         raise EdgekdError(f"--quant {','.join(bad)}: valid: {', '.join(QUANTS)}")
@@ -130,7 +138,16 @@ def convert(onnx_path: Path, work: Path, quants: list[str], calib_x: np.ndarray 
         )
     if "dynamic" in quants:
         kwargs["output_dynamic_range_quantized_tflite"] = True
+    samples = sample_x if sample_x is not None else calib_x
+    if samples is not None and samples.ndim == 4:
+        reps = -(-20 // len(samples))
+        np.save(
+            work / ONNX2TF_SAMPLE_FILE,
+            np.concatenate([to_channels_last(samples.astype(np.float32))] * reps)[:20],
+        )
+    cwd = os.getcwd()
     try:
+        os.chdir(work)
         with captured_output(log), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import onnx2tf
@@ -142,6 +159,8 @@ def convert(onnx_path: Path, work: Path, quants: list[str], calib_x: np.ndarray 
     except Exception as e:  # noqa: BLE001
         first = str(e).strip().splitlines()[0][:150] if str(e).strip() else type(e).__name__
         raise EdgekdError(f"{onnx_path}: onnx2tf could not convert the model ({first})") from None
+    finally:
+        os.chdir(cwd)
     found: dict[str, Path] = {}
     for q in quants:
         f = out_dir / f"{onnx_path.stem}_{ONNX2TF_SUFFIX[q]}.tflite"
