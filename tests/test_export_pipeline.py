@@ -298,3 +298,24 @@ def test_cli_one_line_error(run_dir: Path, capsys: pytest.CaptureFixture[str], t
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown target") and "\n" not in err
+
+
+def test_rgb_onnx_converts_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnx2tf fetches sample images for 3-channel inputs unless given a local file: nothing may download."""
+    import requests
+
+    from edgekd.export.onnx import export_torch
+    from edgekd.models import build_model
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("network access during export")
+
+    monkeypatch.setattr(requests, "get", no_network)
+    src = tmp_path / "rgb.onnx"
+    export_torch(
+        build_model("cnn", input_shape=(3, 8, 8), num_classes=4, channels=(4, 8)).eval(), (3, 8, 8), src
+    )
+    out = export_run(src, fmt="tflite", quant="fp32", out=tmp_path / "out")
+    rec = json.loads((out / "export.json").read_text())
+    assert rec["input_layout"] == "nhwc" and rec["checks"]["fp32_max_abs_diff"] < 1e-3
+    assert rec["checks"]["eval_split"] == "random"
