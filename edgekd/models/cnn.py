@@ -68,17 +68,7 @@ class TinyCNN(nn.Module):
         return self.classifier(self.dropout(self.flatten(self.pool(self.features(x)))))
 
 
-@register_model("cnn")
-def cnn(
-    input_shape: Sequence[int] = (1, 28, 28),
-    num_classes: int = 10,
-    channels: Sequence[int] = (16, 32, 64),
-    width: float = 1.0,
-    depthwise: bool = True,
-    activation: str = "relu",
-    dropout: float = 0.0,
-) -> TinyCNN:
-    return TinyCNN(input_shape, num_classes, channels, width, depthwise, activation, dropout)
+register_model("cnn")(TinyCNN)
 
 
 @register_model("cnn-teacher")

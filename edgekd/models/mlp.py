@@ -39,15 +39,7 @@ class MLP(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("mlp")
-def mlp(
-    input_shape: Sequence[int] = (1, 28, 28),
-    num_classes: int = 10,
-    hidden: Sequence[int] = (800, 800),
-    dropout_input: float = 0.0,
-    dropout_hidden: float = 0.0,
-) -> MLP:
-    return MLP(input_shape, num_classes, hidden, dropout_input, dropout_hidden)
+register_model("mlp")(MLP)
 
 
 @register_model("hinton-teacher")
