@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        click.echo("interrupted: the last completed epoch is checkpointed; continue with --resume", err=True)
         sys.exit(130)
     except click.ClickException as e:
         e.show()
