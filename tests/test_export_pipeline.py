@@ -176,16 +176,22 @@ def test_onnx_format_with_int8(run_dir: Path) -> None:
     assert rec["onnx"]["opset"] >= 17 and rec["onnx_quantization"]["per_channel"]
     assert rec["checks"]["fp32_max_abs_diff"] < 1e-3
     assert rec["checks"]["int8_top1_agreement"] > 0.9
+    # the same from the checkpoint file (data.json beside it gives the test split)
+    out_pt = export_run(run_dir / "model.pt", fmt="onnx", out=run_dir.parent / "pt_export")
+    rec_pt = json.loads((out_pt / "export.json").read_text())
+    assert rec_pt["source"]["type"] == "checkpoint" and rec_pt["checks"]["eval_split"] == "test"
 
 
 def test_mobile_target_onnxruntime_and_litert(run_dir: Path) -> None:
-    out = export_run(run_dir, target="android-arm64")
+    recipe = Path(__file__).resolve().parents[1] / "calibration" / "quick-100.yaml"
+    out = export_run(run_dir, target="android-arm64", calibration=recipe)
     assert {"model.onnx", "model_int8.onnx", "model_int8.tflite", "export.json"} <= {
         p.name for p in out.iterdir()
     }
     assert not (out / "model_data.cc").exists()
     rec = json.loads((out / "export.json").read_text())
     assert rec["target"]["name"] == "android-arm64" and rec["format"] == "tflite"
+    assert rec["calibration"]["samples"] == 100 and rec["calibration"]["recipe"]["selection"] == "stratified"
     assert rec["checks"]["int8_top1_agreement"] > 0.9 and rec["checks"]["onnx_int8_top1_agreement"] > 0.9
 
 
