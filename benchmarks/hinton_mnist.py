@@ -113,7 +113,7 @@ def main() -> None:
         kd = {"name": "kd", "params": {"temperature": args.temperature, "alpha": args.alpha}}
         de, d_sec, _ = train(
             recipe(
-                f"distilled-s{seed}-e{args.student_epochs}-T{args.temperature:g}",
+                f"distilled-s{seed}-e{args.student_epochs}-T{args.temperature:g}-t{args.teacher_epochs}",
                 seed,
                 "hinton-student",
                 args.student_epochs,
