@@ -26,8 +26,10 @@ def test_taps_return_the_named_modules_outputs_and_are_removed():
 
 def test_unknown_path_lists_valid_paths():
     m = build_model("mlp", input_shape=(1, 4, 4), num_classes=3, hidden=[5])
-    with pytest.raises(
-        EdgekdError, match="no module 'features.9' in MLP; valid paths include: features, features.0"
+    with (
+        pytest.raises(
+            EdgekdError, match="no module 'features.9' in MLP; valid paths include: features, features.0"
+        ),
+        tap_features(m, ["features.9"]),
     ):
-        with tap_features(m, ["features.9"]):
-            pass
+        pass
