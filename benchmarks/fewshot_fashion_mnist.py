@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=1500, help="optimisation steps per few-shot size")
     ap.add_argument("--full-epochs", type=float, default=10.0, help="epochs for the full training set")
-    ap.add_argument("--eps", type=float, nargs="*", default=[1.0, 3.0, 10.0], help="eps candidates")
+    ap.add_argument("--eps", type=float, nargs="*", default=[0.1, 0.3, 1.0, 3.0, 10.0], help="eps candidates")
     ap.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fewshot_fashion_mnist.json"))
     args = ap.parse_args(argv)
