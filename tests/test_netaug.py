@@ -207,3 +207,31 @@ def test_mbv2_tiny_expand_ratios_and_export() -> None:
     assert type(plain) is MobileNetV2Tiny
     with torch.no_grad():
         assert torch.allclose(plain(x), net(x), atol=1e-6)
+
+
+def test_netaug_resume_is_exact(tmp_path):
+    """The augmented-width sampler's RNG is checkpointed: interrupted + resumed == uninterrupted."""
+    import torch as _torch
+
+    from edgekd.distill.engine import TrainingInterrupted
+    from edgekd.distill.runner import run_training
+    from edgekd.models import load_model
+    from edgekd.recipe import recipe_from_dict
+
+    r = recipe_from_dict(
+        {
+            "name": "na",
+            "data": {"name": "digits"},
+            "model": {"name": "cnn", "kwargs": {"channels": [4, 8], "depthwise": False}},
+            "method": {"name": "netaug", "params": {"alpha": 1.0}},
+            "train": {"epochs": 3, "batch_size": 128, "lr": 0.05},
+        }
+    )
+    full = run_training(r, tmp_path / "a", distill=False, progress=False)
+    with pytest.raises(TrainingInterrupted):
+        run_training(r, tmp_path / "b", distill=False, progress=False, stop_after_epoch=1)
+    resumed = run_training(r, tmp_path / "b", distill=False, progress=False, resume=True)
+    a, _ = load_model(full.model)
+    b, _ = load_model(resumed.model)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert _torch.equal(va, vb), k

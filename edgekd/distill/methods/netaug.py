@@ -68,6 +68,14 @@ class NetAug(Distiller):
         self.rng = random.Random(seed)
         self.augment = self.alpha > 0 and self.aug_fraction > 0
 
+    def get_extra_state(self) -> dict:
+        """The sampler's RNG state travels in the training checkpoint, so ``--resume`` is exact."""
+        version, internal, gauss = self.rng.getstate()
+        return {"rng_version": version, "rng_internal": list(internal), "rng_gauss": gauss}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.rng.setstate((state["rng_version"], tuple(state["rng_internal"]), state["rng_gauss"]))
+
     @property
     def supernet(self) -> SuperNet:
         return self.student  # type: ignore[return-value]
