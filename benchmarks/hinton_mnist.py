@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=20.0)
     ap.add_argument("--alpha", type=float, default=0.9)
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "bench" / "hinton")
+    ap.add_argument("--out", default="hinton_mnist", help="results file name in benchmarks/results/")
     args = ap.parse_args()
     import torch
 
@@ -158,7 +159,7 @@ def main() -> None:
         "wall_seconds": round(time.time() - t0, 1),
         "machine": machine(),
     }
-    write_results("hinton_mnist", result)
+    write_results(args.out, result)
     print_table(
         "Hinton MNIST (test errors of 10,000)",
         ["seed", "teacher", "student", "distilled", "gap closed", "s/epoch t/s/d"],
