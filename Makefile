@@ -16,8 +16,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# The demo uses real MNIST when it is in $(EDGEKD_DATA_DIR), else scikit-learn's bundled digits.
+DEMO_RECIPE := $(if $(wildcard $(EDGEKD_DATA_DIR)/mnist/train-images-idx3-ubyte*),examples/demo_mnist.yaml,examples/demo.yaml)
+
 demo: venv
-	$(BIN)/edgekd run examples/demo.yaml --runs-dir runs
+	@echo "demo recipe: $(DEMO_RECIPE) (EDGEKD_DATA_DIR=$(EDGEKD_DATA_DIR))"
+	$(BIN)/edgekd run $(DEMO_RECIPE) --runs-dir runs
 
 test: venv
 	$(BIN)/python -m pytest tests

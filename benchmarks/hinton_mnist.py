@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=20.0)
     ap.add_argument("--alpha", type=float, default=0.9)
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "bench" / "hinton")
+    ap.add_argument("--distill-lr", type=float, default=0.05, help="learning rate of the distilled student")
     ap.add_argument("--out", default="hinton_mnist", help="results file name in benchmarks/results/")
     args = ap.parse_args()
     import torch
@@ -114,14 +115,15 @@ def main() -> None:
         kd = {"name": "kd", "params": {"temperature": args.temperature, "alpha": args.alpha}}
         de, d_sec, _ = train(
             recipe(
-                f"distilled-s{seed}-e{args.student_epochs}-T{args.temperature:g}-t{args.teacher_epochs}",
+                f"distilled-s{seed}-e{args.student_epochs}-T{args.temperature:g}-t{args.teacher_epochs}"
+                + (f"-lr{args.distill_lr:g}" if args.distill_lr != 0.05 else ""),
                 seed,
                 "hinton-student",
                 args.student_epochs,
                 kd,
                 str(t_run),
                 0,
-                0.05,
+                args.distill_lr,
             ),
             args.runs,
             True,
@@ -143,7 +145,7 @@ def main() -> None:
             "data": "MNIST 60k train / 10k test (no validation split)",
             "teacher": "784-1200-1200-10, dropout 0.2/0.5, +-2px jitter, max-norm 15",
             "student": "784-800-800-10, no regularisation",
-            "distilled": f"784-800-800-10, KD T={args.temperature:g}, alpha={args.alpha}",
+            "distilled": f"784-800-800-10, KD T={args.temperature:g}, alpha={args.alpha}, lr={args.distill_lr:g}",
             "optimizer": "SGD momentum 0.9, lr 0.05, cosine, 1 warm-up epoch, batch 128",
             "teacher_epochs": args.teacher_epochs,
             "student_epochs": args.student_epochs,
