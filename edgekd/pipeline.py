@@ -30,7 +30,9 @@ def _final_accuracy(run: RunFolder) -> float | None:
 
 def _teacher_recipe(recipe: Recipe) -> Recipe:
     assert recipe.teacher is not None and recipe.teacher.model is not None
-    train = recipe_from_dict({"train": {**recipe.to_dict()["train"], **recipe.teacher.train}}, "recipe (teacher.train)").train
+    train = recipe_from_dict(
+        {"train": {**recipe.to_dict()["train"], **recipe.teacher.train}}, "recipe (teacher.train)"
+    ).train
     return replace(recipe, name="teacher", model=copy.deepcopy(recipe.teacher.model), method=MethodConfig("supervised"),
                    teacher=None, train=train)  # fmt: skip
 
@@ -53,13 +55,19 @@ def run_pipeline(
     teacher_path = recipe.teacher.path if recipe.teacher else None
     if recipe.teacher is not None and not teacher_path:
         if recipe.teacher.model is None:
-            raise EdgekdError("recipe: key 'teacher' needs either 'path' (a trained teacher) or 'model' (to train one)")
+            raise EdgekdError(
+                "recipe: key 'teacher' needs either 'path' (a trained teacher) or 'model' (to train one)"
+            )
         console.rule("[bold]1. teacher")
-        t_run = run_training(_teacher_recipe(recipe), run.root, distill=False, progress=progress, splits=splits)
+        t_run = run_training(
+            _teacher_recipe(recipe), run.root, distill=False, progress=progress, splits=splits
+        )
         teacher_path = str(t_run.root)
         summary["teacher_accuracy"] = _final_accuracy(t_run)
     elif teacher_path:
-        summary["teacher_accuracy"] = _final_accuracy(RunFolder(teacher_path)) if Path(teacher_path).is_dir() else None
+        summary["teacher_accuracy"] = (
+            _final_accuracy(RunFolder(teacher_path)) if Path(teacher_path).is_dir() else None
+        )
 
     if recipe.baseline:
         console.rule("[bold]2. baseline student (labels only)")

@@ -7,7 +7,9 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("EDGEKD_DATA_DIR", str(REPO.parent / "shared" / "datasets"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("EDGEKD_THREADS", "1")  # tests train tiny models: one thread is fastest and deterministic
+os.environ.setdefault(
+    "EDGEKD_THREADS", "1"
+)  # tests train tiny models: one thread is fastest and deterministic
 torch.set_num_threads(1)
 
 
