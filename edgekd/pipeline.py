@@ -17,7 +17,7 @@ from rich.console import Console
 
 from edgekd.distill.runner import prepare_data, run_training
 from edgekd.errors import EdgekdError
-from edgekd.recipe import MethodConfig, Recipe, TeacherConfig, TrainConfig, recipe_from_dict
+from edgekd.recipe import MethodConfig, Recipe, TeacherConfig, recipe_from_dict
 from edgekd.runfolder import RunFolder
 
 
@@ -119,4 +119,4 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         console.print(f"report: {summary['report']}")
 
 
-__all__ = ["run_pipeline", "print_summary", "TrainConfig"]
+__all__ = ["run_pipeline", "print_summary"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -46,16 +45,10 @@ def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, temperatu
     return -(p_t * F.log_softmax(student_logits / t, dim=1)).sum(dim=1).mean() * (t * t)
 
 
-def top1_correct(logits: Tensor, targets: Tensor) -> int:
-    return int((logits.argmax(dim=1) == targets).sum())
-
-
 __all__ = [
     "LOSSES",
     "register_loss",
     "cross_entropy",
     "kd_loss",
     "soft_cross_entropy",
-    "top1_correct",
-    "torch",
 ]

@@ -26,12 +26,11 @@ class MLP(nn.Module):
         if dropout_input > 0:
             layers.append(nn.Dropout(dropout_input))
         width = math.prod(input_shape)
-        for i, h in enumerate(hidden):
+        for h in hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             if dropout_hidden > 0:
                 layers.append(nn.Dropout(dropout_hidden))
             width = h
-            del i
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(width, num_classes)
 
