@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.atomic import atomic_directory
+from edgekd.atomic import atomic_directory, atomic_write_json
 from edgekd.errors import EdgekdError
 from edgekd.export import checks as ck
 from edgekd.export import micro
@@ -292,21 +292,11 @@ def export_model(
         for f in sorted(stage.iterdir()):
             record["files"][f.name] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
         record["wall_time_s"] = round(time.perf_counter() - t_start, 3)
-        (stage / "export.json").write_text(json.dumps(record, indent=2, default=_json_default) + "\n")
+        atomic_write_json(stage / "export.json", record)
     log.step(f"[green]export written to {out_dir}[/] ({record['wall_time_s']:.1f}s)")
     if not quiet:
         log.console.print(checks_table(record))
     return out_dir
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(type(o).__name__)
 
 
 def _onnx_int8(work: Path, stage: Path, onnx_path: Path, calib_x: np.ndarray, method: str, eval_x: np.ndarray,
@@ -414,7 +404,7 @@ def _micro(stage: Path, data: bytes, model: Any, onnx_model: Any, litert_out: np
         arena = measure_arena(data)
     except EdgekdError as e:
         raise ck.unsupported_op_error(model, onnx_model, str(e), None, tgt.name) from None
-    (stage / "arena.json").write_text(json.dumps(micro.arena_report(arena), indent=2) + "\n")
+    atomic_write_json(stage / "arena.json", micro.arena_report(arena))
     micro.write_c_files(stage, data, ops)
     record["micro"] = {"arena": micro.arena_report(arena), "resolver": micro.resolver_methods(ops),
                        "c_array": "g_model", "c_array_len": "g_model_len"}  # fmt: skip
