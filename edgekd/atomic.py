@@ -12,12 +12,23 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see either the old or the new file, never a mix."""
+    """Write ``data`` to ``path`` so that readers see either the old or the new file, never a mix.
+
+    The file gets the permissions of an ordinary new file (0666 less the umask, usually 0644), not the
+    0600 of a temp file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -50,14 +61,20 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
 
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Build a folder in a temp sibling; on success it replaces ``path``; on error ``path`` is untouched."""
+    """Build a folder in a temp sibling; on success it replaces ``path``; on error ``path`` is untouched and
+    parent folders created for it are removed again."""
     path = Path(path)
+    created = [p for p in reversed(path.parents) if not p.exists()]  # removed again if we fail
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for p in reversed(created):  # a failed build leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                p.rmdir()
         raise
     old = None
     if path.exists():

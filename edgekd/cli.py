@@ -14,7 +14,7 @@ import click
 
 import edgekd.commands
 from edgekd import __version__
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, interrupt_message
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
-        click.echo("interrupted: the last completed epoch is checkpointed; continue with --resume", err=True)
+        click.echo(f"interrupted: {interrupt_message()}", err=True)
         sys.exit(130)
     except click.ClickException as e:
         e.show()

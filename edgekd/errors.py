@@ -6,3 +6,17 @@ class EdgekdError(Exception):
 
     The message must be one line, name the offending file/key/layer and say what to do.
     """
+
+
+# What the CLI says when the user presses Ctrl-C; each command sets what it keeps on an interruption.
+_interrupt_message = "interrupted; nothing was changed"
+
+
+def set_interrupt_message(message: str) -> None:
+    """Set the one line printed if the running command is interrupted (Ctrl-C)."""
+    global _interrupt_message
+    _interrupt_message = message
+
+
+def interrupt_message() -> str:
+    return _interrupt_message

@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from edgekd.distill.runner import prepare_data, run_training
+from edgekd.distill.runner import move_aside, prepare_data, run_state, run_training
 from edgekd.errors import EdgekdError
 from edgekd.recipe import MethodConfig, Recipe, TeacherConfig, recipe_from_dict
 from edgekd.runfolder import RunFolder
@@ -45,11 +45,52 @@ def run_pipeline(
     skip_profile: bool = False,
     progress: bool = True,
     console: Console | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Run every stage of ``recipe``; returns a summary with paths and accuracies."""
+    """Run every stage of ``recipe``; returns a summary with paths and accuracies.
+
+    A folder that already holds a pipeline run is refused unless ``resume`` (finished stages are reused,
+    an interrupted one continues from its checkpoint, with the same recipe) or ``overwrite`` (the old
+    folder is moved aside first). User models (``module:Class``) named in the recipe are trusted when the
+    later stages read them back from the run folder: the user typed them.
+    """
+    from edgekd.models.registry import trust_model_code
+
     console = console or Console()
-    run = RunFolder(Path(runs_dir) / recipe.name).ensure()
+    if resume and overwrite:
+        raise EdgekdError("--resume and --overwrite exclude each other: continue the run, or start it again")
+    run = RunFolder(Path(runs_dir) / recipe.name)
+    occupied = run.root.is_dir() and any(run.root.iterdir())
+    if occupied and not (resume or overwrite):
+        raise EdgekdError(
+            f"{run.root}: holds a previous run; pass --resume to continue it (finished stages are reused), "
+            "--overwrite to move it aside and start again, or choose another name (--set name=...)"
+        )
     splits = prepare_data(recipe)
+    if occupied and overwrite:
+        console.print(f"moved the previous run to {move_aside(run.root)}")
+    run.ensure()
+    names = [recipe.model.name] + (
+        [recipe.teacher.model.name] if recipe.teacher and recipe.teacher.model else []
+    )
+    with trust_model_code(names):
+        return _run_stages(
+            recipe, run, runs_dir, splits, skip_export, skip_profile, progress, console, resume
+        )
+
+
+def _stage(recipe: Recipe, runs_dir: Path, resume: bool, **kw: Any) -> RunFolder:
+    """One training stage; with ``resume`` a finished stage is reused and an interrupted one continues."""
+    folder = RunFolder(kw.get("run_dir") or runs_dir / recipe.name)
+    state = run_state(folder, recipe.train.epochs)
+    if resume and state == "finished":
+        return folder
+    return run_training(recipe, runs_dir, resume=resume and state == "interrupted", **kw)
+
+
+def _run_stages(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: Any, skip_export: bool,
+                skip_profile: bool, progress: bool, console: Console, resume: bool) -> dict[str, Any]:  # fmt: skip
     summary: dict[str, Any] = {"run": str(run.root)}
 
     teacher_path = recipe.teacher.path if recipe.teacher else None
@@ -59,26 +100,30 @@ def run_pipeline(
                 "recipe: key 'teacher' needs either 'path' (a trained teacher) or 'model' (to train one)"
             )
         console.rule("[bold]1. teacher")
-        t_run = run_training(
-            _teacher_recipe(recipe), run.root, distill=False, progress=progress, splits=splits
+        t_run = _stage(
+            _teacher_recipe(recipe), run.root, resume, distill=False, progress=progress, splits=splits
         )
         teacher_path = str(t_run.root)
         summary["teacher_accuracy"] = _final_accuracy(t_run)
     elif teacher_path:
-        summary["teacher_accuracy"] = (
-            _final_accuracy(RunFolder(teacher_path)) if Path(teacher_path).is_dir() else None
-        )
+        from edgekd.distill.runner import resolve_teacher_path
+
+        teacher_file = resolve_teacher_path(teacher_path, runs_dir)
+        teacher_path = str(teacher_file)
+        summary["teacher_accuracy"] = _final_accuracy(RunFolder(teacher_file.parent))
 
     if recipe.baseline:
         console.rule("[bold]2. baseline student (labels only)")
         b_recipe = replace(recipe, name="baseline", method=MethodConfig("supervised"), teacher=None)
-        b_run = run_training(b_recipe, run.root, distill=False, progress=progress, splits=splits)
+        b_run = _stage(b_recipe, run.root, resume, distill=False, progress=progress, splits=splits)
         summary["baseline_accuracy"] = _final_accuracy(b_run)
 
     distill = recipe.method.name != "supervised"
     console.rule(f"[bold]3. {'distill' if distill else 'train'} student ({recipe.method.name})")
     s_recipe = replace(recipe, teacher=TeacherConfig(path=teacher_path) if teacher_path else None)
-    run_training(s_recipe, runs_dir, distill=distill, progress=progress, splits=splits, run_dir=run.root)
+    _stage(
+        s_recipe, Path(runs_dir), resume, distill=distill, progress=progress, splits=splits, run_dir=run.root
+    )
     summary["student_accuracy"] = _final_accuracy(run)
 
     if not skip_export:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 import yaml
 
 from edgekd.errors import EdgekdError
+from edgekd.yamlio import safe_load
 
 
 @dataclass
@@ -59,6 +61,9 @@ class TrainConfig:
     grad_clip: float = 0.0
     max_norm: float = 0.0  # Hinton-style max-norm constraint on incoming weights of Linear layers
     threads: int = 0  # 0: torch default
+    # A step loss above divergence_factor x the mean of the run's first 10 step losses is treated like NaN
+    # (the run stops and keeps the last good epoch); 0 turns the rule off.
+    divergence_factor: float = 1e4
     eval_test_each_epoch: bool = False
 
 
@@ -151,6 +156,14 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(number):
+                return number
     if tp is bool and not isinstance(value, bool):
         raise EdgekdError(f"{source}: key {key!r} must be true or false, got {value!r}")
     if tp is int and isinstance(value, bool):
@@ -182,7 +195,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise EdgekdError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.lr=0.01")
     key, _, raw = text.partition("=")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value
@@ -215,9 +228,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Load, override, validate. Errors name the file and the key."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise EdgekdError(f"{path}: recipe not found") from None
+    except IsADirectoryError:
+        raise EdgekdError(f"{path}: is a folder; pass a recipe .yaml file") from None
+    except UnicodeDecodeError:
+        raise EdgekdError(f"{path}: not a text file; pass a recipe .yaml file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -233,7 +250,9 @@ def validate(r: Recipe, source: str) -> None:
     checks = [
         (r.train.epochs >= 1, "train.epochs", "must be >= 1"),
         (r.train.batch_size >= 1, "train.batch_size", "must be >= 1"),
-        (r.train.lr > 0, "train.lr", "must be > 0"),
+        (r.train.divergence_factor == 0 or r.train.divergence_factor > 1, "train.divergence_factor",
+         "must be 0 (off) or > 1"),
+        (math.isfinite(r.train.lr) and r.train.lr > 0, "train.lr", "must be a finite number > 0"),
         (r.train.optimizer in ("sgd", "adam", "adamw"), "train.optimizer", "must be sgd, adam or adamw"),
         (r.train.schedule in ("constant", "cosine", "step", "multistep"), "train.schedule",
          "must be constant, cosine, step or multistep"),
@@ -249,3 +268,39 @@ def validate(r: Recipe, source: str) -> None:
 
 def dump_recipe(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# What may change when a run is resumed: everything else must equal the recorded recipe, because the
+# seed, data split, model and optimisation define what the checkpoint is the middle of.
+RESUME_MAY_CHANGE: tuple[str, ...] = (
+    "train.epochs",
+    "train.threads",
+    "train.eval_test_each_epoch",
+    "export",
+    "profile",
+    "baseline",
+)
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict) and d:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+def resume_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Keys (dotted) whose values differ between two recipe dicts, except those resume may change."""
+    a, b = _flatten(recorded), _flatten(current)
+    keys = sorted(set(a) | set(b))
+
+    def allowed(key: str) -> bool:
+        return any(key == p or key.startswith(p + ".") for p in RESUME_MAY_CHANGE)
+
+    return [k for k in keys if not allowed(k) and a.get(k, _MISSING) != b.get(k, _MISSING)]
+
+
+_MISSING = object()

@@ -1,20 +1,49 @@
-"""Options and output shared by the training commands."""
+"""Options and output shared by the commands."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
+from typing import Any
 
 import click
 
+from edgekd.errors import set_interrupt_message
+
 RECIPE_HELP = "Override a recipe key, e.g. --set train.lr=0.01 (repeatable)."
+TRUST_HELP = (
+    "Allow a model file to name a user model (package.module:Class) and import that code. Only for files "
+    "you made and trust; without it a file may only name registered edgekd models."
+)
+
+
+def trust_option(f: Callable) -> Callable:
+    """``--trust-model-code``: the wrapped command may build ``module:Class`` models named in files."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, trust_model_code: bool = False, **kwargs: Any) -> Any:
+        if not trust_model_code:
+            return f(*args, **kwargs)
+        from edgekd.models.registry import trust_model_code as trusting
+
+        with trusting(True):
+            return f(*args, **kwargs)
+
+    return click.option("--trust-model-code", is_flag=True, help=TRUST_HELP)(wrapper)
 
 
 def recipe_options(f: Callable) -> Callable:
+    f = trust_option(f)
     f = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")(f)
-    f = click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")(
-        f
-    )
+    f = click.option(
+        "--overwrite",
+        is_flag=True,
+        help="Move an existing run folder aside (<name>.old-<time>) and start again.",
+    )(f)
+    f = click.option(
+        "--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint (same recipe)."
+    )(f)
     f = click.option("--runs-dir", default="runs", show_default=True, help="Where run folders are created.")(
         f
     )
@@ -24,13 +53,29 @@ def recipe_options(f: Callable) -> Callable:
 
 
 def run_and_report(
-    recipe_path: str, overrides: tuple[str, ...], runs_dir: str, resume: bool, quiet: bool, *, distill: bool
+    recipe_path: str,
+    overrides: tuple[str, ...],
+    runs_dir: str,
+    resume: bool,
+    quiet: bool,
+    *,
+    distill: bool,
+    overwrite: bool = False,
 ) -> None:
-    from edgekd.distill.runner import run_training
+    from edgekd.errors import EdgekdError
     from edgekd.recipe import load_recipe
 
-    recipe = load_recipe(recipe_path, list(overrides))
-    run = run_training(recipe, runs_dir, distill=distill, resume=resume, progress=not quiet)
+    if resume and overwrite:
+        raise EdgekdError("--resume and --overwrite exclude each other: continue the run, or start it again")
+    recipe = load_recipe(recipe_path, list(overrides))  # before torch: a bad recipe fails fast
+    from edgekd.distill.runner import run_training
+
+    set_interrupt_message(
+        f"the last completed epoch is checkpointed in {runs_dir}/{recipe.name}/; continue with --resume"
+    )
+    run = run_training(
+        recipe, runs_dir, distill=distill, resume=resume, overwrite=overwrite, progress=not quiet
+    )
     metrics = json.loads(run.metrics.read_text())
     final = metrics.get("final", {})
     acc = final.get("test_accuracy")

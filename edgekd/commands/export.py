@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from edgekd.commands._common import trust_option
+from edgekd.errors import set_interrupt_message
+
 
 @click.command("export")
 @click.argument("source", type=click.Path())
@@ -25,6 +28,7 @@ import click
     help="Export folder (default RUN_DIR/export/<name>).",
 )
 @click.option("--quiet", is_flag=True, help="Only errors and the folder name.")
+@trust_option
 def command(source: str, target: str | None, fmt: str | None, quant: str | None, calibration: str | None,
             method: str, out: str | None, quiet: bool) -> None:  # fmt: skip
     """Export SOURCE (a run folder, a .onnx file or an edgekd .pt) for a --target or a --format.
@@ -35,6 +39,9 @@ def command(source: str, target: str | None, fmt: str | None, quant: str | None,
     edgekd export runs/demo --target arduino-nano-33-ble
     edgekd export model.onnx --target tflite-micro --calibration data.npz -o out/
     """
+    set_interrupt_message(
+        "export cancelled; exports are built in a temporary folder, so the previous export is intact"
+    )
     from edgekd.export.api import export_model
 
     folder = export_model(source, target=target, fmt=fmt, quant=quant, calibration=calibration, out=out,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from edgekd.errors import EdgekdError
+from edgekd.commands._common import trust_option
+from edgekd.errors import EdgekdError, set_interrupt_message
 
 
 @click.command("profile")
@@ -58,6 +59,7 @@ from edgekd.errors import EdgekdError
 @click.option(
     "--target", "targets", multiple=True, help="Targets for the fit table and MCU estimate (default: all)."
 )
+@trust_option
 def command(
     paths: tuple[Path, ...],
     data: str | None,
@@ -78,6 +80,8 @@ def command(
     A run folder gets report.json, report.md and report.html; FILE mode writes only the reports asked
     for. Exit code 1 when some artifact failed (its row says why), 2 for bad input.
     """
+    set_interrupt_message("profiling cancelled; reports are written atomically, so earlier ones are intact")
+    from edgekd.inputs import check_model_file
     from edgekd.profile import profile_files, profile_run
     from edgekd.profile.report import print_summary
     from edgekd.profile.runtimes import RUNTIMES
@@ -99,8 +103,9 @@ def command(
         click.echo(f"reports: {paths[0] / 'report.html'}, report.md, report.json", err=True)
     else:
         for p in paths:
-            if not p.exists():
-                raise EdgekdError(f"{p}: no such file or run folder")
+            check_model_file(p)
+        if teacher is not None:
+            check_model_file(teacher)
         report = profile_files(paths, data, teacher=teacher, **common)
     print_summary(report)
     for n in report.get("notes", []):

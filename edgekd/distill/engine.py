@@ -32,6 +32,27 @@ class TrainingInterrupted(Exception):
     """Raised by ``stop_after_epoch`` (tests, time limits): the checkpoint of the last epoch is on disk."""
 
 
+class TrainingDiverged(EdgekdError):
+    """The loss became NaN/inf or exploded, or a parameter/buffer became non-finite.
+
+    When a good epoch exists, the distiller has been restored to it (``last_good_epoch``) before raising.
+    """
+
+    def __init__(self, message: str, last_good_epoch: int | None) -> None:
+        super().__init__(message)
+        self.last_good_epoch = last_good_epoch
+
+
+REFERENCE_STEPS = 10  # steps whose mean loss is the reference of the explosion rule
+
+
+def non_finite_tensors(module: nn.Module) -> list[str]:
+    """Names of parameters and buffers (e.g. batch-norm statistics) holding NaN or inf."""
+    bad = [n for n, p in module.named_parameters() if not torch.isfinite(p).all()]
+    bad += [n for n, b in module.named_buffers() if b.is_floating_point() and not torch.isfinite(b).all()]
+    return bad
+
+
 @dataclass
 class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -174,6 +195,7 @@ class Trainer:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
         history: list[dict[str, Any]] = []
         start = 0
+        self.loss_reference: list[float] = []
         if resume and self.run.checkpoint.exists():
             start, history = self._load_checkpoint(opt, sched, gen)
         elif resume:
@@ -200,13 +222,7 @@ class Trainer:
                         xb = random_translate(xb, self.jitter, gen)
                     logits, terms = self.distiller.forward_train(xb, yb)
                     loss = sum(terms.values())
-                    if not torch.isfinite(loss):
-                        bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["total"]
-                        kept = self.run.checkpoint if self.run.checkpoint.exists() else "none yet"
-                        raise EdgekdError(
-                            f"{self.label}: loss term {bad[0]!r} became {float(loss.detach())} at epoch {epoch + 1} step "
-                            f"{step + 1}; last good checkpoint kept ({kept}); lower train.lr or check the data"
-                        )
+                    self._check_loss(loss, terms, epoch, step)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.grad_clip > 0:
@@ -228,6 +244,10 @@ class Trainer:
                     row.update({f"val_{k}": v for k, v in evaluate(student, val).items()})
                 if test is not None and cfg.eval_test_each_epoch:
                     row.update({f"test_{k}": v for k, v in evaluate(student, test).items()})
+                bad = non_finite_tensors(self.distiller)
+                if bad:
+                    self._diverged(f"{len(bad)} parameter(s)/buffer(s) became non-finite in epoch {epoch + 1} "
+                                   f"(first: {bad[0]!r}) although the loss stayed finite")  # fmt: skip
                 history.append(row)
                 self._save_checkpoint(epoch + 1, opt, sched, gen, history)
                 bar.epoch_done(row)
@@ -238,6 +258,43 @@ class Trainer:
         if test is not None:
             final = {f"test_{k}": v for k, v in evaluate(student, test).items()}
         return FitResult(history, final)
+
+    # --- divergence ------------------------------------------------------------------------------
+    def _check_loss(self, loss: Tensor, terms: dict[str, Tensor], epoch: int, step: int) -> None:
+        """NaN/inf, or (after the first REFERENCE_STEPS steps) above divergence_factor x their mean loss."""
+        value = float(loss.detach())
+        where = f"at epoch {epoch + 1} step {step + 1}"
+        if not math.isfinite(value):
+            bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["total"]
+            self._diverged(f"loss term {bad[0]!r} became {value} {where}")
+        ref = self.loss_reference
+        if len(ref) < REFERENCE_STEPS:
+            ref.append(value)
+            return
+        factor = self.cfg.divergence_factor
+        limit = factor * max(sum(ref) / len(ref), 1e-3)
+        if factor > 0 and value > limit:
+            worst = max(terms, key=lambda k: float(terms[k].detach())) if terms else "total"
+            self._diverged(
+                f"loss exploded to {value:.3g} {where} (term {worst!r}; the rule: above train.divergence_factor="
+                f"{factor:g} x {limit / factor:.3g}, the mean of the first {REFERENCE_STEPS} steps)"
+            )
+
+    def _diverged(self, what: str) -> None:
+        """Restore the last good epoch (if any) and raise TrainingDiverged."""
+        last_good = None
+        if self.run.checkpoint.exists():
+            from edgekd.models.checkpoint import read_checkpoint
+
+            ck = read_checkpoint(self.run.checkpoint)
+            self.distiller.load_state_dict(ck["distiller"])
+            last_good = int(ck["epoch"])
+        kept = (
+            f"last good checkpoint kept ({self.run.checkpoint}, epoch {last_good})"
+            if last_good
+            else "no good epoch yet"
+        )
+        raise TrainingDiverged(f"{self.label}: {what}; {kept}; lower train.lr or check the data", last_good)
 
     # --- checkpoints -----------------------------------------------------------------------------
     def _save_checkpoint(self, epoch: int, opt, sched, gen: torch.Generator, history: list) -> None:
@@ -253,6 +310,7 @@ class Trainer:
                 "torch_rng": torch.get_rng_state(),
                 "history": history,
                 "seed": self.seed,
+                "loss_reference": list(self.loss_reference),
             },
         )
 
@@ -269,13 +327,25 @@ class Trainer:
         except RuntimeError as e:
             raise EdgekdError(
                 f"{self.run.checkpoint}: does not match this recipe's model ({str(e).splitlines()[0]}); "
-                "use a new run name or delete the checkpoint"
+                "use a new run name or --overwrite"
             ) from None
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        gen.set_state(ck["generator"])
-        torch.set_rng_state(ck["torch_rng"])
-        return int(ck["epoch"]), list(ck["history"])
+        except (KeyError, TypeError, AttributeError):
+            raise EdgekdError(
+                f"{self.run.checkpoint}: incomplete training checkpoint (no model state); use --overwrite to start again"
+            ) from None
+        try:
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            gen.set_state(ck["generator"])
+            torch.set_rng_state(ck["torch_rng"])
+            start, history = int(ck["epoch"]), list(ck["history"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise EdgekdError(
+                f"{self.run.checkpoint}: incomplete training checkpoint ({type(e).__name__}: {e}); "
+                "use --overwrite to start again"
+            ) from None
+        self.loss_reference = [float(v) for v in ck.get("loss_reference", [])]
+        return start, history
 
 
 class _Progress:

@@ -12,7 +12,7 @@ from torch import nn
 
 from edgekd.atomic import atomic_torch_save
 from edgekd.errors import EdgekdError
-from edgekd.models.registry import build_model
+from edgekd.models.registry import build_model, check_name_from_file
 
 FORMAT = "edgekd-model/1"
 
@@ -41,42 +41,65 @@ def save_model(
     return atomic_torch_save(path, obj)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def _describe_load_failure(path: Path, err: BaseException) -> str:
+    """Why ``torch.load`` failed, in edgekd's words (torch's own text is long and advises unsafe loading)."""
+    try:
+        head = path.read_bytes()[:4]
+        size = path.stat().st_size
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    if size == 0:
+        return "is empty"
+    if head != b"PK\x03\x04":
+        return "is not a PyTorch checkpoint (no zip archive inside; wrong file?)"
+    if isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower():
+        return (
+            "holds Python objects that edgekd refuses to unpickle (only tensors and plain data are loaded); "
+            "it was not written by edgekd"
+        )
+    if not zipfile.is_zipfile(path):
+        return "is truncated or corrupt (incomplete zip archive)"
+    return f"is corrupt ({type(err).__name__})"
+
+
+def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
     """Read a checkpoint safely (``weights_only=True``) with a one-line error for bad files."""
     path = Path(path)
     if not path.exists():
-        raise EdgekdError(f"{path}: checkpoint not found")
+        raise EdgekdError(f"{path}: {what} not found")
+    if path.is_dir():
+        raise EdgekdError(f"{path}: is a folder, expected a {what} file (.pt)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        RuntimeError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-        EOFError,
-        ValueError,
-        IndexError,
-        KeyError,
-        TypeError,
-    ) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except Exception as e:  # torch raises many types for bad bytes; all mean the same to the user
         raise EdgekdError(
-            f"{path}: corrupt or not an edgekd checkpoint ({first[:120]}); re-create it with `edgekd train`"
+            f"{path}: {what} {_describe_load_failure(path, e)}; re-create it (e.g. with `edgekd train`) "
+            "or pass the right file"
         ) from None
+    if not isinstance(obj, dict):
+        raise EdgekdError(f"{path}: not an edgekd {what} (holds a {type(obj).__name__}, expected a mapping)")
     return obj
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model saved at ``path``. Returns ``(model in eval mode, record without state_dict)``."""
-    obj = read_checkpoint(path)
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+    """Rebuild the model saved at ``path``. Returns ``(model in eval mode, record without state_dict)``.
+
+    The model name in the file must be a registered model (or a user model explicitly trusted with
+    :func:`edgekd.models.registry.trust_model_code`): a file never chooses which code runs.
+    """
+    obj = read_checkpoint(path, "model file")
+    if obj.get("format") != FORMAT:
         raise EdgekdError(f"{path}: not an edgekd model file (expected format {FORMAT}); save it with edgekd")
-    model = build_model(obj["name"], **obj["kwargs"])
+    name = check_name_from_file(obj.get("name"), str(path))
+    kwargs, state = obj.get("kwargs"), obj.get("state_dict")
+    if not isinstance(kwargs, dict) or not isinstance(state, dict):
+        raise EdgekdError(f"{path}: model file lacks 'kwargs' or 'state_dict'; re-save it with edgekd")
+    model = build_model(name, **kwargs)
     try:
-        model.load_state_dict(obj["state_dict"])
-    except RuntimeError as e:
-        raise EdgekdError(
-            f"{path}: weights do not match model {obj['name']!r} ({str(e).splitlines()[0]})"
-        ) from None
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EdgekdError(f"{path}: weights do not match model {name!r} ({first})") from None
     model.eval()
     record = {k: v for k, v in obj.items() if k != "state_dict"}
     return model, record

@@ -1,13 +1,17 @@
 """Models by name (timm style): ``build_model("cnn", input_shape=(1, 28, 28), num_classes=10, width=0.5)``.
 
-A name of the form ``package.module:ClassName`` builds a user model; it receives the same kwargs.
+A name of the form ``package.module:ClassName`` builds a user model; it receives the same kwargs. Such a
+name is only honoured when the user typed it (a recipe, the command line): a name read from a *file*
+(a checkpoint) must be a registered model, unless the user passed ``--trust-model-code`` for it
+(:func:`trust_model_code`). Opening someone's checkpoint therefore never imports or calls their code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from torch import nn
@@ -18,10 +22,50 @@ from edgekd.registry import Registry
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 register_model = MODELS.register
 
+# Names of user models (``module:Class``) that may be built from a file. ``"*"`` trusts every name.
+_TRUSTED_CODE: set[str] = set()
+
+
+def is_code_reference(name: str) -> bool:
+    """True for ``package.module:Callable`` names, which import and call user code."""
+    return ":" in name
+
+
+@contextlib.contextmanager
+def trust_model_code(names: Iterable[str] | bool) -> Iterator[None]:
+    """Allow the given user-model names (or every name, with ``True``) to be built from files."""
+    added = {"*"} if names is True else {n for n in (names or []) if is_code_reference(n)}
+    added -= _TRUSTED_CODE
+    _TRUSTED_CODE.update(added)
+    try:
+        yield
+    finally:
+        _TRUSTED_CODE.difference_update(added)
+
+
+def check_name_from_file(name: Any, source: str) -> str:
+    """Refuse a model name read from ``source`` unless it is registered or explicitly trusted."""
+    if not isinstance(name, str) or not name:
+        raise EdgekdError(f"{source}: the model name is missing or not a string; not an edgekd model file")
+    if name in MODELS:
+        return name
+    if is_code_reference(name):
+        if "*" in _TRUSTED_CODE or name in _TRUSTED_CODE:
+            return name
+        mod = name.partition(":")[0]
+        raise EdgekdError(
+            f"{source}: names model {name!r}, which is not a registered edgekd model; building it would import "
+            f"{mod!r} and call code named by the file. Only if you wrote this file and trust it, pass "
+            f"--trust-model-code (it will import {mod!r})"
+        )
+    raise EdgekdError(
+        f"{source}: names unknown model {name!r}; registered models: {', '.join(MODELS.names())}"
+    )
+
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered model (or ``module:Class``) with keyword arguments."""
-    if ":" in name:
+    """Build a registered model (or ``module:Class`` typed by the user) with keyword arguments."""
+    if is_code_reference(name):
         mod_name, _, cls_name = name.partition(":")
         try:
             builder = getattr(importlib.import_module(mod_name), cls_name)
