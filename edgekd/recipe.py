@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from edgekd.errors import EdgekdError
-from edgekd.yamlio import safe_load
+from edgekd.yamlio import read_yaml_file, safe_load
 
 
 @dataclass
@@ -61,6 +61,8 @@ class TrainConfig:
     grad_clip: float = 0.0
     max_norm: float = 0.0  # Hinton-style max-norm constraint on incoming weights of Linear layers
     threads: int = 0  # 0: torch default
+    device: str = "auto"  # auto (a GPU when there is one) | cpu | cuda | mps
+    amp: str = "off"  # mixed precision on GPUs: off | bf16 | fp16
     # A step loss above divergence_factor x the mean of the run's first 10 step losses is treated like NaN
     # (the run stops and keeps the last good epoch); 0 turns the rule off.
     divergence_factor: float = 1e4
@@ -70,8 +72,43 @@ class TrainConfig:
 @dataclass
 class TeacherConfig:
     path: str | None = None  # run folder or checkpoint; if empty, `edgekd run` trains one
+    paths: list[str] = field(default_factory=list)  # several teachers: an ensemble (see `combine`)
+    combine: str = "mean-logits"  # how an ensemble's outputs are combined: mean-logits | mean-probs
+    input: str = "x"  # what the teacher reads: x, or the name of a privileged input of the data set
     model: ModelConfig | None = None
     train: dict[str, Any] = field(default_factory=dict)  # overrides of `train` for the teacher
+
+
+@dataclass
+class LossConfig:
+    """One loss of a composition: ``{name: hint, weight: 1, student: features.2, teacher: layer2}``."""
+
+    name: str = "ce"
+    weight: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)
+    student: str | None = None  # module path in the student (feature losses)
+    teacher: str | None = None  # module path in the teacher
+    adapter: str = "auto"  # auto | conv1x1 | linear | none (when the shapes differ)
+
+
+@dataclass
+class StageConfig:
+    """A training stage: its own epochs, optimizer/schedule (``train`` overrides), losses and which
+    student parameters train (a module-path prefix, or all). Stage k starts from stage k-1's weights."""
+
+    name: str = ""
+    epochs: int = 1
+    train: dict[str, Any] = field(default_factory=dict)
+    losses: list[LossConfig] = field(default_factory=list)  # empty: the recipe's method / losses
+    trainable: str | None = None
+
+
+@dataclass
+class SchemeConfig:
+    """How networks are combined above the training loop (``edgekd methods`` lists them)."""
+
+    name: str = "single"
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -106,6 +143,9 @@ class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig)
     teacher: TeacherConfig | None = None
     method: MethodConfig = field(default_factory=MethodConfig)
+    losses: list[LossConfig] = field(default_factory=list)  # a composition (method `compose`)
+    stages: list[StageConfig] = field(default_factory=list)
+    scheme: SchemeConfig = field(default_factory=SchemeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     baseline: bool = False  # `edgekd run`: also train the student on labels alone, for comparison
@@ -227,18 +267,9 @@ def recipe_from_dict(data: dict[str, Any], source: str = "recipe") -> Recipe:
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Load, override, validate. Errors name the file and the key."""
     path = Path(path)
-    try:
-        data = safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise EdgekdError(f"{path}: recipe not found") from None
-    except IsADirectoryError:
-        raise EdgekdError(f"{path}: is a folder; pass a recipe .yaml file") from None
-    except UnicodeDecodeError:
-        raise EdgekdError(f"{path}: not a text file; pass a recipe .yaml file") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise EdgekdError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    data = read_yaml_file(path, "recipe")
+    if data is None:
+        raise EdgekdError(f"{path}: the recipe is empty; see examples/ for one to start from")
     if not isinstance(data, dict):
         raise EdgekdError(f"{path}: a recipe must be a YAML mapping at top level")
     data = apply_overrides(data, overrides or [])
@@ -258,6 +289,13 @@ def validate(r: Recipe, source: str) -> None:
          "must be constant, cosine, step or multistep"),
         (0 <= r.data.jitter <= 8, "data.jitter", "must be between 0 and 8 pixels"),
         (r.name and "/" not in r.name, "name", "must be a non-empty folder name without '/'"),
+        (r.train.device in ("auto", "cpu", "cuda", "mps"), "train.device", "must be auto, cpu, cuda or mps"),
+        (r.train.amp in ("off", "bf16", "fp16"), "train.amp", "must be off, bf16 or fp16"),
+        (r.teacher is None or r.teacher.combine in ("mean-logits", "mean-probs"), "teacher.combine",
+         "must be mean-logits or mean-probs"),
+        (all(s.epochs >= 1 for s in r.stages), "stages[].epochs", "must be >= 1"),
+        (r.teacher is None or not (r.teacher.path and r.teacher.paths), "teacher",
+         "give either 'path' (one teacher) or 'paths' (an ensemble), not both"),
     ]  # fmt: skip
     for ok, key, what in checks:
         if not ok:

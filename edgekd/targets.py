@@ -146,15 +146,9 @@ def parse_target(data: Any, path: Path) -> Target:
 
 
 def _read_yaml(path: Path) -> Any:
-    import yaml
+    from edgekd.yamlio import read_yaml_file
 
-    try:
-        return yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise EdgekdError(f"{path}: cannot read target profile ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        first = str(e).replace("\n", " ")[:150]
-        raise EdgekdError(f"{path}: not valid YAML ({first})") from None
+    return read_yaml_file(path, "target profile")
 
 
 def load_target(name_or_path: str | os.PathLike) -> Target:

@@ -97,7 +97,7 @@ def test_corrupt_teacher_checkpoint(tmp_path, capsys):
         {"name": "x", "data": {"name": "digits"}, "teacher": {"path": str(bad)}, "method": {"name": "kd"}},
     )
     code, err = _run_main(["distill", str(rec), "--runs-dir", str(tmp_path), "-q"], capsys)
-    assert code == 2 and f"{bad}: corrupt or not an edgekd checkpoint" in err
+    assert code == 2 and f"{bad}: model file is not a PyTorch checkpoint" in err
 
 
 def test_bad_yaml_and_bad_override(tmp_path, capsys):

@@ -99,11 +99,23 @@ def command(
             raise EdgekdError(
                 "--data and --teacher are for FILE mode; a run folder uses its data.json and teacher.pt"
             )
+        from edgekd.runfolder import RunFolder
+
+        run = RunFolder(paths[0])
+        for model_file in (run.student, run.model, run.teacher):
+            if model_file.exists():
+                check_model_file(model_file)  # a corrupt run file is an input error (exit 2), not a row
         report = profile_run(paths[0], **common)
         click.echo(f"reports: {paths[0] / 'report.html'}, report.md, report.json", err=True)
     else:
+        bad = []
         for p in paths:
-            check_model_file(p)
+            try:
+                check_model_file(p)
+            except EdgekdError as e:
+                bad.append(e)
+        if len(bad) == len(paths):  # nothing to profile: bad input (one good file still gets profiled)
+            raise bad[0]
         if teacher is not None:
             check_model_file(teacher)
         report = profile_files(paths, data, teacher=teacher, **common)

@@ -19,7 +19,7 @@ def command(as_json: bool) -> None:
     """List target profiles (targets/*.yaml, $EDGEKD_TARGETS_DIR) with CPU, clock, RAM, flash, runtime."""
     from edgekd.targets import list_targets
 
-    targets = list_targets(strict=False)
+    targets = list_targets(strict=True)  # a broken board file is named, not hidden
     if as_json:
         import json
 

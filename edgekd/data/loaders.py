@@ -79,22 +79,33 @@ def digits() -> RawData:
 @register_dataset("npz")
 def npz(path: str, scale: float = 1.0, class_names: list[str] | None = None) -> RawData:
     """The user's own arrays: an ``.npz`` with ``x`` (N, C, H, W) or (N, F) and integer ``y``; optional
-    ``x_test``/``y_test``. Loaded with ``allow_pickle=False``."""
+    ``x_test``/``y_test``; optional ``task`` (``classification`` or ``reconstruction``: then ``y`` may be
+    left out, or hold anomaly labels 0/1); optional privileged inputs ``priv_<name>`` (and
+    ``priv_<name>_test``) that only a teacher reads. Loaded with ``allow_pickle=False``."""
     p = Path(path).expanduser()
     try:
         with np.load(p, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:
         raise EdgekdError(f"{p}: cannot read npz ({e}); expected arrays 'x' and 'y'") from None
-    for key in ("x", "y"):
-        if key not in arrays:
-            raise EdgekdError(f"{p}: missing array {key!r} (found {', '.join(arrays) or 'none'})")
+    task = str(arrays.pop("task")) if "task" in arrays else "classification"
+    if "x" not in arrays:
+        raise EdgekdError(f"{p}: missing array 'x' (found {', '.join(arrays) or 'none'})")
+    if "y" not in arrays:
+        if task != "reconstruction":
+            raise EdgekdError(f"{p}: missing array 'y' (found {', '.join(arrays) or 'none'})")
+        arrays["y"] = np.zeros(len(arrays["x"]), np.int64)
+        if "x_test" in arrays and "y_test" not in arrays:
+            arrays["y_test"] = np.zeros(len(arrays["x_test"]), np.int64)
     x, y = arrays["x"], arrays["y"].astype(np.int64).ravel()
     if len(x) != len(y):
         raise EdgekdError(f"{p}: x has {len(x)} rows but y has {len(y)}")
     n_cls = int(max(y.max(), arrays.get("y_test", y).max())) + 1
-    names = class_names or [str(i) for i in range(n_cls)]
-    return RawData(x, y, arrays.get("x_test"), arrays.get("y_test"), names, str(p), scale=scale)
+    names = class_names or [str(i) for i in range(max(n_cls, 1))]
+    extra_train = {k[5:]: v for k, v in arrays.items() if k.startswith("priv_") and not k.endswith("_test")}
+    extra_test = {k[5:-5]: v for k, v in arrays.items() if k.startswith("priv_") and k.endswith("_test")}
+    return RawData(x, y, arrays.get("x_test"), arrays.get("y_test"), names, str(p), scale=scale, task=task,
+                   extra_train=extra_train, extra_test=extra_test)  # fmt: skip
 
 
 @register_dataset("image-folder")

@@ -35,17 +35,26 @@ class RawData:
     class_names: list[str]
     source: str
     scale: float = 1.0  # divide raw values by this first (255 for uint8 images)
+    task: str = "classification"  # or "reconstruction" (autoencoders; y = anomaly labels or zeros)
+    # privileged inputs (Vapnik): only the teacher reads them, only in training; name -> rows aligned with x
+    extra_train: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_test: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
 class ArrayDataset:
-    """Normalised float32 inputs ``x`` (N, C, H, W) and int64 labels ``y`` (N,)."""
+    """Normalised float32 inputs ``x`` (N, C, H, W) and int64 labels ``y`` (N,); ``extra`` holds
+    privileged inputs aligned with ``x`` (float32, as given)."""
 
     x: np.ndarray
     y: np.ndarray
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def subset(self, idx: np.ndarray) -> ArrayDataset:
+        return ArrayDataset(self.x[idx], self.y[idx], {k: v[idx] for k, v in self.extra.items()})
 
 
 @dataclass
@@ -62,11 +71,14 @@ class DataSplits:
     scale: float
     source: str
     info: dict[str, Any] = field(default_factory=dict)
+    task: str = "classification"
 
     def describe(self) -> dict[str, Any]:
-        """What goes into the run folder's ``data.json``."""
+        """What goes into the run folder's ``data.json`` (``task`` is read by export and profile)."""
         return {
             "name": self.name,
+            "task": self.task,
+            "extra_inputs": sorted(self.train.extra),
             "source": self.source,
             "num_classes": self.num_classes,
             "input_shape": list(self.input_shape),
@@ -129,41 +141,48 @@ def load_data(
     if not 0.0 < train_fraction <= 1.0:
         raise EdgekdError(f"data.train_fraction={train_fraction}: must be in (0, 1]")
     raw = DATASETS.get(name)(**(options or {}))
+    from edgekd.distill.losses.base import TASKS
+
+    if raw.task not in TASKS:
+        raise EdgekdError(f"data set {name!r}: task {raw.task!r}; valid: {', '.join(TASKS)}")
     rng = np.random.default_rng(seed)
-    x, y = raw.x_train, raw.y_train.astype(np.int64)
+    full = ArrayDataset(raw.x_train, raw.y_train.astype(np.int64), dict(raw.extra_train))
+    for k, v in full.extra.items():
+        if len(v) != len(full.y):
+            raise EdgekdError(
+                f"data set {name!r}: privileged input {k!r} has {len(v)} rows, x has {len(full.y)}"
+            )
     if raw.x_test is None:
-        rest, test_idx = _stratified_split(y, test_fraction, rng)
-        x_test, y_test = x[test_idx], y[test_idx]
-        x, y = x[rest], y[rest]
+        rest, test_idx = _stratified_split(full.y, test_fraction, rng)
+        test = full.subset(test_idx)
+        full = full.subset(rest)
     else:
-        x_test, y_test = raw.x_test, raw.y_test.astype(np.int64)
-    train_idx, val_idx = _stratified_split(y, val_fraction, rng)
-    x_val, y_val = x[val_idx], y[val_idx]
-    x_tr, y_tr = x[train_idx], y[train_idx]
+        test = ArrayDataset(raw.x_test, raw.y_test.astype(np.int64), dict(raw.extra_test))
+    train_idx, val_idx = _stratified_split(full.y, val_fraction, rng)
+    val, train = full.subset(val_idx), full.subset(train_idx)
     load_args = {"name": name, "seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction,
                  "train_fraction": train_fraction, "exclude_classes": list(exclude_classes or []),
                  "options": dict(options or {})}  # fmt: skip
     info: dict[str, Any] = {"seed": seed, "val_fraction": val_fraction, "load_args": load_args}
     if train_fraction < 1.0:
-        _, keep = _stratified_split(y_tr, train_fraction, rng)
-        x_tr, y_tr = x_tr[keep], y_tr[keep]
+        _, keep = _stratified_split(train.y, train_fraction, rng)
+        train = train.subset(keep)
         info["train_fraction"] = train_fraction
     if exclude_classes:
-        keep = ~np.isin(y_tr, exclude_classes)
-        x_tr, y_tr = x_tr[keep], y_tr[keep]
+        train = train.subset(np.flatnonzero(~np.isin(train.y, exclude_classes)))
         info["exclude_classes_from_train"] = list(exclude_classes)
-    if len(y_tr) == 0:
+    if len(train.y) == 0:
         raise EdgekdError(f"data set {name!r}: the training split is empty after filtering")
-    scaled = x_tr.astype(np.float32) / raw.scale
+    scaled = train.x.astype(np.float32) / raw.scale
     mean, std = float(scaled.mean()), float(scaled.std() + 1e-8)
     splits = DataSplits(
-        name=name, train=ArrayDataset(x_tr, y_tr), val=ArrayDataset(x_val, y_val),
-        test=ArrayDataset(x_test, y_test), num_classes=len(raw.class_names),
-        input_shape=tuple(int(s) for s in x.shape[1:]), class_names=raw.class_names,
-        mean=mean, std=std, scale=raw.scale, source=raw.source, info=info,
+        name=name, train=train, val=val, test=test, num_classes=len(raw.class_names),
+        input_shape=tuple(int(s) for s in raw.x_train.shape[1:]), class_names=raw.class_names,
+        mean=mean, std=std, scale=raw.scale, source=raw.source, info=info, task=raw.task,
     )  # fmt: skip
     for part in (splits.train, splits.val, splits.test):
         part.x = splits.preprocess(part.x)
+        part.extra = {k: np.asarray(v, np.float32) for k, v in part.extra.items()}
     return splits
 
 

@@ -25,7 +25,7 @@ from edgekd.errors import EdgekdError
 from edgekd.recipe import TrainConfig
 from edgekd.runfolder import RunFolder
 
-CHECKPOINT_FORMAT = "edgekd-checkpoint/1"
+CHECKPOINT_FORMAT = "edgekd-checkpoint/2"
 
 
 class TrainingInterrupted(Exception):
@@ -130,21 +130,99 @@ def random_translate(x: Tensor, max_shift: int, gen: torch.Generator) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ArrayDataset, batch_size: int = 1024) -> dict[str, float]:
-    """Top-1 accuracy, error count and mean CE of ``model`` on ``data``."""
+def evaluate(
+    model: nn.Module, data: ArrayDataset, batch_size: int = 1024, task: str = "classification",
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:  # fmt: skip
+    """Classification: top-1 accuracy, error count and mean CE. Reconstruction: mean reconstruction error
+    (the per-sample anomaly score) and, when the labels hold both normal (0) and anomalous (1) samples, the
+    ROC AUC of that score."""
     if len(data) == 0:
         return {}
     was_training = model.training
     model.eval()
-    correct, loss, n = 0, 0.0, len(data)
+    n = len(data)
+    if task == "reconstruction":
+        from edgekd.distill.losses import reconstruction_error
+
+        scores = []
+        for i in range(0, n, batch_size):
+            xb = torch.from_numpy(data.x[i : i + batch_size]).to(device)
+            scores.append(reconstruction_error(model(xb).float(), xb).cpu())
+        model.train(was_training)
+        score = torch.cat(scores).numpy()
+        out = {"recon_error": float(score.mean()), "loss": float(score.mean())}
+        labels = np.asarray(data.y)
+        if set(np.unique(labels)) == {0, 1}:
+            out["auc"] = roc_auc(score, labels)
+        return out
+    correct, loss = 0, 0.0
     for i in range(0, n, batch_size):
-        xb = torch.from_numpy(data.x[i : i + batch_size])
-        yb = torch.from_numpy(data.y[i : i + batch_size])
-        logits = model(xb)
+        xb = torch.from_numpy(data.x[i : i + batch_size]).to(device)
+        yb = torch.from_numpy(data.y[i : i + batch_size]).to(device)
+        logits = model(xb).float()
         loss += float(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"))
         correct += int((logits.argmax(1) == yb).sum())
     model.train(was_training)
     return {"accuracy": correct / n, "errors": n - correct, "loss": loss / n}
+
+
+def roc_auc(score: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC = P(score of a random anomaly > score of a random normal sample), ties counted half
+    (the Mann-Whitney U statistic over average ranks)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(score)
+    pos = labels == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; asking for a device that is absent is an error."""
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if requested == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if requested == "cuda" and not cuda:
+        raise EdgekdError("train.device=cuda: no CUDA GPU is visible to torch here; use device: auto or cpu")
+    if requested == "mps" and not mps:
+        raise EdgekdError("train.device=mps: no Apple GPU (MPS) is available here; use device: auto or cpu")
+    return torch.device(requested)
+
+
+@dataclass
+class Stage:
+    """One stage of a run: a distiller (sharing the student with the other stages), its own training
+    settings, and which student parameters train (a module-path prefix, or all)."""
+
+    name: str
+    distiller: Distiller
+    cfg: TrainConfig
+    trainable: str | None = None
+
+
+def stage_param_groups(stage: Stage, where: str) -> dict[str, list[nn.Parameter]]:
+    """The stage's optimizer groups; with ``trainable`` only student parameters under that prefix train
+    (plus what the stage's losses own, e.g. adapters)."""
+    groups = stage.distiller.param_groups()
+    if stage.trainable is None:
+        return groups
+    student = stage.distiller.student
+    prefix = stage.trainable
+    student_named = dict(student.named_parameters())
+    keep = {id(p) for n, p in student_named.items() if n == prefix or n.startswith(prefix + ".")}
+    student_ids = {id(p) for p in student_named.values()}
+    out = {k: [p for p in ps if id(p) in keep or id(p) not in student_ids] for k, ps in groups.items()}
+    if not any(id(p) in keep for ps in out.values() for p in ps):
+        import difflib
+
+        mods = [n for n, _ in student.named_modules() if n]
+        near = ", ".join(difflib.get_close_matches(prefix, mods, n=5, cutoff=0.3) or mods[:5])
+        raise EdgekdError(
+            f"{where}: trainable {prefix!r} selects no student parameter; nearest module paths: {near}"
+        )
+    return out
 
 
 def _apply_max_norm(model: nn.Module, max_norm: float) -> None:
@@ -156,26 +234,40 @@ def _apply_max_norm(model: nn.Module, max_norm: float) -> None:
 
 
 class Trainer:
-    """Runs ``distiller`` on ``train`` for ``cfg.epochs`` epochs, checkpointing into ``run``."""
+    """Runs the stages (or one distiller for ``cfg.epochs``), checkpointing into ``run`` after every epoch.
+
+    Each stage keeps one optimizer and schedule per network the distiller names in ``param_groups`` (a
+    scheme with two peers has two). The checkpoint records the stage, the epoch inside it, every
+    distiller's state (adapters included), every optimizer and schedule and every RNG, so ``--resume``
+    continues bit-identically, also across a stage boundary.
+    """
 
     def __init__(
         self,
-        distiller: Distiller,
-        cfg: TrainConfig,
+        distiller: Distiller | list[Stage],
+        cfg: TrainConfig | None,
         run: RunFolder,
         *,
         seed: int = 0,
         jitter: int = 0,
         progress: bool = True,
         label: str = "train",
+        task: str = "classification",
     ) -> None:
-        self.distiller = distiller
-        self.cfg = cfg
+        if isinstance(distiller, list):
+            self.stages = distiller
+        else:
+            assert cfg is not None
+            self.stages = [Stage("train", distiller, cfg)]
+        self.distiller = self.stages[-1].distiller
+        self.cfg = self.stages[0].cfg
         self.run = run
         self.seed = seed
         self.jitter = jitter
         self.progress = progress
         self.label = label
+        self.task = task
+        self.loss_reference: list[float] = []
 
     def fit(
         self,
@@ -186,77 +278,130 @@ class Trainer:
         resume: bool = False,
         stop_after_epoch: int | None = None,
     ) -> FitResult:
-        cfg = self.cfg
-        torch.set_num_threads(resolve_threads(cfg.threads))
+        torch.set_num_threads(resolve_threads(self.cfg.threads))
+        device = resolve_device(self.cfg.device)
         seed_everything(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
-        params = list(self.distiller.trainable_parameters())
-        opt = make_optimizer(params, cfg)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg))
+        for st in self.stages:
+            st.distiller.to(device)
         history: list[dict[str, Any]] = []
-        start = 0
-        self.loss_reference: list[float] = []
+        start_stage, start_epoch, opt_states = 0, 0, None
         if resume and self.run.checkpoint.exists():
-            start, history = self._load_checkpoint(opt, sched, gen)
+            start_stage, start_epoch, history, opt_states = self._load_checkpoint(gen)
         elif resume:
             raise EdgekdError(f"{self.run.checkpoint}: nothing to resume; run without --resume")
 
         x_all = torch.from_numpy(train.x)
         y_all = torch.from_numpy(train.y)
+        extra_all = {k: torch.from_numpy(v) for k, v in train.extra.items()}
         n = len(y_all)
-        steps = max(1, math.ceil(n / cfg.batch_size))
-        student = self.distiller.student
-        bar = _Progress(self.label, cfg.epochs, steps, start, enabled=self.progress)
+        total_epochs = sum(st.cfg.epochs for st in self.stages)
+        done_before = sum(st.cfg.epochs for st in self.stages[:start_stage]) + start_epoch
+        bar = _Progress(self.label, total_epochs, max(1, math.ceil(n / self.cfg.batch_size)), done_before,
+                        enabled=self.progress)  # fmt: skip
+        epoch_global = done_before
         with bar:
-            for epoch in range(start, cfg.epochs):
-                self.distiller.train()
-                self.distiller.on_epoch_start(epoch, cfg.epochs)
-                t0 = time.perf_counter()
-                perm = torch.randperm(n, generator=gen)
-                sums: dict[str, float] = {}
-                correct = 0
-                for step in range(steps):
-                    idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                    xb, yb = x_all[idx], y_all[idx]
-                    if self.jitter:
-                        xb = random_translate(xb, self.jitter, gen)
-                    logits, terms = self.distiller.forward_train(xb, yb)
-                    loss = sum(terms.values())
-                    self._check_loss(loss, terms, epoch, step)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    opt.step()
-                    if cfg.max_norm > 0:
-                        _apply_max_norm(student, cfg.max_norm)
-                    for k, v in terms.items():
-                        sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
-                    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * len(idx)
-                    correct += int((logits.argmax(1) == yb).sum())
-                    bar.step({k: v / ((step + 1) * cfg.batch_size) for k, v in sums.items()})
-                sched.step()
-                row: dict[str, Any] = {"epoch": epoch + 1, "lr": cfg.lr * lr_factor(cfg)(epoch),
-                                       "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
-                row.update({f"train_{k}": v / n for k, v in sums.items()})
-                row["train_accuracy"] = correct / n
-                if val is not None and len(val):
-                    row.update({f"val_{k}": v for k, v in evaluate(student, val).items()})
-                if test is not None and cfg.eval_test_each_epoch:
-                    row.update({f"test_{k}": v for k, v in evaluate(student, test).items()})
-                bad = non_finite_tensors(self.distiller)
-                if bad:
-                    self._diverged(f"{len(bad)} parameter(s)/buffer(s) became non-finite in epoch {epoch + 1} "
-                                   f"(first: {bad[0]!r}) although the loss stayed finite")  # fmt: skip
-                history.append(row)
-                self._save_checkpoint(epoch + 1, opt, sched, gen, history)
-                bar.epoch_done(row)
-                if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.epochs:
-                    raise TrainingInterrupted(f"stopped after epoch {epoch + 1}")
-        self.distiller.on_train_end(x_all)
+            for k in range(start_stage, len(self.stages)):
+                stage = self.stages[k]
+                cfg = stage.cfg
+                where = f"stages[{k}]" if len(self.stages) > 1 else "train"
+                groups = stage_param_groups(stage, where)
+                opts = {name: make_optimizer(ps, cfg) for name, ps in groups.items() if ps}
+                if not opts:
+                    raise EdgekdError(f"{where}: trains no parameter; check `trainable` and the losses")
+                scheds = {
+                    name: torch.optim.lr_scheduler.LambdaLR(o, lr_factor(cfg)) for name, o in opts.items()
+                }
+                first = start_epoch if k == start_stage else 0
+                if k == start_stage and opt_states is not None:
+                    self._restore_optimizers(opts, scheds, opt_states)
+                amp = _Amp(cfg.amp, device)
+                distiller = stage.distiller
+                self.distiller = distiller
+                steps = max(1, math.ceil(n / cfg.batch_size))
+                student = distiller.student
+                params = [p for ps in groups.values() for p in ps]
+                for epoch in range(first, cfg.epochs):
+                    distiller.train()
+                    distiller.on_epoch_start(epoch, cfg.epochs)
+                    t0 = time.perf_counter()
+                    perm = torch.randperm(n, generator=gen)
+                    sums: dict[str, float] = {}
+                    correct = 0
+                    for step in range(steps):
+                        idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                        xb, yb = x_all[idx], y_all[idx]
+                        if self.jitter:
+                            xb = random_translate(xb, self.jitter, gen)
+                        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                        with amp.autocast():
+                            if extra_all:
+                                extra = {key: v[idx].to(device) for key, v in extra_all.items()}
+                                logits, terms = distiller.forward_train(xb, yb, extra=extra)
+                            else:
+                                logits, terms = distiller.forward_train(xb, yb)
+                        loss = sum(terms.values())
+                        self._check_loss(loss, terms, epoch_global, step)
+                        for o in opts.values():
+                            o.zero_grad(set_to_none=True)
+                        amp.backward(loss)
+                        if cfg.grad_clip > 0:
+                            amp.unscale(opts.values())
+                            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                        amp.step(opts.values())
+                        if cfg.max_norm > 0:
+                            _apply_max_norm(student, cfg.max_norm)
+                        for key, v in terms.items():
+                            sums[key] = sums.get(key, 0.0) + float(v.detach()) * len(idx)
+                        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * len(idx)
+                        if self.task == "classification":
+                            correct += int((logits.argmax(1) == yb).sum())
+                        bar.step({key: v / ((step + 1) * cfg.batch_size) for key, v in sums.items()})
+                    for sc in scheds.values():
+                        sc.step()
+                    epoch_global += 1
+                    row: dict[str, Any] = {"epoch": epoch_global, "lr": cfg.lr * lr_factor(cfg)(epoch),
+                                           "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
+                    if len(self.stages) > 1:
+                        row.update({"stage": k + 1, "stage_name": stage.name, "stage_epoch": epoch + 1})
+                    row.update({f"train_{key}": v / n for key, v in sums.items()})
+                    if self.task == "classification":
+                        row["train_accuracy"] = correct / n
+                    if val is not None and len(val):
+                        row.update(
+                            {
+                                f"val_{key}": v
+                                for key, v in evaluate(student, val, task=self.task, device=device).items()
+                            }
+                        )
+                    if test is not None and cfg.eval_test_each_epoch:
+                        row.update(
+                            {
+                                f"test_{key}": v
+                                for key, v in evaluate(student, test, task=self.task, device=device).items()
+                            }
+                        )
+                    bad = non_finite_tensors(distiller)
+                    if bad:
+                        self._diverged(f"{len(bad)} parameter(s)/buffer(s) became non-finite in epoch {epoch_global} "
+                                       f"(first: {bad[0]!r}) although the loss stayed finite")  # fmt: skip
+                    history.append(row)
+                    self._save_checkpoint(k, epoch + 1, opts, scheds, gen, history)
+                    bar.epoch_done(row)
+                    if (
+                        stop_after_epoch is not None
+                        and epoch_global >= stop_after_epoch
+                        and epoch_global < total_epochs
+                    ):
+                        raise TrainingInterrupted(f"stopped after epoch {epoch_global}")
+        self.distiller.on_train_end(x_all.to(device))
         final: dict[str, Any] = {}
         if test is not None:
-            final = {f"test_{k}": v for k, v in evaluate(student, test).items()}
+            final = {
+                f"test_{key}": v
+                for key, v in evaluate(self.distiller.student, test, task=self.task, device=device).items()
+            }
+        self.distiller.to("cpu")
         return FitResult(history, final)
 
     # --- divergence ------------------------------------------------------------------------------
@@ -287,8 +432,9 @@ class Trainer:
             from edgekd.models.checkpoint import read_checkpoint
 
             ck = read_checkpoint(self.run.checkpoint)
-            self.distiller.load_state_dict(ck["distiller"])
-            last_good = int(ck["epoch"])
+            for st, state in zip(self.stages, ck["distillers"]):
+                st.distiller.load_state_dict(state)
+            last_good = int(ck.get("global_epoch", ck["epoch"]))
         kept = (
             f"last good checkpoint kept ({self.run.checkpoint}, epoch {last_good})"
             if last_good
@@ -297,15 +443,18 @@ class Trainer:
         raise TrainingDiverged(f"{self.label}: {what}; {kept}; lower train.lr or check the data", last_good)
 
     # --- checkpoints -----------------------------------------------------------------------------
-    def _save_checkpoint(self, epoch: int, opt, sched, gen: torch.Generator, history: list) -> None:
+    def _save_checkpoint(self, stage: int, epoch: int, opts: dict, scheds: dict, gen: torch.Generator,
+                         history: list) -> None:  # fmt: skip
         atomic_torch_save(
             self.run.checkpoint,
             {
                 "format": CHECKPOINT_FORMAT,
-                "epoch": epoch,
-                "distiller": self.distiller.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
+                "stage": stage,
+                "epoch": epoch,  # inside the stage
+                "global_epoch": len(history),
+                "distillers": [_cpu_state(st.distiller) for st in self.stages],
+                "optimizers": {k: o.state_dict() for k, o in opts.items()},
+                "schedulers": {k: s.state_dict() for k, s in scheds.items()},
                 "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "history": history,
@@ -314,16 +463,22 @@ class Trainer:
             },
         )
 
-    def _load_checkpoint(self, opt, sched, gen: torch.Generator) -> tuple[int, list]:
+    def _load_checkpoint(self, gen: torch.Generator) -> tuple[int, int, list, dict]:
         from edgekd.models.checkpoint import read_checkpoint
 
-        ck = read_checkpoint(self.run.checkpoint)
-        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        ck = read_checkpoint(self.run.checkpoint, "training checkpoint")
+        if ck.get("format") != CHECKPOINT_FORMAT:
             raise EdgekdError(
-                f"{self.run.checkpoint}: not an edgekd training checkpoint; delete it to start over"
+                f"{self.run.checkpoint}: not an edgekd training checkpoint of this version; use --overwrite to start over"
             )
         try:
-            self.distiller.load_state_dict(ck["distiller"])
+            states = ck["distillers"]
+            if len(states) != len(self.stages):
+                raise EdgekdError(
+                    f"{self.run.checkpoint}: has {len(states)} stage(s), this recipe {len(self.stages)}; use --overwrite"
+                )
+            for st, state in zip(self.stages, states):
+                st.distiller.load_state_dict(state)
         except RuntimeError as e:
             raise EdgekdError(
                 f"{self.run.checkpoint}: does not match this recipe's model ({str(e).splitlines()[0]}); "
@@ -334,18 +489,72 @@ class Trainer:
                 f"{self.run.checkpoint}: incomplete training checkpoint (no model state); use --overwrite to start again"
             ) from None
         try:
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
             gen.set_state(ck["generator"])
             torch.set_rng_state(ck["torch_rng"])
-            start, history = int(ck["epoch"]), list(ck["history"])
+            stage, epoch, history = int(ck["stage"]), int(ck["epoch"]), list(ck["history"])
+            opt_states = {"optimizers": dict(ck["optimizers"]), "schedulers": dict(ck["schedulers"])}
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise EdgekdError(
                 f"{self.run.checkpoint}: incomplete training checkpoint ({type(e).__name__}: {e}); "
                 "use --overwrite to start again"
             ) from None
         self.loss_reference = [float(v) for v in ck.get("loss_reference", [])]
-        return start, history
+        if (
+            stage < len(self.stages)
+            and epoch >= self.stages[stage].cfg.epochs
+            and stage + 1 < len(self.stages)
+        ):
+            return stage + 1, 0, history, None  # the checkpoint closed a stage: the next one starts fresh
+        return stage, epoch, history, opt_states
+
+    def _restore_optimizers(self, opts: dict, scheds: dict, states: dict) -> None:
+        try:
+            for k, o in opts.items():
+                o.load_state_dict(states["optimizers"][k])
+                scheds[k].load_state_dict(states["schedulers"][k])
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise EdgekdError(
+                f"{self.run.checkpoint}: optimizer state does not match this recipe ({type(e).__name__}: {e}); "
+                "use --overwrite"
+            ) from None
+
+
+def _cpu_state(module: nn.Module) -> dict[str, Any]:
+    return {k: (v.detach().cpu() if isinstance(v, Tensor) else v) for k, v in module.state_dict().items()}
+
+
+class _Amp:
+    """Mixed precision on GPUs: autocast in bf16 or fp16 (with a gradient scaler); a no-op otherwise."""
+
+    def __init__(self, mode: str, device: torch.device) -> None:
+        self.enabled = mode != "off" and device.type == "cuda"
+        self.dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda") if self.enabled and mode == "fp16" else None
+        self.device = device
+
+    def autocast(self):
+        import contextlib
+
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def backward(self, loss: Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def unscale(self, opts) -> None:
+        if self.scaler:
+            for o in opts:
+                self.scaler.unscale_(o)
+
+    def step(self, opts) -> None:
+        for o in opts:
+            if self.scaler:
+                self.scaler.step(o)
+            else:
+                o.step()
+        if self.scaler:
+            self.scaler.update()
 
 
 class _Progress:
@@ -382,13 +591,16 @@ class _Progress:
 
     def epoch_done(self, row: dict[str, Any]) -> None:
         if self.enabled:
-            acc = row.get("val_accuracy", row.get("train_accuracy"))
-            which = "val" if "val_accuracy" in row else "train"
+            key = next(
+                (k for k in ("val_accuracy", "train_accuracy", "val_auc", "val_recon_error") if k in row),
+                None,
+            )
+            info = f"loss={row['train_loss']:.4f}" + (f" {key}={row[key]:.4f}" if key else "")
             self.p.update(
                 self.task,
                 completed=(row["epoch"] - self.start) * self.steps,
                 description=f"{self.label} epoch {row['epoch']}/{self.epochs}",
-                info=f"loss={row['train_loss']:.4f} {which}_acc={acc:.4f}",
+                info=info,
             )
 
 

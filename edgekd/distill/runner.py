@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,14 @@ from torch import nn
 from edgekd.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from edgekd.data import DataSplits, load_data
 from edgekd.distill.bias import tune_class_bias
-from edgekd.distill.engine import Trainer, TrainingDiverged, plot_curves, seed_everything, write_metrics
+from edgekd.distill.engine import (
+    Stage,
+    Trainer,
+    TrainingDiverged,
+    plot_curves,
+    seed_everything,
+    write_metrics,
+)
 from edgekd.distill.methods import build_method
 from edgekd.errors import EdgekdError
 from edgekd.models import build_model, load_model, save_model
@@ -121,30 +129,35 @@ def run_training(
             "again, or choose another name (--set name=...)"
         )
     splits = splits or prepare_data(recipe)
-    teacher, teacher_ckpt = None, None
+    teacher, teacher_files = None, []
     method = recipe.method
+    composed = bool(recipe.losses or recipe.stages)
     if distill:
-        if recipe.teacher is None or not recipe.teacher.path:
+        tc = recipe.teacher
+        if tc is None or not (tc.path or tc.paths):
             raise EdgekdError(
                 "recipe: key 'teacher.path' is required for distill (a run folder or checkpoint)"
             )
-        if method.name == "supervised":
+        if method.name == "supervised" and not composed:
             raise EdgekdError(
-                "recipe: key 'method.name' is 'supervised'; choose a distillation method, e.g. kd"
+                "recipe: key 'method.name' is 'supervised'; choose a distillation method, e.g. kd, or list `losses`"
             )
-        teacher, teacher_ckpt = load_teacher(recipe.teacher.path, splits, runs_dir)
+        teacher, teacher_files = load_teachers(tc, splits, runs_dir)
     kwargs = model_kwargs(recipe.model.kwargs, splits)
     seed_everything(recipe.seed)  # model initialisation is part of the recorded seed
     student = build_model(recipe.model.name, **kwargs)
-    distiller = build_method(method.name, student, teacher, method.params)
+    stages = build_stages(recipe, student, teacher, splits, kwargs)
+    distiller = stages[-1].distiller
 
     # --- validated: from here on the run folder changes ------------------------------------------
     if overwrite and state != "empty" and not resume:
         moved = move_aside(run.root)
         log.info("moved the previous run to %s", moved)
     run.ensure()
-    if teacher_ckpt is not None and not (run.teacher.exists() and run.teacher.samefile(teacher_ckpt)):
-        atomic_write_bytes(run.teacher, Path(teacher_ckpt).read_bytes())
+    for i, f in enumerate(teacher_files):  # copies of the teachers used (teacher.pt, teacher-2.pt, ...)
+        dst = run.teacher if i == 0 else run.root / f"teacher-{i + 1}.pt"
+        if not (dst.exists() and dst.samefile(f)):
+            atomic_write_bytes(dst, Path(f).read_bytes())
     atomic_write_text(run.recipe, dump_recipe(recipe))
     atomic_write_json(run.seeds, {"seed": recipe.seed, "data_split_seed": recipe.seed,
                                   "few_shot_seed": recipe.data.few_shot.seed if recipe.data.few_shot else None})  # fmt: skip
@@ -152,13 +165,14 @@ def run_training(
 
     label = f"{'distill' if distill else 'train'} {recipe.name}"
     trainer = Trainer(
-        distiller,
-        recipe.train,
+        stages,
+        None,
         run,
         seed=recipe.seed,
         jitter=recipe.data.jitter,
         progress=progress,
         label=label,
+        task=splits.task,
     )
     out = run.student if distill else run.model
     try:
@@ -198,9 +212,85 @@ def run_training(
         kwargs,
         meta={"method": method.name, "seed": recipe.seed, **result.final},
     )
+    save_networks(run, distiller, recipe, kwargs, out)
     write_metrics(run, result, extra)
     plot_curves(run, result.history, label)
     return run
+
+
+def load_teachers(tc: Any, splits: DataSplits, runs_dir: str | Path | None) -> tuple[nn.Module, list[Path]]:
+    """One teacher, or an ensemble combined by ``teacher.combine``; checks the privileged input name."""
+    from edgekd.distill.teachers import EnsembleTeacher
+
+    if tc.input != "x" and tc.input not in splits.train.extra:
+        have = ", ".join(sorted(splits.train.extra)) or "none"
+        raise EdgekdError(
+            f"recipe: teacher.input={tc.input!r} is not a privileged input of the data set (has: {have})"
+        )
+    if tc.input != "x":
+        shape = tuple(splits.train.extra[tc.input].shape[1:])
+        splits = replace(splits, input_shape=shape)
+    paths = [tc.path] if tc.path else list(tc.paths)
+    loaded = [load_teacher(p, splits, runs_dir) for p in paths]
+    files = [f for _, f in loaded]
+    if len(loaded) == 1:
+        return loaded[0][0], files
+    return EnsembleTeacher([m for m, _ in loaded], tc.combine), files
+
+
+def build_stages(
+    recipe: Recipe, student: nn.Module, teacher: nn.Module | None, splits: DataSplits, kwargs: dict[str, Any]
+) -> list[Stage]:
+    """The recipe's stages (or one), each with its distiller; all share ``student`` (and its adapters
+    per stage). Stage settings are the top-level ``train`` with the stage's overrides."""
+    import torch
+
+    from edgekd.recipe import recipe_from_dict
+
+    context = {
+        "task": splits.task,
+        "sample_x": torch.from_numpy(splits.train.x[:2]),
+        "teacher_input": recipe.teacher.input if recipe.teacher else "x",
+        "model_factory": lambda: build_model(recipe.model.name, **kwargs),
+    }
+
+    def method_for(losses: list, where: str) -> Any:
+        name = recipe.method.name
+        if losses and name == "supervised":
+            name = "compose"
+        if name == "compose" and not losses:
+            raise EdgekdError(f"{where}: method 'compose' needs a `losses:` list")
+        return build_method(name, student, teacher, recipe.method.params, losses=losses or None, where=where,
+                            **context)  # fmt: skip
+
+    if not recipe.stages:
+        return [Stage("train", method_for(recipe.losses, "losses"), recipe.train)]
+    stages = []
+    for i, sc in enumerate(recipe.stages):
+        where = f"stages[{i}]"
+        train = {**recipe.to_dict()["train"], **sc.train, "epochs": sc.epochs}
+        cfg = recipe_from_dict({"train": train}, f"recipe ({where}.train)").train
+        d = method_for(list(sc.losses) or list(recipe.losses), f"{where}.losses")
+        stages.append(Stage(sc.name or f"stage{i + 1}", d, cfg, sc.trainable))
+    return stages
+
+
+def save_networks(
+    run: RunFolder, distiller: Any, recipe: Recipe, kwargs: dict[str, Any], final: Path
+) -> None:
+    """Record every network the method produced in ``networks.json``; extra ones (peers, branches) are
+    saved beside the final student as ``network-<name>.pt``. The final student is the one that
+    ``edgekd export`` / ``edgekd profile`` pick (``student.pt``, else ``model.pt``)."""
+    nets = distiller.networks()
+    record = {"final": final.name, "rule": "export and profile use student.pt, else model.pt", "networks": {}}
+    for name, net in nets.items():
+        if net is distiller.export_student():
+            record["networks"][name] = final.name
+            continue
+        path = run.root / f"network-{name}.pt"
+        save_model(path, net, recipe.model.name, kwargs, meta={"network": name, "method": recipe.method.name})
+        record["networks"][name] = path.name
+    atomic_write_json(run.root / "networks.json", record)
 
 
 # Files that make a folder a run: a new run never mixes with them.

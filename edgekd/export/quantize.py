@@ -43,8 +43,6 @@ def calibration_dirs() -> list[Path]:
 
 def load_recipe(path: str | Path | None = None) -> CalibrationRecipe:
     """Load a calibration recipe YAML (``None`` = ``calibration/default.yaml`` or the built-in default)."""
-    import yaml
-
     if path is None:
         for d in calibration_dirs():
             if (d / "default.yaml").is_file():
@@ -60,10 +58,9 @@ def load_recipe(path: str | Path | None = None) -> CalibrationRecipe:
                 break
         else:
             raise EdgekdError(f"{path}: calibration recipe not found")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise EdgekdError(f"{p}: not valid YAML ({str(e).splitlines()[0][:120]})") from None
+    from edgekd.yamlio import read_yaml_file
+
+    data = read_yaml_file(p, "calibration recipe") or {}
     if not isinstance(data, dict):
         raise EdgekdError(f"{p}: a calibration recipe must be a YAML mapping")
     valid = set(CalibrationRecipe.__dataclass_fields__)

@@ -1,27 +1,36 @@
-"""The distiller base class (mdistiller style) and the method registry.
+"""The distiller base class (mdistiller style), the composed distiller and the method registry.
 
-A method wraps the student (and teacher). ``forward_train(x, y)`` returns the student's logits and a
+A method wraps the student (and teacher). ``forward_train(x, y)`` returns the student's outputs and a
 dict of *weighted* named loss terms; the engine sums them, back-propagates and logs each term. The
-teacher is frozen and always in ``eval()``.
+teacher is frozen and always in ``eval()``. A distiller that trains several networks (a scheme) returns
+one optimizer parameter group per network from :meth:`Distiller.param_groups`; the engine then keeps one
+optimizer and schedule for each.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from edgekd.distill.compose import LossComposer, LossSpec
+from edgekd.distill.features import tap_features
+from edgekd.distill.losses import Step
 from edgekd.errors import EdgekdError
 from edgekd.registry import Registry
+
+# What the runner hands every method besides its own params (methods take what they need via **context).
+CONTEXT_KEYS = ("losses", "task", "sample_x", "teacher_input", "model_factory")
 
 
 class Distiller(nn.Module):
     """Base class: holds ``student`` and an optional frozen ``teacher``."""
 
     needs_teacher: bool = True
+    own_losses: bool = True  # False: the recipe's `losses:` list is this method's loss
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None) -> None:
         super().__init__()
@@ -43,16 +52,23 @@ class Distiller(nn.Module):
         return self
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
-        """Student parameters plus any the method itself learns (e.g. regressors), never the teacher's."""
+        """Student parameters plus any the method itself learns (e.g. adapters), never the teacher's."""
         teacher_ids = {id(p) for p in self.teacher.parameters()} if self.teacher is not None else set()
         for p in self.parameters():
             if p.requires_grad and id(p) not in teacher_ids:
                 yield p
 
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """One entry per separately optimised network (each gets its own optimizer and schedule)."""
+        return {"student": list(self.trainable_parameters())}
+
     @torch.no_grad()
-    def teacher_logits(self, x: Tensor) -> Tensor:
+    def teacher_outputs(self, x: Tensor) -> Tensor:
+        """The frozen teacher's outputs (logits, or a reconstruction for autoencoders)."""
         assert self.teacher is not None
         return self.teacher(x)
+
+    teacher_logits = teacher_outputs  # the name before tasks beyond classification
 
     def forward_train(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
@@ -73,25 +89,99 @@ class Distiller(nn.Module):
         """The plain student to save and export."""
         return self.student
 
+    def networks(self) -> dict[str, nn.Module]:
+        """Every network this method produced, by name (schemes with peers or branches list them all)."""
+        return {"student": self.export_student()}
+
+
+class ComposedDistiller(Distiller):
+    """A student trained on the weighted sum of registered losses (``losses:`` in the recipe).
+
+    Module paths named by feature losses are tapped with forward hooks on both networks during the step
+    only; the teacher reads ``extra[teacher_input]`` (privileged inputs) when ``teacher_input`` is not
+    ``"x"``.
+    """
+
+    needs_teacher = False
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None = None,
+        *,
+        losses: Sequence[LossSpec],
+        task: str = "classification",
+        sample_x: Tensor | None = None,
+        teacher_input: str = "x",
+        where: str = "losses",
+        model_factory: Callable[[], nn.Module] | None = None,  # used by schemes with several networks
+    ) -> None:
+        super().__init__(student, teacher)
+        self.task = task
+        self.teacher_input = teacher_input
+        self.composer = LossComposer(losses, student, teacher, task=task, sample_x=sample_x, where=where)
+
+    def forward_train(
+        self, x: Tensor, y: Tensor | None, extra: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        extra = extra or {}
+        if self.composer.input_grad:
+            x = x.detach().clone().requires_grad_(True)
+        c = self.composer
+        with tap_features(self.student, c.student_paths) as s_feats:
+            out = self.student(x)
+        t_out, t_feats = None, {}
+        if self.teacher is not None:
+            t_x = x.detach() if self.teacher_input == "x" else extra[self.teacher_input]
+            with tap_features(self.teacher, c.teacher_paths) as t_feats:
+                t_out = self.teacher_outputs(t_x)
+            t_feats = dict(t_feats)
+        step = Step(x=x, y=y, student=out, teacher=t_out, student_features=dict(s_feats),
+                    teacher_features=t_feats, extra=extra)  # fmt: skip
+        return out, c(step)
+
+
+class Compose(ComposedDistiller):
+    """The recipe's ``losses:`` list as it stands (selected automatically when ``losses`` is given)."""
+
+    needs_teacher = False
+    own_losses = False
+
 
 METHODS: Registry[Callable[..., Distiller]] = Registry("method")
 register_method = METHODS.register
+register_method("compose")(Compose)
+
+
+def method_params(cls: Callable[..., Distiller]) -> list[str]:
+    sig = inspect.signature(cls.__init__)
+    skip = {"self", "student", "teacher", "where", *CONTEXT_KEYS}
+    return [p for p, v in sig.parameters.items() if p not in skip and v.kind != v.VAR_KEYWORD]
 
 
 def build_method(
-    name: str, student: nn.Module, teacher: nn.Module | None, params: dict[str, Any]
+    name: str, student: nn.Module, teacher: nn.Module | None, params: dict[str, Any], **context: Any
 ) -> Distiller:
-    """Build a registered method; unknown parameters are reported with the valid ones."""
+    """Build a registered method; unknown parameters are reported with the valid ones.
+
+    ``context`` (``losses``, ``task``, ``sample_x``, ``teacher_input``) is passed to methods whose
+    constructor takes it (by name or ``**context``).
+    """
     cls = METHODS.get(name)
-    sig = inspect.signature(cls.__init__)
-    allowed = [p for p in sig.parameters if p not in ("self", "student", "teacher")]
-    has_var_kw = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    allowed = method_params(cls)
     unknown = sorted(set(params) - set(allowed))
-    if unknown and not has_var_kw:
+    if unknown:
         raise EdgekdError(
             f"method.params: unknown key(s) {', '.join(unknown)} for method {name!r}; valid: {', '.join(allowed)}"
         )
+    sig = inspect.signature(cls.__init__)
+    takes_all = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    ctx = {k: v for k, v in context.items() if v is not None and (takes_all or k in sig.parameters)}
+    if context.get("losses") and cls.own_losses:
+        raise EdgekdError(
+            f"recipe: method {name!r} defines its own losses; remove `losses:` or use method compose"
+        )
     try:
-        return cls(student=student, teacher=teacher, **params)
+        return cls(student=student, teacher=teacher, **params, **ctx)
     except TypeError as e:
         raise EdgekdError(f"method {name!r}: bad parameters ({e})") from None

@@ -10,7 +10,8 @@ expand ratio per inverted-residual block from ``expand_ratios``) and its leading
 base model (see :mod:`edgekd.models.dynamic`). Gradients of both terms accumulate into the shared
 weights and one optimizer step is taken. Augmentation stops after ``aug_fraction`` of the epochs; the
 base model's BN statistics are re-estimated at the end. With a teacher (``edgekd distill``) both terms
-use the Hinton KD loss (NetAug+KD): ``l = kd_alpha * T^2 KL(p_T || p_S) + (1 - kd_alpha) * CE``.
+use the Hinton KD loss (NetAug+KD): ``l = kd_alpha * T^2 KL(p_T || p_S) + (1 - kd_alpha) * CE``; a
+recipe's ``losses:`` list (output losses only) replaces that ``l``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import random
 
 from torch import Tensor, nn
 
-from edgekd.distill.losses import cross_entropy, kd_loss
+from edgekd.distill.compose import LossComposer, LossSpec
+from edgekd.distill.losses import Step
 from edgekd.distill.methods.base import Distiller, register_method
 from edgekd.errors import EdgekdError
 from edgekd.models.dynamic import SuperNet
@@ -30,6 +32,7 @@ class NetAug(Distiller):
     """``L = l(base) + alpha * l(sampled augmented model)`` with shared weights (Cai et al., 2022)."""
 
     needs_teacher = False
+    own_losses = False  # the recipe's `losses:` list, if any, is the base loss l
 
     def __init__(
         self,
@@ -43,6 +46,8 @@ class NetAug(Distiller):
         kd_alpha: float = 0.9,
         bn_samples: int = 2000,
         seed: int = 0,
+        losses: list[LossSpec] | None = None,
+        task: str = "classification",
     ) -> None:
         super().__init__(student, teacher)
         width_mults = [1.0, 1.8, 2.6] if width_mults is None else list(width_mults)
@@ -67,6 +72,16 @@ class NetAug(Distiller):
         self.bn_samples = int(bn_samples)
         self.rng = random.Random(seed)
         self.augment = self.alpha > 0 and self.aug_fraction > 0
+        if losses is None:
+            losses = [LossSpec("ce")]
+            if teacher is not None:
+                losses = [LossSpec("kd", kd_alpha, {"temperature": float(temperature)})]
+                losses += [LossSpec("ce", 1.0 - kd_alpha)] if kd_alpha < 1.0 else []
+        if any(s.student or s.teacher for s in losses):
+            raise EdgekdError(
+                "method netaug: feature losses (student:/teacher: paths) are not supported; use output losses"
+            )
+        self.composer = LossComposer(losses, student, teacher, task=task)
 
     def get_extra_state(self) -> dict:
         """The sampler's RNG state travels in the training checkpoint, so ``--resume`` is exact."""
@@ -80,29 +95,24 @@ class NetAug(Distiller):
     def supernet(self) -> SuperNet:
         return self.student  # type: ignore[return-value]
 
-    def _loss(self, logits: Tensor, t_logits: Tensor | None, y: Tensor) -> Tensor:
-        if t_logits is None:
-            return cross_entropy(logits, y)
-        loss = self.kd_alpha * kd_loss(logits, t_logits, self.temperature)
-        if self.kd_alpha < 1.0:
-            loss = loss + (1.0 - self.kd_alpha) * cross_entropy(logits, y)
-        return loss
+    def _loss(self, x: Tensor, logits: Tensor, t_logits: Tensor | None, y: Tensor) -> Tensor:
+        return sum(self.composer(Step(x=x, y=y, student=logits, teacher=t_logits)).values())
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         self.augment = self.alpha > 0 and epoch < self.aug_fraction * epochs
 
     def forward_train(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        t_logits = self.teacher_logits(x) if self.teacher is not None else None
+        t_logits = self.teacher_outputs(x) if self.teacher is not None else None
         self.supernet.set_base()
         logits = self.supernet(x)
-        terms = {"base": self._loss(logits, t_logits, y)}
+        terms = {"base": self._loss(x, logits, t_logits, y)}
         if self.augment:
             self.supernet.sample(self.rng)
             try:
                 aug_logits = self.supernet(x)
             finally:
                 self.supernet.set_base()
-            terms["aug"] = self.alpha * self._loss(aug_logits, t_logits, y)
+            terms["aug"] = self.alpha * self._loss(x, aug_logits, t_logits, y)
         return logits, terms
 
     def on_train_end(self, train_x: Tensor) -> None:

@@ -1,25 +1,26 @@
-"""Plain training on hard labels (teachers and baseline students)."""
+"""Plain training on the task's own target: hard labels, or the input itself for autoencoders."""
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
-from edgekd.distill.losses import cross_entropy
-from edgekd.distill.methods.base import Distiller, register_method
+from edgekd.distill.compose import LossSpec
+from edgekd.distill.methods.base import ComposedDistiller, register_method
 
 
 @register_method("supervised")
-class Supervised(Distiller):
-    """``L = CE(y, softmax(z_s))``."""
+class Supervised(ComposedDistiller):
+    """``L = CE(y, softmax(z_s))`` (classification) or ``mean (f(x) - x)^2`` (reconstruction)."""
 
     needs_teacher = False
 
     def __init__(
-        self, student: nn.Module, teacher: nn.Module | None = None, label_smoothing: float = 0.0
+        self, student: nn.Module, teacher: nn.Module | None = None, label_smoothing: float = 0.0, **context
     ) -> None:
-        super().__init__(student, None)
-        self.label_smoothing = label_smoothing
-
-    def forward_train(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        logits = self.student(x)
-        return logits, {"ce": cross_entropy(logits, y, self.label_smoothing)}
+        task = context.get("task", "classification")
+        losses = (
+            [LossSpec("recon-mse")]
+            if task == "reconstruction"
+            else [LossSpec("ce", 1.0, {"label_smoothing": label_smoothing})]
+        )
+        super().__init__(student, None, losses=losses, **context)

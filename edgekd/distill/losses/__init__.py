@@ -1,0 +1,20 @@
+"""Distillation losses, one family per file, registered by name (``@register_loss``)."""
+
+from edgekd.distill.losses import features, logits, reconstruction, wasserstein  # noqa: F401  (registration)
+from edgekd.distill.losses.base import LOSSES, TASKS, LossInfo, Step, check_params, register_loss
+from edgekd.distill.losses.logits import cross_entropy, kd_loss, kd_per_example, soft_cross_entropy
+from edgekd.distill.losses.reconstruction import reconstruction_error
+
+__all__ = [
+    "LOSSES",
+    "TASKS",
+    "LossInfo",
+    "Step",
+    "check_params",
+    "register_loss",
+    "cross_entropy",
+    "kd_loss",
+    "kd_per_example",
+    "soft_cross_entropy",
+    "reconstruction_error",
+]
