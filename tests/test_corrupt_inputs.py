@@ -100,12 +100,38 @@ def _cases(c: dict) -> list[tuple[str, list[str], Path]]:
             (f"train-recipe-{variant}", ["train", str(rec), "--runs-dir", str(root / "new")], rec),
             (f"distill-recipe-{variant}", ["distill", str(rec), "--runs-dir", str(root / "new")], rec),
             (f"run-recipe-{variant}", ["run", str(rec), "--runs-dir", str(root / "new")], rec),
-            (f"distill-teacher-{variant}", ["distill", str(teacher_rec), "--runs-dir", str(root / "new")], pt),
+            (
+                f"distill-teacher-{variant}",
+                ["distill", str(teacher_rec), "--runs-dir", str(root / "new")],
+                pt,
+            ),
             (f"export-pt-{variant}", ["export", str(pt), "--format", "onnx", "-o", str(root / "out")], pt),
-            (f"export-onnx-{variant}", ["export", str(onnx_f), "--target", "tflite-micro", "-o", str(root / "out")], onnx_f),
-            (f"export-calibration-{variant}", ["export", str(run), "--format", "tflite", "--quant", "int8",
-                                               "--calibration", str(npz), "-o", str(root / "out")], npz),  # fmt: skip
-            (f"export-target-{variant}", ["export", str(run), "--target", str(rec), "-o", str(root / "out")], rec),
+            (
+                f"export-onnx-{variant}",
+                ["export", str(onnx_f), "--target", "tflite-micro", "-o", str(root / "out")],
+                onnx_f,
+            ),
+            (
+                f"export-calibration-{variant}",
+                [
+                    "export",
+                    str(run),
+                    "--format",
+                    "tflite",
+                    "--quant",
+                    "int8",
+                    "--calibration",
+                    str(npz),
+                    "-o",
+                    str(root / "out"),
+                ],
+                npz,
+            ),  # fmt: skip
+            (
+                f"export-target-{variant}",
+                ["export", str(run), "--target", str(rec), "-o", str(root / "out")],
+                rec,
+            ),
             (f"profile-pt-{variant}", ["profile", str(pt), "--data", "digits", "--runs", "1"], pt),
             (f"profile-onnx-{variant}", ["profile", str(onnx_f), "--data", "digits", "--runs", "1"], onnx_f),
             (f"profile-tflite-{variant}", ["profile", str(tfl), "--data", "digits", "--runs", "1"], tfl),

@@ -110,7 +110,9 @@ def test_1_user_model_from_a_file_needs_explicit_trust(tmp_path):
 # 2 ------------------------------------------------------------------------------------------------
 def test_2_a_typo_changes_nothing_in_an_existing_run_folder(teacher, tmp_path, capsys):
     runs = tmp_path / "runs"
-    good = _write(tmp_path / "s.yaml", _recipe(name="s", teacher={"path": str(teacher)}, method={"name": "kd"}))
+    good = _write(
+        tmp_path / "s.yaml", _recipe(name="s", teacher={"path": str(teacher)}, method={"name": "kd"})
+    )
     assert _run_main(["distill", str(good), "--runs-dir", str(runs), "-q"], capsys)[0] == 0
     before = _tree(runs)
     typo = _write(tmp_path / "t.yaml", _recipe(name="s", teacher={"path": str(teacher)}, method={"name": "kd"},
@@ -149,7 +151,9 @@ def test_4_resume_refuses_a_changed_recipe(tmp_path, capsys, override, key):
         run_training(r, tmp_path, distill=False, progress=False, stop_after_epoch=1)
     rec = _write(tmp_path / "r.yaml", r.to_dict())
     before = _tree(tmp_path / "r")
-    code, err = _run_main(["train", str(rec), "--runs-dir", str(tmp_path), "-q", "--resume", "--set", override], capsys)
+    code, err = _run_main(
+        ["train", str(rec), "--runs-dir", str(tmp_path), "-q", "--resume", "--set", override], capsys
+    )
     assert code == 2 and f"differs from the recorded one in {key}" in err, err
     assert _tree(tmp_path / "r") == before
 
@@ -212,7 +216,9 @@ def test_8_teacher_path_is_resolved_against_the_runs_dir(teacher, tmp_path, caps
     monkeypatch.chdir(tmp_path)  # no ./runs here: only --runs-dir can find it
     runs = teacher.parent
     for path in ("runs/teacher", "teacher"):
-        rec = _write(tmp_path / "s.yaml", _recipe(name=f"s{len(path)}", teacher={"path": path}, method={"name": "kd"}))
+        rec = _write(
+            tmp_path / "s.yaml", _recipe(name=f"s{len(path)}", teacher={"path": path}, method={"name": "kd"})
+        )
         code, err = _run_main(["distill", str(rec), "--runs-dir", str(runs), "-q"], capsys)
         assert code == 0, err
         assert (runs / f"s{len(path)}" / "teacher.pt").read_bytes() == (teacher / "model.pt").read_bytes()
@@ -281,4 +287,6 @@ def test_11_commands_mentioned_in_help_and_targets_exist():
     texts += [p.read_text() for p in (REPO / "targets").glob("*.yaml")]
     for text in texts:
         for name in re.findall(r"edgekd (\w+)", text):
-            assert name in commands or name in {"run", "targets"}, f"`edgekd {name}` is mentioned but does not exist"
+            assert name in commands or name in {"run", "targets"}, (
+                f"`edgekd {name}` is mentioned but does not exist"
+            )

@@ -622,17 +622,28 @@ def plot_curves(run: RunFolder, history: list[dict[str, Any]], title: str) -> No
     if not history:
         return
     epochs = [r["epoch"] for r in history]
+    keys = list(dict.fromkeys(k for r in history for k in r))  # stages may log different terms
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for k in history[0]:
+    for k in keys:
         if k.startswith("train_") and k != "train_accuracy":
-            a1.plot(epochs, [r[k] for r in history], label=k[6:])
-    if "val_loss" in history[0]:
-        a1.plot(epochs, [r["val_loss"] for r in history], "--", label="val ce")
+            a1.plot(epochs, [r.get(k, float("nan")) for r in history], label=k[6:])
+    if "val_loss" in keys:
+        a1.plot(epochs, [r.get("val_loss", float("nan")) for r in history], "--", label="val loss")
     a1.set_xlabel("epoch"), a1.set_ylabel("loss"), a1.legend(), a1.set_title("loss terms")
-    for k in ("train_accuracy", "val_accuracy", "test_accuracy"):
-        if k in history[0]:
-            a2.plot(epochs, [r[k] for r in history], label=k.replace("_accuracy", ""))
-    a2.set_xlabel("epoch"), a2.set_ylabel("top-1"), a2.legend(), a2.set_title("accuracy")
+    metric_keys = [
+        k
+        for k in ("train_accuracy", "val_accuracy", "test_accuracy", "val_auc", "val_recon_error")
+        if k in keys
+    ]
+    for k in metric_keys:
+        a2.plot(epochs, [r.get(k, float("nan")) for r in history], label=k)
+    for r0, r1 in zip(history, history[1:]):  # stage boundaries
+        if r0.get("stage") != r1.get("stage"):
+            for ax in (a1, a2):
+                ax.axvline(r0["epoch"] + 0.5, color="grey", lw=0.8, ls=":")
+    a2.set_xlabel("epoch"), a2.set_title("metrics")
+    if metric_keys:
+        a2.legend()
     fig.suptitle(title)
     fig.tight_layout()
     buf = io.BytesIO()

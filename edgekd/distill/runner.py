@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,9 @@ from edgekd.distill.engine import (
     Trainer,
     TrainingDiverged,
     plot_curves,
+    resolve_device,
     seed_everything,
+    stage_param_groups,
     write_metrics,
 )
 from edgekd.distill.methods import build_method
@@ -116,6 +119,9 @@ def run_training(
     unless ``resume`` (same recipe, see :data:`edgekd.recipe.RESUME_MAY_CHANGE`) or ``overwrite`` (the old
     folder is moved aside first).
     """
+    if recipe.scheme.name != "single":
+        return run_scheme(recipe, runs_dir, distill=distill, resume=resume, overwrite=overwrite, progress=progress,
+                          run_dir=run_dir, splits=splits)  # fmt: skip
     run = RunFolder(run_dir or Path(runs_dir) / recipe.name)
     state = run_state(run, recipe.train.epochs)
     if resume and state == "empty":
@@ -148,6 +154,9 @@ def run_training(
     student = build_model(recipe.model.name, **kwargs)
     stages = build_stages(recipe, student, teacher, splits, kwargs)
     distiller = stages[-1].distiller
+    for k, st in enumerate(stages):  # fail before writing: parameters to train, the device
+        stage_param_groups(st, f"stages[{k}]" if recipe.stages else "train")
+        resolve_device(st.cfg.device)
 
     # --- validated: from here on the run folder changes ------------------------------------------
     if overwrite and state != "empty" and not resume:
@@ -305,6 +314,8 @@ def run_state(run: RunFolder, epochs: int) -> str:
         return "empty"
     if run.checkpoint.exists() and not _checkpoint_complete(run, epochs):
         return "interrupted"
+    if not (run.model.exists() or run.student.exists()):
+        return "interrupted"  # started (recipe written) but no final network yet
     return "finished"
 
 
@@ -366,3 +377,81 @@ def _checkpoint_complete(run: RunFolder, epochs: int) -> bool:
         )
     except EdgekdError:
         return False
+
+
+def run_scheme(
+    recipe: Recipe,
+    runs_dir: str | Path,
+    *,
+    distill: bool,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    run_dir: str | Path | None = None,
+    splits: DataSplits | None = None,
+) -> RunFolder:
+    """A scheme of several ordinary runs inside ``runs_dir/<name>/`` (e.g. Born-Again generations).
+
+    The final network is copied to the root as ``student.pt`` (``model.pt`` without a teacher); every
+    run's network is listed in ``networks.json``; ``metrics.json`` holds each run's final metrics.
+    """
+    import shutil
+
+    from edgekd.distill.schemes import build_scheme
+    from edgekd.recipe import TeacherConfig
+
+    scheme = build_scheme(recipe.scheme.name, recipe.scheme.params)
+    run = RunFolder(run_dir or Path(runs_dir) / recipe.name)
+    occupied = run.root.is_dir() and any(run.root.iterdir())
+    if resume and not occupied:
+        raise EdgekdError(f"{run.root}: nothing to resume; run without --resume")
+    if resume:
+        check_resume_recipe(run, recipe)
+    elif occupied and not overwrite:
+        raise EdgekdError(
+            f"{run.root}: holds a previous run; pass --resume to continue it, --overwrite to move it aside and "
+            "start again, or choose another name (--set name=...)"
+        )
+    splits = splits or prepare_data(recipe)
+    teacher = None
+    if distill:
+        if recipe.teacher is None or not recipe.teacher.path:
+            raise EdgekdError(
+                f"scheme {recipe.scheme.name!r}: needs one teacher in 'teacher.path' to start the chain"
+            )
+        teacher = str(resolve_teacher_path(recipe.teacher.path, runs_dir))
+    build_model(recipe.model.name, **model_kwargs(recipe.model.kwargs, splits))  # fail before writing
+    if occupied and overwrite and not resume:
+        move_aside(run.root)
+    run.ensure()
+    atomic_write_text(run.recipe, dump_recipe(recipe))
+    atomic_write_json(
+        run.seeds, {"seed": recipe.seed, "data_split_seed": recipe.seed, "scheme": recipe.scheme.name}
+    )
+    atomic_write_json(run.data_info, splits.describe())
+
+    def train_once(r: Recipe, folder: Path, t: str | None) -> RunFolder:
+        sub = RunFolder(folder)
+        state = run_state(sub, r.train.epochs)
+        if resume and state == "finished":
+            return sub
+        r = replace(r, teacher=TeacherConfig(path=t) if t else None)
+        return run_training(r, folder.parent, distill=t is not None, resume=resume and state == "interrupted",
+                            progress=progress, run_dir=folder, splits=splits)  # fmt: skip
+
+    runs = scheme.run(recipe, run.root, train_once, teacher)
+    final = runs[-1].trained_model()
+    out = run.student if distill else run.model
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.copyfile(final, tmp)
+    tmp.replace(out)
+    if teacher is not None:
+        atomic_write_bytes(run.teacher, Path(teacher).read_bytes())
+    nets = {r.root.name: str(r.trained_model().relative_to(run.root)) for r in runs}
+    atomic_write_json(run.root / "networks.json", {"final": out.name, "copied_from": nets[runs[-1].root.name],
+                      "rule": "export and profile use student.pt, else model.pt", "networks": nets})  # fmt: skip
+    per_run = {r.root.name: json.loads(r.metrics.read_text()).get("final", {}) for r in runs}
+    history = json.loads(runs[-1].metrics.read_text()).get("history", [])
+    atomic_write_json(run.metrics, {"scheme": recipe.scheme.name, "runs": per_run, "final": per_run[runs[-1].root.name],
+                                    "history": history})  # fmt: skip
+    return run

@@ -1,0 +1,39 @@
+"""Born-Again networks (Furlanello et al., ICML 2018): a chain of generations of the same architecture.
+
+Generation 1 learns from the recipe's teacher (or from labels alone when there is none); generation
+k > 1 learns from generation k-1 with the recipe's method (``kd`` with ``alpha: 1`` is BAN, teacher loss
+only; ``alpha < 1`` is BAN+L, labels plus teacher). Each generation is an ordinary run folder
+``gen-<k>/`` (resumable); the last generation is the final student, every generation is listed in
+``networks.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from edgekd.distill.schemes.base import Scheme, TrainOnce, register_scheme
+from edgekd.errors import EdgekdError
+
+
+@register_scheme("born-again")
+class BornAgain(Scheme):
+    """K generations, each the teacher of the next (the result of one run becomes the next's teacher)."""
+
+    def __init__(self, generations: int = 3) -> None:
+        if generations < 1:
+            raise EdgekdError(f"scheme.params.generations={generations}: needs at least 1 generation")
+        self.generations = int(generations)
+
+    def run(self, recipe: Any, root: Path, train: TrainOnce, teacher: str | None) -> Any:
+        from edgekd.recipe import MethodConfig, SchemeConfig
+
+        runs = []
+        for k in range(1, self.generations + 1):
+            r = replace(recipe, name=f"gen-{k}", seed=recipe.seed + k - 1, scheme=SchemeConfig())
+            if teacher is None:  # generation 1 without a teacher learns from labels
+                r = replace(r, method=MethodConfig("supervised"), losses=[], teacher=None)
+            runs.append(train(r, root / f"gen-{k}", teacher))
+            teacher = str(runs[-1].root)
+        return runs
