@@ -16,9 +16,8 @@ from edgekd.distill.engine import Stage, Trainer, TrainingInterrupted
 from edgekd.distill.losses import Step
 from edgekd.distill.methods.base import Distiller
 from edgekd.distill.runner import run_training
-from edgekd.errors import EdgekdError
 from edgekd.models import build_model, load_model
-from edgekd.recipe import LossConfig, recipe_from_dict, TrainConfig
+from edgekd.recipe import LossConfig, TrainConfig, recipe_from_dict
 from edgekd.runfolder import RunFolder
 
 CNN_T = {"name": "cnn", "kwargs": {"channels": [8, 16], "depthwise": False}}

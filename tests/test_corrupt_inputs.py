@@ -21,7 +21,6 @@ from edgekd.recipe import recipe_from_dict
 
 
 def _onnx_bytes() -> bytes:
-    import onnx
     from onnx import TensorProto, helper
 
     w = helper.make_tensor("w", TensorProto.FLOAT, [64, 10], np.ones(640, np.float32).tolist())
