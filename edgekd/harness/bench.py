@@ -158,7 +158,8 @@ def run_bench(source: str | Path, *, target: str, port: str | None = None, emula
             if mode in ("accuracy", "all"):
                 record["accuracy"] = _accuracy(dev, x, host, y, quiet)
             if mode in ("performance", "all"):
-                perf = run_performance(dev, x[0].tobytes(), windows=windows, window_s=window_s)
+                w_s = min(window_s, float(facts.get("window_s", window_s)))
+                perf = run_performance(dev, x[0].tobytes(), windows=windows, window_s=w_s)
                 perf["time_base"] = facts.get("time_base", "device clock (m-lap-us)")
                 if "instructions_per_us" in facts:
                     perf["instructions_per_inference"] = round(
