@@ -7,7 +7,7 @@ export EDGEKD_DATA_DIR ?= $(HOME)/.cache/edgekd/datasets
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: venv demo test lint format bench clean
+.PHONY: venv system-deps demo test lint format bench clean
 
 venv: $(STAMP)
 
@@ -23,7 +23,11 @@ demo: venv
 	@echo "demo recipe: $(DEMO_RECIPE) (EDGEKD_DATA_DIR=$(EDGEKD_DATA_DIR))"
 	$(BIN)/edgekd run $(DEMO_RECIPE) --runs-dir runs
 
-test: venv
+# Debian packages for the C backend / emulated Cortex-M4 tests (apt-get when root; CI=true: must succeed).
+system-deps:
+	@sh scripts/ensure-system-deps.sh
+
+test: venv system-deps
 	$(BIN)/python -m pytest tests
 
 lint: venv

@@ -1,0 +1,53 @@
+"""``edgekd bench``: measure a model on a device over the MLPerf Tiny / EEMBC serial protocol."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("bench")
+@click.argument("source", type=click.Path())
+@click.option(
+    "--target", "-t", required=True, help="Target profile name (e.g. cortex-m4-qemu, nucleo-l4r5zi)."
+)
+@click.option("--port", "-p", help="Serial device (/dev/ttyACM0) or pyserial URL (socket://127.0.0.1:5555).")
+@click.option(
+    "--emulate", is_flag=True, help="Build the C-backend firmware and run it on QEMU (cortex-m4-qemu)."
+)
+@click.option("--software", is_flag=True, help="Use edgekd's software device (host TFLite Micro on a pty).")
+@click.option(
+    "--mode", type=click.Choice(["accuracy", "performance", "all"]), default="all", show_default=True
+)
+@click.option(
+    "--samples", default=50, show_default=True, type=click.IntRange(1), help="Accuracy-mode samples."
+)
+@click.option(
+    "--data", help="Test data (data set name, data.json or .npz); default: the run folder's data.json."
+)
+@click.option("--windows", default=5, show_default=True, type=click.IntRange(1), help="Performance windows.")
+@click.option("--window-s", default=0.5, show_default=True, type=click.FloatRange(0.001),
+              help="Device seconds per performance window.")  # fmt: skip
+@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds to wait for an answer (inference: --infer-timeout).")  # fmt: skip
+@click.option("--infer-timeout", default=120.0, show_default=True, type=click.FloatRange(0.1))
+@click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder for bench.json.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def command(source: str, target: str, port: str | None, emulate: bool, software: bool, mode: str, samples: int,
+            data: str | None, windows: int, window_s: float, timeout: float, infer_timeout: float,
+            output: str | None, quiet: bool) -> None:  # fmt: skip
+    """Benchmark SOURCE (a run folder or an int8 .tflite) on a device: accuracy (top-1 and byte-equal
+    outputs vs the host TFLite Micro) and performance (median inferences/s). Writes bench/<target>/bench.json.
+
+    \b
+    edgekd bench runs/demo --target nucleo-l4r5zi --port /dev/ttyACM0
+    edgekd bench runs/demo --target cortex-m4-qemu --emulate
+    edgekd bench model.tflite --target tflite-micro --software
+    """
+    from edgekd.harness.bench import run_bench, summary_lines
+
+    path, record = run_bench(source, target=target, port=port, emulate=emulate, software=software, mode=mode,
+                             samples=samples, data=data, windows=windows, window_s=window_s, timeout=timeout,
+                             infer_timeout=infer_timeout, output=output, quiet=quiet)  # fmt: skip
+    for line in summary_lines(record):
+        click.echo(line, err=True)
+    click.echo(str(path))

@@ -1,0 +1,445 @@
+"""Turn a full-integer int8 ``.tflite`` into plain C99: weights as const arrays, every activation in one
+static arena laid out by edgekd's planner, and calls to int8 kernels with TFLite Micro's reference
+numerics (``runtime/edgekd_kernels.c``). One emitter per op, registered with :func:`emitter`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import EdgekdError
+from edgekd.export.c_backend import quant as q
+from edgekd.graph.tflite_model import Operator, Tensor, TFLiteModel, _schema_module, read_tflite
+
+RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
+RUNTIME_FILES = ("edgekd_kernels.h", "edgekd_kernels.c")
+
+Emitter = Callable[["_Ctx", Operator, Any], str]
+EMITTERS: dict[str, Emitter] = {}
+
+
+def emitter(*names: str) -> Callable[[Emitter], Emitter]:
+    """Register a C emitter for one or more builtin op names."""
+
+    def deco(fn: Emitter) -> Emitter:
+        for n in names:
+            EMITTERS[n] = fn
+        return fn
+
+    return deco
+
+
+def supported_ops() -> list[str]:
+    return sorted(EMITTERS)
+
+
+@dataclass
+class CModel:
+    """The generated C sources and the facts about them."""
+
+    source: str
+    files: dict[str, str]
+    arena_size: int
+    plan_method: str
+    greedy_arena: int
+    input: dict[str, Any]
+    output: dict[str, Any]
+    ops: list[str]
+    weight_bytes: int
+    order: list[int] = field(default_factory=list)
+
+    def write(self, folder: str | os.PathLike) -> Path:
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in self.files.items():
+            (out / name).write_text(text)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {"arena_bytes": self.arena_size, "plan": self.plan_method, "tflm_greedy_arena_bytes": self.greedy_arena,
+                "weight_bytes": self.weight_bytes, "ops": self.ops, "input": self.input, "output": self.output,
+                "files": sorted(self.files)}  # fmt: skip
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+
+
+def _c_array(name: str, ctype: str, values: np.ndarray, align: bool = False) -> str:
+    vals = np.asarray(values).reshape(-1).tolist()
+    rows = [", ".join(str(int(v)) for v in vals[i : i + 24]) for i in range(0, len(vals), 24)] or ["0"]
+    attr = " __attribute__((aligned(4)))" if align else ""
+    body = ",\n    ".join(rows)
+    return f"static const {ctype} {name}[{max(len(vals), 1)}]{attr} = {{\n    {body}\n}};\n"
+
+
+def _shape4(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    s = (1,) * (4 - len(shape)) + tuple(shape)
+    if len(s) != 4:
+        raise ValueError(shape)
+    return s  # type: ignore[return-value]
+
+
+def _s4(shape: tuple[int, ...]) -> str:
+    n, h, w, c = _shape4(shape)
+    return f"{{{n}, {h}, {w}, {c}}}"
+
+
+def _ints(vals: list[int] | tuple[int, ...], n: int = 6, fill: int = 0) -> str:
+    v = list(vals) + [fill] * (n - len(vals))
+    return "{" + ", ".join(str(int(x)) for x in v) + "}"
+
+
+class _Ctx:
+    def __init__(self, m: TFLiteModel, offsets: dict[int, int]) -> None:
+        self.m = m
+        self.offsets = offsets
+        s = _schema_module()
+        self.mt = s.ModelT.InitFromPackedBuf(bytearray(m.data), 0)
+        self.decls: list[str] = []
+        self.const_names: dict[tuple[int, str], str] = {}
+        self.weight_bytes = 0
+
+    def t(self, i: int) -> Tensor:
+        return self.m.tensors[i]
+
+    def options(self, op: Operator) -> Any:
+        return self.mt.subgraphs[0].operators[op.index].builtinOptions
+
+    def data(self, t: Tensor) -> np.ndarray:
+        buf = self.mt.buffers[t.buffer]
+        raw = np.asarray(buf.data if buf.data is not None else [], dtype=np.uint8).tobytes()
+        if not raw and buf.offset > 1:  # large models keep buffers after the flatbuffer
+            raw = self.m.data[buf.offset : buf.offset + buf.size]
+        return np.frombuffer(raw, dtype=np.dtype(t.dtype)).reshape(t.shape or ())
+
+    def const(self, t: Tensor, ctype: str = "int8_t") -> str:
+        key = (t.index, ctype)
+        if key not in self.const_names:
+            name = f"k_t{t.index}"
+            arr = self.data(t)
+            self.decls.append(_c_array(name, ctype, arr, align=True))
+            self.weight_bytes += arr.nbytes
+            self.const_names[key] = name
+        return self.const_names[key]
+
+    def array(self, name: str, ctype: str, values: list[int]) -> str:
+        self.decls.append(_c_array(name, ctype, np.asarray(values)))
+        self.weight_bytes += len(values) * 4
+        return name
+
+    def ptr(self, i: int) -> str:
+        """A C expression for tensor ``i``'s int8 data (arena slot or const array)."""
+        t = self.t(i)
+        if t.has_data:
+            return f"(const int8_t *){self.const(t)}"
+        return f"(ek_arena + {self.offsets[i]})"
+
+    def out(self, i: int) -> str:
+        return f"(ek_arena + {self.offsets[i]})"
+
+
+def _zp(t: Tensor) -> int:
+    return int(t.zero_point[0]) if t.zero_point else 0
+
+
+def _scale(t: Tensor) -> float:
+    return float(t.scale[0]) if t.scale else 0.0
+
+
+# ---- emitters --------------------------------------------------------------------------------------
+
+
+def _conv_args(ctx: _Ctx, op: Operator, opt: Any, depthwise: bool) -> str:
+    inp, flt, out = ctx.t(op.inputs[0]), ctx.t(op.inputs[1]), ctx.t(op.outputs[0])
+    bias_idx = op.inputs[2] if len(op.inputs) > 2 else -1
+    _, ih, iw, ic = _shape4(inp.shape)
+    _, oh, ow, oc = _shape4(out.shape)
+    if depthwise:
+        _, fh, fw, _ = flt.shape
+    else:
+        _, fh, fw, fc = flt.shape
+        if fc != ic:
+            raise EdgekdError(f"{ctx.m.source}: CONV_2D operator {op.index} is a grouped convolution "
+                              f"(filter depth {fc}, input depth {ic}); the C backend does not support groups")  # fmt: skip
+    sh, sw = opt.strideH, opt.strideW
+    dh, dw = max(1, opt.dilationHFactor), max(1, opt.dilationWFactor)
+    same = opt.padding == 0
+    ph = q.same_padding(ih, fh, sh, dh, oh) if same else 0
+    pw = q.same_padding(iw, fw, sw, dw, ow) if same else 0
+    lo, hi = q.activation_range(opt.fusedActivationFunction, _scale(out), _zp(out))
+    in_s, out_s = _scale(inp), _scale(out)
+    mults, shifts = [], []
+    for c in range(oc):
+        fs = flt.scale[c] if len(flt.scale) > 1 else flt.scale[0]
+        m_, s_ = q.quantize_multiplier(float(in_s) * float(fs) / float(out_s))
+        mults.append(m_)
+        shifts.append(s_)
+    dm = int(getattr(opt, "depthMultiplier", 1) or 1) if depthwise else 1
+    if depthwise and oc != ic * dm:
+        dm = oc // ic
+    k = op.index
+    ctx.decls.append(
+        f"static const ek_conv_params p{k} = {{{_s4(inp.shape)}, {_s4(out.shape)}, {fh}, {fw}, {sh}, {sw}, {dh}, {dw}, "
+        f"{ph}, {pw}, {dm}, {-_zp(inp)}, {_zp(out)}, {lo}, {hi}}};\n"
+    )
+    m_name = ctx.array(f"m{k}", "int32_t", mults)
+    s_name = ctx.array(f"s{k}", "int32_t", shifts)
+    bias = ctx.const(ctx.t(bias_idx), "int32_t") if bias_idx >= 0 else "0"
+    return f"&p{k}, {ctx.ptr(op.inputs[0])}, {ctx.const(flt)}, {bias}, {m_name}, {s_name}, {ctx.out(op.outputs[0])}"
+
+
+@emitter("CONV_2D")
+def _conv(ctx: _Ctx, op: Operator, opt: Any) -> str:
+    return f"ek_conv2d({_conv_args(ctx, op, opt, False)});"
+
+
+@emitter("DEPTHWISE_CONV_2D")
+def _dwconv(ctx: _Ctx, op: Operator, opt: Any) -> str:
+    return f"ek_depthwise_conv2d({_conv_args(ctx, op, opt, True)});"
+
+
+@emitter("FULLY_CONNECTED")
+def _fc(ctx: _Ctx, op: Operator, opt: Any) -> str:
+    inp, flt, out = ctx.t(op.inputs[0]), ctx.t(op.inputs[1]), ctx.t(op.outputs[0])
+    bias_idx = op.inputs[2] if len(op.inputs) > 2 else -1
+    out_depth, accum = int(flt.shape[0]), int(flt.shape[1])
+    n_in = int(np.prod(inp.shape))
+    batches = n_in // accum
+    per_channel = len(flt.scale) > 1
+    if per_channel:
+        pairs = [q.quantize_multiplier(float(_scale(inp)) * float(s) / float(_scale(out))) for s in flt.scale]
+    else:  # GetQuantizedConvolutionMultipler: the input*filter product in float32
+        prod = float(np.float32(_scale(inp)) * np.float32(_scale(flt)))
+        pairs = [q.quantize_multiplier(prod / float(_scale(out)))]
+    lo, hi = q.activation_range(opt.fusedActivationFunction if opt is not None else 0, _scale(out), _zp(out))
+    k = op.index
+    ctx.decls.append(
+        f"static const ek_fc_params p{k} = {{{batches}, {accum}, {out_depth}, {int(per_channel)}, "
+        f"{-_zp(inp)}, {-_zp(flt)}, {_zp(out)}, {lo}, {hi}}};\n"
+    )
+    m_name = ctx.array(f"m{k}", "int32_t", [p[0] for p in pairs])
+    s_name = ctx.array(f"s{k}", "int32_t", [p[1] for p in pairs])
+    bias = ctx.const(ctx.t(bias_idx), "int32_t") if bias_idx >= 0 else "0"
+    return (f"ek_fully_connected(&p{k}, {ctx.ptr(op.inputs[0])}, {ctx.const(flt)}, {bias}, {m_name}, {s_name}, "
+            f"{ctx.out(op.outputs[0])});")  # fmt: skip
+
+
+@emitter("AVERAGE_POOL_2D", "MAX_POOL_2D")
+def _pool(ctx: _Ctx, op: Operator, opt: Any) -> str:
+    inp, out = ctx.t(op.inputs[0]), ctx.t(op.outputs[0])
+    _, ih, iw, _ = _shape4(inp.shape)
+    _, oh, ow, _ = _shape4(out.shape)
+    fh, fw, sh, sw = opt.filterHeight, opt.filterWidth, opt.strideH, opt.strideW
+    same = opt.padding == 0
+    ph = q.same_padding(ih, fh, sh, 1, oh) if same else 0
+    pw = q.same_padding(iw, fw, sw, 1, ow) if same else 0
+    lo, hi = q.activation_range(opt.fusedActivationFunction, _scale(out), _zp(out))
+    k = op.index
+    ctx.decls.append(
+        f"static const ek_pool_params p{k} = {{{_s4(inp.shape)}, {_s4(out.shape)}, {fh}, {fw}, {sh}, {sw}, "
+        f"{ph}, {pw}, {lo}, {hi}}};\n"
+    )
+    fn = "ek_avg_pool" if op.opcode == "AVERAGE_POOL_2D" else "ek_max_pool"
+    return f"{fn}(&p{k}, {ctx.ptr(op.inputs[0])}, {ctx.out(op.outputs[0])});"
+
+
+@emitter("ADD")
+def _add(ctx: _Ctx, op: Operator, opt: Any) -> str:
+    a, b, out = ctx.t(op.inputs[0]), ctx.t(op.inputs[1]), ctx.t(op.outputs[0])
+    left = 20
+    twice_max = 2 * float(max(np.float32(_scale(a)), np.float32(_scale(b))))
+    m1, s1 = q.quantize_multiplier(_scale(a) / twice_max)
+    m2, s2 = q.quantize_multiplier(_scale(b) / twice_max)
+    mo, so = q.quantize_multiplier(twice_max / ((1 << left) * _scale(out)))
+    lo, hi = q.activation_range(opt.fusedActivationFunction if opt is not None else 0, _scale(out), _zp(out))
+    size = int(np.prod(out.shape)) if out.shape else 1
+    bcast = tuple(a.shape) != tuple(b.shape)
+    od = [1] * (6 - len(out.shape)) + list(out.shape)
+
+    def strides(shape: tuple[int, ...]) -> list[int]:
+        d = [1] * (6 - len(shape)) + list(shape)
+        st, s = [0] * 6, 1
+        for i in range(5, -1, -1):
+            st[i] = 0 if (d[i] == 1 and od[i] != 1) else s
+            s *= d[i]
+        return st
+
+    k = op.index
+    ctx.decls.append(
+        f"static const ek_add_params p{k} = {{{size}, {-_zp(a)}, {-_zp(b)}, {_zp(out)}, {left}, {m1}, {s1}, {m2}, {s2}, "
+        f"{mo}, {so}, {lo}, {hi}, {int(bcast)}, {_ints(od)}, {_ints(strides(a.shape))}, {_ints(strides(b.shape))}}};\n"
+    )
+    return f"ek_add(&p{k}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.inputs[1])}, {ctx.out(op.outputs[0])});"
+
+
+@emitter("MEAN")
+def _mean(ctx: _Ctx, op: Operator, opt: Any) -> str:
+    inp, ax, out = ctx.t(op.inputs[0]), ctx.t(op.inputs[1]), ctx.t(op.outputs[0])
+    rank = len(inp.shape)
+    axes = {int(v) % rank for v in ctx.data(ax).reshape(-1)}
+    red = [1 if d in axes else 0 for d in range(rank)]
+    count = int(np.prod([inp.shape[d] for d in axes])) if axes else 1
+    out_size = int(np.prod(out.shape)) if out.shape else 1
+    mult, shift = q.quantize_multiplier(float(_scale(inp)) / float(_scale(out)))
+    n_shift = min(count.bit_length() - 1, 32, 31 + shift)  # floor(log2(count)), clamped as TFLM does
+    mult = (mult << n_shift) // count
+    shift -= n_shift
+    k = op.index
+    ctx.decls.append(
+        f"static const ek_mean_params p{k} = {{{_ints(inp.shape)}, {_ints(red)}, {rank}, {out_size}, {count}, "
+        f"{_zp(inp)}, {_zp(out)}, {mult}, {shift}}};\n"
+    )
+    return f"ek_mean(&p{k}, {ctx.ptr(op.inputs[0])}, {ctx.out(op.outputs[0])});"
+
+
+@emitter("SOFTMAX")
+def _softmax(ctx: _Ctx, op: Operator, opt: Any) -> str:
+    inp, out = ctx.t(op.inputs[0]), ctx.t(op.outputs[0])
+    if _zp(out) != -128 or abs(_scale(out) - 1 / 256) > 1e-12:
+        raise EdgekdError(f"{ctx.m.source}: SOFTMAX operator {op.index} output is not int8 with scale 1/256 and "
+                          "zero point -128 (TFLite Micro requires it); re-export the model")  # fmt: skip
+    beta = float(opt.beta) if opt is not None else 1.0
+    real = min(beta * float(_scale(inp)) * float(1 << 26), float((1 << 31) - 1))
+    mult, left = q.quantize_multiplier(real)
+    radius = math.floor(1.0 * ((1 << 5) - 1) * (1 << 26) / (1 << left))
+    depth = int(inp.shape[-1])
+    outer = int(np.prod(inp.shape)) // depth
+    k = op.index
+    ctx.decls.append(
+        f"static const ek_softmax_params p{k} = {{{outer}, {depth}, {mult}, {left}, {-radius}}};\n"
+    )
+    return f"ek_softmax(&p{k}, {ctx.ptr(op.inputs[0])}, {ctx.out(op.outputs[0])});"
+
+
+@emitter("PAD", "PADV2")
+def _pad(ctx: _Ctx, op: Operator, opt: Any) -> str:
+    inp, pads_t, out = ctx.t(op.inputs[0]), ctx.t(op.inputs[1]), ctx.t(op.outputs[0])
+    pads = ctx.data(pads_t).reshape(-1, 2)
+    value = _zp(out)
+    if op.opcode == "PADV2" and len(op.inputs) > 2 and op.inputs[2] >= 0:
+        value = int(ctx.data(ctx.t(op.inputs[2])).reshape(-1)[0])
+    rank = len(inp.shape)
+    k = op.index
+    ctx.decls.append(
+        f"static const ek_pad_params p{k} = {{{rank}, {_ints(inp.shape)}, {_ints(out.shape)}, "
+        f"{_ints([int(p[0]) for p in pads])}, {value}}};\n"
+    )
+    return f"ek_pad(&p{k}, {ctx.ptr(op.inputs[0])}, {ctx.out(op.outputs[0])});"
+
+
+@emitter("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
+def _reshape(ctx: _Ctx, op: Operator, opt: Any) -> str:
+    out = ctx.t(op.outputs[0])
+    return f"ek_copy({ctx.ptr(op.inputs[0])}, {ctx.out(op.outputs[0])}, {out.nbytes});"
+
+
+# ---- planning and generation -----------------------------------------------------------------------
+
+
+def _check(m: TFLiteModel) -> None:
+    if m.is_float() or m.kind in ("float", "float16", "hybrid", "integer_float_io"):
+        raise EdgekdError(
+            f"{m.source}: the model is {m.kind}; the C backend needs a full-integer int8 model "
+            "(export with --quant int8, or --target tflite-micro)"
+        )
+    if m.num_subgraphs > 1:
+        raise EdgekdError(f"{m.source}: the model has {m.num_subgraphs} subgraphs (control flow); the C backend "
+                          "runs single-graph models; use the TFLite Micro firmware (--target tflite-micro --firmware)")  # fmt: skip
+    bad = [op for op in m.operators if op.name not in EMITTERS]
+    if bad:
+        names = sorted({op.name for op in bad})
+        raise EdgekdError(
+            f"{m.source}: op {', '.join(names)} (operator {bad[0].index}) is not supported by edgekd's C backend "
+            f"(supported: {', '.join(supported_ops())}); use the TFLite Micro firmware instead: "
+            "edgekd export ... --target tflite-micro --firmware"
+        )
+    if len(m.inputs) != 1 or len(m.outputs) != 1:
+        raise EdgekdError(
+            f"{m.source}: the C backend needs one input and one output (has {len(m.inputs)} and {len(m.outputs)})"
+        )
+    for t in m.activations:
+        if t.nbytes and t.dtype != "int8":
+            raise EdgekdError(
+                f"{m.source}: tensor {t.name!r} is {t.dtype}; the C backend runs int8 activations only"
+            )
+
+
+def plan_arena(m: TFLiteModel, optimize: bool = True) -> tuple[list[int], dict[int, int], int, str, int]:
+    """(operator order, tensor offsets, arena bytes, plan name, TFLM greedy arena bytes) from edgekd's planner."""
+    from edgekd.graph.planner import greedy_plan, optimized_plan
+
+    def tensor_head(p: Any) -> int:
+        return max((b.offset + b.size for b in p.buffers if b.tensor >= 0 and b.subgraph == 0), default=0)
+
+    greedy = greedy_plan(m)
+    best, name = greedy, "tflm-greedy"
+    if optimize:
+        opt = optimized_plan(m)
+        if tensor_head(opt) < tensor_head(greedy):
+            best, name = opt, opt.method
+    return list(best.order), dict(best.offsets), tensor_head(best), name, greedy.head
+
+
+def generate_c(
+    model: str | os.PathLike | bytes | TFLiteModel, *, optimize_plan: bool = True, prefix: str = "edgekd"
+) -> CModel:
+    """C sources for ``model`` (see module doc). Raises EdgekdError for float models and unsupported ops."""
+    m = model if isinstance(model, TFLiteModel) else read_tflite(model)
+    _check(m)
+    order, offsets, arena, method, greedy_head = plan_arena(m, optimize_plan)
+    ctx = _Ctx(m, offsets)
+    calls = []
+    for i in order:
+        op = m.operators[i]
+        calls.append(f"    /* {i}: {op.opcode} */\n    " + EMITTERS[op.name](ctx, op, ctx.options(op)))
+    ti, to = m.tensors[m.inputs[0]], m.tensors[m.outputs[0]]
+    io = {
+        "input": {"offset": offsets[ti.index], "bytes": ti.nbytes, "shape": list(ti.shape), "scale": _scale(ti), "zero_point": _zp(ti)},
+        "output": {"offset": offsets[to.index], "bytes": to.nbytes, "shape": list(to.shape), "scale": _scale(to), "zero_point": _zp(to)},
+    }  # fmt: skip
+    header = f"""/* Generated by edgekd from {Path(m.source).name}: do not edit. */
+#ifndef {prefix.upper()}_MODEL_H_
+#define {prefix.upper()}_MODEL_H_
+
+#include <stdint.h>
+
+#define {prefix.upper()}_INPUT_SIZE {ti.nbytes}
+#define {prefix.upper()}_OUTPUT_SIZE {to.nbytes}
+#define {prefix.upper()}_ARENA_SIZE {arena}
+#define {prefix.upper()}_OUTPUT_SCALE {_scale(to)!r}f
+#define {prefix.upper()}_OUTPUT_ZERO_POINT {_zp(to)}
+
+int8_t *{prefix}_input(void);
+const int8_t *{prefix}_output(void);
+void {prefix}_invoke(void);
+
+#endif
+"""
+    body = f"""/* Generated by edgekd from {Path(m.source).name}: do not edit.
+ * Operators: {len(m.operators)}; arena {arena} bytes (plan: {method}; TFLite Micro's greedy plan: {greedy_head}). */
+#include "{prefix}_model.h"
+
+#include "edgekd_kernels.h"
+
+static int8_t ek_arena[{max(arena, 16)}] __attribute__((aligned(16)));
+
+{"".join(ctx.decls)}
+int8_t *{prefix}_input(void) {{ return ek_arena + {offsets[ti.index]}; }}
+const int8_t *{prefix}_output(void) {{ return ek_arena + {offsets[to.index]}; }}
+
+void {prefix}_invoke(void) {{
+{chr(10).join(calls)}
+}}
+"""
+    files = {f"{prefix}_model.h": header, f"{prefix}_model.c": body}
+    for f in RUNTIME_FILES:
+        files[f] = (RUNTIME_DIR / f).read_text()
+    return CModel(m.source, files, arena, method, greedy_head, io["input"], io["output"],
+                  m.op_names(), ctx.weight_bytes, order)  # fmt: skip

@@ -1,0 +1,232 @@
+"""``edgekd bench``: pick the model and inputs, connect a device (a port, the emulated Cortex-M4, or
+the software device), run accuracy and performance modes, write ``bench/<target>/bench.json``."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import platform
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.atomic import atomic_write_json
+from edgekd.errors import EdgekdError
+from edgekd.harness.runner import Device, run_accuracy, run_performance
+
+BENCH_VERSION = 1
+MODES = ("accuracy", "performance", "all")
+
+
+def find_model(source: str | Path, target: str) -> tuple[Path, Path | None]:
+    """(model_int8.tflite, run folder or None) for a run folder or a ``.tflite`` file."""
+    src = Path(source)
+    if src.is_dir():
+        exp = src / "export"
+        for cand in (exp / target / "model_int8.tflite", exp / "tflite-micro" / "model_int8.tflite"):
+            if cand.is_file():
+                return cand, src
+        found = sorted(exp.glob("*/model_int8.tflite")) if exp.is_dir() else []
+        if found:
+            return found[0], src
+        raise EdgekdError(
+            f"{src}: no export/*/model_int8.tflite in this run folder; run "
+            f"`edgekd export {src} --target {target}` first"
+        )
+    if not src.exists():
+        raise EdgekdError(f"{src}: not found; pass a run folder or an int8 .tflite model")
+    if src.suffix.lower() != ".tflite":
+        raise EdgekdError(f"{src}: not a .tflite model or a run folder")
+    return src, None
+
+
+def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    dt = np.dtype(detail["dtype"])
+    if x.dtype == dt:
+        return x
+    info = np.iinfo(dt)
+    q = np.round(x.astype(np.float64) / float(detail["scale"]) + int(detail["zero_point"]))
+    return np.clip(q, info.min, info.max).astype(dt)
+
+
+def bench_inputs(model_path: Path, run: Path | None, data: str | None, samples: int, seed: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray | None, str]:  # fmt: skip
+    """Quantized model inputs ``(N, *input_shape[1:])``, labels or None, and where they came from."""
+    from edgekd.graph import read_tflite
+
+    m = read_tflite(model_path)
+    ind = m.input_details()[0]
+    shape = tuple(ind["shape"][1:])
+    ev = None
+    if data is not None:
+        from edgekd.profile.api import resolve_data
+
+        ev = resolve_data(data, samples)
+    elif run is not None and (run / "data.json").is_file():
+        from edgekd.profile.api import resolve_data
+
+        ev = resolve_data(str(run / "data.json"), samples)
+    if ev is None:
+        rng = np.random.default_rng(seed)
+        dt = np.dtype(ind["dtype"])
+        info = np.iinfo(dt)
+        x = rng.integers(info.min, info.max + 1, size=(samples, *shape)).astype(dt)
+        return x, None, f"random {dt.name} inputs (seed {seed}); pass --data for real samples"
+    x = ev.x[:samples]
+    if x.shape[1:] != shape and x.ndim >= 3 and np.moveaxis(x, 1, -1).shape[1:] == shape:
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))  # NCHW data, NHWC model
+    if x.shape[1:] != shape:
+        if int(np.prod(x.shape[1:])) != int(np.prod(shape)):
+            raise EdgekdError(
+                f"{model_path}: data samples have shape {tuple(x.shape[1:])}, the model input is {shape}"
+            )
+        x = x.reshape(len(x), *shape)
+    y = None if ev.y is None or ev.task != "classification" else ev.y[:samples]
+    return _quantize(x, ind), y, ev.name
+
+
+@contextlib.contextmanager
+def _connect(model_path: Path, target: str, port: str | None, emulate: bool, software: bool,
+             build_dir: Path, faults: dict[str, int] | None, quiet: bool) -> Iterator[tuple[str, dict[str, Any]]]:  # fmt: skip
+    """Yields (port, extra facts for bench.json). Starts and always stops an emulator/software device."""
+    picked = sum([port is not None, emulate, software])
+    if picked != 1:
+        raise EdgekdError("pass exactly one of --port PORT, --emulate (QEMU) or --software (host device)")
+    if port is not None:
+        yield port, {"device": "port"}
+    elif software:
+        from edgekd.harness.softdevice import SoftwareDevice, pty_device, tflm_model_fn
+
+        run, nbytes = tflm_model_fn(model_path)
+        with pty_device(SoftwareDevice(run, nbytes, faults=dict(faults or {}))) as name:
+            yield name, {"device": "software (host TFLite Micro on a pseudo-terminal)"}
+    else:
+        from edgekd.harness.qemu import emulated_board
+
+        with emulated_board(model_path, target, build_dir, quiet=quiet) as (url, facts):
+            yield url, facts
+
+
+def run_bench(source: str | Path, *, target: str, port: str | None = None, emulate: bool = False,
+              software: bool = False, mode: str = "all", samples: int = 50, data: str | None = None,
+              windows: int = 5, window_s: float = 0.5, timeout: float = 5.0, infer_timeout: float = 120.0,
+              output: str | Path | None = None, quiet: bool = False,
+              faults: dict[str, int] | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    """Benchmark the int8 model of a run folder (or a ``.tflite``) on a device; returns (bench.json, record)."""
+    from edgekd.graph import read_tflite, run_tflm
+    from edgekd.targets import load_target
+
+    if mode not in MODES:
+        raise EdgekdError(f"--mode {mode}: valid: {', '.join(MODES)}")
+    tgt = load_target(target)
+    model_path, run = find_model(source, tgt.name)
+    m = read_tflite(model_path)
+    if not m.is_full_integer():
+        raise EdgekdError(
+            f"{model_path}: the model is {m.kind}; the device harness needs a full-integer int8 model"
+        )
+    base = Path(output) if output is not None else (run or model_path.parent) / "bench" / tgt.name
+    x, y, data_name = bench_inputs(model_path, run, data, samples)
+    host = run_tflm(model_path, x)
+    record: dict[str, Any] = {
+        "edgekd_bench": BENCH_VERSION,
+        "target": tgt.as_dict(),
+        "model": {
+            "path": str(model_path),
+            "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
+            "bytes": model_path.stat().st_size,
+            "ops": m.op_names(),
+        },  # fmt: skip
+        "data": {"source": data_name, "samples": int(len(x))},
+        "mode": mode,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "host": {"machine": platform.machine(), "python": platform.python_version()},
+    }
+    with _connect(model_path, tgt.name, port, emulate, software, base / "build", faults, quiet) as (
+        url,
+        facts,
+    ):
+        record.update(facts)
+        record["port"] = url
+        with Device(url, timeout=timeout, infer_timeout=infer_timeout) as dev:
+            info = dev.handshake()
+            record["dut"] = {"name": info.name, "profile": info.profile, "model": info.model,
+                             "timestamp_mode": info.timestamp_mode}  # fmt: skip
+            if mode in ("accuracy", "all"):
+                record["accuracy"] = _accuracy(dev, x, host, y, quiet)
+            if mode in ("performance", "all"):
+                w_s = min(window_s, float(facts.get("window_s", window_s)))
+                perf = run_performance(dev, x[0].tobytes(), windows=windows, window_s=w_s)
+                perf["time_base"] = facts.get("time_base", "device clock (m-lap-us)")
+                if "instructions_per_us" in facts:
+                    perf["instructions_per_inference"] = round(
+                        perf["us_per_inference"] * facts["instructions_per_us"]
+                    )
+                record["performance"] = perf
+    atomic_write_json(base / "bench.json", record)
+    return base / "bench.json", record
+
+
+def _accuracy(
+    dev: Device, x: np.ndarray, host: np.ndarray, y: np.ndarray | None, quiet: bool
+) -> dict[str, Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    cols = (TextColumn("accuracy"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*cols, disable=quiet, transient=True) as bar:
+        task = bar.add_task("samples", total=len(x))
+        res = run_accuracy(dev, x, host, y, progress=lambda k: bar.update(task, completed=k))
+    return res.as_dict()
+
+
+def summary_lines(record: dict[str, Any]) -> list[str]:
+    """Short human summary of a bench record."""
+    out = [f"device: {record.get('dut', {}).get('name') or '?'} ({record.get('device')})"]
+    acc = record.get("accuracy")
+    if acc:
+        top1 = acc["top1_accuracy"]
+        out.append(
+            f"accuracy: {acc['samples']} samples, top-1 {'n/a' if top1 is None else f'{100 * top1:.2f}%'}, "
+            f"bit-exact with host TFLite Micro on {acc['bytes_equal_samples']}/{acc['samples']}"
+        )
+    perf = record.get("performance")
+    if perf:
+        label = " (emulated)" if record.get("emulated") else ""
+        out.append(
+            f"performance{label}: {perf['inferences_per_second']:.2f} inferences/s, "
+            f"{perf['us_per_inference'] / 1000:.3f} ms/inference (median of {perf['windows']} windows x "
+            f"{perf['iterations_per_window']})"
+        )
+    mem = record.get("memory")
+    if mem:
+        out.append(f"memory: flash {mem['flash_bytes']:,} B, RAM {mem['ram_bytes']:,} B "
+                   f"(data {mem['data']:,} + bss {mem['bss']:,} + stack {mem['stack']:,})")  # fmt: skip
+    return out
+
+
+def device_row(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Measured device rows for ``edgekd profile``: one per ``bench/<target>/bench.json``."""
+    rows = []
+    for f in sorted(Path(run_dir).glob("bench/*/bench.json")):
+        import json
+
+        try:
+            r = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        perf, acc, mem = r.get("performance") or {}, r.get("accuracy") or {}, r.get("memory") or {}
+        rows.append({
+            "target": (r.get("target") or {}).get("name", f.parent.name),
+            "device": r.get("device"),
+            "emulated": bool(r.get("emulated")),
+            "ms_per_inference": perf.get("us_per_inference", 0) / 1000 if perf else None,
+            "top1_accuracy": acc.get("top1_accuracy"),
+            "bit_exact": acc.get("bit_exact"),
+            "flash_bytes": mem.get("flash_bytes"),
+            "ram_bytes": mem.get("ram_bytes"),
+            "file": str(f),
+        })  # fmt: skip
+    return rows

@@ -1,0 +1,30 @@
+/* Minimal Cortex-M4 start-up: vector table, .data copy, .bss clear, FPU on, main(). */
+#include <stdint.h>
+
+extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
+int main(void);
+
+void Reset_Handler(void);
+void Default_Handler(void);
+
+void Default_Handler(void) {
+    for (;;) {
+    }
+}
+
+__attribute__((section(".isr_vector"), used)) void (*const g_vectors[16])(void) = {
+    (void (*)(void))(&_estack), Reset_Handler, Default_Handler, Default_Handler, Default_Handler,
+    Default_Handler, Default_Handler, 0, 0, 0, 0, Default_Handler, Default_Handler, 0, Default_Handler,
+    Default_Handler,
+};
+
+void Reset_Handler(void) {
+    uint32_t *src = &_sidata, *dst = &_sdata;
+    while (dst < &_edata) *dst++ = *src++;
+    for (dst = &_sbss; dst < &_ebss;) *dst++ = 0;
+    *(volatile uint32_t *)0xE000ED88u |= (0xFu << 20); /* CPACR: CP10/CP11 full access (FPU) */
+    __asm volatile("dsb\n isb");
+    main();
+    for (;;) {
+    }
+}

@@ -1,0 +1,227 @@
+"""The emulated board: build the C-backend firmware for Cortex-M4 with ``arm-none-eabi-gcc`` and run it
+on ``qemu-system-arm -M mps2-an386`` with UART0 on a TCP socket on 127.0.0.1.
+
+Flash and RAM come from the ELF (text, data, bss); the stack from GCC's ``-fcallgraph-info=su`` call
+graph (the deepest path from the reset handler). Time runs under ``-icount shift=0``: one guest
+instruction is one nanosecond of *emulated* time, so per-inference figures are deterministic
+instruction counts, not Cortex-M4 cycles (QEMU is not cycle-accurate).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import EdgekdError
+
+FIRMWARE_DIR = Path(__file__).resolve().parent / "firmware"
+FIRMWARE_SOURCES = ("ee_main.c", "board_mps2_an386.c", "startup_cm4.c")
+TEMPLATE_FILES = ("board.h", "ee_main.c", "board_mps2_an386.c", "startup_cm4.c", "mps2_an386.ld")
+CPU_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+CFLAGS = [*CPU_FLAGS, "-Os", "-std=c99", "-ffunction-sections", "-fdata-sections", "-Wall", "-Wextra",
+          "-fstack-usage", "-fcallgraph-info=su"]  # fmt: skip
+LDFLAGS = [*CPU_FLAGS, "-T", "mps2_an386.ld", "-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections"]
+BOARD_RAM = 4 * 1024 * 1024
+BOARD_FLASH = 4 * 1024 * 1024
+ICOUNT_SHIFT = 0  # 2**0 ns of emulated time per instruction
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise EdgekdError(
+            f"{name} not found; install the Debian packages qemu-system-arm gcc-arm-none-eabi "
+            "libnewlib-arm-none-eabi (scripts/ensure-system-deps.sh does it as root)"
+        )
+    return path
+
+
+def have_toolchain() -> bool:
+    return all(shutil.which(t) for t in ("arm-none-eabi-gcc", "arm-none-eabi-size", "qemu-system-arm"))
+
+
+@dataclass
+class Firmware:
+    elf: Path
+    memory: dict[str, Any]
+    c_model: dict[str, Any] = field(default_factory=dict)
+
+
+def copy_templates(dst: Path) -> None:
+    for f in TEMPLATE_FILES:
+        shutil.copy2(FIRMWARE_DIR / f, dst / f)
+
+
+def build_firmware(
+    model_path: str | os.PathLike, build_dir: str | os.PathLike, model_name: str = "ic01"
+) -> Firmware:
+    """C backend + protocol firmware, cross-compiled; raises EdgekdError if it does not fit the board."""
+    from edgekd.export.c_backend import generate_c
+
+    gcc = tool("arm-none-eabi-gcc")
+    d = Path(build_dir)
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    cm = generate_c(model_path)
+    cm.write(d)
+    copy_templates(d)
+    srcs = [*FIRMWARE_SOURCES, "edgekd_model.c", "edgekd_kernels.c"]
+    objs = []
+    for src in srcs:
+        obj = Path(src).with_suffix(".o").name
+        cmd = [gcc, *CFLAGS, f'-DEE_MODEL_NAME="{model_name}"', "-c", src, "-o", obj]
+        r = subprocess.run(cmd, cwd=d, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise EdgekdError(f"{model_path}: firmware does not compile ({src}): {r.stderr.strip()[:300]}")
+        objs.append(obj)
+    r = subprocess.run([gcc, *LDFLAGS, "-o", "firmware.elf", *objs, "-Wl,-Map=firmware.map"], cwd=d,
+                       capture_output=True, text=True)  # fmt: skip
+    if r.returncode != 0:
+        overflow = re.search(r"region [`']?(\w+)'? overflowed by (\d+) bytes", r.stderr)
+        if overflow:
+            raise EdgekdError(
+                f"{model_path}: the model does not fit the emulated board: {overflow.group(1)} overflowed by "
+                f"{int(overflow.group(2)):,} bytes (mps2-an386 has {BOARD_RAM // 1024} KiB RAM and "
+                f"{BOARD_FLASH // 1024} KiB code memory); use a smaller model"
+            )
+        raise EdgekdError(f"{model_path}: firmware does not link: {r.stderr.strip()[:300]}")
+    mem = elf_memory(d / "firmware.elf", d)
+    mem["arena"] = cm.arena_size
+    if mem["ram_bytes"] > BOARD_RAM or mem["flash_bytes"] > BOARD_FLASH:
+        raise EdgekdError(
+            f"{model_path}: the firmware needs {mem['ram_bytes']:,} B RAM and {mem['flash_bytes']:,} B flash; "
+            f"the emulated board has {BOARD_RAM:,} and {BOARD_FLASH:,}; use a smaller model"
+        )
+    return Firmware(d / "firmware.elf", mem, cm.summary())
+
+
+def elf_memory(elf: Path, obj_dir: Path) -> dict[str, Any]:
+    """text/data/bss from ``arm-none-eabi-size`` plus the worst-case stack from the call graph."""
+    r = subprocess.run(
+        [tool("arm-none-eabi-size"), "--format=berkeley", str(elf)], capture_output=True, text=True
+    )
+    nums = r.stdout.strip().splitlines()[-1].split()
+    text, data, bss = int(nums[0]), int(nums[1]), int(nums[2])
+    stack, path = stack_usage(obj_dir)
+    return {"text": text, "data": data, "bss": bss, "stack": stack, "stack_path": path,
+            "flash_bytes": text + data, "ram_bytes": data + bss + stack}  # fmt: skip
+
+
+_NODE = re.compile(r'node:\s*\{\s*title:\s*"([^"]+)"\s*label:\s*"([^"]*)"', re.S)
+_EDGE = re.compile(r'edge:\s*\{\s*sourcename:\s*"([^"]+)"\s*targetname:\s*"([^"]+)"')
+_BYTES = re.compile(r"(\d+) bytes \((static|dynamic|dynamic,bounded)\)")
+
+
+def stack_usage(obj_dir: Path, root: str = "Reset_Handler") -> tuple[int, list[str]]:
+    """Deepest stack from GCC's ``.ci`` call-graph files (``-fcallgraph-info=su``), from ``root``.
+    Library functions (memcpy/memmove) have no frame info: they count 0 and are listed with ``?``."""
+    frames: dict[str, int] = {}
+    edges: dict[str, set[str]] = {}
+    names: dict[str, str] = {}
+    for ci in obj_dir.glob("*.ci"):
+        text = ci.read_text(errors="replace")
+        for title, label in _NODE.findall(text):
+            fn = title.split(":")[-1]
+            names[title] = fn
+            m = _BYTES.search(label)
+            if m:
+                frames[fn] = max(frames.get(fn, 0), int(m.group(1)))
+        for a, b in _EDGE.findall(text):
+            edges.setdefault(a.split(":")[-1], set()).add(b.split(":")[-1])
+    memo: dict[str, tuple[int, list[str]]] = {}
+
+    def deepest(fn: str, seen: frozenset[str]) -> tuple[int, list[str]]:
+        if fn in memo:
+            return memo[fn]
+        best: tuple[int, list[str]] = (0, [])
+        for callee in edges.get(fn, ()):
+            if callee in seen:  # recursion: not expected in this firmware
+                continue
+            best = max(best, deepest(callee, seen | {callee}), key=lambda t: t[0])
+        own = frames.get(fn)
+        res = ((own or 0) + best[0], [fn if own is not None else f"{fn}?"] + best[1])
+        memo[fn] = res
+        return res
+
+    if root not in frames and root not in edges:
+        return 0, []
+    return deepest(root, frozenset({root}))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=3)
+
+
+@contextlib.contextmanager
+def run_qemu(
+    elf: str | os.PathLike, *, icount_shift: int = ICOUNT_SHIFT
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Start QEMU on ``elf`` with UART0 on a free TCP port of 127.0.0.1 (it waits for the host to
+    connect); yields (``socket://`` URL, process). QEMU is always stopped on exit, error or Ctrl-C."""
+    qemu = tool("qemu-system-arm")
+    port = _free_port()
+    cmd = [qemu, "-M", "mps2-an386", "-nographic", "-monitor", "none", "-icount", f"shift={icount_shift}",
+           "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on", "-kernel", str(elf)]  # fmt: skip
+    log = Path(elf).with_suffix(".qemu.log")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)  # fmt: skip
+    try:
+        time.sleep(0.1)
+        if proc.poll() is not None:
+            raise EdgekdError(f"qemu-system-arm exited with code {proc.returncode} at start: "
+                              f"{log.read_text(errors='replace').strip()[:300]}")  # fmt: skip
+        # QEMU waits for the first connection (the host runner's, which retries until it listens)
+        yield f"socket://127.0.0.1:{port}", proc
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def emulated_board(model_path: str | os.PathLike, target: str, build_dir: str | os.PathLike,
+                   quiet: bool = False) -> Iterator[tuple[str, dict[str, Any]]]:  # fmt: skip
+    """Build the firmware for ``model_path`` and run it in QEMU; yields (port URL, facts for bench.json)."""
+    if target != "cortex-m4-qemu":
+        raise EdgekdError(
+            f"--emulate runs the cortex-m4-qemu target only, not {target!r}; use --target cortex-m4-qemu"
+        )
+    fw = build_firmware(model_path, build_dir)
+    facts = {
+        "device": "emulated Cortex-M4 (QEMU mps2-an386, edgekd C backend firmware)",
+        "emulated": True,
+        "time_base": f"emulated: qemu -icount shift={ICOUNT_SHIFT} (1 instruction = {2**ICOUNT_SHIFT} ns); "
+        "deterministic, not cycle-accurate",
+        "instructions_per_us": 1000 / 2**ICOUNT_SHIFT,
+        "memory": fw.memory,
+        "c_model": fw.c_model,
+        "firmware": str(fw.elf),
+        "window_s": 0.02,
+    }
+    with run_qemu(fw.elf) as (url, _proc):
+        yield url, facts

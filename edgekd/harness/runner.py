@@ -1,0 +1,321 @@
+"""Host runner: drive an MLPerf Tiny / EEMBC device over a serial port (or any pyserial URL).
+
+Every read has a deadline, so a device that is silent, garbled, answers ``e-[...]`` or resets
+mid-run gives one clear :class:`~edgekd.errors.EdgekdError` and never a hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import EdgekdError
+from edgekd.harness import protocol as p
+
+BAUDRATE = 115200
+_MAX_LINE = 4096  # bytes; a longer line without a newline is garbage
+_MAX_BOOT_LINES = 200
+
+
+class DeviceError(EdgekdError):
+    """The device answered ``e-[...]``, reset, or stopped answering."""
+
+
+@dataclass
+class DeviceInfo:
+    name: str = ""
+    profile: str = ""
+    model: str = ""
+    timestamp_mode: str = ""
+
+
+@dataclass
+class Inference:
+    """What ``infer N W%`` returned: laps in device microseconds and the results vector."""
+
+    iterations: int
+    warmup: int
+    laps_us: list[int]
+    results: list[float] | list[int]
+
+    @property
+    def elapsed_us(self) -> int:
+        if len(self.laps_us) < 2:
+            raise DeviceError(
+                "device sent fewer than two m-lap-us timestamps around the inference; "
+                "its firmware does not time inferences (th_timestamp missing?)"
+            )
+        return self.laps_us[-1] - self.laps_us[0]
+
+
+class Device:
+    """A protocol session on ``port``: a serial device (``/dev/ttyACM0``) or a pyserial URL
+    (``socket://127.0.0.1:5555``, ``loop://``). Use as a context manager."""
+
+    def __init__(self, port: str, *, timeout: float = 5.0, infer_timeout: float = 120.0,
+                 baudrate: int = BAUDRATE, connect_timeout: float = 10.0) -> None:  # fmt: skip
+        self.port = port
+        self.timeout = timeout
+        self.infer_timeout = infer_timeout
+        self.baudrate = baudrate
+        self.connect_timeout = connect_timeout
+        self._ser: Any = None
+        self._buf = bytearray()
+        self.info = DeviceInfo()
+        self.log: list[str] = []  # last lines received, for error messages
+
+    # ---- connection ------------------------------------------------------------------------------
+    def open(self) -> Device:
+        import serial
+
+        deadline = time.monotonic() + self.connect_timeout
+        while True:
+            try:
+                self._ser = serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=0.02)
+                break
+            except (serial.SerialException, OSError, ValueError) as e:
+                # a socket:// port of an emulator that is still starting: retry until the deadline
+                if not self.port.startswith("socket://") or time.monotonic() > deadline:
+                    raise DeviceError(
+                        f"port {self.port}: cannot open ({str(e).splitlines()[0][:120]}); check the cable "
+                        "and the --port name (a device like /dev/ttyACM0 or a URL like socket://HOST:PORT)"
+                    ) from None
+                time.sleep(0.1)
+        return self
+
+    def close(self) -> None:
+        if self._ser is not None:
+            with contextlib.suppress(Exception):
+                self._ser.close()
+            self._ser = None
+
+    def __enter__(self) -> Device:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- lines -----------------------------------------------------------------------------------
+    def _readline(self, deadline: float) -> str | None:
+        """One line (without the ending), or None at the deadline."""
+        import serial
+
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                raw = bytes(self._buf[:nl]).rstrip(b"\r")
+                del self._buf[: nl + 1]
+                text = raw.decode("ascii", "replace").replace("\ufffd", "\x00") if raw else ""
+                self.log = (self.log + [text])[-5:]
+                return text
+            if len(self._buf) > _MAX_LINE:
+                raise p.ProtocolError(
+                    f"port {self.port}: device sent {len(self._buf)} bytes without a line ending "
+                    "(garbage on the line; wrong baud rate?)"
+                )
+            if time.monotonic() > deadline:
+                return None
+            try:
+                chunk = self._ser.read(max(1, self._ser.in_waiting or 1))
+            except (serial.SerialException, OSError) as e:
+                raise DeviceError(f"port {self.port}: read failed ({e}); was the device unplugged?") from None
+            if chunk:
+                self._buf += chunk
+
+    def _write(self, text: str) -> None:
+        import serial
+
+        try:
+            self._ser.write(text.encode("ascii"))
+            self._ser.flush()
+        except (serial.SerialException, OSError) as e:
+            raise DeviceError(f"port {self.port}: write failed ({e}); was the device unplugged?") from None
+
+    def request(self, cmd: str, timeout: float | None = None) -> list[p.Message]:
+        """Send one command; return its messages up to (not including) ``m-ready``."""
+        self._write(cmd)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        out: list[p.Message] = []
+        error: str | None = None
+        while True:
+            line = self._readline(deadline)
+            if line is None and error is not None:
+                break
+            if line is None:
+                seen = f"; last lines: {' | '.join(self.log)}" if self.log else ""
+                raise DeviceError(
+                    f"port {self.port}: no m-ready for {cmd!r} within "
+                    f"{self.timeout if timeout is None else timeout:g} s (device silent or hung{seen})"
+                )
+            if not line.strip():
+                continue
+            msg = p.parse_line(line)
+            if msg.kind == "ready" and error is None:
+                return out
+            if msg.kind == "ready":
+                break
+            if msg.kind == "error":  # read on to its m-ready, so the next command starts clean
+                error = f"port {self.port}: device error for {cmd!r}: e-[{msg.value}]"
+                deadline = min(deadline, time.monotonic() + 1.0)
+                continue
+            if msg.kind in ("init_done", "timestamp_mode"):
+                raise DeviceError(
+                    f"port {self.port}: device reset while answering {cmd!r} ({msg.raw}); "
+                    "check its power supply / watchdog, or a model too big for its RAM"
+                )
+            out.append(msg)
+        raise DeviceError(error)
+
+    # ---- protocol commands -----------------------------------------------------------------------
+    def handshake(self) -> DeviceInfo:
+        """Wait for the device (boot text is skipped) and read its name and profile."""
+        deadline = time.monotonic() + self.connect_timeout
+        # drain the boot banner: lines until a quiet moment
+        for _ in range(_MAX_BOOT_LINES):
+            line = self._readline(min(deadline, time.monotonic() + 0.3))
+            if line is None:
+                break
+            with contextlib.suppress(p.ProtocolError):
+                msg = p.parse_line(line)
+                if msg.kind == "timestamp_mode":
+                    self.info.timestamp_mode = str(msg.value)
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                msgs = self.request(p.command("name"), timeout=min(2.0, self.timeout))
+                break
+            except DeviceError as e:
+                if "device error" in str(e):
+                    raise
+                last = e
+        else:
+            raise DeviceError(
+                f"port {self.port}: the device does not answer 'name%' within {self.connect_timeout:g} s"
+                f" ({last}); is it running MLPerf Tiny / EEMBC firmware?"
+            )
+        self.info.name = next((str(m.value) for m in msgs if m.kind == "name"), "")
+        with contextlib.suppress(DeviceError):
+            for m in self.request(p.command("profile")):
+                if m.kind in ("profile", "model"):
+                    setattr(self.info, m.kind, str(m.value))
+        return self.info
+
+    def load(self, data: bytes) -> None:
+        """``db load N`` + ``db HEX`` lines; checks the device's byte count."""
+        lines = p.db_lines(data)
+        msgs = self.request(lines[0])
+        exp = next((m.value for m in msgs if m.kind == "expecting"), None)
+        if exp != len(data):
+            raise DeviceError(
+                f"port {self.port}: device answered {msgs[0].raw if msgs else 'nothing'!r} to {lines[0]!r} "
+                f"(expected m-[Expecting {len(data)} bytes]); is the input larger than its buffer?"
+            )
+        done = False
+        for ln in lines[1:]:
+            done = any(m.kind == "load_done" for m in self.request(ln)) or done
+        if not done:
+            raise DeviceError(f"port {self.port}: device never sent m-load-done after {len(data)} bytes")
+
+    def infer(self, iterations: int = 1, warmup: int = 0) -> Inference:
+        msgs = self.request(p.command("infer", iterations, warmup), timeout=self.infer_timeout)
+        if not any(m.kind == "infer_done" for m in msgs):
+            raise DeviceError(f"port {self.port}: no m-infer-done for 'infer {iterations} {warmup}%'")
+        laps = [int(m.value) for m in msgs if m.kind == "lap_us"]  # type: ignore[arg-type]
+        results = next((m.value for m in msgs if m.kind == "results"), None)
+        if results is None:
+            results = next((m.value for m in self.request(p.command("results")) if m.kind == "results"), [])
+        return Inference(iterations, warmup, laps, list(results))  # type: ignore[arg-type]
+
+
+# ---- modes ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class AccuracyResult:
+    samples: int = 0
+    correct: int = 0
+    labelled: int = 0
+    bytes_equal: int = 0
+    top1_agree: int = 0
+    max_abs_diff: float = 0.0
+    first_mismatch: int | None = None
+    outputs: list[list[float]] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        n = max(self.samples, 1)
+        return {
+            "samples": self.samples,
+            "top1_accuracy": (self.correct / self.labelled) if self.labelled else None,
+            "labelled_samples": self.labelled,
+            "bytes_equal_samples": self.bytes_equal,
+            "bit_exact": self.bytes_equal == self.samples and self.samples > 0,
+            "top1_agreement_with_host_tflm": self.top1_agree / n,
+            "max_abs_diff_vs_host_tflm": self.max_abs_diff,
+            "first_mismatch_sample": self.first_mismatch,
+        }
+
+
+def run_accuracy(dev: Device, x: np.ndarray, host_out: np.ndarray, labels: np.ndarray | None,
+                 progress: Callable[[int], None] | None = None) -> AccuracyResult:  # fmt: skip
+    """Each sample loaded and inferred once: top-1 and byte-for-byte agreement with the host outputs.
+
+    ``x`` holds the model's input bytes per sample (int8/uint8), ``host_out`` the host TFLite Micro
+    int8 outputs. A device printing floats (dequantized, as MLPerf Tiny reference firmware does) is
+    compared after de-quantising the host output (``max_abs_diff``), never byte-equal."""
+    res = AccuracyResult()
+    for i in range(len(x)):
+        dev.load(np.ascontiguousarray(x[i]).tobytes())
+        inf = dev.infer(1, 0)
+        ref = host_out[i].reshape(-1)
+        got = np.asarray(inf.results, dtype=np.float64).reshape(-1)
+        if got.size != ref.size:
+            raise DeviceError(
+                f"port {dev.port}: sample {i}: device returned {got.size} results, the model has {ref.size} "
+                "outputs; is the device running this model?"
+            )
+        ints = all(isinstance(v, int) for v in inf.results)
+        equal = ints and np.array_equal(got.astype(np.int64), ref.astype(np.int64))
+        res.bytes_equal += int(equal)
+        if not equal and res.first_mismatch is None:
+            res.first_mismatch = i
+        res.max_abs_diff = max(res.max_abs_diff, float(np.max(np.abs(got - ref))) if ints else 0.0)
+        res.top1_agree += int(np.argmax(got) == np.argmax(ref))
+        if labels is not None:
+            res.labelled += 1
+            res.correct += int(np.argmax(got) == int(labels[i]))
+        res.samples += 1
+        res.outputs.append(got.tolist())
+        if progress is not None:
+            progress(i + 1)
+    return res
+
+
+def run_performance(dev: Device, sample: bytes, *, windows: int = 5, warmup: int = 1,
+                    window_s: float = 0.5, max_iterations: int = 100_000) -> dict[str, Any]:  # fmt: skip
+    """Warm-up, then ``windows`` timed windows of N inferences (N sized so a window lasts about
+    ``window_s`` device seconds); the median inferences per second over the windows."""
+    dev.load(sample)
+    probe = dev.infer(1, warmup)
+    one_us = max(probe.elapsed_us, 1)
+    n = int(min(max_iterations, max(1, round(window_s * 1e6 / one_us))))
+    ips: list[float] = []
+    us: list[float] = []
+    for _ in range(windows):
+        inf = dev.infer(n, 0)
+        elapsed = max(inf.elapsed_us, 1)
+        ips.append(n * 1e6 / elapsed)
+        us.append(elapsed / n)
+    return {
+        "iterations_per_window": n,
+        "windows": windows,
+        "warmup": warmup,
+        "inferences_per_second": statistics.median(ips),
+        "us_per_inference": statistics.median(us),
+        "window_inferences_per_second": ips,
+    }
