@@ -39,7 +39,7 @@ class EvalData:
     num_classes: int | None
     class_names: list[str] | None
     name: str
-    task: str = "classification"
+    task: str | None = "classification"  # classification | reconstruction | None (infer from the outputs)
     info: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
@@ -69,8 +69,11 @@ def _subsample(
 
 
 def _task_of(info: dict[str, Any]) -> str:
-    task = str(info.get("task") or info.get("load_args", {}).get("task") or "classification")
-    return "anomaly" if task.startswith("anomal") else "classification"
+    """``data.json``'s ``task`` (``classification`` | ``reconstruction``; missing = classification)."""
+    from edgekd.export.checks import normalize_task
+
+    task = info.get("task") or info.get("load_args", {}).get("task")
+    return normalize_task(task, "data.json") or "classification"
 
 
 def data_from_info(info: dict[str, Any], samples: int | None = None) -> EvalData:
@@ -107,9 +110,11 @@ def resolve_data(data: Any, samples: int | None = None) -> EvalData | None:
         y = arrays[yk].astype(np.int64).ravel() if yk in arrays else None
         if y is not None and len(y) != len(x):
             raise EdgekdError(f"{p}: {xk} has {len(x)} rows but {yk} has {len(y)}")
-        task = "anomaly" if str(arrays.get("task", "")) == "anomaly" else "classification"
+        from edgekd.export.checks import normalize_task
+
+        task = normalize_task(arrays.get("task"), f"{p}: array 'task'")  # None: inferred per model
         x, y = _subsample(x, y, samples)
-        n_cls = int(y.max()) + 1 if y is not None and len(y) else None
+        n_cls = int(y.max()) + 1 if y is not None and len(y) and task != "reconstruction" else None
         names = [str(i) for i in range(n_cls)] if n_cls else None
         return EvalData(
             x, y, n_cls, names, p.name, task, {"note": "npz arrays used as given (no normalisation)"}
@@ -187,30 +192,38 @@ def _file_facts(path: Path) -> dict[str, Any]:
     return facts
 
 
-def _scores(outputs: np.ndarray, x_model: np.ndarray) -> np.ndarray:
-    """Anomaly scores: reconstruction MSE for autoencoders, else the single output / P(class 1)."""
-    out = outputs.reshape(len(outputs), -1)
-    ref = x_model.reshape(len(x_model), -1)
-    if out.shape[1] == ref.shape[1] and out.shape[1] > 2:
-        return ((out - ref) ** 2).mean(axis=1)
-    if out.shape[1] == 1:
-        return out[:, 0]
-    return acc.to_probs(out)[:, -1]
+def _task(data: EvalData, rt: Any, outputs: np.ndarray) -> str:
+    """The data's task, else ``reconstruction`` when the model outputs as many values as it takes."""
+    if data.task:
+        return data.task
+    n_in = int(np.prod(data.x.shape[1:]))
+    return "reconstruction" if outputs.reshape(len(outputs), -1).shape[1] == n_in and n_in > 2 else "classification"
 
 
-def _anomaly_scores(rt: Any, data: EvalData, outputs: np.ndarray) -> np.ndarray:
+def _model_inputs(rt: Any, data: EvalData) -> np.ndarray:
     from edgekd.profile.runtimes import adapt_input
 
-    return _scores(outputs, adapt_input(data.x, rt.input_shape, rt.channels_last, rt.path))
+    return adapt_input(data.x, rt.input_shape, rt.channels_last, rt.path)
 
 
 def _accuracy(rt: Any, data: EvalData, outputs: np.ndarray, teacher: np.ndarray | None) -> dict[str, Any]:
-    """Metrics of one row; ``teacher`` is the teacher's outputs (classification) or scores (anomaly)."""
+    """Metrics of one row; ``teacher`` is the reference model's outputs on the same data."""
+    task = _task(data, rt, outputs)
+    out = outputs.reshape(len(outputs), -1)
+    if task == "reconstruction":
+        x = _model_inputs(rt, data)
+        scores = acc.reconstruction_scores(out, x)
+        t_out = None if teacher is None else teacher.reshape(len(teacher), -1)
+        if data.y is not None:
+            res = acc.anomaly_metrics(scores, data.y, None if t_out is None else acc.reconstruction_scores(t_out, x))
+        else:
+            res = {"task": "reconstruction", "n": int(len(out)), "note": "no anomaly labels: no AUC"}
+        res["score_mean"] = float(scores.mean())
+        if t_out is not None:
+            res.setdefault("vs_teacher", {}).update(acc.reconstruction_metrics(out, t_out, x))
+        return res
     if data.y is None:
         return {"note": "data has no labels"}
-    if data.task == "anomaly":
-        return acc.anomaly_metrics(_anomaly_scores(rt, data, outputs), data.y, teacher)
-    out = outputs.reshape(len(outputs), -1)
     n_cls = data.num_classes or out.shape[1]
     if out.shape[1] != n_cls:
         raise EdgekdError(
@@ -274,8 +287,8 @@ def _profile_row(
         if data is not None:
             outputs = rt.predict(data.x)
             row["accuracy"] = _accuracy(rt, data, outputs, None if art.role == "teacher" else teacher_outputs)
-            if art.role == "teacher":  # the reference the others compare with: outputs, or anomaly scores
-                ref_outputs = outputs if data.task != "anomaly" else _anomaly_scores(rt, data, outputs)
+            if art.role == "teacher":  # the reference the others compare with
+                ref_outputs = outputs
     except Exception as e:  # noqa: BLE001  (one artifact's failure must not stop the others)
         row["error"] = _error_text(e)
     finally:
