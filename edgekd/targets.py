@@ -1,7 +1,8 @@
 """Deployment targets: one YAML profile per board or device class (``targets/<name>.yaml``).
 
 Profiles are searched in ``$EDGEKD_TARGETS_DIR`` (if set), then the repository's ``targets/`` folder
-(next to the package), then ``./targets``. A path to a ``.yaml`` file is loaded directly.
+(next to the package, in a source checkout), then the copy shipped inside the installed package
+(``edgekd/_data/targets``, a link to ``targets/`` in the source tree), then ``./targets``. A path to a ``.yaml`` file is loaded directly.
 
 Keys (all required unless marked optional)::
 
@@ -79,7 +80,8 @@ def target_dirs() -> list[Path]:
     env = os.environ.get("EDGEKD_TARGETS_DIR")
     if env:
         dirs += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parent.parent / "targets")
+    dirs.append(Path(__file__).resolve().parent.parent / "targets")  # a source checkout
+    dirs.append(Path(__file__).parent / "_data" / "targets")  # shipped inside the installed package
     dirs.append(Path.cwd() / "targets")
     seen: list[Path] = []
     for d in dirs:

@@ -97,8 +97,9 @@ def _versions() -> dict[str, str]:
 
 
 def export_model(
-    source: str | Path,
+    source: str | Path | Any,
     *,
+    input_shape: tuple[int, ...] | None = None,
     target: str | Path | None = None,
     fmt: str | None = None,
     quant: str | list[str] | None = None,
@@ -120,8 +121,10 @@ def export_model(
         raise EdgekdError(f"--format {fmt}: valid: {', '.join(FORMATS)}")
     tgt = load_target(target) if target is not None else None
     quants = _quants(fmt, tgt, quant)
-    src = load_source(source)
+    src = load_source(source, input_shape)
     name = tgt.name if tgt is not None else str(fmt)
+    if out is None and src.kind == "module":
+        raise EdgekdError("exporting a torch.nn.Module needs out=FOLDER")
     if out is not None:
         out_dir = Path(out)
     elif src.run is not None:
@@ -137,7 +140,9 @@ def export_model(
         calib, calib_info = calibration_samples(calibration, src.input_shape, src.splits)
     ev, calib_used, eval_npz = eval_set(src, eval_data, calib, calibration, ref_range)
     if calib is not None and calib_used is not None and len(calib_used.x) != len(calib.x):
-        calib_info.update(samples=int(len(calib_used.x)), held_out_for_eval=int(len(calib.x) - len(calib_used.x)))
+        calib_info.update(
+            samples=int(len(calib_used.x)), held_out_for_eval=int(len(calib.x) - len(calib_used.x))
+        )
         if len(calib_used.x) < MIN_SAMPLES:
             calib_info["warning"] = (
                 f"only {len(calib_used.x)} calibration samples (< {MIN_SAMPLES}); int8 ranges may be poor"
@@ -257,7 +262,11 @@ def _tflite_stage(ctx: ExportContext) -> None:
         files = routes.convert(ctx, ctx.quants)
     except tfl.FlexOpError as e:
         raise ck.flex_op_error(e.ops, ctx.onnx_model, ctx.target_name) from None
-    flex = [o.removeprefix("CUSTOM:Flex") for o in read_tflite(files["fp32"]).op_names() if o.startswith("CUSTOM:Flex")]
+    flex = [
+        o.removeprefix("CUSTOM:Flex")
+        for o in read_tflite(files["fp32"]).op_names()
+        if o.startswith("CUSTOM:Flex")
+    ]
     if flex:
         raise ck.flex_op_error(flex, ctx.onnx_model, ctx.target_name)
     fp32_runner = tfl.TFLiteRunner(files["fp32"])
@@ -293,7 +302,9 @@ def _tflite_stage(ctx: ExportContext) -> None:
                 checks["fp16_max_abs_diff"] = ck.max_abs_diff(out, ctx.ref)
             continue
         if not model.is_full_integer():
-            raise EdgekdError(f"{fname}: expected a full-integer model with int8 input/output, got {model.kind}")
+            raise EdgekdError(
+                f"{fname}: expected a full-integer model with int8 input/output, got {model.kind}"
+            )
         if ctx.is_mcu:
             checks["int8_runtime"] = "tflite-micro"
             _micro_stage(ctx, data, model, out)
@@ -330,7 +341,9 @@ def _micro_stage(ctx: ExportContext, data: bytes, model: Any, litert_out: np.nda
     ops = model.op_names()
     missing = [n for n in ops if n not in micro.RESOLVER_METHODS]
     if missing:
-        raise ck.unsupported_op_error(model, ctx.onnx_model, "TFLite Micro has no kernel for it", missing, tgt.name)
+        raise ck.unsupported_op_error(
+            model, ctx.onnx_model, "TFLite Micro has no kernel for it", missing, tgt.name
+        )
     ctx.log.step(f"loading the int8 model in TFLite Micro (ops: {', '.join(ops)})")
     try:
         arena = measure_arena(data)

@@ -78,7 +78,10 @@ def compare(task: str, got: np.ndarray, reference: np.ndarray, x: np.ndarray, y:
         except ValueError as e:
             raise EdgekdError(f"task reconstruction: {e}; is the model an autoencoder?") from None
         return {f"{prefix}_{k}": v for k, v in m.items()}
-    return {f"{prefix}_accuracy": accuracy(got, y), f"{prefix}_top1_agreement": top1_agreement(got, reference)}
+    return {
+        f"{prefix}_accuracy": accuracy(got, y),
+        f"{prefix}_top1_agreement": top1_agreement(got, reference),
+    }
 
 
 def float_summary(task: str, reference: np.ndarray, x: np.ndarray, y: np.ndarray | None) -> dict[str, Any]:

@@ -129,7 +129,9 @@ def _recurrent_common(b: _Builder, node: Any, gates: int) -> dict[str, Any]:
     direction = direction.decode() if isinstance(direction, bytes) else str(direction)
     for key in ("activations", "clip", "activation_alpha", "activation_beta"):
         if key in a:
-            raise b.fail(node, f"attribute '{key}' is not supported by the unrolling (default activations only)")
+            raise b.fail(
+                node, f"attribute '{key}' is not supported by the unrolling (default activations only)"
+            )
     if a.get("input_forget", 0):
         raise b.fail(node, "input_forget=1 is not supported")
     ins = list(node.input) + [""] * (8 - len(node.input))
@@ -185,13 +187,17 @@ def _concat(b: _Builder, parts: list[str], axis: int) -> str:
     """Concatenate in groups of at most :data:`MAX_CONCAT` inputs (TFLite Micro's limit is 10)."""
     while len(parts) > 1:
         parts = [
-            b.op("Concat", parts[i : i + MAX_CONCAT], axis=axis) if len(parts[i : i + MAX_CONCAT]) > 1 else parts[i]
+            b.op("Concat", parts[i : i + MAX_CONCAT], axis=axis)
+            if len(parts[i : i + MAX_CONCAT]) > 1
+            else parts[i]
             for i in range(0, len(parts), MAX_CONCAT)
         ]
     return parts[0]
 
 
-def _outputs(b: _Builder, node: Any, c: dict[str, Any], per_dir: list[list[str]], finals: list[list[str]]) -> None:
+def _outputs(
+    b: _Builder, node: Any, c: dict[str, Any], per_dir: list[list[str]], finals: list[list[str]]
+) -> None:
     """Write Y ([seq, dirs, batch, H], or [batch, seq, dirs, H] with layout 1) and the final states."""
     outs = list(node.output) + [""] * 3
     if outs[0]:

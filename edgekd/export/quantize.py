@@ -38,7 +38,10 @@ class CalibrationRecipe:
 
 
 def calibration_dirs() -> list[Path]:
-    return [Path(__file__).resolve().parents[2] / "calibration", Path.cwd() / "calibration"]
+    """The source checkout's ``calibration/``, the copy shipped in the installed package, ``./calibration``."""
+    here = Path(__file__)
+    return [here.resolve().parents[2] / "calibration", here.parents[1] / "_data" / "calibration",
+            Path.cwd() / "calibration"]  # fmt: skip
 
 
 def load_recipe(path: str | Path | None = None) -> CalibrationRecipe:
@@ -164,7 +167,9 @@ def read_npz(
     if y is not None:
         y = np.asarray(y).ravel()
         if len(y) != len(x) or y.dtype.kind not in "iub":
-            raise EdgekdError(f"{p}: array 'y' must hold one integer label per row of x ({len(x)}), got {y.dtype} {y.shape}")
+            raise EdgekdError(
+                f"{p}: array 'y' must hold one integer label per row of x ({len(x)}), got {y.dtype} {y.shape}"
+            )
         y = y.astype(np.int64)
     return Samples(x, y, normalize_task(task_arr, f"{p}: array 'task'"))
 

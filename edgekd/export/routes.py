@@ -56,7 +56,11 @@ def _layer_of_node(ctx: ExportContext, node: str | None) -> str:
     found = [n for n in ctx.onnx_model.graph.node if n.name == node]
     if not found:
         return f" at ONNX node '{node}'"
-    info = {"onnx_node": node, "onnx_op": found[0].op_type, "layer": node_module_paths(ctx.onnx_model).get(node, "")}
+    info = {
+        "onnx_node": node,
+        "onnx_op": found[0].op_type,
+        "layer": node_module_paths(ctx.onnx_model).get(node, ""),
+    }
     return f" at {describe_layer(info)}"
 
 
@@ -137,7 +141,9 @@ def _check_tflm(ctx: ExportContext, data: bytes) -> None:
     model = read_tflite(data)
     missing = [n for n in model.op_names() if n not in RESOLVER_METHODS]
     if missing:
-        raise ck.unsupported_op_error(model, ctx.onnx_model, "TFLite Micro has no kernel for it", missing, ctx.target_name)
+        raise ck.unsupported_op_error(
+            model, ctx.onnx_model, "TFLite Micro has no kernel for it", missing, ctx.target_name
+        )
     try:
         check_tflm_loadable(data)
     except EdgekdError as e:

@@ -59,10 +59,17 @@ def _data_info(path: Path) -> dict[str, Any]:
         raise EdgekdError(f"{path}: cannot read data description ({e})") from None
 
 
-def load_source(path: str | Path) -> Source:
-    """Open a run folder, an edgekd ``.pt`` (with ``data.json`` beside it when present) or an ``.onnx``."""
+def load_source(path: Any, input_shape: tuple[int, ...] | None = None) -> Source:
+    """Open a run folder, an edgekd ``.pt`` (with ``data.json`` beside it when present), an ``.onnx``, or
+    take a ``torch.nn.Module`` as it is (Python API; needs ``input_shape`` without the batch axis)."""
     from edgekd.runfolder import RunFolder
 
+    if not isinstance(path, (str, Path)):
+        if not hasattr(path, "forward") or input_shape is None:
+            raise EdgekdError(
+                "pass a run folder, a .onnx/.pt path, or a torch.nn.Module with input_shape=(C, ...)"
+            )
+        return Source("module", Path(type(path).__name__), tuple(int(s) for s in input_shape), path.eval())
     p = Path(path)
     if p.is_dir():
         from edgekd.models import load_model

@@ -197,7 +197,11 @@ def _task(data: EvalData, rt: Any, outputs: np.ndarray) -> str:
     if data.task:
         return data.task
     n_in = int(np.prod(data.x.shape[1:]))
-    return "reconstruction" if outputs.reshape(len(outputs), -1).shape[1] == n_in and n_in > 2 else "classification"
+    return (
+        "reconstruction"
+        if outputs.reshape(len(outputs), -1).shape[1] == n_in and n_in > 2
+        else "classification"
+    )
 
 
 def _model_inputs(rt: Any, data: EvalData) -> np.ndarray:
@@ -215,7 +219,9 @@ def _accuracy(rt: Any, data: EvalData, outputs: np.ndarray, teacher: np.ndarray 
         scores = acc.reconstruction_scores(out, x)
         t_out = None if teacher is None else teacher.reshape(len(teacher), -1)
         if data.y is not None:
-            res = acc.anomaly_metrics(scores, data.y, None if t_out is None else acc.reconstruction_scores(t_out, x))
+            res = acc.anomaly_metrics(
+                scores, data.y, None if t_out is None else acc.reconstruction_scores(t_out, x)
+            )
         else:
             res = {"task": "reconstruction", "n": int(len(out)), "note": "no anomaly labels: no AUC"}
         res["score_mean"] = float(scores.mean())

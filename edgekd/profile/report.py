@@ -356,11 +356,33 @@ CROSS_HEADERS = [
 ]
 
 
+def _num(v: float | None, spec: str, unit: str = "") -> str:
+    return "–" if v is None else f"{v:{spec}}{unit}"
+
+
 def _accuracy_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Per-row accuracy details: top-1/top-5 (classification) or AUC/precision/recall/F1 (anomaly)."""
     good = [r for r in _ok(report["artifacts"]) if (r.get("accuracy") or {}).get("task")]
     if not good:
         return [], []
+    if all("score_mean" in r["accuracy"] for r in good):  # autoencoders: AUC and numerics vs the reference
+        heads = [
+            "Artifact",
+            "AUC",
+            "F1",
+            "Mean score (MSE)",
+            "Max |err| vs ref",
+            "SQNR vs ref",
+            "Score rank corr.",
+            "n",
+        ]
+        rows = []
+        for r in good:
+            a, vs = r["accuracy"], r["accuracy"].get("vs_teacher") or {}
+            rows.append([r["id"], _num(a.get("auc"), ".4f"), _num(a.get("f1"), ".4f"), _num(a["score_mean"], ".4g"),
+                         _num(vs.get("max_abs_error"), ".3g"), _num(vs.get("sqnr_db"), ".1f", " dB"),
+                         _num(vs.get("score_spearman"), ".4f"), str(a["n"])])  # fmt: skip
+        return heads, rows
     if all(r["accuracy"]["task"] == "anomaly" for r in good):
         heads = ["Artifact", "AUC", "Precision", "Recall", "F1", "Threshold", "n"]
         rows = [[r["id"], f"{r['accuracy']['auc']:.4f}" if r["accuracy"].get("auc") is not None else "–",
