@@ -124,7 +124,7 @@ def main() -> None:
     for r in rows:
         quality = (f"agree {f(r.get('int8_top1_agreement_tflm'), '.0%')}" if r.get("int8_top1_agreement_tflm") is not None
                    else f"SQNR {f(r.get('int8_sqnr_db_tflm'), '.1f')} dB, rho {f(r.get('int8_score_spearman_tflm'), '.3f')}")  # fmt: skip
-        table.append([r["model"], r["route"], "ok" if r["ok"] else "FAIL: " + r["error"][:70],
+        table.append([r["model"], r["route"], "ok" if r["ok"] else "FAIL (see JSON)",
                       quality if r["ok"] else "–", f(r.get("arena_bytes"), ","), f(r.get("flash_bytes"), ","),
                       f(r.get("n_ops"), "d"), f(r.get("convert_s"), ".1f"), f(r.get("export_s"), ".1f")])  # fmt: skip
     print_table("converter bake-off (int8 on TFLite Micro vs float)",

@@ -277,8 +277,11 @@ def _profile_row(
         if settings.get("rss") == "subprocess":
             rt, sample = load_and_run_once()
             rss = subprocess_peak_rss(runtime, art.path, settings["threads"])
-        else:
+        elif settings.get("rss") == "inprocess":
             (rt, sample), rss = measure_peak_rss(load_and_run_once)
+        else:  # off: in-process figures mix every runtime loaded so far, so none is shown
+            rt, sample = load_and_run_once()
+            rss = None
         row["precision"] = facts.get("precision") or rt.precision
         row["input_shape"] = list(rt.input_shape)
         row["rss"] = rss
@@ -304,7 +307,10 @@ def _profile_row(
 
 
 def _fit_table(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per full-integer ``.tflite`` (once per file) and target: RAM (TFLM arena) and flash needed vs limits."""
+    """Per full-integer ``.tflite`` (once per file) and microcontroller target, with the one fit rule of
+    :func:`edgekd.targets.fit_check` (RAM = TFLM arena total, flash = model bytes)."""
+    from edgekd.targets import fit_check
+
     seen: set[str] = set()
     fit = []
     for row in rows:
@@ -313,19 +319,29 @@ def _fit_table(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> lis
         seen.add(row["path"])
         ram = ram_needed(row["arena"])
         for t in targets:
-            if t.get("ram_bytes") is None and t.get("flash_bytes") is None:
-                continue  # no limits to check (phone / host class)
-            ram_ok = None if ram is None or t.get("ram_bytes") is None else ram <= t["ram_bytes"]
-            flash_ok = None if t.get("flash_bytes") is None else row["flash_bytes"] <= t["flash_bytes"]
-            checks = [c for c in (ram_ok, flash_ok) if c is not None]
+            res = fit_check(t, row["flash_bytes"], ram)
+            if res["fits"] is None and not res["rows"]:
+                continue  # not a TFLite Micro target: its memory is not an arena (see the notes)
+            ram_row, flash_row = res["rows"]
             fit.append({
                 "artifact": row["label"], "path": row["path"], "target": t["name"],
-                "ram_needed": ram, "ram_limit": t.get("ram_bytes"), "ram_ok": ram_ok,
-                "flash_needed": row["flash_bytes"], "flash_limit": t.get("flash_bytes"), "flash_ok": flash_ok,
-                "pass": bool(checks) and all(checks),
+                "ram_needed": ram, "ram_limit": t.get("ram_bytes"), "ram_ok": ram_row["ok"],
+                "flash_needed": row["flash_bytes"], "flash_limit": t.get("flash_bytes"), "flash_ok": flash_row["ok"],
+                "pass": bool(res["fits"]), "rule": res["rule"],
                 "ram_note": "TFLM arena total (host-measured; tail is smaller on 32-bit MCUs)",
             })  # fmt: skip
     return fit
+
+
+def _non_mcu_notes(targets: list[dict[str, Any]]) -> list[str]:
+    from edgekd.targets import fit_check
+
+    out = []
+    for t in targets:
+        res = fit_check(t, 0, 0)
+        if res["fits"] is None and "note" in res:
+            out.append(f"fit for {t['name']}: {res['note']}")
+    return out
 
 
 def _host() -> dict[str, Any]:
@@ -349,7 +365,7 @@ def profile_artifacts(
     warmup: int = 10,
     threads: int = 1,
     runtimes: list[str] | None = None,
-    rss: str = "inprocess",
+    rss: str = "off",
     source: dict[str, Any] | None = None,
     notes: list[str] | None = None,
 ) -> dict[str, Any]:
@@ -357,8 +373,8 @@ def profile_artifacts(
 
     ``rss``: ``"inprocess"`` (VmHWM reset around load + one inference) or ``"subprocess"`` (a fresh
     process per row: slower, includes the runtime's libraries)."""
-    if rss not in ("inprocess", "subprocess"):
-        raise EdgekdError(f"rss={rss!r}: use 'inprocess' or 'subprocess'")
+    if rss not in ("off", "inprocess", "subprocess"):
+        raise EdgekdError(f"rss={rss!r}: use 'off', 'subprocess' or 'inprocess'")
     settings = {"runs": int(runs), "warmup": int(warmup), "threads": int(threads), "batch": 1,
                 "runtimes": runtimes, "rss": rss,
                 "samples": int(len(data.x)) if data is not None else None}  # fmt: skip
@@ -413,7 +429,7 @@ def profile_artifacts(
         "targets": target_list,
         "artifacts": rows,
         "fit": _fit_table(rows, target_list),
-        "notes": notes,
+        "notes": notes + _non_mcu_notes(target_list),
     }
     return report
 
@@ -470,7 +486,7 @@ def profile_run(
     warmup: int = 10,
     samples: int | None = None,
     runtimes: list[str] | None = None,
-    rss: str = "inprocess",
+    rss: str = "off",
     write: bool = True,
 ) -> dict[str, Any]:
     """Profile teacher, student and every export of a run folder on its test split.
@@ -531,7 +547,7 @@ def profile_files(
     warmup: int = 10,
     samples: int | None = None,
     runtimes: list[str] | None = None,
-    rss: str = "inprocess",
+    rss: str = "off",
 ) -> dict[str, Any]:
     """Profile any ``.pt`` / ``.onnx`` / ``.tflite`` files.
 

@@ -60,6 +60,19 @@ def _arena_total(row: dict[str, Any]) -> int | None:
     return tflm.get("total")
 
 
+def short_label(label: str, width: int = 28) -> str:
+    """A file label that fits a narrow column: ``arduino-nano-33-ble/model_int8.tflite`` -> ``arduino-n…/int8.tflite``."""
+    if len(label) <= width:
+        return label
+    *dirs, name = label.split("/")
+    name = name.removeprefix("model_")
+    if not dirs:
+        return name if len(name) <= width else name[: width - 1] + "…"
+    room = max(4, width - len(name) - 1)
+    head = "/".join(dirs)
+    return (head if len(head) <= room else head[: room - 1] + "…") + "/" + name
+
+
 def summary_rows(report: dict[str, Any]) -> list[dict[str, str]]:
     """The summary table as display strings: artifact, runtime, accuracy, agreement, p50, flash, arena."""
     out = []
@@ -670,11 +683,12 @@ def print_summary(report: dict[str, Any], console: Any = None) -> None:
     table = Table(title="edgekd profile", header_style="bold")
     for key, head in SUMMARY_HEADERS.items():
         if key in ("artifact", "runtime"):
-            table.add_column(head, justify="left", overflow="fold", ratio=2)
+            table.add_column(head, justify="left", no_wrap=True, overflow="ellipsis", ratio=2)
         else:
             table.add_column(head, justify="right", ratio=1)
     errors = []
     for r in summary_rows(report):
+        r["artifact"] = short_label(r["artifact"])
         if r["error"]:
             errors.append(f"{r['artifact']} ({r['runtime']}): {r['error']}")
             table.add_row(r["artifact"], r["runtime"], "[red]error[/red]", "", "", r["flash"], "")
