@@ -145,11 +145,49 @@ def _run_stages(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: An
     return summary
 
 
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _mcu_latency(report: dict[str, Any] | None, export_dir: str) -> dict[str, float]:
+    """Estimated on-board latency (ms) per target of the int8 file in ``export_dir``, from report.json."""
+    for row in (report or {}).get("artifacts", []):
+        if row.get("runtime") == "tflm" and str(Path(row.get("path", "")).parent) == str(Path(export_dir)):
+            return {t: e["latency_ms"] for t, e in (row.get("mcu_estimate") or {}).items()}
+    return {}
+
+
+def headline(summary: dict[str, Any]) -> list[list[str]]:
+    """One row per export target: int8 accuracy on TFLite Micro, flash, RAM, estimated latency, fit."""
+    report_path = Path(summary["report"]).with_suffix(".json") if summary.get("report") else None
+    report = _read_json(report_path) if report_path else None
+    rows = []
+    for target, folder in summary.get("exports", {}).items():
+        rec = _read_json(Path(folder) / "export.json") or {}
+        c = rec.get("checks", {})
+        acc = c.get("int8_accuracy")
+        runtime = {"tflite-micro": "TFLite Micro", "litert": "LiteRT"}.get(c.get("int8_runtime"), "?")
+        arena = ((rec.get("micro") or {}).get("arena") or {}).get("tflm", {}).get("total")
+        flash = (rec.get("tflite", {}).get("int8") or {}).get("bytes")
+        fit = rec.get("fit") or {}
+        lat = _mcu_latency(report, folder).get(target)
+        fits = {True: "fits", False: "DOES NOT FIT", None: "-"}[fit.get("fits")]
+        rows.append([target, "-" if acc is None else f"{100 * acc:.2f}% ({runtime})",
+                     "-" if flash is None else f"{flash / 1024:.1f} KiB", "-" if arena is None else f"{arena / 1024:.1f} KiB",
+                     "-" if lat is None else f"~{lat:.2f} ms (estimate)", fits])  # fmt: skip
+    return rows
+
+
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+    """The headline: accuracies (teacher, baseline, distilled; int8 on the device runtime), and per
+    target flash, RAM (TFLite Micro arena), estimated latency and fit; where the files and report are."""
     from rich.table import Table
 
     console = console or Console()
-    t = Table(title="edgekd run")
+    t = Table(title="edgekd run: test accuracy")
     t.add_column("model")
     t.add_column("test top-1", justify="right")
     for key, label in (("teacher_accuracy", "teacher"), ("baseline_accuracy", "student, labels only"),
@@ -157,6 +195,14 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         if summary.get(key) is not None:
             t.add_row(label, f"{100 * summary[key]:.2f}%")
     console.print(t)
+    rows = headline(summary)
+    if rows:
+        h = Table(title="on the device (int8 student)")
+        for col in ("target", "int8 top-1", "flash", "RAM (arena)", "latency", "fit"):
+            h.add_column(col, justify="left" if col in ("target", "fit") else "right")
+        for r in rows:
+            h.add_row(*r)
+        console.print(h)
     console.print(f"run folder: {summary['run']}")
     for target, path in summary.get("exports", {}).items():
         console.print(f"export {target}: {path}")
@@ -164,4 +210,4 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         console.print(f"report: {summary['report']}")
 
 
-__all__ = ["run_pipeline", "print_summary"]
+__all__ = ["headline", "print_summary", "run_pipeline"]

@@ -1,7 +1,8 @@
 """Deployment targets: one YAML profile per board or device class (``targets/<name>.yaml``).
 
 Profiles are searched in ``$EDGEKD_TARGETS_DIR`` (if set), then the repository's ``targets/`` folder
-(next to the package), then ``./targets``. A path to a ``.yaml`` file is loaded directly.
+(next to the package, in a source checkout), then the copy shipped inside the installed package
+(``edgekd/_data/targets``, a link to ``targets/`` in the source tree), then ``./targets``. A path to a ``.yaml`` file is loaded directly.
 
 Keys (all required unless marked optional)::
 
@@ -79,7 +80,8 @@ def target_dirs() -> list[Path]:
     env = os.environ.get("EDGEKD_TARGETS_DIR")
     if env:
         dirs += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parent.parent / "targets")
+    dirs.append(Path(__file__).resolve().parent.parent / "targets")  # a source checkout
+    dirs.append(Path(__file__).parent / "_data" / "targets")  # shipped inside the installed package
     dirs.append(Path.cwd() / "targets")
     seen: list[Path] = []
     for d in dirs:
@@ -186,3 +188,42 @@ def list_targets(strict: bool = True) -> list[Target]:
             found.setdefault(t.name, t)
     order = {k: i for i, k in enumerate(KINDS)}
     return sorted(found.values(), key=lambda t: (order[t.kind], t.name))
+
+
+FIT_RULE = (
+    "RAM = the TFLite Micro arena total measured by the host interpreter (it holds the input and output "
+    "tensors, which the application fills in place, so no extra I/O buffers are counted); flash = the "
+    "model flatbuffer bytes (runtime code not counted). Checked for microcontroller targets only."
+)
+NON_MCU_FIT = (
+    "not checked: this target runs {runtime}, whose memory is the host process (see the report's RSS), "
+    "not a TFLite Micro arena"
+)
+
+
+def fit_check(target: Target | dict[str, Any], model_bytes: int, arena_total: int | None) -> dict[str, Any]:
+    """The one fit rule (:data:`FIT_RULE`) for a full-integer model on ``target``.
+
+    Returns ``{"target", "fits", "rule", "rows": [{resource, needed, available, ok, detail}]}``; ``fits``
+    is None (with a ``note``) for targets that do not run TFLite Micro, or when the arena is unknown.
+    """
+    t = target.as_dict() if isinstance(target, Target) else dict(target)
+    runtimes = t.get("runtime") or t.get("runtimes") or []
+    runtimes = [runtimes] if isinstance(runtimes, str) else list(runtimes)
+    is_mcu = t.get("kind") == "mcu" or "tflite-micro" in runtimes
+    out: dict[str, Any] = {"target": t["name"], "rule": FIT_RULE, "rows": []}
+    if not is_mcu:
+        out.update(fits=None, note=NON_MCU_FIT.format(runtime=", ".join(runtimes) or "a host runtime"))
+        return out
+    rows = [
+        {"resource": "RAM", "needed": arena_total, "available": t.get("ram_bytes"),
+         "detail": "TFLite Micro arena total (inputs and outputs included)"},
+        {"resource": "flash", "needed": int(model_bytes), "available": t.get("flash_bytes"),
+         "detail": "model flatbuffer (runtime code not counted)"},
+    ]  # fmt: skip
+    for r in rows:
+        r["ok"] = None if r["needed"] is None else (r["available"] is None or r["needed"] <= r["available"])
+    oks = [r["ok"] for r in rows]
+    out["fits"] = None if None in oks else all(oks)
+    out["rows"] = rows
+    return out

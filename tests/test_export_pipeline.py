@@ -61,7 +61,7 @@ def calib_npz(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     splits = load_data_from_info(json.loads((run_dir / "data.json").read_text()))
     p = tmp_path_factory.mktemp("calib") / "calib.npz"
-    np.savez(p, x=splits.train.x[:120])
+    np.savez(p, x=splits.train.x[:120], y=splits.train.y[:120])
     return p
 
 
@@ -201,9 +201,13 @@ def test_onnx_file_entry_point(mcu_export: Path, calib_npz: Path, tmp_path: Path
     shutil.copy(mcu_export / "model.onnx", src)
     out = export_run(src, target="tflite-micro", calibration=calib_npz, out=tmp_path / "out")
     rec = json.loads((out / "export.json").read_text())
-    assert rec["source"]["type"] == "onnx" and rec["calibration"]["samples"] == 120
-    assert rec["checks"]["reference"].startswith("ONNX") and rec["checks"]["int8_accuracy"] is None
-    assert rec["checks"]["tflm_vs_litert_agreement"] > 0.9
+    # the last 20% of the labelled npz judge the export and are not used to calibrate
+    assert rec["source"]["type"] == "onnx" and rec["calibration"]["samples"] == 96
+    c = rec["checks"]
+    assert c["eval_split"] == "calibration holdout" and c["eval_samples"] == 24
+    assert c["reference"].startswith("ONNX") and c["float_accuracy"] > 0.6
+    assert c["int8_runtime"] == "tflite-micro" and abs(c["int8_accuracy"] - c["float_accuracy"]) <= 2 / 24
+    assert c["tflm_vs_litert_agreement"] > 0.9 and rec["task"]["task"] == "classification"
     assert (out / "model_data.cc").is_file()
 
 

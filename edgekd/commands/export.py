@@ -16,8 +16,19 @@ from edgekd.errors import set_interrupt_message
 )
 @click.option("--quant", "-q", help="fp32 | fp16 | dynamic | int8, a comma list, or all (ONNX: fp32 | int8).")
 @click.option(
-    "--calibration", "-c", help="Calibration recipe .yaml (calibration/) or .npz with x (N, C, H, W)."
+    "--calibration",
+    "-c",
+    help="Calibration recipe .yaml (calibration/) or .npz with x (N, C, H, W), optional y (labels) and task.",
 )
+@click.option(
+    "--eval",
+    "eval_data",
+    type=click.Path(dir_okay=False),
+    help="An .npz (x, optional y, task) to judge the export on (default: the test split, else a held-out "
+    "part of --calibration).",
+)
+@click.option("--route", type=click.Choice(["onnx2tf", "litert-torch"]),
+              help="Conversion route (default: onnx2tf, falling back to litert-torch).")  # fmt: skip
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="ONNX int8 calibration method (onnxruntime).")  # fmt: skip
 @click.option(
@@ -30,7 +41,7 @@ from edgekd.errors import set_interrupt_message
 @click.option("--quiet", is_flag=True, help="Only errors and the folder name.")
 @trust_option
 def command(source: str, target: str | None, fmt: str | None, quant: str | None, calibration: str | None,
-            method: str, out: str | None, quiet: bool) -> None:  # fmt: skip
+            eval_data: str | None, route: str | None, method: str, out: str | None, quiet: bool) -> None:  # fmt: skip
     """Export SOURCE (a run folder, a .onnx file or an edgekd .pt) for a --target or a --format.
 
     \b
@@ -38,6 +49,7 @@ def command(source: str, target: str | None, fmt: str | None, quant: str | None,
     edgekd export runs/demo --format tflite --quant fp32,int8
     edgekd export runs/demo --target arduino-nano-33-ble
     edgekd export model.onnx --target tflite-micro --calibration data.npz -o out/
+    edgekd export ae.onnx --target tflite-micro --calibration calib.npz --eval test.npz
     """
     set_interrupt_message(
         "export cancelled; exports are built in a temporary folder, so the previous export is intact"
@@ -45,5 +57,5 @@ def command(source: str, target: str | None, fmt: str | None, quant: str | None,
     from edgekd.export.api import export_model
 
     folder = export_model(source, target=target, fmt=fmt, quant=quant, calibration=calibration, out=out,
-                          method=method, quiet=quiet)  # fmt: skip
+                          eval_data=eval_data, route=route, method=method, quiet=quiet)  # fmt: skip
     click.echo(str(folder))

@@ -51,10 +51,11 @@ from edgekd.errors import EdgekdError, set_interrupt_message
 )
 @click.option(
     "--rss",
-    type=click.Choice(["inprocess", "subprocess"]),
-    default="inprocess",
+    type=click.Choice(["off", "subprocess", "inprocess"]),
+    default="off",
     show_default=True,
-    help="Peak RSS: VmHWM in this process around load+run, or a fresh process per artifact.",
+    help="Host peak RSS per artifact: off, a fresh process per artifact (slower, meaningful), or VmHWM in "
+    "this process (mixes every runtime loaded so far; for debugging).",
 )
 @click.option(
     "--target", "targets", multiple=True, help="Targets for the fit table and MCU estimate (default: all)."

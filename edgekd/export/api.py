@@ -8,11 +8,9 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
-import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,70 +19,18 @@ import numpy as np
 from edgekd.atomic import atomic_directory, atomic_write_json
 from edgekd.errors import EdgekdError
 from edgekd.export import checks as ck
-from edgekd.export import micro
+from edgekd.export import micro, routes
 from edgekd.export import onnx as ox
 from edgekd.export import tflite as tfl
-from edgekd.export.quantize import calibration_data
+from edgekd.export.context import ExportContext, Log
+from edgekd.export.quantize import MIN_SAMPLES, Samples, calibration_samples
+from edgekd.export.source import EvalSet, declared_task, eval_set, infer_task, load_source
 from edgekd.targets import Target, load_target
 
 FORMATS = ("onnx", "tflite")
 ONNX_QUANTS = ("fp32", "int8")
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 TFLM_MAX_SAMPLES = 1000
-
-
-@dataclass
-class Source:
-    """What is being exported: a PyTorch model (run folder or .pt) or an ONNX file."""
-
-    kind: str  # run | checkpoint | onnx
-    path: Path
-    input_shape: tuple[int, ...]
-    torch_model: Any = None
-    record: dict[str, Any] | None = None
-    onnx_path: Path | None = None
-    splits: Any = None
-    run: Any = None
-
-
-def _load_source(path: str | Path) -> Source:
-    from edgekd.runfolder import RunFolder
-
-    p = Path(path)
-    if p.is_dir():
-        from edgekd.models import load_model
-
-        run = RunFolder(p)
-        model, record = load_model(run.trained_model())
-        splits = None
-        if run.data_info.exists():
-            from edgekd.data import load_data_from_info
-
-            splits = load_data_from_info(run.read_json(run.data_info))
-        shape = tuple(int(s) for s in record["kwargs"].get("input_shape", ()))
-        if not shape and splits is not None:
-            shape = tuple(int(s) for s in splits.input_shape)
-        if not shape:
-            raise EdgekdError(f"{run.trained_model()}: the model record has no input_shape; cannot export it")
-        return Source("run", p, shape, model, record, splits=splits, run=run)
-    if not p.exists():
-        raise EdgekdError(f"{p}: not found; pass a run folder, a .onnx file or an edgekd .pt model")
-    if p.suffix.lower() == ".onnx":
-        model = ox.load_onnx(p)
-        _, shape, _ = ox.input_spec(model, p)
-        return Source("onnx", p, shape, onnx_path=p)
-    if p.suffix.lower() in (".pt", ".pth"):
-        from edgekd.models import load_model
-
-        model, record = load_model(p)
-        shape = tuple(int(s) for s in record["kwargs"].get("input_shape", ()))
-        splits = None
-        if (p.parent / "data.json").exists():
-            from edgekd.data import load_data_from_info
-
-            splits = load_data_from_info(json.loads((p.parent / "data.json").read_text()))
-        return Source("checkpoint", p, shape, model, record, splits=splits)
-    raise EdgekdError(f"{p}: not a run folder, a .onnx file or an edgekd .pt model")
 
 
 def _quants(fmt: str | None, target: Target | None, quant: str | list[str] | None) -> list[str]:
@@ -136,6 +82,8 @@ def _versions() -> dict[str, str]:
     out = {}
     for pkg in (
         "torch",
+        "litert-torch",
+        "ai-edge-quantizer",
         "onnx",
         "onnxruntime",
         "onnx2tf",
@@ -148,27 +96,16 @@ def _versions() -> dict[str, str]:
     return out
 
 
-class _Log:
-    def __init__(self, quiet: bool) -> None:
-        from rich.console import Console
-
-        self.console = Console(stderr=True, quiet=quiet)
-        self.t0 = time.perf_counter()
-
-    def step(self, msg: str) -> None:
-        self.console.print(f"[dim]{time.perf_counter() - self.t0:6.1f}s[/] {msg}")
-
-    def warn(self, msg: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {msg}")
-
-
 def export_model(
-    source: str | Path,
+    source: str | Path | Any,
     *,
+    input_shape: tuple[int, ...] | None = None,
     target: str | Path | None = None,
     fmt: str | None = None,
     quant: str | list[str] | None = None,
     calibration: str | Path | None = None,
+    eval_data: str | Path | None = None,
+    route: str | None = None,
     out: str | Path | None = None,
     method: str = "minmax",
     max_eval: int | None = None,
@@ -177,15 +114,17 @@ def export_model(
 ) -> Path:
     """Implementation of :func:`edgekd.export.export_run` (which documents it)."""
     t_start = time.perf_counter()
-    log = _Log(quiet)
+    log = Log(quiet)
     if (target is None) == (fmt is None):
         raise EdgekdError("pass exactly one of --target NAME or --format onnx|tflite")
     if fmt is not None and fmt not in FORMATS:
         raise EdgekdError(f"--format {fmt}: valid: {', '.join(FORMATS)}")
     tgt = load_target(target) if target is not None else None
     quants = _quants(fmt, tgt, quant)
-    src = _load_source(source)
+    src = load_source(source, input_shape)
     name = tgt.name if tgt is not None else str(fmt)
+    if out is None and src.kind == "module":
+        raise EdgekdError("exporting a torch.nn.Module needs out=FOLDER")
     if out is not None:
         out_dir = Path(out)
     elif src.run is not None:
@@ -193,26 +132,28 @@ def export_model(
     else:
         out_dir = src.path.parent / f"{src.path.stem}_export" / name
 
-    need_int8 = "int8" in quants
-    calib_x, calib_info = (None, None)
-    if need_int8:
-        calib_x, calib_info = calibration_data(calibration, src.input_shape, src.splits)
-        if "warning" in calib_info:
-            log.warn(calib_info["warning"])
-    # evaluation data: the test split, else the calibration samples (no labels)
+    ref_range = None
     if src.splits is not None:
-        eval_x, eval_y, eval_name = src.splits.test.x, src.splits.test.y, "test"
-    elif calib_x is not None:
-        eval_x, eval_y, eval_name = calib_x, None, "calibration"
-    else:
-        rng = np.random.default_rng(0)
-        eval_x, eval_y, eval_name = (
-            rng.standard_normal((32, *src.input_shape)).astype(np.float32),
-            None,
-            "random",
+        ref_range = (float(src.splits.train.x.min()), float(src.splits.train.x.max()))
+    calib, calib_info = (None, None)
+    if "int8" in quants:
+        calib, calib_info = calibration_samples(calibration, src.input_shape, src.splits)
+    ev, calib_used, eval_npz = eval_set(src, eval_data, calib, calibration, ref_range)
+    if calib is not None and calib_used is not None and len(calib_used.x) != len(calib.x):
+        calib_info.update(
+            samples=int(len(calib_used.x)), held_out_for_eval=int(len(calib.x) - len(calib_used.x))
         )
-    if max_eval is not None:
-        eval_x, eval_y = eval_x[:max_eval], (None if eval_y is None else eval_y[:max_eval])
+        if len(calib_used.x) < MIN_SAMPLES:
+            calib_info["warning"] = (
+                f"only {len(calib_used.x)} calibration samples (< {MIN_SAMPLES}); int8 ranges may be poor"
+            )
+    if calib_info is not None and "warning" in calib_info:
+        log.warn(calib_info["warning"])
+    cap = max_eval
+    if tgt is not None and tgt.is_mcu:  # every headline figure on the samples TFLite Micro runs
+        cap = min(cap or tflm_samples, tflm_samples)
+    if cap is not None and len(ev.x) > cap:
+        ev = EvalSet(ev.x[:cap], None if ev.y is None else ev.y[:cap], ev.name, ev.note)
 
     record: dict[str, Any] = {
         "edgekd_export": EXPORT_VERSION,
@@ -230,65 +171,30 @@ def export_model(
         },  # fmt: skip
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "files": {},
-        "checks": {"eval_split": eval_name, "eval_samples": int(len(eval_x))},
+        "checks": {"eval_split": ev.name, "eval_samples": int(len(ev.x))},
         "versions": _versions(),
     }
+    if ev.note:
+        record["checks"]["eval_note"] = ev.note
     if calib_info is not None:
         record["calibration"] = calib_info
-    checks = record["checks"]
 
     with tempfile.TemporaryDirectory(prefix="edgekd-export-") as work_s, atomic_directory(out_dir) as stage:
-        work = Path(work_s)
-        # 1. ONNX ------------------------------------------------------------------------------
-        onnx_path = work / "model.onnx"
-        if src.torch_model is not None:
-            log.step(f"exporting PyTorch model to ONNX (input 1x{'x'.join(map(str, src.input_shape))})")
-            record["onnx"] = ox.export_torch(src.torch_model, src.input_shape, onnx_path)
-        else:
-            model = ox.fix_batch(ox.load_onnx(src.onnx_path))
-            import onnx
-
-            onnx.save(model, str(onnx_path))
-            record["onnx"] = {
-                "exporter": "user",
-                "opset": max(
-                    (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None
-                ),
-            }
-        onnx_model = ox.load_onnx(onnx_path)
-        input_name, _, _ = ox.input_spec(onnx_model, onnx_path)
-        ort_fp32 = ox.OrtRunner(onnx_path)(eval_x)
-        if src.torch_model is not None:
-            import torch
-
-            with torch.no_grad():
-                ref = np.concatenate([src.torch_model(torch.from_numpy(eval_x[i : i + 256])).numpy()
-                                      for i in range(0, len(eval_x), 256)]).reshape(len(eval_x), -1)  # fmt: skip
-            ref_name = "PyTorch"
-            diff, tol = ck.check_fp32("ONNX (onnxruntime)", ort_fp32, ref, ref_name)
-            checks["onnx_max_abs_diff"] = diff
-        else:
-            ref, ref_name = ort_fp32, "ONNX (onnxruntime)"
-        checks["reference"] = ref_name
-        checks["float_accuracy"] = ck.accuracy(ref, eval_y)
-        log.step(f"ONNX ok ({record['onnx']['exporter']} exporter, opset {record['onnx']['opset']})")
-
+        ctx = ExportContext(src=src, tgt=tgt, quants=quants, work=Path(work_s), stage=stage, out_dir=out_dir,
+                            record=record, log=log, eval=ev, calib=calib_used, tflm_samples=tflm_samples,
+                            route=route)  # fmt: skip
+        _onnx_stage(ctx, calib_used, eval_npz)
         write_onnx = fmt == "onnx" or (tgt is not None and ("onnxruntime" in tgt.runtimes or tgt.is_mcu))
         if write_onnx:
-            shutil.copy2(onnx_path, stage / "model.onnx")
-
+            shutil.copy2(ctx.onnx_path, stage / "model.onnx")
         if fmt == "onnx":
-            checks["fp32_max_abs_diff"] = checks.get("onnx_max_abs_diff", 0.0)
-            if need_int8:
-                _onnx_int8(work, stage, onnx_path, calib_x, method, eval_x, eval_y, ref, record, log)
+            ctx.checks["fp32_max_abs_diff"] = ctx.checks.get("onnx_max_abs_diff", 0.0)
+            if "int8" in quants:
+                _onnx_int8(ctx, method, key="int8")
         else:
-            _tflite(work, stage, onnx_path, onnx_model, input_name, quants, calib_x, eval_x, eval_y, ref, ref_name,
-                    tgt, record, log, tflm_samples)  # fmt: skip
-            if tgt is not None and "onnxruntime" in tgt.runtimes and need_int8:
-                _onnx_int8(
-                    work, stage, onnx_path, calib_x, method, eval_x, eval_y, ref, record, log, key="onnx_int8"
-                )
-
+            _tflite_stage(ctx)
+            if tgt is not None and "onnxruntime" in tgt.runtimes and "int8" in quants:
+                _onnx_int8(ctx, method, key="onnx_int8")
         for f in sorted(stage.iterdir()):
             record["files"][f.name] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
         record["wall_time_s"] = round(time.perf_counter() - t_start, 3)
@@ -299,132 +205,171 @@ def export_model(
     return out_dir
 
 
-def _onnx_int8(work: Path, stage: Path, onnx_path: Path, calib_x: np.ndarray, method: str, eval_x: np.ndarray,
-               eval_y: np.ndarray | None, ref: np.ndarray, record: dict[str, Any], log: _Log,
-               key: str = "int8") -> None:  # fmt: skip
-    log.step(f"onnxruntime static int8 quantization (QDQ, per-channel, {method}, {len(calib_x)} samples)")
-    dst = work / "model_int8.onnx"
-    record["onnx_quantization"] = ox.quantize_int8(onnx_path, dst, calib_x, method)
-    q = ox.OrtRunner(dst)(eval_x)
-    shutil.copy2(dst, stage / "model_int8.onnx")
-    record["checks"][f"{key}_accuracy"] = ck.accuracy(q, eval_y)
-    record["checks"][f"{key}_top1_agreement"] = ck.top1_agreement(q, ref)
+def _onnx_stage(ctx: ExportContext, calib: Samples | None, eval_npz: Samples | None) -> None:
+    """Write the ONNX model, run it on the evaluation set (the float reference) and settle the task."""
+    src, checks, ev = ctx.src, ctx.checks, ctx.eval
+    ctx.onnx_path = ctx.work / "model.onnx"
+    if src.torch_model is not None:
+        ctx.log.step(f"exporting PyTorch model to ONNX (input 1x{'x'.join(map(str, src.input_shape))})")
+        ctx.record["onnx"] = ox.export_torch(src.torch_model, src.input_shape, ctx.onnx_path)
+    else:
+        import onnx
+
+        model = ox.fix_batch(ox.load_onnx(src.onnx_path))
+        onnx.save(model, str(ctx.onnx_path))
+        opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)
+        ctx.record["onnx"] = {"exporter": "user", "opset": opset}
+    ctx.onnx_model = ox.load_onnx(ctx.onnx_path)
+    ctx.input_name, _, _ = ox.input_spec(ctx.onnx_model, ctx.onnx_path)
+    ort_fp32 = ox.OrtRunner(ctx.onnx_path)(ev.x)
+    if src.torch_model is not None:
+        import torch
+
+        with torch.no_grad():
+            ref = np.concatenate([src.torch_model(torch.from_numpy(ev.x[i : i + 256])).numpy()
+                                  for i in range(0, len(ev.x), 256)]).reshape(len(ev.x), -1)  # fmt: skip
+        ctx.ref, ctx.ref_name = ref, "PyTorch"
+        checks["onnx_max_abs_diff"], _ = ck.check_fp32("ONNX (onnxruntime)", ort_fp32, ref, "PyTorch")
+    else:
+        ctx.ref, ctx.ref_name = ort_fp32, "ONNX (onnxruntime)"
+    task, how = declared_task(src, eval_npz, calib)
+    if task is None:
+        task, how = infer_task(src.input_shape, int(ctx.ref.shape[1]))
+    ctx.task = task
+    ctx.record["task"] = {"task": task, "source": how}
+    checks["reference"] = ctx.ref_name
+    checks.update(ck.float_summary(task, ctx.ref, ev.x, ev.y))
+    ctx.log.step(f"ONNX ok ({ctx.record['onnx']['exporter']} exporter, opset {ctx.record['onnx']['opset']}); "
+                 f"task {task} ({how})")  # fmt: skip
 
 
-def _tflite(work: Path, stage: Path, onnx_path: Path, onnx_model: Any, input_name: str, quants: list[str],
-            calib_x: np.ndarray | None, eval_x: np.ndarray, eval_y: np.ndarray | None, ref: np.ndarray,
-            ref_name: str, tgt: Target | None, record: dict[str, Any], log: _Log, tflm_samples: int) -> None:  # fmt: skip
+def _onnx_int8(ctx: ExportContext, method: str, key: str) -> None:
+    calib_x = ctx.calib_x
+    ctx.log.step(f"onnxruntime static int8 quantization (QDQ, per-channel, {method}, {len(calib_x)} samples)")
+    dst = ctx.work / "model_int8.onnx"
+    ctx.record["onnx_quantization"] = ox.quantize_int8(ctx.onnx_path, dst, calib_x, method)
+    q = ox.OrtRunner(dst)(ctx.eval.x)
+    shutil.copy2(dst, ctx.stage / "model_int8.onnx")
+    ctx.checks.update(ck.compare(ctx.task, q, ctx.ref, ctx.eval.x, ctx.eval.y, key))
+
+
+def _tflite_stage(ctx: ExportContext) -> None:
+    """Convert (with route fallback), check fp32 numerics, write each quantization, run the int8 checks."""
     from edgekd.graph import read_tflite
 
-    checks = record["checks"]
-    conv = sorted(set(quants) | {"fp32"}, key=tfl.QUANTS.index)
-    log.step(f"converting ONNX to TFLite with onnx2tf ({', '.join(conv)})")
-    target_name = tgt.name if tgt is not None else "TFLite"
+    checks, ev = ctx.checks, ctx.eval
     try:
-        files = tfl.convert(onnx_path, work, conv, calib_x, input_name, sample_x=eval_x[:20])
+        files = routes.convert(ctx, ctx.quants)
     except tfl.FlexOpError as e:
-        raise ck.flex_op_error(e.ops, onnx_model, target_name) from None
+        raise ck.flex_op_error(e.ops, ctx.onnx_model, ctx.target_name) from None
     flex = [
         o.removeprefix("CUSTOM:Flex")
         for o in read_tflite(files["fp32"]).op_names()
         if o.startswith("CUSTOM:Flex")
     ]
     if flex:
-        raise ck.flex_op_error(flex, onnx_model, target_name)
-    # fp32 numerics: TFLite fp32 vs PyTorch (or onnxruntime for a user ONNX file)
+        raise ck.flex_op_error(flex, ctx.onnx_model, ctx.target_name)
     fp32_runner = tfl.TFLiteRunner(files["fp32"])
-    fp32_out = fp32_runner(eval_x)
-    diff, tol = ck.check_fp32("TFLite fp32", fp32_out, ref, ref_name)
-    checks.update(
-        fp32_max_abs_diff=diff, fp32_tolerance=tol, tflite_fp32_accuracy=ck.accuracy(fp32_out, eval_y)
-    )
+    fp32_out = fp32_runner(ev.x)
+    diff, tol = ck.check_fp32("TFLite fp32", fp32_out, ctx.ref, ctx.ref_name)
+    checks.update(fp32_max_abs_diff=diff, fp32_tolerance=tol)
+    if ctx.task == "classification":
+        checks["tflite_fp32_accuracy"] = ck.accuracy(fp32_out, ev.y)
     checks["host_runtime"] = fp32_runner.runtime
-    record["input_layout"] = fp32_runner.layout(tuple(eval_x.shape[1:]))
-    log.step(f"TFLite fp32 matches {ref_name} (max |diff| {diff:.2e} <= {tol:.1e})")
-    is_mcu = tgt is not None and tgt.is_mcu
-    record["tflite"] = {}
-    for q in quants:
-        data = files[q].read_bytes()
+    ctx.record["input_layout"] = fp32_runner.layout(tuple(ev.x.shape[1:]))
+    ctx.log.step(f"TFLite fp32 matches {ctx.ref_name} (max |diff| {diff:.2e} <= {tol:.1e})")
+    ctx.record["tflite"] = {}
+    for q in ctx.quants:
+        data = files[q]
         model = read_tflite(data)
         fname = f"model_{q}.tflite"
-        (stage / fname).write_bytes(data)
-        record["tflite"][q] = {
+        (ctx.stage / fname).write_bytes(data)
+        ctx.record["tflite"][q] = {
             "file": fname, "bytes": len(data), "kind": model.kind, "ops": model.op_names(),
+            "route": ctx.record["route"]["used"],
             "input": _io_info(model.input_details()[0]), "output": _io_info(model.output_details()[0]),
         }  # fmt: skip
         if q == "dynamic" and model.kind != "hybrid":
-            record["tflite"][q]["note"] = (
+            ctx.record["tflite"][q]["note"] = (
                 "no weight tensor reached the converter's 1024-element threshold: stays float"
             )
         if q == "fp32":
             continue
-        out = fp32_out if q == "fp32" else tfl.TFLiteRunner(data)(eval_x)
-        if q == "int8":
-            if not model.is_full_integer():
-                raise EdgekdError(
-                    f"{fname}: expected a full-integer model with int8 input/output, got {model.kind}"
-                )
-            checks["int8_accuracy"] = ck.accuracy(out, eval_y)
-            checks["int8_top1_agreement"] = ck.top1_agreement(out, ref)
-        else:
-            checks[f"{q}_accuracy"] = ck.accuracy(out, eval_y)
-            checks[f"{q}_top1_agreement"] = ck.top1_agreement(out, ref)
+        out = tfl.TFLiteRunner(data)(ev.x)
+        if q != "int8":
+            checks.update(ck.compare(ctx.task, out, ctx.ref, ev.x, ev.y, q))
             if q == "fp16":
-                checks["fp16_max_abs_diff"] = ck.max_abs_diff(out, ref)
-        if is_mcu and q == "int8":
-            _micro(stage, data, model, onnx_model, out, eval_x, eval_y, tgt, record, log, tflm_samples)
-    if "int8" in quants:
-        log.step(
-            f"int8: accuracy {_pct(checks.get('int8_accuracy'))} vs float {_pct(checks.get('float_accuracy'))}, "
-            f"top-1 agreement {_pct(checks.get('int8_top1_agreement'))}"
-        )
+                checks["fp16_max_abs_diff"] = ck.max_abs_diff(out, ctx.ref)
+            continue
+        if not model.is_full_integer():
+            raise EdgekdError(
+                f"{fname}: expected a full-integer model with int8 input/output, got {model.kind}"
+            )
+        if ctx.is_mcu:
+            checks["int8_runtime"] = "tflite-micro"
+            _micro_stage(ctx, data, model, out)
+        else:
+            checks["int8_runtime"] = "litert"
+            checks.update(ck.compare(ctx.task, out, ctx.ref, ev.x, ev.y, "int8"))
+    if "int8" in ctx.quants:
+        ctx.log.step("int8 on " + checks["int8_runtime"] + ": " + _headline(ctx))
+
+
+def _headline(ctx: ExportContext) -> str:
+    c = ctx.checks
+    if ctx.task == "reconstruction":
+        return (f"max |error| {c.get('int8_max_abs_error', 0):.3g}, SQNR {_num(c.get('int8_sqnr_db'))} dB, "
+                f"anomaly-score rank correlation {_num(c.get('int8_score_spearman'))} vs float")  # fmt: skip
+    return (f"accuracy {_pct(c.get('int8_accuracy'))} vs float {_pct(c.get('float_accuracy'))}, "
+            f"top-1 agreement with float {_pct(c.get('int8_top1_agreement'))}")  # fmt: skip
 
 
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}%"
 
 
-def _micro(stage: Path, data: bytes, model: Any, onnx_model: Any, litert_out: np.ndarray, eval_x: np.ndarray,
-           eval_y: np.ndarray | None, tgt: Target, record: dict[str, Any], log: _Log, tflm_samples: int) -> None:  # fmt: skip
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3g}"
+
+
+def _micro_stage(ctx: ExportContext, data: bytes, model: Any, litert_out: np.ndarray) -> None:
+    """TFLite Micro: kernels, arena, C files, the headline int8 checks (TFLM vs float) and the fit."""
     from edgekd.graph import measure_arena, run_tflm
 
-    checks = record["checks"]
-    if model.is_hybrid() or not model.is_full_integer():
-        raise EdgekdError(
-            f"target {tgt.name}: the model is {model.kind}; TFLite Micro needs a full-integer int8 model"
-        )
+    checks, ev, tgt = ctx.checks, ctx.eval, ctx.tgt
+    assert tgt is not None
     ops = model.op_names()
     missing = [n for n in ops if n not in micro.RESOLVER_METHODS]
     if missing:
         raise ck.unsupported_op_error(
-            model, onnx_model, "TFLite Micro has no kernel for it", missing, tgt.name
+            model, ctx.onnx_model, "TFLite Micro has no kernel for it", missing, tgt.name
         )
-    log.step(f"loading the int8 model in TFLite Micro (ops: {', '.join(ops)})")
+    ctx.log.step(f"loading the int8 model in TFLite Micro (ops: {', '.join(ops)})")
     try:
         arena = measure_arena(data)
     except EdgekdError as e:
-        raise ck.unsupported_op_error(model, onnx_model, str(e), None, tgt.name) from None
-    atomic_write_json(stage / "arena.json", micro.arena_report(arena))
-    micro.write_c_files(stage, data, ops)
-    record["micro"] = {"arena": micro.arena_report(arena), "resolver": micro.resolver_methods(ops),
-                       "c_array": "g_model", "c_array_len": "g_model_len"}  # fmt: skip
-    # TFLM vs LiteRT on a subset (TFLM's exact kernels)
-    n = min(tflm_samples, len(eval_x))
-    xin = tfl.to_channels_last(eval_x[:n]) if record.get("input_layout") == "nhwc" else eval_x[:n]
+        raise ck.unsupported_op_error(model, ctx.onnx_model, str(e), None, tgt.name) from None
+    atomic_write_json(ctx.stage / "arena.json", micro.arena_report(arena))
+    micro.write_c_files(ctx.stage, data, ops)
+    ctx.record["micro"] = {"arena": micro.arena_report(arena), "resolver": micro.resolver_methods(ops),
+                           "c_array": "g_model", "c_array_len": "g_model_len"}  # fmt: skip
+    n = len(ev.x)  # already capped to tflm_samples
+    xin = tfl.to_channels_last(ev.x) if ctx.record.get("input_layout") == "nhwc" else ev.x
     tflm_out = run_tflm(data, xin, quantize_io=True).reshape(n, -1)
+    ref_kernels = tfl.TFLiteRunner(data, reference_kernels=True)(ev.x)
     checks["tflm_samples"] = n
-    checks["tflm_vs_litert_agreement"] = ck.top1_agreement(tflm_out, litert_out[:n])
-    ref_kernels = tfl.TFLiteRunner(data, reference_kernels=True)(eval_x[:n])
+    checks.update(ck.compare(ctx.task, tflm_out, ctx.ref, ev.x, ev.y, "int8"))
+    checks.update(ck.compare(ctx.task, litert_out, ctx.ref, ev.x, ev.y, "litert_int8"))
+    checks.update(ck.compare(ctx.task, ref_kernels, ctx.ref, ev.x, ev.y, "litert_reference_int8"))
+    checks["tflm_vs_litert_agreement"] = ck.top1_agreement(tflm_out, litert_out)
     checks["tflm_vs_litert_reference_kernels_agreement"] = ck.top1_agreement(tflm_out, ref_kernels)
     checks["tflm_vs_litert_reference_kernels_max_abs_diff"] = ck.max_abs_diff(tflm_out, ref_kernels)
-    checks["tflm_accuracy"] = ck.accuracy(tflm_out, None if eval_y is None else eval_y[:n])
-    log.step(f"TFLite Micro arena {arena['total']:,} B (head {arena['head']:,}, tail {arena['tail']:,}); "
-             f"TFLM vs LiteRT top-1 agreement {_pct(checks['tflm_vs_litert_agreement'])} on {n}")  # fmt: skip
-    inp, outp = model.input_details()[0], model.output_details()[0]
-    fit = micro.fit_check(tgt, len(data), arena["total"], int(inp["nbytes"]) + int(outp["nbytes"]))
-    record["fit"] = fit
-    log.console.print(micro.fit_table(fit))
-    if not fit["fits"]:
+    ctx.log.step(f"TFLite Micro arena {arena['total']:,} B (head {arena['head']:,}, tail {arena['tail']:,}); "
+                 f"TFLM vs LiteRT reference kernels max |diff| {checks['tflm_vs_litert_reference_kernels_max_abs_diff']:.3g} on {n}")  # fmt: skip
+    fit = micro.fit_check(tgt, len(data), arena["total"])
+    ctx.record["fit"] = fit
+    ctx.log.console.print(micro.fit_table(fit))
+    if fit["fits"] is False:
         raise EdgekdError(micro.fit_error(fit))
 
 

@@ -44,6 +44,58 @@ def check_fp32(name: str, got: np.ndarray, reference: np.ndarray, ref_name: str)
     return diff, tol
 
 
+TASKS = ("classification", "reconstruction")
+
+
+def normalize_task(value: Any, where: str) -> str | None:
+    """``classification`` | ``reconstruction`` from a ``task`` record (``anomaly`` counts as reconstruction)."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        value = value.item() if value.size == 1 else None
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    text = text.strip().lower()
+    if text.startswith("anomal") or text == "reconstruction":
+        return "reconstruction"
+    if text == "classification":
+        return "classification"
+    raise EdgekdError(f"{where}: task {text!r} is not one of {', '.join(TASKS)}")
+
+
+def compare(task: str, got: np.ndarray, reference: np.ndarray, x: np.ndarray, y: np.ndarray | None,
+            prefix: str) -> dict[str, Any]:  # fmt: skip
+    """Metrics of converted/quantized outputs ``got`` against the float ``reference`` on inputs ``x``.
+
+    classification: ``<prefix>_accuracy`` (null without labels) and ``<prefix>_top1_agreement``;
+    reconstruction: ``<prefix>_max_abs_error``, ``<prefix>_sqnr_db``, ``<prefix>_score_spearman`` (rank
+    correlation of per-sample anomaly scores = reconstruction MSE).
+    """
+    if task == "reconstruction":
+        from edgekd.profile.accuracy import reconstruction_metrics
+
+        try:
+            m = reconstruction_metrics(got, reference, x)
+        except ValueError as e:
+            raise EdgekdError(f"task reconstruction: {e}; is the model an autoencoder?") from None
+        return {f"{prefix}_{k}": v for k, v in m.items()}
+    return {
+        f"{prefix}_accuracy": accuracy(got, y),
+        f"{prefix}_top1_agreement": top1_agreement(got, reference),
+    }
+
+
+def float_summary(task: str, reference: np.ndarray, x: np.ndarray, y: np.ndarray | None) -> dict[str, Any]:
+    """What the float model itself scores: accuracy, or the mean reconstruction MSE."""
+    if task == "reconstruction":
+        from edgekd.profile.accuracy import reconstruction_scores
+
+        try:
+            return {"float_score_mean": float(reconstruction_scores(reference, x).mean())}
+        except ValueError as e:
+            raise EdgekdError(f"task reconstruction: {e}; is the model an autoencoder?") from None
+    return {"float_accuracy": accuracy(reference, y)}
+
+
 # --- unsupported op -> PyTorch layer ---------------------------------------------------------------
 # TFLite builtin -> ONNX op types it is converted from (onnx2tf); unknown ops fall back to the name.
 TFLITE_FROM_ONNX: dict[str, tuple[str, ...]] = {

@@ -120,18 +120,11 @@ def arena_report(measured: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def fit_check(target: Any, model_bytes: int, arena_total: int, io_bytes: int) -> dict[str, Any]:
-    """RAM (arena total + application input/output buffers) and flash (model bytes) against the target."""
-    ram_needed = arena_total + io_bytes
-    rows = [
-        {"resource": "RAM", "needed": ram_needed, "available": target.ram_bytes,
-         "detail": f"arena {arena_total} + I/O buffers {io_bytes}"},
-        {"resource": "flash", "needed": model_bytes, "available": target.flash_bytes,
-         "detail": "model flatbuffer (runtime code not counted)"},
-    ]  # fmt: skip
-    for r in rows:
-        r["ok"] = r["available"] is None or r["needed"] <= r["available"]
-    return {"target": target.name, "fits": all(r["ok"] for r in rows), "rows": rows}
+def fit_check(target: Any, model_bytes: int, arena_total: int) -> dict[str, Any]:
+    """The fit rule of :func:`edgekd.targets.fit_check` (RAM = arena total, flash = model bytes)."""
+    from edgekd.targets import fit_check as rule
+
+    return rule(target, model_bytes, arena_total)
 
 
 def fit_table(fit: dict[str, Any]) -> Any:
@@ -149,14 +142,14 @@ def fit_table(fit: dict[str, Any]) -> Any:
             f"{r['needed']:,} B",
             "no limit" if avail is None else f"{avail:,} B",
             use,
-            "[green]pass[/]" if r["ok"] else "[red]FAIL[/]",
+            "[green]pass[/]" if r["ok"] else ("-" if r["ok"] is None else "[red]FAIL[/]"),
             r["detail"],
         )
     return table
 
 
 def fit_error(fit: dict[str, Any]) -> str:
-    bad = [r for r in fit["rows"] if not r["ok"]]
+    bad = [r for r in fit["rows"] if r["ok"] is False]
     parts = [f"{r['resource']} needs {r['needed']:,} B > {r['available']:,} B ({r['detail']})" for r in bad]
     return f"model does not fit target {fit['target']}: " + "; ".join(parts)
 

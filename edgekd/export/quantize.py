@@ -38,7 +38,10 @@ class CalibrationRecipe:
 
 
 def calibration_dirs() -> list[Path]:
-    return [Path(__file__).resolve().parents[2] / "calibration", Path.cwd() / "calibration"]
+    """The source checkout's ``calibration/``, the copy shipped in the installed package, ``./calibration``."""
+    here = Path(__file__)
+    return [here.resolve().parents[2] / "calibration", here.parents[1] / "_data" / "calibration",
+            Path.cwd() / "calibration"]  # fmt: skip
 
 
 def load_recipe(path: str | Path | None = None) -> CalibrationRecipe:
@@ -99,61 +102,101 @@ def select(x: np.ndarray, y: np.ndarray | None, recipe: CalibrationRecipe) -> np
     return np.ascontiguousarray(x[idx], dtype=np.float32)
 
 
-def load_npz(
+@dataclass
+class Samples:
+    """Preprocessed inputs from an ``.npz``: ``x``, optional integer labels ``y`` and the ``task`` it declares."""
+
+    x: np.ndarray
+    y: np.ndarray | None = None
+    task: str | None = None
+
+
+def read_npz(
     path: str | Path, input_shape: tuple[int, ...], ref_range: tuple[float, float] | None = None
-) -> np.ndarray:
-    """Read calibration samples from ``.npz`` (array ``x``, or its only array) and check them against the model."""
+) -> Samples:
+    """Read ``x`` (or the only array), optional ``y`` and ``task`` from an ``.npz`` and check ``x`` against the model.
+
+    ``y``: one integer label per row (classification) or 0/1 anomaly flags; ``task``: a string array
+    ``classification`` | ``reconstruction`` (autoencoders; ``anomaly`` is accepted as a synonym).
+    """
+    from edgekd.export.checks import normalize_task
+
     p = Path(path)
     expected = f"(N, {', '.join(str(s) for s in input_shape)}) float32"
     try:
         with np.load(p, allow_pickle=False) as f:
             keys = list(f.files)
-            key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
+            data_keys = [k for k in keys if k not in ("y", "task")]
+            key = "x" if "x" in keys else (data_keys[0] if len(data_keys) == 1 else None)
             if key is None:
                 raise EdgekdError(
                     f"{p}: no array 'x' (found {', '.join(keys) or 'none'}); expected x of shape {expected}"
                 )
             x = f[key]
+            y = f["y"] if "y" in keys else None
+            task_arr = f["task"] if "task" in keys else None
     except EdgekdError:
         raise
     except Exception as e:  # noqa: BLE001  (zip/pickle/format errors)
         raise EdgekdError(
-            f"{p}: cannot read calibration npz ({str(e).splitlines()[0][:100]}); expected x of shape {expected}"
+            f"{p}: cannot read npz ({str(e).splitlines()[0][:100]}); expected x of shape {expected}"
         ) from None
     if tuple(x.shape[1:]) != tuple(input_shape) or x.ndim != len(input_shape) + 1 or len(x) == 0:
-        raise EdgekdError(f"{p}: calibration array has shape {tuple(x.shape)}, expected {expected}")
+        raise EdgekdError(f"{p}: array 'x' has shape {tuple(x.shape)}, expected {expected}")
     if not np.issubdtype(x.dtype, np.floating):
         raise EdgekdError(
-            f"{p}: calibration array has dtype {x.dtype}, expected {expected} with the training preprocessing applied"
+            f"{p}: array 'x' has dtype {x.dtype}, expected {expected} with the training preprocessing applied"
         )
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
-        raise EdgekdError(f"{p}: calibration array contains NaN or inf")
+        raise EdgekdError(f"{p}: array 'x' contains NaN or inf")
     lo, hi = float(x.min()), float(x.max())
     if ref_range is not None:
         rlo, rhi = ref_range
         margin = 0.5 * max(rhi - rlo, 1e-6)
         if lo < rlo - margin or hi > rhi + margin:
             raise EdgekdError(
-                f"{p}: calibration values span [{lo:.3g}, {hi:.3g}] but the training inputs span [{rlo:.3g}, {rhi:.3g}]; "
+                f"{p}: values span [{lo:.3g}, {hi:.3g}] but the training inputs span [{rlo:.3g}, {rhi:.3g}]; "
                 "apply the training preprocessing (data.json normalisation)"
             )
     elif max(abs(lo), abs(hi)) > 1e4:
-        raise EdgekdError(
-            f"{p}: calibration values span [{lo:.3g}, {hi:.3g}]; expected preprocessed (normalised) inputs"
-        )
-    return x
+        raise EdgekdError(f"{p}: values span [{lo:.3g}, {hi:.3g}]; expected preprocessed (normalised) inputs")
+    if y is not None:
+        y = np.asarray(y).ravel()
+        if len(y) != len(x) or y.dtype.kind not in "iub":
+            raise EdgekdError(
+                f"{p}: array 'y' must hold one integer label per row of x ({len(x)}), got {y.dtype} {y.shape}"
+            )
+        y = y.astype(np.int64)
+    return Samples(x, y, normalize_task(task_arr, f"{p}: array 'task'"))
+
+
+def load_npz(
+    path: str | Path, input_shape: tuple[int, ...], ref_range: tuple[float, float] | None = None
+) -> np.ndarray:
+    """The checked ``x`` of :func:`read_npz` (calibration samples)."""
+    return read_npz(path, input_shape, ref_range).x
 
 
 def calibration_data(
     calibration: str | Path | None, input_shape: tuple[int, ...], splits: Any | None
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Calibration samples and a description for ``export.json``; warns (in the info) below 100 samples."""
+    samples, info = calibration_samples(calibration, input_shape, splits)
+    return samples.x, info
+
+
+def calibration_samples(
+    calibration: str | Path | None, input_shape: tuple[int, ...], splits: Any | None
+) -> tuple[Samples, dict[str, Any]]:
+    """Like :func:`calibration_data`, keeping an ``.npz``'s labels and task."""
     ref = None
     if splits is not None:
         ref = (float(splits.train.x.min()), float(splits.train.x.max()))
+    samples = None
     if calibration is not None and str(calibration).endswith(".npz"):
-        x = load_npz(calibration, input_shape, ref)
+        samples = read_npz(calibration, input_shape, ref)
+        x = samples.x
         info: dict[str, Any] = {"source": str(calibration), "samples": int(len(x))}
     else:
         if splits is None:
@@ -172,4 +215,4 @@ def calibration_data(
             )
     if len(x) < MIN_SAMPLES:
         info["warning"] = f"only {len(x)} calibration samples (< {MIN_SAMPLES}); int8 ranges may be poor"
-    return x, info
+    return (samples or Samples(x)), info

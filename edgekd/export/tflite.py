@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import EdgekdError
+from edgekd.graph.quant import dequantize, quantize
 
 QUANTS = ("fp32", "fp16", "dynamic", "int8")
 ONNX2TF_SUFFIX = {
@@ -66,6 +67,27 @@ def _silenced() -> Iterator[None]:
 def to_channels_last(x: np.ndarray) -> np.ndarray:
     """(N, C, ...) -> (N, ..., C) for rank >= 3; 2-D arrays are returned as they are."""
     return np.ascontiguousarray(np.moveaxis(x, 1, -1)) if x.ndim >= 3 else x
+
+
+class ConversionError(EdgekdError):
+    """A converter failed; ``node`` is the ONNX node it was converting when its log says so."""
+
+    def __init__(self, message: str, node: str | None = None, log: Path | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+        self.log = log
+
+
+def _failed_node(log: Path) -> str | None:
+    names = re.findall(r"onnx_op_name:\s*(\S+)", "\n".join(_log_lines(log)))
+    return names[-1] if names else None
+
+
+def _error_line(log: Path) -> str:
+    """The exception line of the log's last traceback, else the last error-looking line."""
+    lines = _log_lines(log)
+    exc = [ln for ln in lines if re.match(r"^[A-Za-z_.]*(Error|Exception)\b[^:]*:", ln)]
+    return (exc[-1] if exc else _last_error(log))[:300]
 
 
 class FlexOpError(EdgekdError):
@@ -155,10 +177,10 @@ def convert(onnx_path: Path, work: Path, quants: list[str], calib_x: np.ndarray 
             onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(out_dir), non_verbose=False, verbosity="warn",
                             copy_onnx_input_output_names_to_tflite=True, batch_size=1, **kwargs)  # fmt: skip
     except SystemExit:
-        raise EdgekdError(f"{onnx_path}: onnx2tf could not convert the model ({_last_error(log)})") from None
+        raise ConversionError(_error_line(log), _failed_node(log), log) from None
     except Exception as e:  # noqa: BLE001
-        first = str(e).strip().splitlines()[0][:150] if str(e).strip() else type(e).__name__
-        raise EdgekdError(f"{onnx_path}: onnx2tf could not convert the model ({first})") from None
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise ConversionError(first, _failed_node(log), log) from None
     finally:
         os.chdir(cwd)
     found: dict[str, Path] = {}
@@ -173,7 +195,7 @@ def convert(onnx_path: Path, work: Path, quants: list[str], calib_x: np.ndarray 
                     flex,
                 )
             what = "full-integer int8 quantization" if q == "int8" else f"the {q} conversion"
-            raise EdgekdError(f"{onnx_path}: {what} failed in the TFLite converter ({_last_error(log)})")
+            raise ConversionError(f"{what} failed ({_error_line(log)})", _failed_node(log), log)
         found[q] = f
     return found
 
@@ -196,20 +218,6 @@ def interpreter_class() -> tuple[Any, str]:
     import tensorflow as tf
 
     return tf.lite.Interpreter, "tf.lite"
-
-
-def quantize_input(x: np.ndarray, dtype: Any, scale: float, zero_point: int) -> np.ndarray:
-    """Float -> int8/uint8 with the tensor's (scale, zero point); float dtypes pass through."""
-    if np.issubdtype(dtype, np.integer) and scale:
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
-    return x.astype(dtype)
-
-
-def dequantize(y: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    if np.issubdtype(y.dtype, np.integer) and scale:
-        return (y.astype(np.float32) - zero_point) * scale
-    return y.astype(np.float32)
 
 
 class TFLiteRunner:
@@ -252,7 +260,7 @@ class TFLiteRunner:
         """NCHW float batch -> what the file's input takes (layout, dtype, quantization)."""
         if self.layout(tuple(x.shape[1:])) == "nhwc":
             x = to_channels_last(x)
-        return quantize_input(x, self.inp["dtype"], self.in_scale, self.in_zp)
+        return quantize(x, self.in_scale, self.in_zp, self.inp["dtype"])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         xq = self.prepare(x)

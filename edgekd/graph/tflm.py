@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import EdgekdError
+from edgekd.graph.quant import dequantize, quantize
 from edgekd.graph.tflite_model import read_tflite
 
 ModelSource = str | os.PathLike | bytes | bytearray | memoryview
@@ -328,10 +329,7 @@ def run_tflm(
         )
     in_dtype = np.dtype(ind["dtype"])
     if quantize_io and in_dtype.kind in "iu" and x.dtype.kind == "f":
-        info = np.iinfo(in_dtype)
-        x = np.clip(np.round(x / float(ind["scale"]) + int(ind["zero_point"])), info.min, info.max).astype(
-            in_dtype
-        )
+        x = quantize(x, float(ind["scale"]), int(ind["zero_point"]), in_dtype)
     elif x.dtype != in_dtype:
         raise EdgekdError(
             f"{source}: input dtype {x.dtype} but the model expects {in_dtype}; "
@@ -351,5 +349,5 @@ def run_tflm(
         raise _diagnose(cap.text, source, data)
     y = np.concatenate([o.reshape(1, *o.shape[1:]) if o.ndim else o.reshape(1) for o in outs], axis=0)
     if quantize_io and np.dtype(outd["dtype"]).kind in "iu" and outd["scale"]:
-        y = ((y.astype(np.float32) - int(outd["zero_point"])) * float(outd["scale"])).astype(np.float32)
+        y = dequantize(y, float(outd["scale"]), int(outd["zero_point"]))
     return y

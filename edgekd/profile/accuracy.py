@@ -79,14 +79,7 @@ def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float | None:
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return None
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
-    # average ranks (1-based) over runs of equal scores
-    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
-    ends = np.r_[starts[1:], len(s)]
-    for a, b in zip(starts, ends):
-        ranks[order[a:b]] = (a + 1 + b) / 2.0
+    ranks = average_ranks(s)
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
@@ -170,3 +163,55 @@ def anomaly_metrics(
             "cross_table": cross_table(y, t_pred.astype(np.int64), pred.astype(np.int64)),
         }
     return res
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties sharing their average rank."""
+    s = np.asarray(values, dtype=np.float64).ravel()
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_s = s[order]
+    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]]) if len(s) else np.array([], int)
+    ends = np.r_[starts[1:], len(s)]
+    for a, b in zip(starts, ends):
+        ranks[order[a:b]] = (a + 1 + b) / 2.0
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman rank correlation (Pearson on average ranks); None for fewer than 2 samples or constant input."""
+    if len(a) < 2:
+        return None
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = float(np.sqrt((ra**2).sum() * (rb**2).sum()))
+    return float((ra * rb).sum() / den) if den else None
+
+
+def reconstruction_scores(outputs: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+    """Per-sample anomaly score of an autoencoder: mean squared reconstruction error."""
+    out = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
+    ref = np.asarray(inputs, dtype=np.float64).reshape(len(inputs), -1)
+    if out.shape != ref.shape:
+        raise ValueError(f"reconstruction output has {out.shape[1]} values per sample, input {ref.shape[1]}")
+    return ((out - ref) ** 2).mean(axis=1)
+
+
+def sqnr_db(got: np.ndarray, reference: np.ndarray) -> float | None:
+    """Signal-to-quantization-noise ratio of ``got`` against ``reference`` in dB (None if identical)."""
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    noise = float(((np.asarray(got, dtype=np.float64).ravel() - ref) ** 2).sum())
+    return float(10 * np.log10(float((ref**2).sum()) / noise)) if noise > 0 else None
+
+
+def reconstruction_metrics(outputs: np.ndarray, reference: np.ndarray, inputs: np.ndarray) -> dict[str, Any]:
+    """A quantized (or converted) autoencoder against the float one on the same inputs: max |error|,
+    SQNR (dB; None when identical) and the Spearman rank correlation of per-sample anomaly scores."""
+    n = min(len(outputs), len(reference), len(inputs))
+    got, ref = outputs[:n].reshape(n, -1), reference[:n].reshape(n, -1)
+    s_got, s_ref = reconstruction_scores(got, inputs[:n]), reconstruction_scores(ref, inputs[:n])
+    return {
+        "max_abs_error": float(np.max(np.abs(got - ref))) if n else None,
+        "sqnr_db": sqnr_db(got, ref),
+        "score_spearman": spearman(s_got, s_ref),
+    }

@@ -39,7 +39,7 @@ class EvalData:
     num_classes: int | None
     class_names: list[str] | None
     name: str
-    task: str = "classification"
+    task: str | None = "classification"  # classification | reconstruction | None (infer from the outputs)
     info: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
@@ -69,8 +69,11 @@ def _subsample(
 
 
 def _task_of(info: dict[str, Any]) -> str:
-    task = str(info.get("task") or info.get("load_args", {}).get("task") or "classification")
-    return "anomaly" if task.startswith("anomal") else "classification"
+    """``data.json``'s ``task`` (``classification`` | ``reconstruction``; missing = classification)."""
+    from edgekd.export.checks import normalize_task
+
+    task = info.get("task") or info.get("load_args", {}).get("task")
+    return normalize_task(task, "data.json") or "classification"
 
 
 def data_from_info(info: dict[str, Any], samples: int | None = None) -> EvalData:
@@ -107,9 +110,11 @@ def resolve_data(data: Any, samples: int | None = None) -> EvalData | None:
         y = arrays[yk].astype(np.int64).ravel() if yk in arrays else None
         if y is not None and len(y) != len(x):
             raise EdgekdError(f"{p}: {xk} has {len(x)} rows but {yk} has {len(y)}")
-        task = "anomaly" if str(arrays.get("task", "")) == "anomaly" else "classification"
+        from edgekd.export.checks import normalize_task
+
+        task = normalize_task(arrays.get("task"), f"{p}: array 'task'")  # None: inferred per model
         x, y = _subsample(x, y, samples)
-        n_cls = int(y.max()) + 1 if y is not None and len(y) else None
+        n_cls = int(y.max()) + 1 if y is not None and len(y) and task != "reconstruction" else None
         names = [str(i) for i in range(n_cls)] if n_cls else None
         return EvalData(
             x, y, n_cls, names, p.name, task, {"note": "npz arrays used as given (no normalisation)"}
@@ -187,30 +192,44 @@ def _file_facts(path: Path) -> dict[str, Any]:
     return facts
 
 
-def _scores(outputs: np.ndarray, x_model: np.ndarray) -> np.ndarray:
-    """Anomaly scores: reconstruction MSE for autoencoders, else the single output / P(class 1)."""
-    out = outputs.reshape(len(outputs), -1)
-    ref = x_model.reshape(len(x_model), -1)
-    if out.shape[1] == ref.shape[1] and out.shape[1] > 2:
-        return ((out - ref) ** 2).mean(axis=1)
-    if out.shape[1] == 1:
-        return out[:, 0]
-    return acc.to_probs(out)[:, -1]
+def _task(data: EvalData, rt: Any, outputs: np.ndarray) -> str:
+    """The data's task, else ``reconstruction`` when the model outputs as many values as it takes."""
+    if data.task:
+        return data.task
+    n_in = int(np.prod(data.x.shape[1:]))
+    return (
+        "reconstruction"
+        if outputs.reshape(len(outputs), -1).shape[1] == n_in and n_in > 2
+        else "classification"
+    )
 
 
-def _anomaly_scores(rt: Any, data: EvalData, outputs: np.ndarray) -> np.ndarray:
+def _model_inputs(rt: Any, data: EvalData) -> np.ndarray:
     from edgekd.profile.runtimes import adapt_input
 
-    return _scores(outputs, adapt_input(data.x, rt.input_shape, rt.channels_last, rt.path))
+    return adapt_input(data.x, rt.input_shape, rt.channels_last, rt.path)
 
 
 def _accuracy(rt: Any, data: EvalData, outputs: np.ndarray, teacher: np.ndarray | None) -> dict[str, Any]:
-    """Metrics of one row; ``teacher`` is the teacher's outputs (classification) or scores (anomaly)."""
+    """Metrics of one row; ``teacher`` is the reference model's outputs on the same data."""
+    task = _task(data, rt, outputs)
+    out = outputs.reshape(len(outputs), -1)
+    if task == "reconstruction":
+        x = _model_inputs(rt, data)
+        scores = acc.reconstruction_scores(out, x)
+        t_out = None if teacher is None else teacher.reshape(len(teacher), -1)
+        if data.y is not None:
+            res = acc.anomaly_metrics(
+                scores, data.y, None if t_out is None else acc.reconstruction_scores(t_out, x)
+            )
+        else:
+            res = {"task": "reconstruction", "n": int(len(out)), "note": "no anomaly labels: no AUC"}
+        res["score_mean"] = float(scores.mean())
+        if t_out is not None:
+            res.setdefault("vs_teacher", {}).update(acc.reconstruction_metrics(out, t_out, x))
+        return res
     if data.y is None:
         return {"note": "data has no labels"}
-    if data.task == "anomaly":
-        return acc.anomaly_metrics(_anomaly_scores(rt, data, outputs), data.y, teacher)
-    out = outputs.reshape(len(outputs), -1)
     n_cls = data.num_classes or out.shape[1]
     if out.shape[1] != n_cls:
         raise EdgekdError(
@@ -258,8 +277,11 @@ def _profile_row(
         if settings.get("rss") == "subprocess":
             rt, sample = load_and_run_once()
             rss = subprocess_peak_rss(runtime, art.path, settings["threads"])
-        else:
+        elif settings.get("rss") == "inprocess":
             (rt, sample), rss = measure_peak_rss(load_and_run_once)
+        else:  # off: in-process figures mix every runtime loaded so far, so none is shown
+            rt, sample = load_and_run_once()
+            rss = None
         row["precision"] = facts.get("precision") or rt.precision
         row["input_shape"] = list(rt.input_shape)
         row["rss"] = rss
@@ -274,8 +296,8 @@ def _profile_row(
         if data is not None:
             outputs = rt.predict(data.x)
             row["accuracy"] = _accuracy(rt, data, outputs, None if art.role == "teacher" else teacher_outputs)
-            if art.role == "teacher":  # the reference the others compare with: outputs, or anomaly scores
-                ref_outputs = outputs if data.task != "anomaly" else _anomaly_scores(rt, data, outputs)
+            if art.role == "teacher":  # the reference the others compare with
+                ref_outputs = outputs
     except Exception as e:  # noqa: BLE001  (one artifact's failure must not stop the others)
         row["error"] = _error_text(e)
     finally:
@@ -285,7 +307,10 @@ def _profile_row(
 
 
 def _fit_table(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per full-integer ``.tflite`` (once per file) and target: RAM (TFLM arena) and flash needed vs limits."""
+    """Per full-integer ``.tflite`` (once per file) and microcontroller target, with the one fit rule of
+    :func:`edgekd.targets.fit_check` (RAM = TFLM arena total, flash = model bytes)."""
+    from edgekd.targets import fit_check
+
     seen: set[str] = set()
     fit = []
     for row in rows:
@@ -294,19 +319,29 @@ def _fit_table(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> lis
         seen.add(row["path"])
         ram = ram_needed(row["arena"])
         for t in targets:
-            if t.get("ram_bytes") is None and t.get("flash_bytes") is None:
-                continue  # no limits to check (phone / host class)
-            ram_ok = None if ram is None or t.get("ram_bytes") is None else ram <= t["ram_bytes"]
-            flash_ok = None if t.get("flash_bytes") is None else row["flash_bytes"] <= t["flash_bytes"]
-            checks = [c for c in (ram_ok, flash_ok) if c is not None]
+            res = fit_check(t, row["flash_bytes"], ram)
+            if res["fits"] is None and not res["rows"]:
+                continue  # not a TFLite Micro target: its memory is not an arena (see the notes)
+            ram_row, flash_row = res["rows"]
             fit.append({
                 "artifact": row["label"], "path": row["path"], "target": t["name"],
-                "ram_needed": ram, "ram_limit": t.get("ram_bytes"), "ram_ok": ram_ok,
-                "flash_needed": row["flash_bytes"], "flash_limit": t.get("flash_bytes"), "flash_ok": flash_ok,
-                "pass": bool(checks) and all(checks),
+                "ram_needed": ram, "ram_limit": t.get("ram_bytes"), "ram_ok": ram_row["ok"],
+                "flash_needed": row["flash_bytes"], "flash_limit": t.get("flash_bytes"), "flash_ok": flash_row["ok"],
+                "pass": bool(res["fits"]), "rule": res["rule"],
                 "ram_note": "TFLM arena total (host-measured; tail is smaller on 32-bit MCUs)",
             })  # fmt: skip
     return fit
+
+
+def _non_mcu_notes(targets: list[dict[str, Any]]) -> list[str]:
+    from edgekd.targets import fit_check
+
+    out = []
+    for t in targets:
+        res = fit_check(t, 0, 0)
+        if res["fits"] is None and "note" in res:
+            out.append(f"fit for {t['name']}: {res['note']}")
+    return out
 
 
 def _host() -> dict[str, Any]:
@@ -330,7 +365,7 @@ def profile_artifacts(
     warmup: int = 10,
     threads: int = 1,
     runtimes: list[str] | None = None,
-    rss: str = "inprocess",
+    rss: str = "off",
     source: dict[str, Any] | None = None,
     notes: list[str] | None = None,
 ) -> dict[str, Any]:
@@ -338,8 +373,8 @@ def profile_artifacts(
 
     ``rss``: ``"inprocess"`` (VmHWM reset around load + one inference) or ``"subprocess"`` (a fresh
     process per row: slower, includes the runtime's libraries)."""
-    if rss not in ("inprocess", "subprocess"):
-        raise EdgekdError(f"rss={rss!r}: use 'inprocess' or 'subprocess'")
+    if rss not in ("off", "inprocess", "subprocess"):
+        raise EdgekdError(f"rss={rss!r}: use 'off', 'subprocess' or 'inprocess'")
     settings = {"runs": int(runs), "warmup": int(warmup), "threads": int(threads), "batch": 1,
                 "runtimes": runtimes, "rss": rss,
                 "samples": int(len(data.x)) if data is not None else None}  # fmt: skip
@@ -394,7 +429,7 @@ def profile_artifacts(
         "targets": target_list,
         "artifacts": rows,
         "fit": _fit_table(rows, target_list),
-        "notes": notes,
+        "notes": notes + _non_mcu_notes(target_list),
     }
     return report
 
@@ -451,7 +486,7 @@ def profile_run(
     warmup: int = 10,
     samples: int | None = None,
     runtimes: list[str] | None = None,
-    rss: str = "inprocess",
+    rss: str = "off",
     write: bool = True,
 ) -> dict[str, Any]:
     """Profile teacher, student and every export of a run folder on its test split.
@@ -512,7 +547,7 @@ def profile_files(
     warmup: int = 10,
     samples: int | None = None,
     runtimes: list[str] | None = None,
-    rss: str = "inprocess",
+    rss: str = "off",
 ) -> dict[str, Any]:
     """Profile any ``.pt`` / ``.onnx`` / ``.tflite`` files.
 

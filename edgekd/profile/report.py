@@ -60,6 +60,19 @@ def _arena_total(row: dict[str, Any]) -> int | None:
     return tflm.get("total")
 
 
+def short_label(label: str, width: int = 28) -> str:
+    """A file label that fits a narrow column: ``arduino-nano-33-ble/model_int8.tflite`` -> ``arduino-n…/int8.tflite``."""
+    if len(label) <= width:
+        return label
+    *dirs, name = label.split("/")
+    name = name.removeprefix("model_")
+    if not dirs:
+        return name if len(name) <= width else name[: width - 1] + "…"
+    room = max(4, width - len(name) - 1)
+    head = "/".join(dirs)
+    return (head if len(head) <= room else head[: room - 1] + "…") + "/" + name
+
+
 def summary_rows(report: dict[str, Any]) -> list[dict[str, str]]:
     """The summary table as display strings: artifact, runtime, accuracy, agreement, p50, flash, arena."""
     out = []
@@ -356,11 +369,33 @@ CROSS_HEADERS = [
 ]
 
 
+def _num(v: float | None, spec: str, unit: str = "") -> str:
+    return "–" if v is None else f"{v:{spec}}{unit}"
+
+
 def _accuracy_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Per-row accuracy details: top-1/top-5 (classification) or AUC/precision/recall/F1 (anomaly)."""
     good = [r for r in _ok(report["artifacts"]) if (r.get("accuracy") or {}).get("task")]
     if not good:
         return [], []
+    if all("score_mean" in r["accuracy"] for r in good):  # autoencoders: AUC and numerics vs the reference
+        heads = [
+            "Artifact",
+            "AUC",
+            "F1",
+            "Mean score (MSE)",
+            "Max |err| vs ref",
+            "SQNR vs ref",
+            "Score rank corr.",
+            "n",
+        ]
+        rows = []
+        for r in good:
+            a, vs = r["accuracy"], r["accuracy"].get("vs_teacher") or {}
+            rows.append([r["id"], _num(a.get("auc"), ".4f"), _num(a.get("f1"), ".4f"), _num(a["score_mean"], ".4g"),
+                         _num(vs.get("max_abs_error"), ".3g"), _num(vs.get("sqnr_db"), ".1f", " dB"),
+                         _num(vs.get("score_spearman"), ".4f"), str(a["n"])])  # fmt: skip
+        return heads, rows
     if all(r["accuracy"]["task"] == "anomaly" for r in good):
         heads = ["Artifact", "AUC", "Precision", "Recall", "F1", "Threshold", "n"]
         rows = [[r["id"], f"{r['accuracy']['auc']:.4f}" if r["accuracy"].get("auc") is not None else "–",
@@ -648,11 +683,12 @@ def print_summary(report: dict[str, Any], console: Any = None) -> None:
     table = Table(title="edgekd profile", header_style="bold")
     for key, head in SUMMARY_HEADERS.items():
         if key in ("artifact", "runtime"):
-            table.add_column(head, justify="left", overflow="fold", ratio=2)
+            table.add_column(head, justify="left", no_wrap=True, overflow="ellipsis", ratio=2)
         else:
             table.add_column(head, justify="right", ratio=1)
     errors = []
     for r in summary_rows(report):
+        r["artifact"] = short_label(r["artifact"])
         if r["error"]:
             errors.append(f"{r['artifact']} ({r['runtime']}): {r['error']}")
             table.add_row(r["artifact"], r["runtime"], "[red]error[/red]", "", "", r["flash"], "")

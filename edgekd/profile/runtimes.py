@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgekd.errors import EdgekdError
+from edgekd.graph.quant import dequantize, quantize
 
 RUNTIMES: dict[str, type[Runtime]] = {}
 RUNTIMES_BY_EXTENSION: dict[str, list[str]] = {}
@@ -206,8 +207,7 @@ def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     scale, zp = _qparams(detail)
     if not scale:
         raise EdgekdError(f"integer input {detail.get('name')!r} has no quantization scale")
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dtype)
+    return quantize(x, scale, zp, dtype)
 
 
 def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
@@ -215,7 +215,7 @@ def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     if dtype.kind == "f":
         return y.astype(np.float32)
     scale, zp = _qparams(detail)
-    return ((y.astype(np.float32) - zp) * (scale or 1.0)).astype(np.float32)
+    return dequantize(y, scale or 1.0, zp)
 
 
 def read_model_bytes(path: Path, magic: bytes | None = None) -> bytes:

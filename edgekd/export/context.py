@@ -1,0 +1,71 @@
+"""The state one export shares between its stages and conversion routes (instead of long parameter lists)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.export.quantize import Samples
+from edgekd.export.source import EvalSet, Source
+from edgekd.targets import Target
+
+
+class Log:
+    """Timestamped progress lines on stderr (silent when ``quiet``)."""
+
+    def __init__(self, quiet: bool) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True, quiet=quiet)
+        self.t0 = time.perf_counter()
+
+    def step(self, msg: str) -> None:
+        self.console.print(f"[dim]{time.perf_counter() - self.t0:6.1f}s[/] {msg}")
+
+    def warn(self, msg: str) -> None:
+        self.console.print(f"[yellow]warning:[/] {msg}")
+
+
+@dataclass
+class ExportContext:
+    """Everything an export stage reads or writes: inputs, the ONNX model, float reference, the record."""
+
+    src: Source
+    tgt: Target | None
+    quants: list[str]
+    work: Path
+    stage: Path
+    out_dir: Path
+    record: dict[str, Any]
+    log: Log
+    eval: EvalSet
+    calib: Samples | None = None
+    tflm_samples: int = 1000
+    route: str | None = None  # requested route (None: automatic order)
+    task: str = "classification"
+    onnx_path: Path | None = None
+    onnx_model: Any = None
+    input_name: str = "input"
+    ref: np.ndarray | None = None
+    ref_name: str = ""
+    logs: dict[str, Path] = field(default_factory=dict)  # route -> its full converter log
+
+    @property
+    def checks(self) -> dict[str, Any]:
+        return self.record["checks"]
+
+    @property
+    def is_mcu(self) -> bool:
+        return self.tgt is not None and self.tgt.is_mcu
+
+    @property
+    def target_name(self) -> str:
+        return self.tgt.name if self.tgt is not None else "TFLite"
+
+    @property
+    def calib_x(self) -> np.ndarray | None:
+        return None if self.calib is None else self.calib.x

@@ -1,0 +1,322 @@
+"""ONNX lowering passes: rewrite nodes the TFLite route turns into ops TFLite Micro cannot run.
+
+Each pass is registered with :func:`lowering` and rewrites one ONNX op type into ops that convert to
+TFLite builtins with int8 kernels in TFLite Micro:
+
+* ``HardSigmoid`` -> ``Add``, ``Clip``, ``Mul`` (``relu6(x + 3) / 6`` for PyTorch's constants). The
+  converter otherwise emits ``RELU_0_TO_1``, which TFLite Micro has no kernel for.
+* ``LSTM`` / ``GRU`` -> unrolled over the (static) sequence: one ``Gemm`` for the input projection of all
+  steps, per step a ``Gemm`` on the hidden state, ``Sigmoid``/``Tanh``/``Mul``/``Add``, and the outputs
+  concatenated in groups of at most :data:`MAX_CONCAT` (TFLite Micro's CONCATENATION takes at most 10
+  inputs). onnx2tf cannot convert the recurrent nodes at all.
+
+:func:`lower` runs every pass and returns the rewritten model and what was rewritten (for ``export.json``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import EdgekdError
+
+MAX_CONCAT = 8
+Pass = Callable[["_Builder", Any], list[Any]]
+LOWERINGS: dict[str, Pass] = {}
+
+
+def lowering(op_type: str) -> Callable[[Pass], Pass]:
+    """Register a rewrite for ONNX nodes of ``op_type``: ``fn(builder, node) -> replacement nodes``."""
+
+    def deco(fn: Pass) -> Pass:
+        LOWERINGS[op_type] = fn
+        return fn
+
+    return deco
+
+
+class _Builder:
+    """Adds nodes and constant initializers with unique names next to the node being replaced."""
+
+    def __init__(self, model: Any, source: str) -> None:
+        self.model = model
+        self.source = source
+        self.inits = {i.name: i for i in model.graph.initializer}
+        self.new_inits: list[Any] = []
+        self.nodes: list[Any] = []
+        self.shapes = _static_shapes(model)
+        self.n = 0
+
+    def fresh(self, hint: str) -> str:
+        self.n += 1
+        return f"edgekd_lower_{hint}_{self.n}"
+
+    def const(self, value: np.ndarray, hint: str = "c") -> str:
+        from onnx import numpy_helper
+
+        name = self.fresh(hint)
+        self.new_inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def array(self, name: str) -> np.ndarray | None:
+        from onnx import numpy_helper
+
+        if not name:
+            return None
+        t = self.inits.get(name)
+        return None if t is None else numpy_helper.to_array(t)
+
+    def op(self, op_type: str, inputs: list[str], out: str | None = None, **attrs: Any) -> str:
+        from onnx import helper
+
+        out = out or self.fresh(op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
+        return out
+
+    def split(self, x: str, parts: int, size: int) -> list[str]:
+        """``Split`` of the last axis into ``parts`` pieces of ``size`` (opset 13+: sizes as an input)."""
+        from onnx import helper
+
+        outs = [self.fresh("part") for _ in range(parts)]
+        sizes = self.const(np.full(parts, size, np.int64), "sizes")
+        self.nodes.append(helper.make_node("Split", [x, sizes], outs, name=outs[0] + "_split", axis=-1))
+        return outs
+
+    def fail(self, node: Any, why: str) -> EdgekdError:
+        return EdgekdError(f"{self.source}: ONNX {node.op_type} node '{node.name}': {why}")
+
+
+def _static_shapes(model: Any) -> dict[str, tuple[int, ...]]:
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001  (shape inference is best effort)
+        inferred = model
+    out: dict[str, tuple[int, ...]] = {}
+    g = inferred.graph
+    for v in [*g.input, *g.value_info, *g.output]:
+        dims = v.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            out[v.name] = tuple(int(d.dim_value) for d in dims)
+    return out
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+@lowering("HardSigmoid")
+def _hard_sigmoid(b: _Builder, node: Any) -> list[Any]:
+    a = _attrs(node)
+    alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
+    if alpha <= 0:
+        raise b.fail(node, f"alpha {alpha} <= 0 is not supported")
+    shifted = b.op("Add", [node.input[0], b.const(np.float32(beta / alpha), "shift")])
+    lo, hi = b.const(np.float32(0.0), "lo"), b.const(np.float32(1.0 / alpha), "hi")
+    clipped = b.op("Clip", [shifted, lo, hi])
+    b.op("Mul", [clipped, b.const(np.float32(alpha), "alpha")], out=node.output[0])
+    return b.nodes
+
+
+def _recurrent_common(b: _Builder, node: Any, gates: int) -> dict[str, Any]:
+    a = _attrs(node)
+    direction = a.get("direction", b"forward")
+    direction = direction.decode() if isinstance(direction, bytes) else str(direction)
+    for key in ("activations", "clip", "activation_alpha", "activation_beta"):
+        if key in a:
+            raise b.fail(
+                node, f"attribute '{key}' is not supported by the unrolling (default activations only)"
+            )
+    if a.get("input_forget", 0):
+        raise b.fail(node, "input_forget=1 is not supported")
+    ins = list(node.input) + [""] * (8 - len(node.input))
+    w, r = b.array(ins[1]), b.array(ins[2])
+    if w is None or r is None:
+        raise b.fail(node, "weights W and R must be constant initializers")
+    hidden = int(a.get("hidden_size", r.shape[-1]))
+    bias = b.array(ins[3])
+    if bias is None:
+        if ins[3]:
+            raise b.fail(node, "bias B must be a constant initializer")
+        bias = np.zeros((w.shape[0], 2 * gates * hidden), np.float32)
+    if ins[4]:
+        lens = b.array(ins[4])
+        x_shape = b.shapes.get(ins[0])
+        seq = x_shape[1 if a.get("layout", 0) else 0] if x_shape else None
+        if lens is None or seq is None or not np.all(lens == seq):
+            raise b.fail(node, "sequence_lens must be constant and equal to the sequence length")
+    x_shape = b.shapes.get(ins[0])
+    if x_shape is None or len(x_shape) != 3:
+        raise b.fail(node, "the input needs a static 3-D shape (export with a fixed sequence length)")
+    layout = int(a.get("layout", 0))
+    seq, batch = (x_shape[1], x_shape[0]) if layout else (x_shape[0], x_shape[1])
+    x = ins[0] if not layout else b.op("Transpose", [ins[0]], perm=[1, 0, 2])  # -> [seq, batch, in]
+    return {"direction": direction, "w": w, "r": r, "bias": bias, "hidden": hidden, "seq": seq, "batch": batch,
+            "x": x, "layout": layout, "ins": ins, "attrs": a}  # fmt: skip
+
+
+def _initial(b: _Builder, name: str, d: int) -> str | None:
+    """Initial state of direction ``d`` as a [batch, H] tensor name, or None when it is absent or all zero."""
+    if not name:
+        return None
+    arr = b.array(name)
+    if arr is not None:
+        return None if not np.any(arr) else b.const(arr[d].astype(np.float32), "h0")
+    return b.op("Gather", [name, b.const(np.int64(d), "dir")], axis=0)
+
+
+def _input_projection(b: _Builder, c: dict[str, Any], d: int, bias: np.ndarray) -> list[str]:
+    """``X W^T + bias`` for all steps in one Gemm, sliced into per-step ``[batch, G*H]`` tensors."""
+    seq, batch = c["seq"], c["batch"]
+    flat = b.op("Reshape", [c["x"], b.const(np.array([seq * batch, -1], np.int64), "shape")])
+    proj = b.op("Gemm", [flat, b.const(c["w"][d].T.astype(np.float32).copy(), "w"), b.const(bias, "b")])
+    steps = []
+    for t in range(seq):
+        s = b.op("Slice", [proj, b.const(np.array([t * batch], np.int64), "st"),
+                           b.const(np.array([(t + 1) * batch], np.int64), "en"), b.const(np.array([0], np.int64), "ax")])  # fmt: skip
+        steps.append(s)
+    return steps
+
+
+def _concat(b: _Builder, parts: list[str], axis: int) -> str:
+    """Concatenate in groups of at most :data:`MAX_CONCAT` inputs (TFLite Micro's limit is 10)."""
+    while len(parts) > 1:
+        parts = [
+            b.op("Concat", parts[i : i + MAX_CONCAT], axis=axis)
+            if len(parts[i : i + MAX_CONCAT]) > 1
+            else parts[i]
+            for i in range(0, len(parts), MAX_CONCAT)
+        ]
+    return parts[0]
+
+
+def _outputs(
+    b: _Builder, node: Any, c: dict[str, Any], per_dir: list[list[str]], finals: list[list[str]]
+) -> None:
+    """Write Y ([seq, dirs, batch, H], or [batch, seq, dirs, H] with layout 1) and the final states."""
+    outs = list(node.output) + [""] * 3
+    if outs[0]:
+        steps = []
+        for t in range(c["seq"]):
+            ds = [b.op("Unsqueeze", [hs[t], b.const(np.array([0, 1], np.int64), "ax")]) for hs in per_dir]
+            steps.append(ds[0] if len(ds) == 1 else b.op("Concat", ds, axis=1))  # [1, dirs, batch, H]
+        y = _concat(b, steps, axis=0)
+        if c["layout"]:
+            y = b.op("Transpose", [y], perm=[2, 0, 1, 3])
+        b.op("Identity", [y], out=outs[0])
+    for k, states in enumerate(finals, start=1):
+        if outs[k]:
+            ds = [b.op("Unsqueeze", [s, b.const(np.array([0], np.int64), "ax")]) for s in states]
+            y = ds[0] if len(ds) == 1 else b.op("Concat", ds, axis=0)
+            if c["layout"]:
+                y = b.op("Transpose", [y], perm=[1, 0, 2])
+            b.op("Identity", [y], out=outs[k])
+
+
+def _directions(c: dict[str, Any]) -> list[bool]:
+    return {"forward": [False], "reverse": [True], "bidirectional": [False, True]}[c["direction"]]
+
+
+@lowering("LSTM")
+def _lstm(b: _Builder, node: Any) -> list[Any]:
+    c = _recurrent_common(b, node, 4)
+    if c["ins"][7] and b.array(c["ins"][7]) is not None and np.any(b.array(c["ins"][7])):
+        raise b.fail(node, "peephole weights P are not supported")
+    hsz = c["hidden"]
+    per_dir, finals_h, finals_c = [], [], []
+    for d, reverse in enumerate(_directions(c)):
+        wb, rb = c["bias"][d][: 4 * hsz], c["bias"][d][4 * hsz :]
+        xs = _input_projection(b, c, d, (wb + rb).astype(np.float32))
+        h = _initial(b, c["ins"][5], d)
+        cell = _initial(b, c["ins"][6], d)
+        rt = b.const(c["r"][d].T.astype(np.float32).copy(), "r")
+        hs: list[str] = [""] * c["seq"]
+        order = range(c["seq"] - 1, -1, -1) if reverse else range(c["seq"])
+        for t in order:
+            g = xs[t] if h is None else b.op("Add", [xs[t], b.op("MatMul", [h, rt])])
+            parts = b.split(g, 4, hsz)
+            i, o, f = (b.op("Sigmoid", [p]) for p in parts[:3])
+            cand = b.op("Tanh", [parts[3]])
+            ic = b.op("Mul", [i, cand])
+            cell = ic if cell is None else b.op("Add", [b.op("Mul", [f, cell]), ic])
+            h = b.op("Mul", [o, b.op("Tanh", [cell])])
+            hs[t] = h
+        per_dir.append(hs)
+        finals_h.append(h)
+        finals_c.append(cell)
+    _outputs(b, node, c, per_dir, [finals_h, finals_c])
+    return b.nodes
+
+
+@lowering("GRU")
+def _gru(b: _Builder, node: Any) -> list[Any]:
+    c = _recurrent_common(b, node, 3)
+    hsz = c["hidden"]
+    lbr = int(c["attrs"].get("linear_before_reset", 0))
+    per_dir, finals = [], []
+    for d, reverse in enumerate(_directions(c)):
+        wb, rb = c["bias"][d][: 3 * hsz], c["bias"][d][3 * hsz :]
+        x_bias = wb.copy()
+        x_bias[: 2 * hsz] += rb[: 2 * hsz]  # z, r: both biases on the input side
+        if not lbr:
+            x_bias[2 * hsz :] += rb[2 * hsz :]
+        xs = _input_projection(b, c, d, x_bias.astype(np.float32))
+        r_all = c["r"][d]
+        rzr = b.const(r_all[: 2 * hsz].T.astype(np.float32).copy(), "rzr")
+        rh = r_all[2 * hsz :].T.astype(np.float32).copy()
+        rh_c = b.const(rh, "rh")
+        rbh = rb[2 * hsz :].astype(np.float32)
+        h = _initial(b, c["ins"][5], d)
+        hs: list[str] = [""] * c["seq"]
+        order = range(c["seq"] - 1, -1, -1) if reverse else range(c["seq"])
+        for t in order:
+            xz, xr, xh = b.split(xs[t], 3, hsz)
+            if h is None:
+                z, r = b.op("Sigmoid", [xz]), b.op("Sigmoid", [xr])
+                rec_h = b.op("Mul", [r, b.const(rbh, "rbh")]) if lbr and np.any(rbh) else None
+            else:
+                hzr = b.op("MatMul", [h, rzr])
+                pz, pr = b.split(hzr, 2, hsz)
+                z, r = b.op("Sigmoid", [b.op("Add", [xz, pz])]), b.op("Sigmoid", [b.op("Add", [xr, pr])])
+                if lbr:
+                    rec_h = b.op("Mul", [r, b.op("Gemm", [h, rh_c, b.const(rbh, "rbh")])])
+                else:
+                    rec_h = b.op("MatMul", [b.op("Mul", [r, h]), rh_c])
+            n = b.op("Tanh", [xh if rec_h is None else b.op("Add", [xh, rec_h])])
+            if h is None:  # H = (1 - z) * n
+                h = b.op("Sub", [n, b.op("Mul", [z, n])])
+            else:  # H = n + z * (H_prev - n)
+                h = b.op("Add", [n, b.op("Mul", [z, b.op("Sub", [h, n])])])
+            hs[t] = h
+        per_dir.append(hs)
+        finals.append(h)
+    _outputs(b, node, c, per_dir, [finals])
+    return b.nodes
+
+
+def lower(model: Any, source: str = "model.onnx") -> tuple[Any, list[dict[str, Any]]]:
+    """Apply every registered lowering; returns ``(model, [{"node", "op", "into"}])`` (model rewritten in place)."""
+    graph = model.graph
+    if not any(n.op_type in LOWERINGS for n in graph.node):
+        return model, []
+    new_nodes: list[Any] = []
+    done: list[dict[str, Any]] = []
+    b = _Builder(model, source)
+    for node in graph.node:
+        fn = LOWERINGS.get(node.op_type)
+        if fn is None:
+            new_nodes.append(node)
+            continue
+        b.nodes = []
+        repl = fn(b, node)
+        new_nodes.extend(repl)
+        done.append({"node": node.name, "op": node.op_type, "into": len(repl)})
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    graph.initializer.extend(b.new_inits)
+    return model, done
