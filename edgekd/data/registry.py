@@ -35,6 +35,7 @@ class RawData:
     class_names: list[str]
     source: str
     scale: float = 1.0  # divide raw values by this first (255 for uint8 images)
+    task: str = "classification"  # or "reconstruction" (autoencoders; labels optional)
 
 
 @dataclass
