@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgekd.data import DATASETS
-from edgekd.data.smd import list_machines, load_machine, load_smd, smd_root
+from edgekd.data.smd import list_machines, load_machine, load_smd, smd_root, smd_splits
 from edgekd.data.windows import sliding_windows, step_scores, window_labels, window_starts
 from edgekd.errors import EdgekdError
 
@@ -194,3 +194,17 @@ def test_step_scores_mean_and_last():
     np.testing.assert_allclose(step_scores(errors, starts, 5, reduce="last"), [1, 2, 3, 6, 9])
     gap = step_scores(errors[:2], np.array([0, 3]), 7)
     assert np.isnan(gap[6]) and gap[3] == 4
+
+
+def test_smd_splits_keep_the_loader_split(tmp_path):
+    _tree(tmp_path)
+    s = smd_splits(machines=["machine-9-9"], root=str(tmp_path), length=10, val_fraction=0.5)
+    assert s.input_shape == (10, 3) and (len(s.train), len(s.val), len(s.test)) == (21, 21, 31)
+    assert s.describe()["task"] == "reconstruction" and s.describe()["sizes"]["val"] == 21
+    # test windows 1..14 hold one of the labelled steps 10..14; window 0 (steps 0..9) does not
+    assert s.test.y[:16].tolist() == [0] + [1] * 14 + [0]
+    raw = np.array(
+        [ln.split(",") for ln in (tmp_path / "train" / "machine-9-9.txt").read_text().split()], float
+    )
+    norm = s.info["smd_normalisation"]["machine-9-9"]
+    np.testing.assert_allclose(s.val.x[0], (raw[30:40] - norm["offset"]) / norm["scale"], rtol=1e-5)

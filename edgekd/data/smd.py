@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.data.registry import RawData, data_dir, register_dataset
+from edgekd.data.registry import ArrayDataset, DataSplits, RawData, data_dir, register_dataset
 from edgekd.data.windows import sliding_windows, window_labels, window_starts
 from edgekd.errors import EdgekdError
 
@@ -351,4 +351,35 @@ def smd(
         x_train=x_fit, y_train=np.zeros(len(x_fit), np.int64), x_test=x_test, y_test=y_test,
         class_names=["normal", "anomaly"], source=data.root, scale=1.0, task="reconstruction",
         x_val=x_val, y_val=np.zeros(len(x_val), np.int64), smd=data,
+    )  # fmt: skip
+
+
+def smd_splits(seed: int = 0, **options: Any) -> DataSplits:
+    """The ``DataSplits`` a reconstruction run trains on, built from the ``smd`` loader's own split.
+
+    For the engine: ``load_data`` must not re-split or re-normalise SMD (validation is the end of
+    each training series, statistics are per machine), so it should hand ``smd`` data here. Inputs
+    are already normalised: ``mean = 0``, ``std = 1``, ``scale = 1``; the per-machine, per-metric
+    statistics a device must apply are in ``info["smd_normalisation"]``.
+    """
+    raw = smd(**options)
+    data = raw.smd
+    info: dict[str, Any] = {
+        "seed": seed,
+        "task": "reconstruction",
+        "load_args": {"name": "smd", "seed": seed, "options": dict(options)},
+        "smd": data.describe(),
+        "smd_normalisation": {
+            m.name: {
+                "offset": m.offset.tolist(),
+                "scale": m.scale.tolist(),
+                "formula": "(raw - offset) / scale",
+            }
+            for m in data.machines
+        },
+    }
+    return DataSplits(
+        name="smd", train=ArrayDataset(raw.x_train, raw.y_train), val=ArrayDataset(raw.x_val, raw.y_val),
+        test=ArrayDataset(raw.x_test, raw.y_test), num_classes=2, input_shape=tuple(raw.x_train.shape[1:]),
+        class_names=raw.class_names, mean=0.0, std=1.0, scale=1.0, source=raw.source, info=info,
     )  # fmt: skip
