@@ -17,15 +17,17 @@ from rich.console import Console
 
 from edgekd.distill.runner import move_aside, prepare_data, run_state, run_training
 from edgekd.errors import EdgekdError
-from edgekd.recipe import MethodConfig, Recipe, TeacherConfig, recipe_from_dict
+from edgekd.recipe import MethodConfig, Recipe, SchemeConfig, TeacherConfig, recipe_from_dict
 from edgekd.runfolder import RunFolder
 
 
 def _final_accuracy(run: RunFolder) -> float | None:
+    """Test top-1 (classification) or, for autoencoders, the test AUC of the anomaly score."""
     try:
-        return json.loads(run.metrics.read_text())["final"].get("test_accuracy")
+        final = json.loads(run.metrics.read_text())["final"]
     except (FileNotFoundError, KeyError, json.JSONDecodeError):
         return None
+    return final.get("test_accuracy", final.get("test_auc"))
 
 
 def _teacher_recipe(recipe: Recipe) -> Recipe:
@@ -34,7 +36,11 @@ def _teacher_recipe(recipe: Recipe) -> Recipe:
         {"train": {**recipe.to_dict()["train"], **recipe.teacher.train}}, "recipe (teacher.train)"
     ).train
     return replace(recipe, name="teacher", model=copy.deepcopy(recipe.teacher.model), method=MethodConfig("supervised"),
-                   teacher=None, train=train)  # fmt: skip
+                   teacher=None, train=train, **_LABELS_ONLY)  # fmt: skip
+
+
+# a teacher or a baseline trained here learns from the task's own target: no losses, stages or scheme
+_LABELS_ONLY: dict[str, Any] = {"losses": [], "stages": [], "scheme": SchemeConfig()}
 
 
 def run_pipeline(
@@ -91,7 +97,7 @@ def _stage(recipe: Recipe, runs_dir: Path, resume: bool, **kw: Any) -> RunFolder
 
 def _run_stages(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: Any, skip_export: bool,
                 skip_profile: bool, progress: bool, console: Console, resume: bool) -> dict[str, Any]:  # fmt: skip
-    summary: dict[str, Any] = {"run": str(run.root)}
+    summary: dict[str, Any] = {"run": str(run.root), "task": splits.task}
 
     teacher_path = recipe.teacher.path if recipe.teacher else None
     if recipe.teacher is not None and not teacher_path:
@@ -114,11 +120,11 @@ def _run_stages(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: An
 
     if recipe.baseline:
         console.rule("[bold]2. baseline student (labels only)")
-        b_recipe = replace(recipe, name="baseline", method=MethodConfig("supervised"), teacher=None)
+        b_recipe = replace(recipe, name="baseline", method=MethodConfig("supervised"), teacher=None, **_LABELS_ONLY)
         b_run = _stage(b_recipe, run.root, resume, distill=False, progress=progress, splits=splits)
         summary["baseline_accuracy"] = _final_accuracy(b_run)
 
-    distill = recipe.method.name != "supervised"
+    distill = bool(teacher_path) and (recipe.method.name != "supervised" or bool(recipe.losses or recipe.stages))
     console.rule(f"[bold]3. {'distill' if distill else 'train'} student ({recipe.method.name})")
     s_recipe = replace(recipe, teacher=TeacherConfig(path=teacher_path) if teacher_path else None)
     _stage(
@@ -187,13 +193,14 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     from rich.table import Table
 
     console = console or Console()
-    t = Table(title="edgekd run: test accuracy")
+    auc = summary.get("task") == "reconstruction"
+    t = Table(title=f"edgekd run: {'anomaly AUC' if auc else 'test accuracy'}")
     t.add_column("model")
-    t.add_column("test top-1", justify="right")
+    t.add_column("test AUC (reconstruction error)" if auc else "test top-1", justify="right")
     for key, label in (("teacher_accuracy", "teacher"), ("baseline_accuracy", "student, labels only"),
                        ("student_accuracy", "student, distilled")):  # fmt: skip
         if summary.get(key) is not None:
-            t.add_row(label, f"{100 * summary[key]:.2f}%")
+            t.add_row(label, f"{summary[key]:.4f}" if auc else f"{100 * summary[key]:.2f}%")
     console.print(t)
     rows = headline(summary)
     if rows:

@@ -362,3 +362,36 @@ def test_methods_json_names_papers(capsys):
 
 def test_train_config_device_default_is_auto():
     assert TrainConfig().device == "auto"
+
+
+def test_an_autoencoder_runs_end_to_end_train_export_profile(tmp_path, capsys):
+    """Synthetic windows (N, 8, 4) on a low-dimensional subspace, anomalies off it: teacher, distilled
+    fc-ae student, tflite-micro export with reconstruction checks, and the profile report."""
+    rng = np.random.default_rng(1)
+    basis = rng.standard_normal((2, 32))
+    x = (rng.standard_normal((400, 2)) @ basis).reshape(400, 8, 4).astype(np.float32)
+    xt = (rng.standard_normal((120, 2)) @ basis).reshape(120, 8, 4).astype(np.float32)
+    yt = np.zeros(120, np.int64)
+    xt[:30] += 2.0 * rng.standard_normal((30, 8, 4)).astype(np.float32)
+    yt[:30] = 1
+    np.savez(tmp_path / "w.npz", x=x, x_test=xt, y_test=yt, task=np.array("reconstruction"))
+    recipe = {
+        "name": "ae", "data": {"name": "npz", "options": {"path": str(tmp_path / "w.npz")}},
+        "model": {"name": "fc-ae", "kwargs": {"hidden": [16], "latent": 4}},
+        "teacher": {"model": {"name": "fc-ae", "kwargs": {"hidden": [64], "latent": 4}}},
+        "losses": [{"name": "recon-mse", "weight": 0.5}, {"name": "output-mse", "weight": 0.5}],
+        "train": {"epochs": 12, "batch_size": 32, "optimizer": "adam", "lr": 0.003},
+        "export": {"targets": ["tflite-micro"]}, "profile": {"runs": 2},
+    }  # fmt: skip
+    p = tmp_path / "ae.yaml"
+    p.write_text(yaml.safe_dump(recipe))
+    code, err = _run_main(["run", str(p), "--runs-dir", str(tmp_path / "runs"), "-q"], capsys)
+    assert code == 0, err
+    run = tmp_path / "runs" / "ae"
+    assert json.loads((run / "data.json").read_text())["task"] == "reconstruction"
+    assert json.loads((run / "metrics.json").read_text())["final"]["test_auc"] > 0.8
+    checks = json.loads((run / "export" / "tflite-micro" / "export.json").read_text())["checks"]
+    assert checks["int8_score_spearman"] > 0.8 and checks["int8_sqnr_db"] > 10
+    assert "int8_top1_agreement" not in checks  # argmax over reconstructed values means nothing
+    report = json.loads((run / "report.json").read_text())
+    assert report["artifacts"] and (run / "report.html").exists()

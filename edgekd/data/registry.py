@@ -39,6 +39,10 @@ class RawData:
     # privileged inputs (Vapnik): only the teacher reads them, only in training; name -> rows aligned with x
     extra_train: dict[str, np.ndarray] = field(default_factory=dict)
     extra_test: dict[str, np.ndarray] = field(default_factory=dict)
+    # a loader that makes its own validation split (e.g. the end of each time series) sets these
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    normalised: bool = False  # inputs already normalised by the loader (mean 0, std 1 kept as is)
 
 
 @dataclass
@@ -158,8 +162,12 @@ def load_data(
         full = full.subset(rest)
     else:
         test = ArrayDataset(raw.x_test, raw.y_test.astype(np.int64), dict(raw.extra_test))
-    train_idx, val_idx = _stratified_split(full.y, val_fraction, rng)
-    val, train = full.subset(val_idx), full.subset(train_idx)
+    if raw.x_val is not None:  # the loader's own validation split (time order matters for series)
+        y_val = raw.y_val if raw.y_val is not None else np.zeros(len(raw.x_val), np.int64)
+        val, train = ArrayDataset(raw.x_val, y_val.astype(np.int64)), full
+    else:
+        train_idx, val_idx = _stratified_split(full.y, val_fraction, rng)
+        val, train = full.subset(val_idx), full.subset(train_idx)
     load_args = {"name": name, "seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction,
                  "train_fraction": train_fraction, "exclude_classes": list(exclude_classes or []),
                  "options": dict(options or {})}  # fmt: skip
@@ -173,8 +181,11 @@ def load_data(
         info["exclude_classes_from_train"] = list(exclude_classes)
     if len(train.y) == 0:
         raise EdgekdError(f"data set {name!r}: the training split is empty after filtering")
-    scaled = train.x.astype(np.float32) / raw.scale
-    mean, std = float(scaled.mean()), float(scaled.std() + 1e-8)
+    if raw.normalised:
+        mean, std = 0.0, 1.0
+    else:
+        scaled = train.x.astype(np.float32) / raw.scale
+        mean, std = float(scaled.mean()), float(scaled.std() + 1e-8)
     splits = DataSplits(
         name=name, train=train, val=val, test=test, num_classes=len(raw.class_names),
         input_shape=tuple(int(s) for s in raw.x_train.shape[1:]), class_names=raw.class_names,

@@ -350,7 +350,7 @@ def smd(
     return SmdRawData(
         x_train=x_fit, y_train=np.zeros(len(x_fit), np.int64), x_test=x_test, y_test=y_test,
         class_names=["normal", "anomaly"], source=data.root, scale=1.0, task="reconstruction",
-        x_val=x_val, y_val=np.zeros(len(x_val), np.int64), smd=data,
+        x_val=x_val, y_val=np.zeros(len(x_val), np.int64), smd=data, normalised=True,
     )  # fmt: skip
 
 
