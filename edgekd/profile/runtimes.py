@@ -252,7 +252,10 @@ def tflite_precision(model_content: bytes) -> tuple[str, bool]:
         return _GRAPH_KINDS.get(kind, kind), False
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_content=model_content)
+    from edgekd.quiet import native_stderr_silenced
+
+    with native_stderr_silenced():
+        it = Interpreter(model_content=model_content)
     dtypes = {np.dtype(t["dtype"]) for t in it.get_tensor_details()}
     io = {np.dtype(d["dtype"]) for d in it.get_input_details() + it.get_output_details()}
     if not any(d.kind == "f" for d in dtypes):
@@ -289,14 +292,17 @@ class LiteRTRuntime(_TfliteBase):
     def load(self) -> None:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+        from edgekd.quiet import native_stderr_silenced
+
         data = self._read()
         try:
-            self.it = Interpreter(
-                model_content=data,
-                num_threads=max(1, self.threads),
-                experimental_op_resolver_type=getattr(OpResolverType, self.resolver),
-            )
-            self.it.allocate_tensors()
+            with native_stderr_silenced():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+                self.it = Interpreter(
+                    model_content=data,
+                    num_threads=max(1, self.threads),
+                    experimental_op_resolver_type=getattr(OpResolverType, self.resolver),
+                )
+                self.it.allocate_tensors()
         except Exception as e:  # noqa: BLE001
             raise EdgekdError(f"{self.path}: LiteRT cannot load it ({_first_line(e)})") from None
         self.inp = self.it.get_input_details()[0]
