@@ -16,6 +16,7 @@ from edgekd.distill.engine import Stage, Trainer, TrainingInterrupted
 from edgekd.distill.losses import Step
 from edgekd.distill.methods.base import Distiller
 from edgekd.distill.runner import run_training
+from edgekd.errors import EdgekdError
 from edgekd.models import build_model, load_model
 from edgekd.recipe import LossConfig, TrainConfig, recipe_from_dict
 from edgekd.runfolder import RunFolder
@@ -395,3 +396,36 @@ def test_an_autoencoder_runs_end_to_end_train_export_profile(tmp_path, capsys):
     assert "int8_top1_agreement" not in checks  # argmax over reconstructed values means nothing
     report = json.loads((run / "report.json").read_text())
     assert report["artifacts"] and (run / "report.html").exists()
+
+
+def test_privileged_inputs_reach_the_teacher_only(tmp_path, capsys):
+    """Lopez-Paz et al. 2016: the teacher reads x* (all 6 features), the student only x (2 noisy ones)."""
+    rng = np.random.default_rng(0)
+    n = 600
+    x_star = rng.standard_normal((n, 6)).astype(np.float32)
+    y = (x_star[:, :3].sum(1) > 0).astype(np.int64)
+    x = (x_star[:, :2] + 0.5 * rng.standard_normal((n, 2))).astype(np.float32)
+    np.savez(tmp_path / "teacher.npz", x=x_star[:400], y=y[:400], x_test=x_star[400:], y_test=y[400:])
+    np.savez(tmp_path / "student.npz", x=x[:400], y=y[:400], x_test=x[400:], y_test=y[400:],
+             priv_full=x_star[:400], priv_full_test=x_star[400:])  # fmt: skip
+    mlp = {"name": "mlp", "kwargs": {"hidden": [16]}}
+    train = {"epochs": 5, "batch_size": 32, "optimizer": "adam", "lr": 0.01}
+    t = recipe_from_dict({"name": "t", "data": {"name": "npz", "options": {"path": str(tmp_path / "teacher.npz")}},
+                          "model": mlp, "train": train})  # fmt: skip
+    t_run = run_training(t, tmp_path, distill=False, progress=False)
+    s = recipe_from_dict({"name": "s", "data": {"name": "npz", "options": {"path": str(tmp_path / "student.npz")}},
+                          "model": mlp, "train": train, "method": {"name": "kd", "params": {"alpha": 0.5}},
+                          "teacher": {"path": str(t_run.root), "input": "full"}})  # fmt: skip
+    run = run_training(s, tmp_path, distill=True, progress=False)
+    info = json.loads(run.data_info.read_text())
+    assert info["extra_inputs"] == ["full"] and info["input_shape"] == [2]
+    student, record = load_model(run.student)
+    assert record["kwargs"]["input_shape"] == [2]  # export sees only the student's input
+    assert student(torch.zeros(1, 2)).shape == (1, 2)
+    bad = recipe_from_dict(
+        {**s.to_dict(), "name": "bad", "teacher": {"path": str(t_run.root), "input": "ful"}}
+    )
+    with pytest.raises(
+        EdgekdError, match=r"teacher.input='ful' is not a privileged input of the data set \(has: full\)"
+    ):
+        run_training(bad, tmp_path, distill=True, progress=False)
