@@ -221,6 +221,12 @@ def test_two_peers_trained_together_with_two_optimizers(tmp_path):
     p0, _ = load_model(run.model)
     p1, _ = load_model(run.root / "network-peer1.pt")
     assert not torch.equal(p0.classifier.weight, p1.classifier.weight)  # two different networks
+    from edgekd.networks import list_networks
+
+    assert list_networks(run.root) == {
+        "peer0": run.model.resolve(),
+        "peer1": (run.root / "network-peer1.pt").resolve(),
+    }
 
 
 def test_a_two_step_teacher_chain(teacher, tmp_path):
@@ -429,3 +435,13 @@ def test_privileged_inputs_reach_the_teacher_only(tmp_path, capsys):
         EdgekdError, match=r"teacher.input='ful' is not a privileged input of the data set \(has: full\)"
     ):
         run_training(bad, tmp_path, distill=True, progress=False)
+
+
+def test_export_all_networks_of_a_born_again_run(teacher, tmp_path, capsys):
+    r = _recipe(teacher={"path": str(teacher)}, method={"name": "kd"}, scheme={"name": "born-again", "params": {"generations": 2}},
+                train={"epochs": 1, "batch_size": 64, "lr": 0.01, "optimizer": "adam"})  # fmt: skip
+    run = run_training(recipe_from_dict(r), tmp_path, distill=True, progress=False)
+    code, err = _run_main(["export", str(run.root), "--format", "onnx", "--all-networks", "--quiet"], capsys)
+    assert code == 0, err
+    for gen in ("gen-1", "gen-2"):
+        assert (run.root / "export" / f"onnx-{gen}" / "model.onnx").exists()

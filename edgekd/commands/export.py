@@ -39,9 +39,13 @@ from edgekd.errors import set_interrupt_message
     help="Export folder (default RUN_DIR/export/<name>).",
 )
 @click.option("--quiet", is_flag=True, help="Only errors and the folder name.")
+@click.option("--all-networks", is_flag=True,
+              help="Export every network the run produced (networks.json: peers, generations) into "
+                   "RUN_DIR/export/<target>-<network>/, not only the final student.")  # fmt: skip
 @trust_option
 def command(source: str, target: str | None, fmt: str | None, quant: str | None, calibration: str | None,
-            eval_data: str | None, route: str | None, method: str, out: str | None, quiet: bool) -> None:  # fmt: skip
+            eval_data: str | None, route: str | None, method: str, out: str | None, quiet: bool,
+            all_networks: bool) -> None:  # fmt: skip
     """Export SOURCE (a run folder, a .onnx file or an edgekd .pt) for a --target or a --format.
 
     \b
@@ -56,6 +60,21 @@ def command(source: str, target: str | None, fmt: str | None, quant: str | None,
     )
     from edgekd.export.api import export_model
 
+    if all_networks:
+        from pathlib import Path
+
+        from edgekd.errors import EdgekdError
+        from edgekd.networks import list_networks
+
+        if not Path(source).is_dir() or out:
+            raise EdgekdError("--all-networks takes a run folder and writes into its export/ (no --output)")
+        label = target or fmt or "export"
+        for name, model_file in list_networks(source).items():
+            dest = Path(source) / "export" / f"{Path(label).stem}-{name}"
+            folder = export_model(str(model_file), target=target, fmt=fmt, quant=quant, calibration=calibration,
+                                  out=str(dest), eval_data=eval_data, route=route, method=method, quiet=quiet)  # fmt: skip
+            click.echo(f"{name}: {folder}")
+        return
     folder = export_model(source, target=target, fmt=fmt, quant=quant, calibration=calibration, out=out,
                           eval_data=eval_data, route=route, method=method, quiet=quiet)  # fmt: skip
     click.echo(str(folder))
