@@ -445,3 +445,28 @@ def test_export_all_networks_of_a_born_again_run(teacher, tmp_path, capsys):
     assert code == 0, err
     for gen in ("gen-1", "gen-2"):
         assert (run.root / "export" / f"onnx-{gen}" / "model.onnx").exists()
+
+
+def test_noisy_sequential_generations_with_an_ensemble_teacher(tmp_path):
+    """Seed: autoencoder generations, each learning from the previous ones' mean reconstruction."""
+    rng = np.random.default_rng(2)
+    basis = rng.standard_normal((2, 32))
+    x = (rng.standard_normal((300, 2)) @ basis).reshape(300, 8, 4).astype(np.float32)
+    np.savez(tmp_path / "w.npz", x=x, task=np.array("reconstruction"))
+    r = recipe_from_dict({
+        "name": "seq", "data": {"name": "npz", "options": {"path": str(tmp_path / "w.npz")}},
+        "model": {"name": "fc-ae", "kwargs": {"hidden": [16], "latent": 4}},
+        "method": {"name": "noisy-sequential", "params": {"alpha": 0.5, "fraction": 0.5}},
+        "scheme": {"name": "born-again", "params": {"generations": 3, "ensemble": True}},
+        "train": {"epochs": 2, "batch_size": 32, "optimizer": "adam", "lr": 0.003},
+    })  # fmt: skip
+    run = run_training(r, tmp_path, distill=False, progress=False)
+    hist = {
+        g: json.loads((run.root / g / "metrics.json").read_text())["history"][0]
+        for g in ("gen-1", "gen-2", "gen-3")
+    }
+    assert "train_previous" not in hist["gen-1"]  # generation 1: a denoising autoencoder
+    assert "train_previous" in hist["gen-2"] and "train_previous" in hist["gen-3"]
+    assert (run.root / "gen-3" / "teacher-2.pt").exists()  # generations 1 and 2 teach generation 3
+    assert (run.root / "gen-3" / "teacher.pt").read_bytes() == (run.root / "gen-1" / "model.pt").read_bytes()
+    assert run.model.read_bytes() == (run.root / "gen-3" / "student.pt").read_bytes()
