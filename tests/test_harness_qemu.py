@@ -53,7 +53,7 @@ def test_bench_emulate_end_to_end_is_bit_exact_and_reports_memory(tmp_path, caps
 
 
 def test_model_too_big_for_the_board_is_a_clear_error(tmp_path):
-    from edgekd.export.c_backend.testing import S, Builder
+    from edgekd.export.c_backend.testing import Builder, S
 
     b = Builder()  # PAD to a 4.2 MB activation: more than the board's 4 MiB RAM
     x = b.tensor([1, 1, 1, 2], 0.1, 0)
@@ -61,7 +61,9 @@ def test_model_too_big_for_the_board_is_a_clear_error(tmp_path):
     pt = b.tensor([4, 2], None, None, dtype=S.TensorType.INT32, data=pads)
     y = b.tensor([1, 2100, 1000, 2], 0.1, 0)
     model = tmp_path / "huge.tflite"
-    model.write_bytes(b.build(S.BuiltinOperator.PAD, [x, pt], y, S.BuiltinOptions.PadOptions, S.PadOptionsT()))
+    model.write_bytes(
+        b.build(S.BuiltinOperator.PAD, [x, pt], y, S.BuiltinOptions.PadOptions, S.PadOptionsT())
+    )
     with pytest.raises(EdgekdError, match="does not fit the emulated board: RAM overflowed") as ei:
         build_firmware(model, tmp_path / "build")
     assert "\n" not in str(ei.value)
