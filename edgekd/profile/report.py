@@ -697,6 +697,10 @@ def print_summary(report: dict[str, Any], console: Any = None) -> None:
     console.print(table)
     for e in errors:
         console.print(f"[red]error[/red] {e}", highlight=False, soft_wrap=True)
+    if report.get("device_measured"):  # edgekd bench results beside the estimates
+        from edgekd.harness.bench import device_table
+
+        console.print(device_table(report["device_measured"]))
     frows = fit_rows(report)
     if frows:
         ft = Table(title="fit per target", header_style="bold")
