@@ -257,10 +257,13 @@ def test_converter_failure_names_node_and_keeps_log(tmp_path: Path, monkeypatch:
 def test_installed_wheel_ships_targets_and_calibration(tmp_path: Path) -> None:
     """A non-editable install (the built wheel, outside the source tree) finds targets/ and calibration/."""
     import os
+    import shutil
     import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = tmp_path / "src"  # a copy: building in the checkout would leave build/ behind
+    skip = shutil.ignore_patterns(".venv", ".git", "build", "runs", "*.egg-info", "__pycache__", "*_cache")
+    shutil.copytree(Path(__file__).resolve().parents[1], repo, symlinks=True, ignore=skip)
     wheel_dir, site = tmp_path / "wheel", tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir),
                     str(repo)], check=True, capture_output=True, cwd=tmp_path)  # fmt: skip
@@ -284,6 +287,21 @@ def test_installed_wheel_ships_targets_and_calibration(tmp_path: Path) -> None:
     cli = subprocess.run([sys.executable, "-m", "edgekd.cli", "targets"], capture_output=True, text=True, cwd=tmp_path,
                          env=env)  # fmt: skip
     assert cli.returncode == 0 and "arduino-nano-33-ble" in cli.stdout
+    # an export with the default calibration recipe, found inside the installed package
+    from edgekd.data import load_data
+    from edgekd.models import build_model, save_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.manual_seed(0)
+    kw = {"input_shape": (1, 8, 8), "num_classes": 10, "channels": (4, 8)}
+    save_model(run / "model.pt", build_model("cnn", **kw), "cnn", kw)
+    (run / "data.json").write_text(json.dumps(load_data("digits").describe()))
+    exp = subprocess.run([sys.executable, "-m", "edgekd.cli", "export", str(run), "--target", "tflite-micro", "--quiet"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env)  # fmt: skip
+    assert exp.returncode == 0, exp.stderr[-2000:]
+    rec = json.loads((run / "export" / "tflite-micro" / "export.json").read_text())
+    assert rec["calibration"]["recipe"]["name"] == "default" and rec["calibration"]["samples"] == 200
 
 
 class _StridedDW(nn.Module):
