@@ -332,7 +332,7 @@ def test_lowering_is_exact(net: Any, shape: tuple[int, ...], op: str, tmp_path: 
     import onnx
 
     from edgekd.export.lower import lower
-    from edgekd.export.onnx import OrtRunner
+    from edgekd.profile.runtimes import run_outputs
 
     torch.manual_seed(0)
     path = tmp_path / "m.onnx"
@@ -342,7 +342,7 @@ def test_lowering_is_exact(net: Any, shape: tuple[int, ...], op: str, tmp_path: 
     low = tmp_path / "low.onnx"
     onnx.save(model, str(low))
     x = np.random.default_rng(0).standard_normal((4, *shape)).astype(np.float32)
-    assert np.abs(OrtRunner(low)(x) - OrtRunner(path)(x)).max() < 1e-5
+    assert np.abs(run_outputs("onnxruntime", low, x) - run_outputs("onnxruntime", path, x)).max() < 1e-5
     ops = {n.op_type for n in model.graph.node}
     if op == "Conv":
         pads = next(
