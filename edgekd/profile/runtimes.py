@@ -427,3 +427,35 @@ def open_runtime(name: str, path: str | Path, threads: int = 1) -> Runtime:
     rt = RUNTIMES[name](path, threads=threads)
     rt.load()
     return rt
+
+
+def run_outputs(
+    name: str, path: str | Path, x: np.ndarray, *, channels_last: bool | None = None
+) -> np.ndarray:
+    """Outputs ``(N, -1)`` of runtime ``name`` on a data batch ``x`` (export checks use this too).
+
+    ``channels_last`` fixes the input layout when the caller knows it (otherwise the runtime's
+    convention decides, see :func:`adapt_input`)."""
+    rt = open_runtime(name, path)
+    try:
+        if channels_last is not None:
+            rt.channels_last = channels_last
+        return rt.predict(x).reshape(len(x), -1)
+    finally:
+        rt.close()
+
+
+def input_layout(path: str | Path, sample_shape: tuple[int, ...]) -> str:
+    """``nchw`` when a ``.tflite`` takes the data's own layout, ``nhwc`` when channels were moved last."""
+    rt = open_runtime("litert", path)
+    try:
+        want = tuple(rt.input_shape[1:])
+    finally:
+        rt.close()
+    if want == tuple(sample_shape):
+        return "nchw"
+    if len(sample_shape) >= 2 and want == (*sample_shape[1:], sample_shape[0]):
+        return "nhwc"
+    raise EdgekdError(
+        f"{path}: TFLite input shape {list(want)} does not match the model input {list(sample_shape)}"
+    )
