@@ -1,10 +1,13 @@
 """Training schemes, one file each, registered by name (``@register_method``)."""
 
 from edgekd.distill.methods import (  # noqa: F401  (registration)
+    byot,
     hinton,
     mutual,
     netaug,
     noisy_sequential,
+    one,
+    privileged,
     supervised,
     wasserstein_kd,
 )
