@@ -120,11 +120,15 @@ def _run_stages(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: An
 
     if recipe.baseline:
         console.rule("[bold]2. baseline student (labels only)")
-        b_recipe = replace(recipe, name="baseline", method=MethodConfig("supervised"), teacher=None, **_LABELS_ONLY)
+        b_recipe = replace(
+            recipe, name="baseline", method=MethodConfig("supervised"), teacher=None, **_LABELS_ONLY
+        )
         b_run = _stage(b_recipe, run.root, resume, distill=False, progress=progress, splits=splits)
         summary["baseline_accuracy"] = _final_accuracy(b_run)
 
-    distill = bool(teacher_path) and (recipe.method.name != "supervised" or bool(recipe.losses or recipe.stages))
+    distill = bool(teacher_path) and (
+        recipe.method.name != "supervised" or bool(recipe.losses or recipe.stages)
+    )
     console.rule(f"[bold]3. {'distill' if distill else 'train'} student ({recipe.method.name})")
     s_recipe = replace(recipe, teacher=TeacherConfig(path=teacher_path) if teacher_path else None)
     _stage(
