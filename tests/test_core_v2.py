@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -227,6 +228,27 @@ def test_two_peers_trained_together_with_two_optimizers(tmp_path):
         "peer0": run.model.resolve(),
         "peer1": (run.root / "network-peer1.pt").resolve(),
     }
+
+
+def test_profile_all_networks_of_a_dml_run(tmp_path, capsys):
+    r = recipe_from_dict(_recipe(method={"name": "dml", "params": {"peers": 2}}, train={"epochs": 1}))
+    run = run_training(r, tmp_path, distill=False, progress=False)
+    args = [
+        "profile",
+        str(run.root),
+        "--all-networks",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--runtime",
+        "pytorch",
+    ]
+    code, err = _run_main(args, capsys)
+    assert code == 0, err
+    report = json.loads((run.root / "report-networks.json").read_text())
+    names = sorted(Path(a["path"]).name for a in report["artifacts"])
+    assert names == ["model.pt", "network-peer1.pt"]
 
 
 def test_a_two_step_teacher_chain(teacher, tmp_path):
