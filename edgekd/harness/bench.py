@@ -242,7 +242,7 @@ def device_table(rows: list[dict[str, Any]]) -> Any:
     for r in rows:
         ms = r["ms_per_inference"]
         top1 = r["top1_accuracy"]
-        t.add_row(r["target"], str(r["device"] or ""),
+        t.add_row(r["target"], str(r["device"] or "").split(" (")[0],
                   "" if ms is None else f"{ms:.3f}" + (" (emulated)" if r["emulated"] else ""),
                   "" if top1 is None else f"{100 * top1:.2f}%", str(r["bit_exact"]),
                   "" if r["flash_bytes"] is None else f"{r['flash_bytes']:,}",
