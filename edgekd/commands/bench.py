@@ -44,6 +44,11 @@ def command(source: str, target: str, port: str | None, emulate: bool, software:
     edgekd bench runs/demo --target cortex-m4-qemu --emulate
     edgekd bench model.tflite --target tflite-micro --software
     """
+    from edgekd.errors import set_interrupt_message
+
+    set_interrupt_message(
+        "benchmark cancelled; an emulator is always stopped and bench.json is only written complete"
+    )
     from edgekd.harness.bench import run_bench, summary_lines
 
     path, record = run_bench(source, target=target, port=port, emulate=emulate, software=software, mode=mode,
