@@ -37,6 +37,14 @@ def _window_shape(model: str, input_shape: Sequence[int]) -> tuple[int, int]:
     return shape[0], shape[1]
 
 
+def _stack_steps(steps: list[torch.Tensor], group: int = 8) -> torch.Tensor:
+    """``torch.stack(steps, dim=1)`` as a tree of small concatenations: TFLite Micro's
+    CONCATENATION takes at most 10 inputs."""
+    if len(steps) <= group:
+        return torch.stack(steps, dim=1)
+    return torch.cat([_stack_steps(steps[i : i + group], group) for i in range(0, len(steps), group)], dim=1)
+
+
 class UnrolledLSTM(nn.Module):
     """``nn.LSTM(batch_first=True)`` written out step by step with matrix products, sigmoid and tanh.
 
@@ -75,7 +83,7 @@ class UnrolledLSTM(nn.Module):
                 c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
                 h = torch.sigmoid(o) * torch.tanh(c)
                 outs.append(h)
-            x = torch.stack(outs, dim=1)
+            x = _stack_steps(outs)
             hs.append(h)
             cs.append(c)
         return x, (torch.stack(hs), torch.stack(cs))
