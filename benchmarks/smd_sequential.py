@@ -1,7 +1,7 @@
 """SMD anomaly detection on the distillation engine: teacher, KD, noisy Born-Again generations, MCU students.
 
-    python benchmarks/smd_sequential.py [--machines machine-1-6 ...] [--data-dir DIR] [--epochs 5]
-                                        [--length 32] [--stride 4] [--test-stride 4] [--runs-dir DIR]
+    python benchmarks/smd_sequential.py [--machines machine-1-6 ...] [--data-dir DIR] [--epochs 8]
+                                        [--length 32] [--stride 8] [--test-stride 4] [--seeds 0 1]
 
 Every network is an ordinary edgekd run (``edgekd.distill.runner.run_training`` with a recipe; the
 recipes are in the JSON), trained on each machine alone (as the seed does):
@@ -74,15 +74,15 @@ def bench_machine(name: str, args: argparse.Namespace, log: list[dict]) -> list[
     from edgekd.recipe import recipe_from_dict
     from edgekd.timeseries.scoring import score_run
 
-    root = Path(args.runs_dir) / name
+    root = Path(args.runs_dir) / f"seed{args.seed}" / name
     data = {"machines": [name], "length": args.length, "stride": args.stride, "test_stride": args.test_stride}
     rows: list[dict] = []
 
     def train(r: dict, distill: bool) -> Path:
         t0 = time.perf_counter()
         run = run_training(recipe_from_dict(r), root, distill=distill, progress=False, overwrite=True)
-        log.append({"machine": name, "run": r["name"], "seconds": round(time.perf_counter() - t0, 1)})
-        print(f"  {name} {r['name']}: {log[-1]['seconds']} s", flush=True)
+        log.append({"machine": name, "seed": args.seed, "run": r["name"], "seconds": round(time.perf_counter() - t0, 1)})
+        print(f"  {name} seed {args.seed} {r['name']}: {log[-1]['seconds']} s", flush=True)
         return run.root
 
     def add(method: str, run_dir: Path, models: list[Path], r: dict | None, **kw: Any) -> dict:
@@ -159,24 +159,40 @@ def bench_machine(name: str, args: argparse.Namespace, log: list[dict]) -> list[
     return rows
 
 
-def aggregate(per_machine: dict[str, list[dict]]) -> list[dict]:
-    """Rows averaged over the machines done (a method present on every machine)."""
+def _short(method: str) -> str:
+    return method.split(" (")[0] if " from best (" in method else method
+
+
+def aggregate(done: dict[int, dict[str, list[dict]]]) -> list[dict]:
+    """Per seed the unweighted mean over the machines done, then the mean (and std) over the seeds.
+
+    Only seeds that covered every machine of the first seed count (a partial seed is left out)."""
     import numpy as np
 
-    names = list(per_machine)
+    names = list(next(iter(done.values())))
+    seeds = [s for s, pm in done.items() if list(pm) == names]
+    first = done[seeds[0]][names[0]]
     out = []
-    for i, first in enumerate(per_machine[names[0]]):
-        same = [per_machine[m][i] for m in names if i < len(per_machine[m])]
-        row: dict[str, Any] = {"method": first["method"].split(" (")[0] if " from best (" in first["method"]
-                               else first["method"]}  # fmt: skip
+    for i, ref in enumerate(first):
+        row: dict[str, Any] = {"method": _short(ref["method"])}
+        per_seed = {
+            k: [float(np.mean([done[s][m][i]["report"][k] for m in names])) for s in seeds] for k in FIGURES
+        }
         for k in FIGURES:
-            row[k] = float(np.mean([s["report"][k] for s in same]))
-        row["params"] = int(np.mean([s["params"] for s in same]))
+            row[k] = float(np.mean(per_seed[k]))
+        for k in ("f1_best", "f1_val", "auc"):
+            row[f"{k}_std_over_seeds"] = float(np.std(per_seed[k], ddof=1)) if len(seeds) > 1 else None
+        row["params"] = int(np.mean([done[s][m][i]["params"] for s in seeds for m in names]))
         for k in ("flash_bytes", "arena_bytes"):
-            if all(k in s for s in same):
-                row[k] = int(np.mean([s[k] for s in same]))
-        row["per_machine"] = {m: {**{k: s["report"][k] for k in FIGURES}, **({"teacher": s["method"]}
-                              if " from best (" in s["method"] else {})} for m, s in zip(names, same)}  # fmt: skip
+            vals = [done[s][m][i].get(k) for s in seeds for m in names]
+            if all(v is not None for v in vals):
+                row[k] = int(np.mean(vals))
+        row["seeds"] = seeds
+        row["per_machine"] = {
+            m: {**{k: float(np.mean([done[s][m][i]["report"][k] for s in seeds])) for k in FIGURES},
+                **({"teachers": [done[s][m][i]["method"] for s in seeds]} if " from best (" in ref["method"] else {})}
+            for m in names
+        }  # fmt: skip
         out.append(row)
     return out
 
@@ -186,15 +202,15 @@ def main() -> None:
     ap.add_argument("--machines", nargs="*", default=None)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--runs-dir", default="/tmp/edgekd-smd-sequential")
-    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--length", type=int, default=32)
-    ap.add_argument("--stride", type=int, default=4)
+    ap.add_argument("--stride", type=int, default=8)
     ap.add_argument("--test-stride", type=int, default=4)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.002)
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--fraction", type=float, default=0.5)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--out", default="smd_sequential")
     args = ap.parse_args()
     if args.data_dir:
@@ -206,33 +222,37 @@ def main() -> None:
     torch.set_num_threads(1)
     machines = args.machines or list_machines()
     t0 = time.perf_counter()
-    per_machine: dict[str, list[dict]] = {}
+    done: dict[int, dict[str, list[dict]]] = {}
     log: list[dict] = []
-    for i, m in enumerate(machines):
-        per_machine[m] = bench_machine(m, args, log)
-        done = list(per_machine)
-        write_results(args.out, {
-            "benchmark": "smd_sequential",
-            "complete": i == len(machines) - 1,
-            "status": "complete" if i == len(machines) - 1 else f"PARTIAL: {len(done)} of {len(machines)} machines",
-            "machines": done, "machines_requested": machines,
-            "rows": aggregate(per_machine),
-            "per_machine_rows": per_machine,
-            "setting": {**{k: v for k, v in vars(args).items() if k not in ("out",)}, "sensors": SENSORS,
-                        "models": {"teacher": TEACHER, "small": SMALL, "fc": FC, "conv": CONV},
-                        "kd_losses": KD_LOSSES, "sigma": 0.05, "val_threshold": "0.99 quantile of validation step scores",
-                        "score": "mean over covering test windows of the per-step MSE over metrics",
-                        "engine": "edgekd.distill.runner.run_training (recipes in per_machine_rows)"},
-            "seed_paper": {"f1_best_pointwise_28_machines": {"teacher": 0.4031, "noisy student-1": 0.4171,
-                           "student-2": 0.4182, "noisy ensemble of 3": 0.4241}},
-            "run_seconds": log, "wall_s": round(time.perf_counter() - t0, 1), "machine": machine(),
-        })  # fmt: skip
+    total, n = len(machines) * len(args.seeds), 0
+    for seed in args.seeds:  # seeds outside: a partial result covers every machine once first
+        args.seed = seed
+        for m in machines:
+            done.setdefault(seed, {})[m] = bench_machine(m, args, log)
+            n += 1
+            write_results(args.out, {
+                "benchmark": "smd_sequential",
+                "complete": n == total,
+                "status": "complete" if n == total else f"PARTIAL: {n} of {total} (machine, seed) runs",
+                "machines": list(done[args.seeds[0]]), "machines_requested": machines, "seeds": args.seeds,
+                "rows": aggregate(done),
+                "per_seed_machine_rows": {str(s): pm for s, pm in done.items()},
+                "setting": {**{k: v for k, v in vars(args).items() if k not in ("out", "seed")}, "sensors": SENSORS,
+                            "models": {"teacher": TEACHER, "small": SMALL, "fc": FC, "conv": CONV},
+                            "kd_losses": KD_LOSSES, "sigma": 0.05,
+                            "val_threshold": "0.99 quantile of validation step scores",
+                            "score": "mean over covering test windows of the per-step MSE over metrics",
+                            "engine": "edgekd.distill.runner.run_training (recipes in per_seed_machine_rows)"},
+                "seed_paper": {"f1_best_pointwise_28_machines": {"teacher": 0.4031, "noisy student-1": 0.4171,
+                               "student-2": 0.4182, "noisy ensemble of 3": 0.4241}},
+                "run_seconds": log, "wall_s": round(time.perf_counter() - t0, 1), "machine": machine(),
+            })  # fmt: skip
     res = json.loads((Path(__file__).resolve().parent / "results" / f"{args.out}.json").read_text())
     table = [[r["method"][:60], f"{r['f1_best']:.4f}", f"{r['f1_val']:.4f}", f"{r['f1_pa_best']:.4f}",
               f"{r['auc']:.4f}", r["params"], r.get("flash_bytes", "-"), r.get("arena_bytes", "-")]
              for r in res["rows"]]  # fmt: skip
     print_table(
-        f"SMD, mean over {len(res['machines'])} machines (point-wise unless pa)",
+        f"SMD, mean over {len(res['machines'])} machines and seeds {res['seeds']} (point-wise unless pa)",
         ["method", "F1 best", "F1 val", "F1 pa best", "AUC", "params", "flash B", "arena B"],
         table,
     )
