@@ -107,3 +107,23 @@ def test_smd_data_of_run_rebuilds_the_options(tmp_path):
     (tmp_path / "data.json").write_text(json.dumps({"load_args": {"name": "smd", "options": opts}}))
     d = smd_data_of_run(tmp_path, test_stride=5)
     assert (d.length, d.stride, d.test_stride) == (7, 2, 5)
+
+
+def test_unroll_run_keeps_the_weights_and_outputs(tmp_path):
+    from edgekd.models import build_model
+    from edgekd.models.checkpoint import load_model, save_model
+    from edgekd.timeseries.unroll import unroll_run
+
+    torch.manual_seed(0)
+    kw = {"input_shape": [6, 3], "hidden": 5, "latent": 2}
+    fused = build_model("lstm-ae", **kw).eval()
+    (tmp_path / "run").mkdir()
+    save_model(tmp_path / "run" / "student.pt", fused, "lstm-ae", kw)
+    (tmp_path / "run" / "data.json").write_text('{"task": "reconstruction"}')
+    out = unroll_run(tmp_path / "run", tmp_path / "unrolled")
+    model, rec = load_model(out)
+    x = torch.randn(4, 6, 3)
+    assert rec["kwargs"]["unrolled"] is True and (tmp_path / "unrolled" / "data.json").exists()
+    torch.testing.assert_close(model(x), fused(x), atol=1e-6, rtol=1e-5)
+    with pytest.raises(EdgekdError, match="new, empty folder"):
+        unroll_run(tmp_path / "run", tmp_path / "unrolled")
