@@ -245,3 +245,20 @@ def test_bad_method_input_is_one_line(runs, tmp_path, capsys, cmd, over, pattern
     code, err = cli(tmp_path, [cmd], rec, capsys)
     assert code == 2 and len(err.splitlines()) == 1, err
     assert re.search(pattern, err), err
+
+
+def test_example_recipes_are_valid_and_name_registered_parts():
+    from pathlib import Path
+
+    from edgekd.distill.losses import LOSSES
+    from edgekd.distill.methods import METHODS
+    from edgekd.distill.schemes import SCHEMES
+    from edgekd.recipe import load_recipe
+
+    paths = sorted((Path(__file__).resolve().parent.parent / "examples").glob("methods_*.yaml"))
+    assert len(paths) >= 5
+    for p in paths:
+        r = load_recipe(p)
+        METHODS.get(r.method.name), SCHEMES.get(r.scheme.name)
+        for spec in [*r.losses, *(x for st in r.stages for x in st.losses)]:
+            LOSSES.get(spec.name)
