@@ -59,6 +59,12 @@ def rows(epochs: int) -> dict[str, dict]:
     return {
         "student alone": {"method": {"name": "supervised"}, "teacher": False},
         "KD": loss_row(),
+        "KD (alpha 0.5, T 2)": {
+            "losses": [
+                {"name": "kd", "weight": 0.5, "params": {"temperature": 2.0}},
+                {"name": "ce", "weight": 0.5},
+            ]
+        },  # fmt: skip
         "logit L2 (Ba & Caruana)": {
             "losses": [{"name": "output-mse", "weight": 1.0}, {"name": "ce", "weight": 0.1}]
         },
