@@ -108,7 +108,7 @@ class Conv1dNet(nn.Module):
 
 
 class RecurrentNet(nn.Module):
-    """batch_first LSTM/GRU classifier over 20 steps x 8 features; the last step's state is classified."""
+    """batch_first LSTM/GRU classifier over time steps x 8 features; the last step's state is classified."""
 
     def __init__(self, cell: type[nn.Module]) -> None:
         super().__init__()
@@ -125,8 +125,8 @@ ZOO = {
     "resnet8": (ResNet8, (3, 16, 16)),
     "se_hardswish": (SEBlock, (3, 16, 16)),
     "conv1d": (Conv1dNet, (6, 32)),
-    "lstm": (lambda: RecurrentNet(nn.LSTM), (20, 8)),
-    "gru": (lambda: RecurrentNet(nn.GRU), (20, 8)),
+    "lstm": (lambda: RecurrentNet(nn.LSTM), (12, 8)),  # 12 steps: more than TFLM's 10 concat inputs
+    "gru": (lambda: RecurrentNet(nn.GRU), (12, 8)),
 }
 
 
