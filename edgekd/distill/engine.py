@@ -463,7 +463,8 @@ class Trainer:
             why_not = f"data.jitter={self.jitter} changes the teacher's inputs every epoch"
         elif not distiller.cacheable_teacher():
             why_not = (
-                f"method {type(distiller).__name__} needs the teacher's features, input gradients or forward"
+                f"method {type(distiller).__name__} runs the teacher itself (teacher features, input "
+                "gradients, or no cached-output support)"
             )
         if why_not:
             self.speed["teacher_cache"] = f"off: {why_not}"
