@@ -179,15 +179,15 @@ def headline(summary: dict[str, Any]) -> list[list[str]]:
         rec = _read_json(Path(folder) / "export.json") or {}
         c = rec.get("checks", {})
         acc = c.get("int8_accuracy")
-        runtime = {"tflite-micro": "TFLite Micro", "litert": "LiteRT"}.get(c.get("int8_runtime"), "?")
+        runtime = {"tflite-micro": "TFLM", "litert": "LiteRT"}.get(c.get("int8_runtime"), "?")
         arena = ((rec.get("micro") or {}).get("arena") or {}).get("tflm", {}).get("total")
         flash = (rec.get("tflite", {}).get("int8") or {}).get("bytes")
         fit = rec.get("fit") or {}
         lat = _mcu_latency(report, folder).get(target)
         fits = {True: "fits", False: "DOES NOT FIT", None: "-"}[fit.get("fits")]
-        rows.append([target, "-" if acc is None else f"{100 * acc:.2f}% ({runtime})",
+        rows.append([target, "-" if acc is None else f"{100 * acc:.2f}% {runtime}",
                      "-" if flash is None else f"{flash / 1024:.1f} KiB", "-" if arena is None else f"{arena / 1024:.1f} KiB",
-                     "-" if lat is None else f"~{lat:.2f} ms (estimate)", fits])  # fmt: skip
+                     "-" if lat is None else f"~{lat:.2f} ms", fits])  # fmt: skip
     return rows
 
 
@@ -208,8 +208,14 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     console.print(t)
     rows = headline(summary)
     if rows:
-        h = Table(title="on the device (int8 student)")
-        for col in ("target", "int8 top-1", "flash", "RAM (arena)", "latency", "fit"):
+        teacher = summary.get("teacher_accuracy")
+        title = "on the device: the int8 student" + (
+            f" (float teacher {100 * teacher:.2f}%)" if teacher else ""
+        )
+        h = Table(
+            title=title, caption="latency: MACs x cycles/MAC / clock, an estimate; RAM: TFLite Micro arena"
+        )
+        for col in ("target", "int8 top-1", "flash", "RAM", "latency", "fit"):
             h.add_column(col, justify="left" if col in ("target", "fit") else "right")
         for r in rows:
             h.add_row(*r)

@@ -286,7 +286,20 @@ def test_11_commands_mentioned_in_help_and_targets_exist():
     texts = [CliRunner().invoke(cli, ["--help"]).output]
     texts += [p.read_text() for p in (REPO / "targets").glob("*.yaml")]
     for text in texts:
-        for name in re.findall(r"edgekd (\w+)", text):
+        for name in re.findall(r"\bedgekd ([a-z][a-z-]*)\b", text):
             assert name in commands or name in {"run", "targets"}, (
                 f"`edgekd {name}` is mentioned but does not exist"
             )
+
+
+def test_11_litert_does_not_print_its_delegate_banner(tmp_path):
+    from edgekd.graph.sample_models import sample_models
+
+    model = sample_models(["mlp"])["mlp"]
+    code = (
+        "import sys\nfrom edgekd.profile.runtimes import LiteRTRuntime\n"
+        f"r = LiteRTRuntime({str(model)!r})\nr.load()\nprint('loaded', r.input_shape)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "loaded" in out.stdout, out.stderr[-500:]
+    assert "XNNPACK" not in out.stderr and "INFO:" not in out.stderr, out.stderr[-500:]

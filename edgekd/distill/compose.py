@@ -10,6 +10,7 @@ exported (they live in the distiller, not in the student).
 from __future__ import annotations
 
 import difflib
+import weakref
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -22,6 +23,20 @@ from edgekd.errors import EdgekdError
 from edgekd.recipe import LossConfig as LossSpec
 
 ADAPTERS = ("auto", "conv1x1", "linear", "none")
+
+
+def split_paths(paths: str | None) -> list[str]:
+    """``"features.0, features.1"`` -> ``["features.0", "features.1"]`` (empty for none)."""
+    return [p.strip() for p in (paths or "").split(",") if p.strip()]
+
+
+_SHARED: weakref.WeakKeyDictionary[nn.Module, dict[str, nn.Module]] = weakref.WeakKeyDictionary()
+
+
+def shared_modules(student: nn.Module) -> dict[str, nn.Module]:
+    """Modules that losses share across the stages of one run (all stages train the same student), e.g.
+    a paraphraser pre-trained in stage 1 and used frozen in stage 2."""
+    return _SHARED.setdefault(student, {})
 
 
 def nearest_paths(model: nn.Module, path: str, n: int = 5) -> list[str]:
@@ -106,10 +121,22 @@ class LossComposer(nn.Module):
             if s.adapter not in ADAPTERS:
                 raise EdgekdError(f"{w}: adapter {s.adapter!r}; valid: {', '.join(ADAPTERS)}")
             if info.features:
-                if not s.student or not s.teacher:
-                    raise EdgekdError(f"{w}: loss {s.name!r} needs `student:` and `teacher:` module paths")
-                check_path(student, s.student, "student", w)
-                check_path(teacher, s.teacher, "teacher", w)
+                s_paths, t_paths = split_paths(s.student), split_paths(s.teacher)
+                if not t_paths or (info.student_side and not s_paths):
+                    need = (
+                        "`student:` and `teacher:` module paths"
+                        if info.student_side
+                        else "a `teacher:` module path"
+                    )
+                    raise EdgekdError(f"{w}: loss {s.name!r} needs {need}")
+                if s_paths and len(s_paths) != len(t_paths):
+                    raise EdgekdError(
+                        f"{w}: {len(s_paths)} student path(s) and {len(t_paths)} teacher path(s); give them in pairs"
+                    )
+                for sp in s_paths:
+                    check_path(student, sp, "student", w)
+                for tp in t_paths:
+                    check_path(teacher, tp, "teacher", w)
             elif s.student or s.teacher:
                 raise EdgekdError(
                     f"{w}: loss {s.name!r} works on outputs; remove `student:`/`teacher:` paths"
@@ -119,22 +146,36 @@ class LossComposer(nn.Module):
             while name in self.term_names:
                 name, n = f"{s.name}_{n}", n + 1
             self.term_names.append(name)
-        self.student_paths = sorted({s.student for s in self.specs if s.student})
-        self.teacher_paths = sorted({s.teacher for s in self.specs if s.teacher})
+        self.student_paths = sorted({p for s in self.specs for p in split_paths(s.student)})
+        self.teacher_paths = sorted({p for s in self.specs for p in split_paths(s.teacher)})
         self.adapters = nn.ModuleDict()
-        if self.student_paths:
+        self.owned = nn.ModuleDict()
+        s_shapes: dict[str, tuple[int, ...]] = {}
+        t_shapes: dict[str, tuple[int, ...]] = {}
+        if self.student_paths or self.teacher_paths:
             if sample_x is None:
                 raise EdgekdError(f"{where}: feature losses need a sample batch to probe shapes")
             s_shapes, t_shapes = probe_shapes(
                 student, teacher, sample_x, self.student_paths, self.teacher_paths
             )
-            for i, s in enumerate(self.specs):
-                if s.student:
-                    a = make_adapter(
-                        s.adapter, s_shapes[s.student], t_shapes[s.teacher], f"{where}[{i}] ({s.name})"
-                    )
+        shared = shared_modules(student)
+        for i, (s, info) in enumerate(zip(self.specs, self.infos)):
+            w = f"{where}[{i}] ({s.name})"
+            ss = [s_shapes[p] for p in split_paths(s.student)]
+            ts = [t_shapes[p] for p in split_paths(s.teacher)]
+            if info.check is not None:
+                info.check(ss, ts, s.params, w)
+            if info.adapter and ss:
+                for j, (a_s, a_t) in enumerate(zip(ss, ts)):
+                    a = make_adapter(s.adapter, a_s, a_t, w)
                     if a is not None:
-                        self.adapters[str(i)] = a
+                        self.adapters[str(i) if len(ss) == 1 else f"{i}_{j}"] = a
+            if info.owns is not None:
+                self.owned[str(i)] = info.owns(ss, ts, s.params, shared)
+
+    def _adapt(self, i: int, j: int, n: int, f: Tensor) -> Tensor:
+        key = str(i) if n == 1 else f"{i}_{j}"
+        return self.adapters[key](f) if key in self.adapters else f
 
     @property
     def input_grad(self) -> bool:
@@ -144,11 +185,17 @@ class LossComposer(nn.Module):
         terms: dict[str, Tensor] = {}
         for i, (spec, info, name) in enumerate(zip(self.specs, self.infos, self.term_names)):
             view = step
-            if spec.student:
-                fs = step.student_features[spec.student]
-                if str(i) in self.adapters:
-                    fs = self.adapters[str(i)](fs)
-                view = replace(step, fs=fs, ft=step.teacher_features[spec.teacher])
+            if spec.student or spec.teacher:
+                s_paths, t_paths = split_paths(spec.student), split_paths(spec.teacher)
+                fs = [
+                    self._adapt(i, j, len(s_paths), step.student_features[p]) for j, p in enumerate(s_paths)
+                ]
+                ft = [step.teacher_features[p] for p in t_paths]
+                view = replace(
+                    step, fs=fs[0] if len(fs) == 1 else fs or None, ft=ft[0] if len(ft) == 1 else ft
+                )
+            if str(i) in self.owned:
+                view = replace(view, module=self.owned[str(i)])
             out = info.fn(view, **spec.params)
             if isinstance(out, dict):
                 for sub, v in out.items():

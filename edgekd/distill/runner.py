@@ -471,12 +471,16 @@ def run_scheme(
         )
         atomic_write_json(run.data_info, splits.describe())
 
-    def train_once(r: Recipe, folder: Path, t: str | None) -> RunFolder:
+    def train_once(r: Recipe, folder: Path, t: str | list[str] | None) -> RunFolder:
+        """One ordinary run; ``t`` is a teacher path, or several (an ensemble, outputs averaged)."""
         sub = RunFolder(folder)
         state = run_state(sub, r.train.epochs)
         if resume and state == "finished":
             return sub
-        r = replace(r, teacher=TeacherConfig(path=t) if t else None)
+        if isinstance(t, list):
+            r = replace(r, teacher=TeacherConfig(paths=t, combine="mean-logits"))
+        else:
+            r = replace(r, teacher=TeacherConfig(path=t) if t else None)
         return run_training(r, folder.parent, distill=t is not None, resume=resume and state == "interrupted",
                             progress=progress, run_dir=folder, splits=splits)  # fmt: skip
 

@@ -1,6 +1,18 @@
 """Distillation losses, one family per file, registered by name (``@register_loss``)."""
 
-from edgekd.distill.losses import features, logits, reconstruction, wasserstein  # noqa: F401  (registration)
+from edgekd.distill.losses import (  # noqa: F401  (registration)
+    attention,
+    boundary,
+    distribution,
+    factor,
+    features,
+    logits,
+    privileged,
+    reconstruction,
+    relational,
+    sparsity,
+    wasserstein,
+)
 from edgekd.distill.losses.base import LOSSES, TASKS, LossInfo, Step, check_params, register_loss
 from edgekd.distill.losses.logits import cross_entropy, kd_loss, kd_per_example, soft_cross_entropy
 from edgekd.distill.losses.reconstruction import reconstruction_error

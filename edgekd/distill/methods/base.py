@@ -151,7 +151,7 @@ class ComposedDistiller(Distiller):
                 t_out = self.teacher_outputs(t_x)
             t_feats = dict(t_feats)
         step = Step(x=x, y=y, student=out, teacher=t_out, student_features=dict(s_feats),
-                    teacher_features=t_feats, extra=extra)  # fmt: skip
+                    teacher_features=t_feats, extra=extra, teacher_net=self.teacher)  # fmt: skip
         return out, c(step)
 
 

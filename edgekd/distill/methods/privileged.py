@@ -1,0 +1,41 @@
+"""Privileged information / generalised distillation (Lopez-Paz et al., ICLR 2016).
+
+The teacher reads the privileged input ``x*`` (``teacher: {path: ..., input: <name>}``; an ``.npz`` data
+set provides it as ``priv_<name>``), the student only ``x``; the export sees only ``x``:
+
+``L = (1 - lambda) CE(y, softmax(f_s(x))) + lambda CE(softmax(f_t(x*) / T), softmax(f_s(x)))``
+
+(``imitation`` is lambda, ``temperature`` is T; the loss is ``generalized-kd``).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from edgekd.distill.compose import LossSpec
+from edgekd.distill.methods.base import ComposedDistiller, register_method
+from edgekd.errors import EdgekdError
+
+
+@register_method("privileged")
+class GeneralizedDistillation(ComposedDistiller):
+    """``(1 - l) CE(y, s(x)) + l CE(softmax(t(x*)/T), s(x))``: a teacher on privileged inputs teaches a student on x."""
+
+    needs_teacher = True
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        imitation: float = 0.5,
+        temperature: float = 2.0,
+        **context,
+    ) -> None:
+        if not 0.0 <= imitation <= 1.0:
+            raise EdgekdError(f"method.params.imitation={imitation}: must be in [0, 1]")
+        if temperature <= 0:
+            raise EdgekdError(f"method.params.temperature={temperature}: must be > 0")
+        losses = [LossSpec("generalized-kd", imitation, {"temperature": float(temperature)})]
+        if imitation < 1.0:
+            losses.append(LossSpec("ce", 1.0 - imitation))
+        super().__init__(student, teacher, losses=losses, **context)

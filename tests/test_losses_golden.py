@@ -1,0 +1,237 @@
+"""Golden values for every loss of the method library (issue 11): small fixed tensors, expected values
+computed here by plain numpy / Python formulas written from the papers, never by the implementation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgekd.distill.losses import LOSSES, Step
+
+RNG = np.random.default_rng(11)
+N = 3
+
+
+def arr(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape)
+
+
+def t(a: np.ndarray) -> torch.Tensor:
+    return torch.tensor(a, dtype=torch.float64)
+
+
+def loss(name: str, params: dict | None = None, **step) -> float:
+    base = {"x": torch.zeros(N, 1), "y": None, "student": torch.zeros(N, 2)}
+    base.update(step)
+    return float(LOSSES.get(name).fn(Step(**base), **(params or {})))
+
+
+def huber(d: float) -> float:
+    return 0.5 * d * d if abs(d) < 1 else abs(d) - 0.5
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+# --- logits ---------------------------------------------------------------------------------------
+def test_output_mse_is_the_mean_squared_logit_difference():
+    zs, zt = arr(N, 4), arr(N, 4)
+    want = sum((zs[i, c] - zt[i, c]) ** 2 for i in range(N) for c in range(4)) / (N * 4)
+    assert loss("output-mse", student=t(zs), teacher=t(zt)) == pytest.approx(want, rel=1e-10)
+
+
+def test_hint_soft_ce_and_reconstruction():
+    fs, ft, x = arr(N, 2, 2), arr(N, 2, 2), arr(N, 5)
+    zs, zt = arr(N, 3), arr(N, 3)
+    assert loss("hint", fs=t(fs), ft=t(ft)) == pytest.approx(float(np.mean((fs - ft) ** 2)), rel=1e-10)
+    T = 3.0
+    want = -(T**2) * sum(softmax(zt[i] / T) @ np.log(softmax(zs[i] / T)) for i in range(N)) / N
+    assert loss("soft-ce", {"temperature": T}, student=t(zs), teacher=t(zt)) == pytest.approx(want, rel=1e-10)
+    rec = arr(N, 5)
+    assert loss("recon-mse", x=t(x), student=t(rec)) == pytest.approx(
+        float(np.mean((rec - x) ** 2)), rel=1e-10
+    )
+
+
+def test_generalized_kd_softens_only_the_teacher():
+    zs, zt = arr(N, 3), arr(N, 3)
+    T = 2.5
+    want = -sum(softmax(zt[i] / T) @ np.log(softmax(zs[i])) for i in range(N)) / N
+    assert loss("generalized-kd", {"temperature": T}, student=t(zs), teacher=t(zt)) == pytest.approx(
+        want, rel=1e-10
+    )
+
+
+# --- attention ------------------------------------------------------------------------------------
+def _at_map(a: np.ndarray, p: float) -> np.ndarray:
+    q = np.zeros(a.shape[1] * a.shape[2])
+    for c in range(a.shape[0]):
+        q += np.abs(a[c].reshape(-1)) ** p
+    return q / math.sqrt(sum(v * v for v in q))
+
+
+def test_attention_transfer_sums_normalised_map_distances_over_layer_pairs():
+    s1, t1 = arr(N, 2, 3, 3), arr(N, 5, 3, 3)  # channel counts differ: allowed
+    s2, t2 = arr(N, 4, 2, 2), arr(N, 3, 2, 2)
+    want = 0.0
+    for s, tt in ((s1, t1), (s2, t2)):
+        want += sum(np.linalg.norm(_at_map(s[i], 2) - _at_map(tt[i], 2)) for i in range(N)) / N
+    got = loss("at", fs=[t(s1), t(s2)], ft=[t(t1), t(t2)])
+    assert got == pytest.approx(want, rel=1e-9)
+    one = sum(np.linalg.norm(_at_map(s1[i], 3) - _at_map(t1[i], 3)) for i in range(N)) / N
+    assert loss("at", {"p": 3.0}, fs=t(s1), ft=t(t1)) == pytest.approx(one, rel=1e-9)
+
+
+def test_gradient_attention_matches_input_gradients_of_two_linear_models():
+    d, k = 4, 3
+    x, y = arr(N, d), np.array([0, 2, 1])
+    ws, wt = arr(k, d), arr(k, d)
+    student, teacher = nn.Linear(d, k, bias=False).double(), nn.Linear(d, k, bias=False).double()
+    student.weight.data, teacher.weight.data = t(ws), t(wt)
+    xt = t(x).requires_grad_(True)
+
+    def grad(w: np.ndarray, xi: np.ndarray, yi: int) -> np.ndarray:  # d CE / dx = W^T (softmax(Wx) - e_y)
+        p = softmax(w @ xi)
+        p[yi] -= 1
+        return w.T @ p
+
+    want = 0.5 * sum(np.linalg.norm(grad(ws, x[i], y[i]) - grad(wt, x[i], y[i])) for i in range(N)) / N
+    got = LOSSES.get("gradient-at").fn(
+        Step(x=xt, y=torch.tensor(y), student=student(xt), teacher=None, teacher_net=teacher)
+    )
+    assert float(got.detach()) == pytest.approx(want, rel=1e-9)
+    got.backward()  # differentiable (double back-prop) into the student
+    assert student.weight.grad is not None and float(student.weight.grad.abs().sum()) > 0
+
+
+# --- factor transfer ------------------------------------------------------------------------------
+def test_factor_transfer_is_the_l1_distance_of_normalised_factors():
+    fs, ft = arr(N, 2, 2, 2), arr(N, 2, 2, 2)
+    ident = nn.ModuleDict({"translator": nn.Identity(), "paraphraser": nn.Module()})
+    ident["paraphraser"].enc = nn.Identity()
+    want = 0.0
+    for i in range(N):
+        a, b = fs[i].reshape(-1), ft[i].reshape(-1)
+        want += sum(abs(u / np.linalg.norm(a) - v / np.linalg.norm(b)) for u, v in zip(a, b))
+    assert loss("factor-transfer", fs=t(fs), ft=t(ft), module=ident) == pytest.approx(want / N, rel=1e-9)
+
+
+def test_paraphraser_loss_is_the_reconstruction_mse_of_the_teacher_layer():
+    ft = arr(N, 2, 2, 2)
+    para = nn.Module()
+    para.forward = lambda v: 0.5 * v  # type: ignore[method-assign]
+    mod = nn.ModuleDict({"paraphraser": para})
+    want = float(np.mean((0.5 * ft - ft) ** 2))
+    assert loss("ft-paraphraser", ft=t(ft), module=mod) == pytest.approx(want, rel=1e-10)
+
+
+# --- distributions --------------------------------------------------------------------------------
+def _mmd(s: np.ndarray, tt: np.ndarray, k) -> float:
+    total = 0.0
+    for i in range(N):
+        a = [v / np.linalg.norm(v) for v in s[i].reshape(s.shape[1], -1)]
+        b = [v / np.linalg.norm(v) for v in tt[i].reshape(tt.shape[1], -1)]
+        kss = sum(k(u, v) for u in a for v in a) / len(a) ** 2
+        ktt = sum(k(u, v) for u in b for v in b) / len(b) ** 2
+        kst = sum(k(u, v) for u in a for v in b) / (len(a) * len(b))
+        total += kss + ktt - 2 * kst
+    return total / N
+
+
+def test_nst_and_mmd_kernels():
+    s, tt = arr(N, 3, 2, 3), arr(N, 5, 2, 3)
+    poly = _mmd(s, tt, lambda u, v: float(u @ v) ** 2)
+    assert loss("nst", fs=t(s), ft=t(tt)) == pytest.approx(poly, rel=1e-9)
+    poly3 = _mmd(s, tt, lambda u, v: (float(u @ v) + 0.5) ** 3)
+    assert loss("mmd", {"degree": 3.0, "c": 0.5}, fs=t(s), ft=t(tt)) == pytest.approx(poly3, rel=1e-9)
+    lin = _mmd(s, tt, lambda u, v: float(u @ v))
+    assert loss("mmd", {"kernel": "linear"}, fs=t(s), ft=t(tt)) == pytest.approx(lin, rel=1e-9)
+    assert lin > 0 and poly > 0
+
+
+# --- boundaries and sparsity ----------------------------------------------------------------------
+def test_activation_boundary_hinge():
+    us, vt = arr(N, 2, 2, 2), arr(N, 2, 2, 2)
+    m = 0.7
+    vals = []
+    for u, v in zip(us.reshape(-1), vt.reshape(-1)):
+        vals.append(max(0.0, m - u) ** 2 if v > 0 else max(0.0, m + u) ** 2)
+    assert loss("ab", {"margin": m}, fs=t(us), ft=t(vt)) == pytest.approx(sum(vals) / len(vals), rel=1e-10)
+
+
+def test_sparsity_pattern_bce_of_the_sigmoid_surrogate():
+    us, vt = arr(N, 4), arr(N, 4)
+    tau = 0.5
+    vals = []
+    for u, v in zip(us.reshape(-1), vt.reshape(-1)):
+        s = 1 / (1 + math.exp(-u / tau))
+        vals.append(-math.log(s) if v > 0 else -math.log(1 - s))
+    assert loss("sparsity", {"tau": tau}, fs=t(us), ft=t(vt)) == pytest.approx(
+        sum(vals) / len(vals), rel=1e-9
+    )
+
+
+# --- relations ------------------------------------------------------------------------------------
+def _fsp(f1: np.ndarray, f2: np.ndarray) -> np.ndarray:
+    c1, c2, hw = f1.shape[0], f2.shape[0], f1.shape[1] * f1.shape[2]
+    g = np.zeros((c1, c2))
+    for i in range(c1):
+        for j in range(c2):
+            g[i, j] = sum(a * b for a, b in zip(f1[i].reshape(-1), f2[j].reshape(-1))) / hw
+    return g
+
+
+def test_fsp_matrices_and_pooling_to_the_smaller_map():
+    s1, s2, t1, t2 = arr(N, 2, 2, 2), arr(N, 3, 2, 2), arr(N, 2, 2, 2), arr(N, 3, 4, 4)
+    t2_pooled = t2.reshape(N, 3, 2, 2, 2, 2).mean(axis=(3, 5))  # 4x4 -> 2x2 average pooling
+    want = np.mean([(_fsp(s1[i], s2[i]) - _fsp(t1[i], t2_pooled[i])) ** 2 for i in range(N)])
+    assert loss("fsp", fs=[t(s1), t(s2)], ft=[t(t1), t(t2)]) == pytest.approx(want, rel=1e-9)
+
+
+def _dist(e: np.ndarray) -> list[float]:
+    d = [np.linalg.norm(e[i] - e[j]) for i in range(len(e)) for j in range(len(e)) if i != j]
+    mu = sum(d) / len(d)
+    return [v / mu for v in d]
+
+
+def test_rkd_distance():
+    es, et = arr(4, 3), arr(4, 6)
+    ds, dt = _dist(es), _dist(et)
+    want = sum(huber(a - b) for a, b in zip(ds, dt)) / len(ds)
+    assert loss("rkd-distance", fs=t(es), ft=t(et)) == pytest.approx(want, rel=1e-9)
+
+
+def test_rkd_angle():
+    es, et = arr(4, 3) * 3, arr(4, 2)
+
+    def cosines(e: np.ndarray) -> list[float]:
+        out = []
+        for j in range(len(e)):
+            for i in range(len(e)):
+                for k in range(len(e)):
+                    a, b = e[i] - e[j], e[k] - e[j]
+                    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+                    out.append(0.0 if na == 0 or nb == 0 else float(a @ b) / (na * nb))
+        return out
+
+    cs, ct = cosines(es), cosines(et)
+    want = sum(huber(a - b) for a, b in zip(cs, ct)) / len(cs)
+    assert loss("rkd-angle", fs=t(es), ft=t(et)) == pytest.approx(want, rel=1e-7)
+
+
+def test_similarity_preserving():
+    fs, ft = arr(N, 2, 2, 2), arr(N, 7)
+
+    def gram(f: np.ndarray) -> np.ndarray:
+        q = f.reshape(len(f), -1)
+        g = np.array([[float(q[i] @ q[j]) for j in range(len(q))] for i in range(len(q))])
+        return np.array([row / np.linalg.norm(row) for row in g])
+
+    want = float(((gram(fs) - gram(ft)) ** 2).sum()) / N**2
+    assert loss("sp", fs=t(fs), ft=t(ft)) == pytest.approx(want, rel=1e-9)
