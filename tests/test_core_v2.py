@@ -492,3 +492,15 @@ def test_noisy_sequential_generations_with_an_ensemble_teacher(tmp_path):
     assert (run.root / "gen-3" / "teacher-2.pt").exists()  # generations 1 and 2 teach generation 3
     assert (run.root / "gen-3" / "teacher.pt").read_bytes() == (run.root / "gen-1" / "model.pt").read_bytes()
     assert run.model.read_bytes() == (run.root / "gen-3" / "student.pt").read_bytes()
+
+
+def test_methods_that_do_not_read_privileged_inputs_still_train_on_such_data(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((200, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    np.savez(tmp_path / "p.npz", x=x, y=y, priv_extra=rng.standard_normal((200, 3)).astype(np.float32))
+    r = recipe_from_dict({"name": "d", "data": {"name": "npz", "options": {"path": str(tmp_path / "p.npz")}},
+                          "model": {"name": "mlp", "kwargs": {"hidden": [8]}}, "method": {"name": "dml"},
+                          "train": {"epochs": 1, "batch_size": 32}})  # fmt: skip
+    run = run_training(r, tmp_path, distill=False, progress=False)
+    assert "train_peer1_kl" in json.loads(run.metrics.read_text())["history"][0]

@@ -368,7 +368,7 @@ class Trainer:
                         yb = y_all[idx]
                         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                         kw: dict[str, Any] = {}
-                        if extra_all:
+                        if extra_all and _accepts(distiller.forward_train, "extra"):
                             kw["extra"] = {key: v[idx].to(device) for key, v in extra_all.items()}
                         if t_cache is not None:
                             kw["teacher_out"] = t_cache[idx]
@@ -642,6 +642,14 @@ def _reduce_step(loss: Tensor, terms: dict[str, Tensor], logits: Tensor, yb: Ten
         vec = ctx.all_reduce_sum(vec)
     mean = vec[:-1] / n_global
     return mean[0], dict(zip(terms, mean[1:])), int(vec[-1])
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` takes the keyword ``name`` (privileged inputs go only to methods that read them)."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
 
 
 def _cpu_state(module: nn.Module) -> dict[str, Any]:
