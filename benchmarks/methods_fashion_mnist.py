@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="digits, 1 epoch, 1 seed: a smoke test")
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="start at this seed (a second process)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--teacher-epochs", type=int, default=8)
     ap.add_argument("--train-fraction", type=float, default=0.2, help="stratified part of the training split")
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
                                  "recipe": "examples/teacher_fashion_mnist.yaml with train.epochs=8 (same model and settings)"}  # fmt: skip
         return extras["teacher"]
 
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.seeds):
         for name, spec in table.items():
             spec = dict(spec)
             needs_teacher = spec.get("teacher", True) is not False and "ban" not in spec
