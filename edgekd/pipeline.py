@@ -17,7 +17,7 @@ from rich.console import Console
 
 from edgekd.distill.runner import move_aside, prepare_data, run_state, run_training
 from edgekd.errors import EdgekdError
-from edgekd.recipe import MethodConfig, Recipe, SchemeConfig, TeacherConfig, recipe_from_dict
+from edgekd.recipe import MethodConfig, Recipe, SchemeConfig, recipe_from_dict
 from edgekd.runfolder import RunFolder
 
 
@@ -100,7 +100,8 @@ def _run_stages(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: An
     summary: dict[str, Any] = {"run": str(run.root), "task": splits.task}
 
     teacher_path = recipe.teacher.path if recipe.teacher else None
-    if recipe.teacher is not None and not teacher_path:
+    teacher_paths = list(recipe.teacher.paths) if recipe.teacher else []  # an ensemble of trained teachers
+    if recipe.teacher is not None and not teacher_path and not teacher_paths:
         if recipe.teacher.model is None:
             raise EdgekdError(
                 "recipe: key 'teacher' needs either 'path' (a trained teacher) or 'model' (to train one)"
@@ -126,11 +127,13 @@ def _run_stages(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: An
         b_run = _stage(b_recipe, run.root, resume, distill=False, progress=progress, splits=splits)
         summary["baseline_accuracy"] = _final_accuracy(b_run)
 
-    distill = bool(teacher_path) and (
+    distill = bool(teacher_path or teacher_paths) and (
         recipe.method.name != "supervised" or bool(recipe.losses or recipe.stages)
     )
     console.rule(f"[bold]3. {'distill' if distill else 'train'} student ({recipe.method.name})")
-    s_recipe = replace(recipe, teacher=TeacherConfig(path=teacher_path) if teacher_path else None)
+    # keep the recipe's teacher settings (input, combine, paths); only a teacher trained here sets the path
+    s_recipe = replace(recipe, teacher=replace(recipe.teacher, path=teacher_path, model=None, train={})
+                       if teacher_path or teacher_paths else None)  # fmt: skip
     _stage(
         s_recipe, Path(runs_dir), resume, distill=distill, progress=progress, splits=splits, run_dir=run.root
     )

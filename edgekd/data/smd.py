@@ -358,13 +358,30 @@ def smd(
     val_fraction: float = 0.3,
     normalise: str = "minmax",
     features: list[int] | None = None,
+    privileged: bool = False,
     root: str | None = None,
 ) -> SmdRawData:
-    """SMD machines (one name, a list, or all found) as reconstruction windows ``(N, length, 38)``."""
-    data = load_smd(
-        machines, length=length, stride=stride, test_stride=test_stride,
-        val_fraction=val_fraction, normalise=normalise, features=features, root=root,
-    )  # fmt: skip
+    """SMD machines (one name, a list, or all found) as reconstruction windows ``(N, length, 38)``.
+
+    ``features`` keeps those metric columns for ``x`` (the sensors a small device has); with
+    ``privileged: true`` the windows of all the machine's metrics are also given as the privileged
+    input ``all_metrics`` (training and test, aligned with ``x``; ``teacher: {input: all_metrics}``),
+    normalised with the same per-column statistics. The student and its export only see ``x``.
+    """
+    kw = dict(length=length, stride=stride, test_stride=test_stride, val_fraction=val_fraction,
+              normalise=normalise, root=root)  # fmt: skip
+    if privileged and features is None:
+        raise EdgekdError(
+            "data.options.privileged=true needs data.options.features (the student's metric columns); "
+            "the privileged input 'all_metrics' holds every metric"
+        )
+    data = load_smd(machines, features=features, **kw)
+    extra_train: dict[str, np.ndarray] = {}
+    extra_test: dict[str, np.ndarray] = {}
+    if privileged:
+        full = load_smd(machines, features=None, **kw)
+        extra_train["all_metrics"] = full.windows("fit")[0]  # a writable copy: the engine feeds it to torch
+        extra_test["all_metrics"] = full.windows("test", copy=False)[0]
     x_fit, _, _ = data.windows("fit", copy=False)
     x_val, _, _ = data.windows("val", copy=False)
     x_test, test_starts, owner = data.windows("test", copy=False)
@@ -375,6 +392,7 @@ def smd(
         x_train=x_fit, y_train=np.zeros(len(x_fit), np.int64), x_test=x_test, y_test=y_test,
         class_names=["normal", "anomaly"], source=data.root, scale=1.0, task="reconstruction",
         x_val=x_val, y_val=np.zeros(len(x_val), np.int64), smd=data, normalised=True,
+        extra_train=extra_train, extra_test=extra_test,
     )  # fmt: skip
 
 
