@@ -21,7 +21,7 @@ DEMO_RECIPE := $(if $(wildcard $(EDGEKD_DATA_DIR)/mnist/train-images-idx3-ubyte*
 
 demo: venv
 	@echo "demo recipe: $(DEMO_RECIPE) (EDGEKD_DATA_DIR=$(EDGEKD_DATA_DIR))"
-	$(BIN)/edgekd run $(DEMO_RECIPE) --runs-dir runs
+	$(BIN)/edgekd run $(DEMO_RECIPE) --runs-dir runs --resume  # a second `make demo` reuses finished stages
 
 # Debian packages for the C backend / emulated Cortex-M4 tests (apt-get when root; CI=true: must succeed).
 system-deps:

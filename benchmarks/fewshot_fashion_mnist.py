@@ -8,9 +8,8 @@ Here: one CNN teacher trained on the full training split (cached under ``runs/be
 for every size (stratified, seeded few-shot samples from ``edgekd.data.fewshot``) and seed a 784-100-10
 MLP student is trained with labels only, KD and Wasserstein KD for a fixed number of optimisation steps
 (tiny sets need many passes; the full set gets 10 epochs, fewer than a paper run, because of the CPU
-budget). ``eps`` of Wasserstein KD is chosen per size on the validation split (seed 0). Teacher logits
-are computed once per training set (the teacher is frozen and there is no augmentation, so they are
-exact).
+budget) on edgekd's own training engine (``Trainer``, as ``edgekd distill`` uses it). ``eps`` of
+Wasserstein KD is chosen per size on the validation split (seed 0).
 
     EDGEKD_DATA_DIR=/work/shared/datasets .venv/bin/python benchmarks/fewshot_fashion_mnist.py [--quick]
 """
@@ -22,12 +21,13 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
 from edgekd.atomic import atomic_write_json  # noqa: E402
 from edgekd.data import ArrayDataset, DataSplits, load_data  # noqa: E402
 from edgekd.data.fewshot import few_shot_indices  # noqa: E402
-from edgekd.distill.engine import evaluate, make_optimizer, seed_everything  # noqa: E402
+from edgekd.distill.engine import evaluate, seed_everything  # noqa: E402
 from edgekd.distill.methods import Distiller, build_method  # noqa: E402
 from edgekd.models import build_model, load_model  # noqa: E402
 from edgekd.recipe import TrainConfig, load_recipe  # noqa: E402
@@ -50,22 +50,11 @@ THREADS_HELP = (
     "CPU time and ~5x less wall time per step than two, which spin-wait)"
 )
 TEACHER_RECIPE = ROOT / "examples" / "teacher_fashion_mnist.yaml"
+VIRTUAL_EPOCHS = 20  # epochs of the engine that the step budget is divided into
 
 
 # ------------------------------------------------------------------------------------------------
 # shared helpers (also used by benchmarks/netaug_fashion_mnist.py)
-
-
-class CachedTeacher(nn.Module):
-    """A frozen stand-in teacher that returns precomputed logits for the current batch."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.logits: Tensor | None = None
-
-    def forward(self, x: Tensor) -> Tensor:
-        assert self.logits is not None and len(self.logits) == len(x)
-        return self.logits
 
 
 def get_teacher(splits: DataSplits, quick: bool, runs_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -99,61 +88,36 @@ def get_teacher(splits: DataSplits, quick: bool, runs_dir: Path) -> tuple[nn.Mod
     return teacher, info
 
 
-@torch.no_grad()
-def teacher_logits(teacher: nn.Module, x: np.ndarray, cache: Path | None = None, batch: int = 1000) -> Tensor:
-    """The frozen teacher's logits on ``x`` (cached in ``cache`` when given; recomputed if stale)."""
-    if cache is not None and cache.exists():
-        obj = torch.load(cache, weights_only=True)
-        if obj["logits"].shape[0] == len(x) and torch.equal(obj["probe"], torch.from_numpy(x[:8])):
-            return obj["logits"]
-    teacher.eval()
-    out = torch.cat([teacher(torch.from_numpy(x[i : i + batch])) for i in range(0, len(x), batch)])
-    if cache is not None:
-        from edgekd.atomic import atomic_torch_save
-
-        atomic_torch_save(cache, {"logits": out, "probe": torch.from_numpy(x[:8]).clone()})
-    return out
-
-
 def train_steps(
-    distiller: Distiller,
-    train: ArrayDataset,
-    t_logits: Tensor | None,
-    cfg: TrainConfig,
-    steps: int,
-    seed: int,
+    distiller: Distiller, train: ArrayDataset, cfg: TrainConfig, steps: int, seed: int
 ) -> dict[str, Any]:
-    """``steps`` optimisation steps (reshuffled passes over ``train``, cosine LR per step), the method's
-    end-of-training hook, then the exported student. Returns the student and timing."""
-    seed_everything(seed)
-    gen = torch.Generator().manual_seed(seed)
-    params = list(distiller.trainable_parameters())
-    opt = make_optimizer(params, cfg)
-    x_all, y_all = torch.from_numpy(train.x), torch.from_numpy(train.y)
-    n = len(y_all)
+    """About ``steps`` optimisation steps on edgekd's training engine (the same loop as ``edgekd distill``).
+
+    A few-shot set is far smaller than a batch budget of ``steps`` steps, so the training set is repeated
+    (seeded reshuffled passes, concatenated) into ``VIRTUAL_EPOCHS`` virtual epochs of ``steps /
+    VIRTUAL_EPOCHS`` steps each; the cosine schedule runs over those epochs. Then the method's
+    end-of-training hook, and the exported student.
+    """
+    import tempfile
+
+    from edgekd.distill.engine import Stage, Trainer
+    from edgekd.runfolder import RunFolder
+
+    n = len(train)
     bs = min(cfg.batch_size, n)
-    cache = distiller.teacher if isinstance(distiller.teacher, CachedTeacher) else None
-    perm, pos = torch.randperm(n, generator=gen), 0
+    epochs = max(1, min(VIRTUAL_EPOCHS, steps))
+    per_epoch = math.ceil(steps / epochs) * bs
+    rng = np.random.default_rng(seed)
+    idx = np.concatenate([rng.permutation(n) for _ in range(math.ceil(per_epoch / n))])[:per_epoch]
+    virtual = ArrayDataset(train.x[idx], train.y[idx])
+    stage_cfg = replace(cfg, epochs=epochs, batch_size=bs, threads=torch.get_num_threads())
     t0 = time.perf_counter()
-    distiller.train()
-    for step in range(steps):
-        distiller.on_epoch_start(int(100 * step / steps), 100)
-        if pos + bs > n:
-            perm, pos = torch.randperm(n, generator=gen), 0
-        idx = perm[pos : pos + bs]
-        pos += bs
-        if cache is not None:
-            assert t_logits is not None
-            cache.logits = t_logits[idx]
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        _, terms = distiller.forward_train(x_all[idx], y_all[idx])
-        loss = sum(terms.values())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    distiller.on_train_end(x_all)
-    return {"student": distiller.export_student(), "seconds": time.perf_counter() - t0, "batch": bs}
+    with tempfile.TemporaryDirectory(prefix="edgekd-fewshot-") as d:
+        Trainer([Stage("train", distiller, stage_cfg)], None, RunFolder(d), seed=seed, progress=False).fit(
+            virtual
+        )
+    return {"student": distiller.export_student(), "seconds": time.perf_counter() - t0, "batch": bs,
+            "steps": epochs * math.ceil(steps / epochs)}  # fmt: skip
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -180,7 +144,6 @@ def run_one(
     steps: int,
     cfg: TrainConfig,
     eps: float,
-    logits_full: Tensor,
     evaluate_on: str = "test",
 ) -> dict[str, Any]:
     if size == "full":
@@ -196,8 +159,8 @@ def run_one(
     params = dict(params)
     if method == "wasserstein-kd":
         params["eps"] = eps
-    distiller = build_method(name, student, None if name == "supervised" else CachedTeacher(), params)
-    out = train_steps(distiller, train, logits_full[torch.from_numpy(idx)], cfg, steps, seed)
+    distiller = build_method(name, student, None if name == "supervised" else teacher, params)
+    out = train_steps(distiller, train, cfg, steps, seed)
     data = splits.test if evaluate_on == "test" else splits.val
     acc = evaluate(out["student"], data)["accuracy"]
     return {"acc": 100 * acc, "seconds": out["seconds"], "batch": out["batch"], "examples": len(idx)}
@@ -230,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         splits.train = ArrayDataset(splits.train.x[:3000], splits.train.y[:3000])
         splits.val = ArrayDataset(splits.val.x[:1000], splits.val.y[:1000])
     teacher, tinfo = get_teacher(splits, args.quick, Path(args.runs_dir))
-    logits_full = teacher_logits(teacher, splits.train.x, Path(tinfo.pop("abs_dir")) / "train_logits.pt")
+    tinfo.pop("abs_dir")
     print(f"teacher {tinfo['model']} {tinfo['kwargs']}: test {tinfo['test_acc']}%", flush=True)
     n_full = len(splits.train)
     full_steps = max(1, int(full_epochs * n_full / 128))
@@ -246,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         n_steps, c = (full_steps, full_cfg) if size == "full" else (steps, cfg)
         eps_val[size] = {}
         for e in eps_grid:
-            r = run_one(splits, teacher, size, "wasserstein-kd", 0, n_steps, c, e, logits_full, "val")
+            r = run_one(splits, teacher, size, "wasserstein-kd", 0, n_steps, c, e, "val")
             eps_val[size][str(e)] = round(r["acc"], 2)
             print(f"size={size} eps={e}: val acc {r['acc']:.2f} (seed 0)", flush=True)
         eps_by_size[size] = float(max(eps_grid, key=lambda e, z=size: eps_val[z][str(e)]))
@@ -259,9 +222,9 @@ def main(argv: list[str] | None = None) -> None:
             for seed in seeds:
                 eps = eps_by_size[size]
                 if size == "full":
-                    r = run_one(splits, teacher, size, method, seed, full_steps, full_cfg, eps, logits_full)
+                    r = run_one(splits, teacher, size, method, seed, full_steps, full_cfg, eps)
                 else:
-                    r = run_one(splits, teacher, size, method, seed, steps, cfg, eps, logits_full)
+                    r = run_one(splits, teacher, size, method, seed, steps, cfg, eps)
                 rows.append(r)
                 print(
                     f"size={size:>5} {method:>15} seed={seed} acc={r['acc']:.2f} ({r['seconds']:.0f}s)",
@@ -306,7 +269,8 @@ def main(argv: list[str] | None = None) -> None:
             "teacher": tinfo,
             "student": {**STUDENT, "params": student_params, "description": "784-100-10 MLP (ReLU)"},
             "training": {
-                "optimizer": "adam", "lr": cfg.lr, "schedule": "cosine per step",
+                "optimizer": "adam", "lr": cfg.lr, "schedule": f"cosine over {VIRTUAL_EPOCHS} virtual epochs of the engine",
+                "loop": "edgekd.distill.engine.Trainer (the loop of edgekd distill)",
                 "few_shot": {"steps": steps, "batch_size": cfg.batch_size, "note": "batch = min(64, size)"},
                 "full": {"steps": full_steps, "batch_size": 128, "epochs": full_epochs,
                          "note": "far fewer epochs than a paper run (CPU budget)"},

@@ -29,10 +29,8 @@ for p in (str(ROOT), str(HERE)):
 
 from fewshot_fashion_mnist import (  # noqa: E402
     THREADS_HELP,
-    CachedTeacher,
     get_teacher,
     mean_std,
-    teacher_logits,
     train_steps,
 )
 
@@ -83,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         splits.test = ArrayDataset(splits.test.x[:1000], splits.test.y[:1000])
         splits.train = ArrayDataset(splits.train.x[:3000], splits.train.y[:3000])
     teacher, tinfo = get_teacher(splits, args.quick, Path(args.runs_dir))
-    logits = teacher_logits(teacher, splits.train.x, Path(tinfo.pop("abs_dir")) / "train_logits.pt")
+    tinfo.pop("abs_dir")
     print(f"teacher {tinfo['model']} {tinfo['kwargs']}: test {tinfo['test_acc']}%", flush=True)
     kw = {"input_shape": list(splits.input_shape), "num_classes": splits.num_classes, **STUDENT["kwargs"]}
     student_params = sum(p.numel() for p in build_model(STUDENT["name"], **kw).parameters())
@@ -97,8 +95,8 @@ def main(argv: list[str] | None = None) -> None:
             p = dict(params)
             if name == "netaug":
                 p["seed"] = seed
-            distiller = build_method(name, student, CachedTeacher() if uses_teacher else None, p)
-            out = train_steps(distiller, splits.train, logits, cfg, steps, seed)
+            distiller = build_method(name, student, teacher if uses_teacher else None, p)
+            out = train_steps(distiller, splits.train, cfg, steps, seed)
             exported = out["student"]
             assert type(exported).__name__ == "TinyCNN"
             acc = 100 * evaluate(exported, splits.test)["accuracy"]

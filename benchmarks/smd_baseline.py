@@ -1,7 +1,7 @@
 """SMD reconstruction baseline BEFORE the distillation-engine integration: a plain PyTorch loop.
 
     python benchmarks/smd_baseline.py [--machines machine-1-6 ...] [--data-dir DIR] [--epochs 8]
-                                      [--seeds 0 1] [--sequential [--alpha 0.5 --fraction 0.5]]
+                                      [--seeds 0 1] [--sequential [--alpha 0.5 --fraction 0.5]] [--sensors]
 
 Trains, on each machine alone, the LSTM-autoencoder teacher (``lstm-ae`` hidden 64, latent 32)
 and the MCU-sized students on reconstruction only (no distillation): ``fc-ae`` (hidden 64,
@@ -23,6 +23,11 @@ replaces it): LSTM-AE generations 1-3 with noise (p = ``--fraction`` of each bat
 and without, generation i >= 2 learning from generation i-1 with weight a = ``--alpha``; the mean
 reconstruction of generations 1-2 and 1-3 as scorers; and the fc-ae student distilled (a, no noise)
 from the teacher and from the noisy ensemble of 3. Every network gets its own initialisation.
+
+``--sensors [i ...]`` adds the privileged-sensor preview: an fc-ae student that sees only those
+metrics (default every 4th: 10 of 38) trained alone, and the same student trained with
+(1 - a) * MSE(x_sub, f(x_sub)) + a * MSE(f(x_sub), teacher(x_all)[sensors]), the 38-metric LSTM
+teacher's reconstruction of its sensors; both scored on their own sensors only.
 """
 
 from __future__ import annotations
@@ -120,22 +125,26 @@ def evaluate(model: Callable[[torch.Tensor], torch.Tensor], data: SmdData, wins:
     return rep
 
 
-def run_machine(name: str, seed: int, args: argparse.Namespace) -> dict[str, dict]:
-    """Every row's report for one machine and seed (``label -> report``)."""
-    data = load_smd(name, length=args.length, stride=args.stride)
+def windows_of(data: SmdData) -> dict[str, Any]:
     x_fit, _, _ = data.windows("fit")
     wins = {part: data.windows(part, copy=False)[:2] for part in ("val", "test")}
-    shape = [args.length, data.num_features]
+    return {"data": data, "x_fit": x_fit, "wins": wins, "shape": [data.length, data.num_features]}
+
+
+def run_machine(name: str, seed: int, args: argparse.Namespace) -> dict[str, dict]:
+    """Every row's report for one machine and seed (``label -> report``)."""
+    full = windows_of(load_smd(name, length=args.length, stride=args.stride))
+    x_fit = full["x_fit"]
     out: dict[str, dict] = {}
     nets: dict[str, torch.nn.Module] = {}
 
-    def fit(label: str, model_key: str, **loss: Any) -> torch.nn.Module:
+    def fit(label: str, model_key: str, part: dict[str, Any] = full, **loss: Any) -> torch.nn.Module:
         model_name, kw = MODELS[model_key]
         torch.manual_seed(1000 * seed + len(nets))  # every network (each generation) its own init
-        model = build_model(model_name, input_shape=shape, **kw)
+        model = build_model(model_name, input_shape=part["shape"], **kw)
         t0 = time.perf_counter()
-        losses = train(model, x_fit, args.epochs, args.lr, seed, **loss)
-        rep = evaluate(model, data, wins)
+        losses = train(model, part["x_fit"], args.epochs, args.lr, seed, **loss)
+        rep = evaluate(model, part["data"], part["wins"])
         rep.update(params=sum(p.numel() for p in model.parameters()), train_s=time.perf_counter() - t0,
                    final_train_loss=losses[-1])  # fmt: skip
         out[label] = rep
@@ -144,15 +153,27 @@ def run_machine(name: str, seed: int, args: argparse.Namespace) -> dict[str, dic
               f"f1_pa_best {rep['f1_pa_best']:.4f} auc {rep['auc']:.4f} ({rep['train_s']:.0f} s)", flush=True)  # fmt: skip
         return model
 
+    def teacher() -> torch.nn.Module:
+        label = "teacher lstm-ae (plain reconstruction)"
+        return nets[label] if label in nets else fit(label, "teacher lstm-ae")
+
     for key in args.models:
         fit(f"{key} (plain reconstruction)", key)
+    a, p = args.alpha, args.fraction
+    if args.sensors:
+        sub = args.sensors
+        part = windows_of(load_smd(name, length=args.length, stride=args.stride, features=sub))
+        k = len(sub)
+        fit(f"fc-ae on {k} of 38 metrics alone", "student fc-ae", part)
+        prev = reconstruct_all(teacher(), x_fit)[:, :, sub]
+        fit(f"fc-ae on {k} of 38 metrics, distilled from the 38-metric teacher (a={a})", "student fc-ae", part,
+            previous=prev, alpha=a)  # fmt: skip
     if not args.sequential:
         return out
-    a, p = args.alpha, args.fraction
-    teacher = nets.get("teacher lstm-ae (plain reconstruction)") or fit(
-        "teacher lstm-ae (plain reconstruction)", "teacher lstm-ae"
-    )
-    chains = {"noisy": fit(f"lstm-ae gen1 noisy (p={p})", "teacher lstm-ae", fraction=p), "no noise": teacher}
+    chains = {
+        "noisy": fit(f"lstm-ae gen1 noisy (p={p})", "teacher lstm-ae", fraction=p),
+        "no noise": teacher(),
+    }
     gens: dict[str, list[torch.nn.Module]] = {k: [v] for k, v in chains.items()}
     for kind, frac in (("noisy", p), ("no noise", 0.0)):
         for k in (2, 3):
@@ -161,11 +182,11 @@ def run_machine(name: str, seed: int, args: argparse.Namespace) -> dict[str, dic
                                   previous=prev, alpha=a, fraction=frac))  # fmt: skip
         for n in (2, 3):
             ens = gens[kind][:n]
-            rep = evaluate(lambda x, ens=ens: ensemble_reconstruction(ens, x), data, wins)
+            rep = evaluate(lambda x, ens=ens: ensemble_reconstruction(ens, x), full["data"], full["wins"])
             rep["params"] = sum(p_.numel() for g in ens for p_ in g.parameters())
             out[f"ensemble gen1-{n} {kind} (mean reconstruction)"] = rep
     ens3 = gens["noisy"]
-    for label, prev in (("teacher", reconstruct_all(teacher, x_fit)),
+    for label, prev in (("teacher", reconstruct_all(teacher(), x_fit)),
                         ("noisy ensemble of 3", reconstruct_all(lambda x: ensemble_reconstruction(ens3, x), x_fit))):  # fmt: skip
         fit(f"fc-ae distilled from {label} (a={a})", "student fc-ae", previous=prev, alpha=a)
     return out
@@ -184,7 +205,12 @@ def main() -> None:
     ap.add_argument("--sequential", action="store_true", help="add the plain-loop preview of the noisy chain")
     ap.add_argument("--alpha", type=float, default=0.5, help="weight a of the previous generation")
     ap.add_argument("--fraction", type=float, default=0.5, help="fraction p of noisy samples per batch")
+    ap.add_argument("--sensors", type=int, nargs="*", default=None,
+                    help="privileged-sensor rows: the student sees only these 0-based metrics "
+                    "(flag alone: every 4th, 0 4 ... 36); the teacher sees all 38")  # fmt: skip
     args = ap.parse_args()
+    if args.sensors is not None and not args.sensors:
+        args.sensors = list(range(0, 38, 4))
     if args.data_dir:
         os.environ["EDGEKD_DATA_DIR"] = args.data_dir
     names = args.machines or list_machines()

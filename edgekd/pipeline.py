@@ -17,7 +17,7 @@ from rich.console import Console
 
 from edgekd.distill.runner import move_aside, prepare_data, run_state, run_training
 from edgekd.errors import EdgekdError
-from edgekd.recipe import MethodConfig, Recipe, SchemeConfig, TeacherConfig, recipe_from_dict
+from edgekd.recipe import MethodConfig, Recipe, SchemeConfig, recipe_from_dict
 from edgekd.runfolder import RunFolder
 
 
@@ -100,7 +100,8 @@ def _run_stages(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: An
     summary: dict[str, Any] = {"run": str(run.root), "task": splits.task}
 
     teacher_path = recipe.teacher.path if recipe.teacher else None
-    if recipe.teacher is not None and not teacher_path:
+    teacher_paths = list(recipe.teacher.paths) if recipe.teacher else []  # an ensemble of trained teachers
+    if recipe.teacher is not None and not teacher_path and not teacher_paths:
         if recipe.teacher.model is None:
             raise EdgekdError(
                 "recipe: key 'teacher' needs either 'path' (a trained teacher) or 'model' (to train one)"
@@ -126,11 +127,13 @@ def _run_stages(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: An
         b_run = _stage(b_recipe, run.root, resume, distill=False, progress=progress, splits=splits)
         summary["baseline_accuracy"] = _final_accuracy(b_run)
 
-    distill = bool(teacher_path) and (
+    distill = bool(teacher_path or teacher_paths) and (
         recipe.method.name != "supervised" or bool(recipe.losses or recipe.stages)
     )
     console.rule(f"[bold]3. {'distill' if distill else 'train'} student ({recipe.method.name})")
-    s_recipe = replace(recipe, teacher=TeacherConfig(path=teacher_path) if teacher_path else None)
+    # keep the recipe's teacher settings (input, combine, paths); only a teacher trained here sets the path
+    s_recipe = replace(recipe, teacher=replace(recipe.teacher, path=teacher_path, model=None, train={})
+                       if teacher_path or teacher_paths else None)  # fmt: skip
     _stage(
         s_recipe, Path(runs_dir), resume, distill=distill, progress=progress, splits=splits, run_dir=run.root
     )
@@ -179,15 +182,15 @@ def headline(summary: dict[str, Any]) -> list[list[str]]:
         rec = _read_json(Path(folder) / "export.json") or {}
         c = rec.get("checks", {})
         acc = c.get("int8_accuracy")
-        runtime = {"tflite-micro": "TFLite Micro", "litert": "LiteRT"}.get(c.get("int8_runtime"), "?")
+        runtime = {"tflite-micro": "TFLM", "litert": "LiteRT"}.get(c.get("int8_runtime"), "?")
         arena = ((rec.get("micro") or {}).get("arena") or {}).get("tflm", {}).get("total")
         flash = (rec.get("tflite", {}).get("int8") or {}).get("bytes")
         fit = rec.get("fit") or {}
         lat = _mcu_latency(report, folder).get(target)
         fits = {True: "fits", False: "DOES NOT FIT", None: "-"}[fit.get("fits")]
-        rows.append([target, "-" if acc is None else f"{100 * acc:.2f}% ({runtime})",
+        rows.append([target, "-" if acc is None else f"{100 * acc:.2f}% {runtime}",
                      "-" if flash is None else f"{flash / 1024:.1f} KiB", "-" if arena is None else f"{arena / 1024:.1f} KiB",
-                     "-" if lat is None else f"~{lat:.2f} ms (estimate)", fits])  # fmt: skip
+                     "-" if lat is None else f"~{lat:.2f} ms", fits])  # fmt: skip
     return rows
 
 
@@ -208,8 +211,14 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     console.print(t)
     rows = headline(summary)
     if rows:
-        h = Table(title="on the device (int8 student)")
-        for col in ("target", "int8 top-1", "flash", "RAM (arena)", "latency", "fit"):
+        teacher = summary.get("teacher_accuracy")
+        title = "on the device: the int8 student" + (
+            f" (float teacher {100 * teacher:.2f}%)" if teacher else ""
+        )
+        h = Table(
+            title=title, caption="latency: MACs x cycles/MAC / clock, an estimate; RAM: TFLite Micro arena"
+        )
+        for col in ("target", "int8 top-1", "flash", "RAM", "latency", "fit"):
             h.add_column(col, justify="left" if col in ("target", "fit") else "right")
         for r in rows:
             h.add_row(*r)

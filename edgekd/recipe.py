@@ -67,6 +67,11 @@ class TrainConfig:
     # (the run stops and keeps the last good epoch); 0 turns the rule off.
     divergence_factor: float = 1e4
     eval_test_each_epoch: bool = False
+    # The frozen teacher's outputs on the training set, computed once and reused when its inputs do not
+    # change (see edgekd.distill.cache); stored in cache_dir ("": <runs dir>/.teacher-cache).
+    cache_teacher: bool = True
+    cache_dir: str = ""
+    channels_last: bool = True  # image batches and conv networks in channels-last memory format
 
 
 @dataclass
@@ -315,6 +320,9 @@ RESUME_MAY_CHANGE: tuple[str, ...] = (
     "train.epochs",
     "train.threads",
     "train.eval_test_each_epoch",
+    "train.cache_teacher",
+    "train.cache_dir",
+    "train.channels_last",
     "export",
     "profile",
     "baseline",

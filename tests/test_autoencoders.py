@@ -70,3 +70,14 @@ def test_learns_to_reconstruct_sines(name):
         loss.backward()
         opt.step()
     assert loss.item() < 0.2 * first, (first, loss.item())
+
+
+def test_unrolled_lstm_equals_nn_lstm():
+    torch.manual_seed(0)
+    ref = build_model("lstm-ae", input_shape=[12, 5], hidden=8, latent=3, layers=2)
+    unrolled = build_model("lstm-ae", input_shape=[12, 5], hidden=8, latent=3, layers=2, unrolled=True)
+    assert sorted(ref.state_dict()) == sorted(unrolled.state_dict())
+    unrolled.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 12, 5)
+    torch.testing.assert_close(unrolled(x), ref(x), atol=1e-6, rtol=1e-5)
+    assert not any(isinstance(m, nn.LSTM) for m in unrolled.modules())

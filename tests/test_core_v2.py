@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from edgekd.distill.engine import Stage, Trainer, TrainingInterrupted
 from edgekd.distill.losses import Step
 from edgekd.distill.methods.base import Distiller
 from edgekd.distill.runner import run_training
+from edgekd.errors import EdgekdError
 from edgekd.models import build_model, load_model
 from edgekd.recipe import LossConfig, TrainConfig, recipe_from_dict
 from edgekd.runfolder import RunFolder
@@ -29,15 +31,6 @@ def _recipe(**over) -> dict:
             "train": {"epochs": 2, "batch_size": 32, "lr": 0.01, "optimizer": "adam"}}  # fmt: skip
     base.update(over)
     return base
-
-
-def _run_main(args: list[str], capsys) -> tuple[int, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    return code, capsys.readouterr().err.strip()
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +213,33 @@ def test_two_peers_trained_together_with_two_optimizers(tmp_path):
     p0, _ = load_model(run.model)
     p1, _ = load_model(run.root / "network-peer1.pt")
     assert not torch.equal(p0.classifier.weight, p1.classifier.weight)  # two different networks
+    from edgekd.networks import list_networks
+
+    assert list_networks(run.root) == {
+        "peer0": run.model.resolve(),
+        "peer1": (run.root / "network-peer1.pt").resolve(),
+    }
+
+
+def test_profile_all_networks_of_a_dml_run(tmp_path, run_cli):
+    r = recipe_from_dict(_recipe(method={"name": "dml", "params": {"peers": 2}}, train={"epochs": 1}))
+    run = run_training(r, tmp_path, distill=False, progress=False)
+    args = [
+        "profile",
+        str(run.root),
+        "--all-networks",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--runtime",
+        "pytorch",
+    ]
+    code, err = run_cli(args)
+    assert code == 0, err
+    report = json.loads((run.root / "report-networks.json").read_text())
+    names = sorted(Path(a["path"]).name for a in report["artifacts"])
+    assert names == ["model.pt", "network-peer1.pt"]
 
 
 def test_a_two_step_teacher_chain(teacher, tmp_path):
@@ -321,7 +341,7 @@ def test_a_reconstruction_run_scores_anomalies(tmp_path):
         ({"scheme": {"name": "born-again", "params": {"generations": 0}}}, r"needs at least 1 generation"),
     ],
 )
-def test_bad_core_v2_input_is_one_line_and_writes_nothing(teacher, tmp_path, capsys, over, pattern):
+def test_bad_core_v2_input_is_one_line_and_writes_nothing(teacher, tmp_path, run_cli, over, pattern):
     import re
 
     rec = _recipe(teacher={"path": str(teacher)}, method={"name": "supervised"})
@@ -331,23 +351,23 @@ def test_bad_core_v2_input_is_one_line_and_writes_nothing(teacher, tmp_path, cap
     p = tmp_path / "r.yaml"
     p.write_text(yaml.safe_dump(rec))
     cmd = "distill" if "teacher" in rec else "train"
-    code, err = _run_main([cmd, str(p), "--runs-dir", str(tmp_path / "runs"), "-q"], capsys)
+    code, err = run_cli([cmd, str(p), "--runs-dir", str(tmp_path / "runs"), "-q"])
     assert code == 2 and len(err.splitlines()) == 1, err
     assert re.search(pattern, err), err
     assert not (tmp_path / "runs").exists()
 
 
-def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, run_cli):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     p = tmp_path / "r.yaml"
     p.write_text(yaml.safe_dump(_recipe(train={"epochs": 1, "device": "cuda"})))
-    code, err = _run_main(["train", str(p), "--runs-dir", str(tmp_path / "runs"), "-q"], capsys)
+    code, err = run_cli(["train", str(p), "--runs-dir", str(tmp_path / "runs"), "-q"])
     assert code == 2 and "train.device=cuda: no CUDA GPU" in err
 
 
-def test_edgekd_methods_lists_losses_methods_and_schemes(capsys):
-    code, _ = _run_main(["methods", "--json"], capsys)
+def test_edgekd_methods_lists_losses_methods_and_schemes(run_cli):
+    code, _ = run_cli(["methods", "--json"])
     assert code == 0
 
 
@@ -364,7 +384,7 @@ def test_train_config_device_default_is_auto():
     assert TrainConfig().device == "auto"
 
 
-def test_an_autoencoder_runs_end_to_end_train_export_profile(tmp_path, capsys):
+def test_an_autoencoder_runs_end_to_end_train_export_profile(tmp_path, run_cli):
     """Synthetic windows (N, 8, 4) on a low-dimensional subspace, anomalies off it: teacher, distilled
     fc-ae student, tflite-micro export with reconstruction checks, and the profile report."""
     rng = np.random.default_rng(1)
@@ -385,7 +405,7 @@ def test_an_autoencoder_runs_end_to_end_train_export_profile(tmp_path, capsys):
     }  # fmt: skip
     p = tmp_path / "ae.yaml"
     p.write_text(yaml.safe_dump(recipe))
-    code, err = _run_main(["run", str(p), "--runs-dir", str(tmp_path / "runs"), "-q"], capsys)
+    code, err = run_cli(["run", str(p), "--runs-dir", str(tmp_path / "runs"), "-q"])
     assert code == 0, err
     run = tmp_path / "runs" / "ae"
     assert json.loads((run / "data.json").read_text())["task"] == "reconstruction"
@@ -395,3 +415,83 @@ def test_an_autoencoder_runs_end_to_end_train_export_profile(tmp_path, capsys):
     assert "int8_top1_agreement" not in checks  # argmax over reconstructed values means nothing
     report = json.loads((run / "report.json").read_text())
     assert report["artifacts"] and (run / "report.html").exists()
+
+
+def test_privileged_inputs_reach_the_teacher_only(tmp_path):
+    """Lopez-Paz et al. 2016: the teacher reads x* (all 6 features), the student only x (2 noisy ones)."""
+    rng = np.random.default_rng(0)
+    n = 600
+    x_star = rng.standard_normal((n, 6)).astype(np.float32)
+    y = (x_star[:, :3].sum(1) > 0).astype(np.int64)
+    x = (x_star[:, :2] + 0.5 * rng.standard_normal((n, 2))).astype(np.float32)
+    np.savez(tmp_path / "teacher.npz", x=x_star[:400], y=y[:400], x_test=x_star[400:], y_test=y[400:])
+    np.savez(tmp_path / "student.npz", x=x[:400], y=y[:400], x_test=x[400:], y_test=y[400:],
+             priv_full=x_star[:400], priv_full_test=x_star[400:])  # fmt: skip
+    mlp = {"name": "mlp", "kwargs": {"hidden": [16]}}
+    train = {"epochs": 5, "batch_size": 32, "optimizer": "adam", "lr": 0.01}
+    t = recipe_from_dict({"name": "t", "data": {"name": "npz", "options": {"path": str(tmp_path / "teacher.npz")}},
+                          "model": mlp, "train": train})  # fmt: skip
+    t_run = run_training(t, tmp_path, distill=False, progress=False)
+    s = recipe_from_dict({"name": "s", "data": {"name": "npz", "options": {"path": str(tmp_path / "student.npz")}},
+                          "model": mlp, "train": train, "method": {"name": "kd", "params": {"alpha": 0.5}},
+                          "teacher": {"path": str(t_run.root), "input": "full"}})  # fmt: skip
+    run = run_training(s, tmp_path, distill=True, progress=False)
+    info = json.loads(run.data_info.read_text())
+    assert info["extra_inputs"] == ["full"] and info["input_shape"] == [2]
+    student, record = load_model(run.student)
+    assert record["kwargs"]["input_shape"] == [2]  # export sees only the student's input
+    assert student(torch.zeros(1, 2)).shape == (1, 2)
+    bad = recipe_from_dict(
+        {**s.to_dict(), "name": "bad", "teacher": {"path": str(t_run.root), "input": "ful"}}
+    )
+    with pytest.raises(
+        EdgekdError, match=r"teacher.input='ful' is not a privileged input of the data set \(has: full\)"
+    ):
+        run_training(bad, tmp_path, distill=True, progress=False)
+
+
+def test_export_all_networks_of_a_born_again_run(teacher, tmp_path, run_cli):
+    r = _recipe(teacher={"path": str(teacher)}, method={"name": "kd"}, scheme={"name": "born-again", "params": {"generations": 2}},
+                train={"epochs": 1, "batch_size": 64, "lr": 0.01, "optimizer": "adam"})  # fmt: skip
+    run = run_training(recipe_from_dict(r), tmp_path, distill=True, progress=False)
+    code, err = run_cli(["export", str(run.root), "--format", "onnx", "--all-networks", "--quiet"])
+    assert code == 0, err
+    for gen in ("gen-1", "gen-2"):
+        assert (run.root / "export" / f"onnx-{gen}" / "model.onnx").exists()
+
+
+def test_noisy_sequential_generations_with_an_ensemble_teacher(tmp_path):
+    """Seed: autoencoder generations, each learning from the previous ones' mean reconstruction."""
+    rng = np.random.default_rng(2)
+    basis = rng.standard_normal((2, 32))
+    x = (rng.standard_normal((300, 2)) @ basis).reshape(300, 8, 4).astype(np.float32)
+    np.savez(tmp_path / "w.npz", x=x, task=np.array("reconstruction"))
+    r = recipe_from_dict({
+        "name": "seq", "data": {"name": "npz", "options": {"path": str(tmp_path / "w.npz")}},
+        "model": {"name": "fc-ae", "kwargs": {"hidden": [16], "latent": 4}},
+        "method": {"name": "noisy-sequential", "params": {"alpha": 0.5, "fraction": 0.5}},
+        "scheme": {"name": "born-again", "params": {"generations": 3, "ensemble": True}},
+        "train": {"epochs": 2, "batch_size": 32, "optimizer": "adam", "lr": 0.003},
+    })  # fmt: skip
+    run = run_training(r, tmp_path, distill=False, progress=False)
+    hist = {
+        g: json.loads((run.root / g / "metrics.json").read_text())["history"][0]
+        for g in ("gen-1", "gen-2", "gen-3")
+    }
+    assert "train_previous" not in hist["gen-1"]  # generation 1: a denoising autoencoder
+    assert "train_previous" in hist["gen-2"] and "train_previous" in hist["gen-3"]
+    assert (run.root / "gen-3" / "teacher-2.pt").exists()  # generations 1 and 2 teach generation 3
+    assert (run.root / "gen-3" / "teacher.pt").read_bytes() == (run.root / "gen-1" / "model.pt").read_bytes()
+    assert run.model.read_bytes() == (run.root / "gen-3" / "student.pt").read_bytes()
+
+
+def test_methods_that_do_not_read_privileged_inputs_still_train_on_such_data(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((200, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    np.savez(tmp_path / "p.npz", x=x, y=y, priv_extra=rng.standard_normal((200, 3)).astype(np.float32))
+    r = recipe_from_dict({"name": "d", "data": {"name": "npz", "options": {"path": str(tmp_path / "p.npz")}},
+                          "model": {"name": "mlp", "kwargs": {"hidden": [8]}}, "method": {"name": "dml"},
+                          "train": {"epochs": 1, "batch_size": 32}})  # fmt: skip
+    run = run_training(r, tmp_path, distill=False, progress=False)
+    assert "train_peer1_kl" in json.loads(run.metrics.read_text())["history"][0]

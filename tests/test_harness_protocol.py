@@ -100,3 +100,44 @@ def test_command_framing_and_limits():
     assert p.parse_command("infer 10 1") == p.Command("infer", ("10", "1"))
     with pytest.raises(p.ProtocolError, match="Empty"):
         p.parse_command("   ")
+
+
+class _FakeSerial:
+    """In-memory serial port: replies with a fixed byte stream, then silence."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = bytearray(data)
+
+    @property
+    def in_waiting(self) -> int:
+        return len(self.data)
+
+    def read(self, n: int) -> bytes:
+        out, self.data = bytes(self.data[:n]), self.data[n:]
+        return out
+
+    def write(self, b: bytes) -> int:
+        return len(b)
+
+    def flush(self) -> None:
+        pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from([b"", b"\r\n", b"m-ready\r\n"]))
+def test_runner_on_any_device_stream_answers_or_raises_one_clear_error(noise, tail):
+    import time
+
+    from edgekd.errors import EdgekdError
+    from edgekd.harness.runner import Device
+
+    dev = Device("fake://", timeout=0.05)
+    dev._ser = _FakeSerial(noise + tail)
+    t0 = time.monotonic()
+    try:
+        msgs = dev.request("name%")
+    except EdgekdError as e:
+        assert str(e) and "\n" not in str(e)
+    else:  # an answer: every line before m-ready parsed as protocol
+        assert all(isinstance(m, p.Message) for m in msgs)
+    assert time.monotonic() - t0 < 2

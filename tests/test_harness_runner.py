@@ -96,7 +96,7 @@ def test_bench_cli_with_the_software_device_writes_bench_json(tmp_path, capsys):
     from edgekd.graph.sample_models import sample_models
 
     model = sample_models(["mlp"])["mlp"]
-    out = tmp_path / "bench"
+    out = tmp_path / "run" / "bench" / "tflite-micro"
     main(["bench", str(model), "--target", "tflite-micro", "--software", "--samples", "8",
           "--windows", "2", "--window-s", "0.02", "-o", str(out), "-q"])  # fmt: skip
     assert capsys.readouterr().out.strip() == str(out / "bench.json")
@@ -104,6 +104,17 @@ def test_bench_cli_with_the_software_device_writes_bench_json(tmp_path, capsys):
     assert rec["accuracy"]["samples"] == 8 and rec["accuracy"]["bit_exact"] is True
     assert rec["performance"]["inferences_per_second"] > 0
     assert rec["dut"]["name"] == "edgekd software device"
+    # the measured device row edgekd profile shows for the run folder
+    from rich.console import Console
+
+    from edgekd.harness.bench import device_row, device_table
+
+    (row,) = device_row(tmp_path / "run")
+    assert row["target"] == "tflite-micro" and row["bit_exact"] is True and not row["emulated"]
+    assert row["ms_per_inference"] == pytest.approx(rec["performance"]["us_per_inference"] / 1000)
+    con = Console(record=True, width=200)
+    con.print(device_table([row]))
+    assert "measured on device" in con.export_text()
 
 
 def test_bench_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):

@@ -58,3 +58,34 @@ def test_bad_arguments():
         mackey_glass(10, tau=17.05)
     with pytest.raises(EdgekdError, match="n_samples"):
         mackey_glass(0)
+
+
+def _benchmark():
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    return importlib.import_module("privileged_mackey_glass")
+
+
+def test_privileged_examples_and_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    b = _benchmark()
+    s = np.arange(40, dtype=float) ** 1.5 % 7  # any series: checks the indexing only
+    x, xp, y = b.make_examples(s, 8, "target-neighbours")
+    t = 3  # the first example predicts from s[0..3]
+    assert x[0].tolist() == s[0:4].tolist() and xp[0].tolist() == [s[t + 7], s[t + 9]]
+    assert y[0] == float(s[t + 8] > s[t]) and len(y) == 40 - 3 - 9
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(200, 3))
+    ys = (xs @ [1.0, -2.0, 0.5] + rng.normal(size=200) > 0).astype(float)
+    w = b.fit_logreg(xs, ys, l2=1e-2)
+    ref = LogisticRegression(C=1 / (1e-2 * 200), tol=1e-10, max_iter=10_000).fit(xs, ys)
+    np.testing.assert_allclose(w[:-1], ref.coef_[0], atol=1e-4)
+    np.testing.assert_allclose(w[-1], ref.intercept_[0], atol=1e-4)
+    # soft targets: the imitation loss is a logistic regression on (1 - lambda) y + lambda s
+    soft = b.sigmoid(xs @ [0.3, 0.1, 0.0])
+    w_soft = b.fit_logreg(xs, soft, l2=1e-6)
+    np.testing.assert_allclose(w_soft, [0.3, 0.1, 0.0, 0.0], atol=2e-3)

@@ -208,3 +208,15 @@ def test_smd_splits_keep_the_loader_split(tmp_path):
     )
     norm = s.info["smd_normalisation"]["machine-9-9"]
     np.testing.assert_allclose(s.val.x[0], (raw[30:40] - norm["offset"]) / norm["scale"], rtol=1e-5)
+
+
+def test_feature_subset(tmp_path):
+    _tree(tmp_path)
+    full = load_smd("machine-9-9", root=tmp_path, length=10)
+    sub = load_smd("machine-9-9", root=tmp_path, length=10, features=[2, 0])
+    np.testing.assert_array_equal(sub.machines[0].test, full.machines[0].test[:, [2, 0]])
+    assert sub.num_features == 2 and sub.describe()["features"] == [2, 0]
+    with pytest.raises(EdgekdError, match=r"features: \[3\] out of range 0..2 for .*train/machine-9-9.txt"):
+        load_smd("machine-9-9", root=tmp_path, features=[0, 3])
+    with pytest.raises(EdgekdError, match="empty or repeated"):
+        load_smd("machine-9-9", root=tmp_path, features=[1, 1])

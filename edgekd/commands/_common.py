@@ -76,6 +76,15 @@ def run_and_report(
     run = run_training(
         recipe, runs_dir, distill=distill, resume=resume, overwrite=overwrite, progress=not quiet
     )
+    from edgekd.distill import distributed
+
+    ctx = distributed.current()
+    if ctx.enabled:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+        if not ctx.is_main:
+            return  # rank 0 reports
     metrics = json.loads(run.metrics.read_text())
     final = metrics.get("final", {})
     acc = final.get("test_accuracy")

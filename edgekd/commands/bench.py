@@ -30,11 +30,12 @@ import click
 @click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1),
               help="Seconds to wait for an answer (inference: --infer-timeout).")  # fmt: skip
 @click.option("--infer-timeout", default=120.0, show_default=True, type=click.FloatRange(0.1))
+@click.option("--baud", default=115200, show_default=True, type=click.IntRange(1), help="Serial baud rate.")
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder for bench.json.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def command(source: str, target: str, port: str | None, emulate: bool, software: bool, mode: str, samples: int,
             data: str | None, windows: int, window_s: float, timeout: float, infer_timeout: float,
-            output: str | None, quiet: bool) -> None:  # fmt: skip
+            baud: int, output: str | None, quiet: bool) -> None:  # fmt: skip
     """Benchmark SOURCE (a run folder or an int8 .tflite) on a device: accuracy (top-1 and byte-equal
     outputs vs the host TFLite Micro) and performance (median inferences/s). Writes bench/<target>/bench.json.
 
@@ -43,11 +44,16 @@ def command(source: str, target: str, port: str | None, emulate: bool, software:
     edgekd bench runs/demo --target cortex-m4-qemu --emulate
     edgekd bench model.tflite --target tflite-micro --software
     """
+    from edgekd.errors import set_interrupt_message
+
+    set_interrupt_message(
+        "benchmark cancelled; an emulator is always stopped and bench.json is only written complete"
+    )
     from edgekd.harness.bench import run_bench, summary_lines
 
     path, record = run_bench(source, target=target, port=port, emulate=emulate, software=software, mode=mode,
                              samples=samples, data=data, windows=windows, window_s=window_s, timeout=timeout,
-                             infer_timeout=infer_timeout, output=output, quiet=quiet)  # fmt: skip
+                             infer_timeout=infer_timeout, output=output, quiet=quiet, baudrate=baud)  # fmt: skip
     for line in summary_lines(record):
         click.echo(line, err=True)
     click.echo(str(path))

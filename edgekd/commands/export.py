@@ -12,7 +12,13 @@ from edgekd.errors import set_interrupt_message
 @click.argument("source", type=click.Path())
 @click.option("--target", "-t", help="Target profile name (see `edgekd targets`) or a board .yaml file.")
 @click.option(
-    "--format", "fmt", type=click.Choice(["onnx", "tflite"]), help="Export one format instead of a target."
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "tflite", "c"]),
+    help="Export one format instead of a target.",
+)
+@click.option(
+    "--firmware", is_flag=True, help="Also write benchmark firmware projects (C backend, TFLite Micro)."
 )
 @click.option("--quant", "-q", help="fp32 | fp16 | dynamic | int8, a comma list, or all (ONNX: fp32 | int8).")
 @click.option(
@@ -39,9 +45,13 @@ from edgekd.errors import set_interrupt_message
     help="Export folder (default RUN_DIR/export/<name>).",
 )
 @click.option("--quiet", is_flag=True, help="Only errors and the folder name.")
+@click.option("--all-networks", is_flag=True,
+              help="Export every network the run produced (networks.json: peers, generations) into "
+                   "RUN_DIR/export/<target>-<network>/, not only the final student.")  # fmt: skip
 @trust_option
-def command(source: str, target: str | None, fmt: str | None, quant: str | None, calibration: str | None,
-            eval_data: str | None, route: str | None, method: str, out: str | None, quiet: bool) -> None:  # fmt: skip
+def command(source: str, target: str | None, fmt: str | None, firmware: bool, quant: str | None,
+            calibration: str | None, eval_data: str | None, route: str | None, method: str, out: str | None,
+            quiet: bool, all_networks: bool) -> None:  # fmt: skip
     """Export SOURCE (a run folder, a .onnx file or an edgekd .pt) for a --target or a --format.
 
     \b
@@ -50,12 +60,41 @@ def command(source: str, target: str | None, fmt: str | None, quant: str | None,
     edgekd export runs/demo --target arduino-nano-33-ble
     edgekd export model.onnx --target tflite-micro --calibration data.npz -o out/
     edgekd export ae.onnx --target tflite-micro --calibration calib.npz --eval test.npz
+    edgekd export runs/demo --target cortex-m4-qemu --firmware    (C backend + firmware)
+    edgekd export model_int8.tflite --format c
     """
     set_interrupt_message(
         "export cancelled; exports are built in a temporary folder, so the previous export is intact"
     )
     from edgekd.export.api import export_model
+    from edgekd.export.c_backend.export import export_c, wants_c_export
 
+    if wants_c_export(source, target, fmt, firmware):
+        kw = (
+            {"quant": quant, "calibration": calibration, "method": method}
+            if not source.endswith(".tflite")
+            else {}
+        )
+        click.echo(
+            str(export_c(source, target=target, fmt=fmt, out=out, firmware=firmware, quiet=quiet, **kw))
+        )
+        return
+
+    if all_networks:
+        from pathlib import Path
+
+        from edgekd.errors import EdgekdError
+        from edgekd.networks import list_networks
+
+        if not Path(source).is_dir() or out:
+            raise EdgekdError("--all-networks takes a run folder and writes into its export/ (no --output)")
+        label = target or fmt or "export"
+        for name, model_file in list_networks(source).items():
+            dest = Path(source) / "export" / f"{Path(label).stem}-{name}"
+            folder = export_model(str(model_file), target=target, fmt=fmt, quant=quant, calibration=calibration,
+                                  out=str(dest), eval_data=eval_data, route=route, method=method, quiet=quiet)  # fmt: skip
+            click.echo(f"{name}: {folder}")
+        return
     folder = export_model(source, target=target, fmt=fmt, quant=quant, calibration=calibration, out=out,
                           eval_data=eval_data, route=route, method=method, quiet=quiet)  # fmt: skip
     click.echo(str(folder))

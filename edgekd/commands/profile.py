@@ -60,6 +60,9 @@ from edgekd.errors import EdgekdError, set_interrupt_message
 @click.option(
     "--target", "targets", multiple=True, help="Targets for the fit table and MCU estimate (default: all)."
 )
+@click.option("--all-networks", is_flag=True,
+              help="Profile every network the run produced (networks.json) side by side on its test split, "
+                   "into RUN_DIR/report-networks.{json,md,html}.")  # fmt: skip
 @trust_option
 def command(
     paths: tuple[Path, ...],
@@ -75,6 +78,7 @@ def command(
     runtimes: tuple[str, ...],
     rss: str,
     targets: tuple[str, ...],
+    all_networks: bool = False,
 ) -> None:
     """Profile a run folder (teacher, student, every export) or any .pt/.onnx/.tflite FILEs.
 
@@ -106,8 +110,20 @@ def command(
         for model_file in (run.student, run.model, run.teacher):
             if model_file.exists():
                 check_model_file(model_file)  # a corrupt run file is an input error (exit 2), not a row
-        report = profile_run(paths[0], **common)
-        click.echo(f"reports: {paths[0] / 'report.html'}, report.md, report.json", err=True)
+        if all_networks:
+            from edgekd.networks import list_networks
+
+            nets = list(list_networks(run.root).values())
+            for f in nets:
+                check_model_file(f)
+            for ext in ("json", "md", "html"):
+                common[f"{ext}_path"] = common[f"{ext}_path"] or run.root / f"report-networks.{ext}"
+            report = profile_files(nets, str(run.data_info), teacher=run.teacher if run.teacher.exists() else None,
+                                   **common)  # fmt: skip
+            click.echo(f"reports: {run.root / 'report-networks.html'}, .md, .json", err=True)
+        else:
+            report = profile_run(paths[0], **common)
+            click.echo(f"reports: {paths[0] / 'report.html'}, report.md, report.json", err=True)
     else:
         bad = []
         for p in paths:

@@ -208,6 +208,7 @@ class SmdData:
     val_fraction: float
     normalise: str
     root: str
+    features: list[int] | None = None
 
     @property
     def num_features(self) -> int:
@@ -237,6 +238,7 @@ class SmdData:
             "test_stride": self.test_stride,
             "val_fraction": self.val_fraction,
             "normalise": self.normalise,
+            "features": self.features if self.features is not None else "all",
             "normalisation_source": "fit part of each machine's training series (validation excluded)",
             "steps": {
                 m.name: {
@@ -273,9 +275,14 @@ def load_smd(
     test_stride: int = 1,
     val_fraction: float = 0.3,
     normalise: str = "minmax",
+    features: list[int] | None = None,
     root: str | Path | None = None,
 ) -> SmdData:
-    """Load, split (validation = the last ``val_fraction`` of each training series) and normalise."""
+    """Load, split (validation = the last ``val_fraction`` of each training series) and normalise.
+
+    ``features`` keeps only those metric columns (0-based, in the given order), e.g. the sensors a
+    small device has; the statistics of each kept column are those of the full file's column.
+    """
     if not 0.0 < val_fraction < 1.0:
         raise EdgekdError(f"data.options.val_fraction={val_fraction}: must be in (0, 1)")
     if normalise not in NORMALISATIONS:
@@ -290,6 +297,8 @@ def load_smd(
     for name in names:
         m = load_machine(name, root, width)
         width = m.train.shape[1]
+        if features is not None:
+            m = _select(m, features, base=smd_root(root))
         n_val = int(round(len(m.train) * val_fraction))
         n_fit = len(m.train) - n_val
         base = smd_root(root)
@@ -308,7 +317,21 @@ def load_smd(
             return ((x - o) / s).astype(np.float32)
 
         out.append(MachineSeries(name, norm(fit_raw), norm(val_raw), norm(m.test), m.labels, offset, scale))
-    return SmdData(out, length, stride, test_stride, val_fraction, normalise, str(smd_root(root)))
+    return SmdData(out, length, stride, test_stride, val_fraction, normalise, str(smd_root(root)),
+                   list(features) if features is not None else None)  # fmt: skip
+
+
+def _select(m: SmdMachine, features: list[int], base: Path) -> SmdMachine:
+    width = m.train.shape[1]
+    idx = [int(f) for f in features]
+    bad = [f for f in idx if not 0 <= f < width]
+    if not idx or bad or len(set(idx)) != len(idx):
+        why = f"{bad} out of range 0..{width - 1}" if bad else "empty or repeated"
+        raise EdgekdError(
+            f"data.options.features: {why} for {base / 'train' / f'{m.name}.txt'} ({width} metrics); "
+            "list distinct 0-based column indices"
+        )
+    return SmdMachine(m.name, m.train[:, idx], m.test[:, idx], m.labels, m.interpretation)
 
 
 @dataclass
@@ -334,13 +357,31 @@ def smd(
     test_stride: int = 1,
     val_fraction: float = 0.3,
     normalise: str = "minmax",
+    features: list[int] | None = None,
+    privileged: bool = False,
     root: str | None = None,
 ) -> SmdRawData:
-    """SMD machines (one name, a list, or all found) as reconstruction windows ``(N, length, 38)``."""
-    data = load_smd(
-        machines, length=length, stride=stride, test_stride=test_stride,
-        val_fraction=val_fraction, normalise=normalise, root=root,
-    )  # fmt: skip
+    """SMD machines (one name, a list, or all found) as reconstruction windows ``(N, length, 38)``.
+
+    ``features`` keeps those metric columns for ``x`` (the sensors a small device has); with
+    ``privileged: true`` the windows of all the machine's metrics are also given as the privileged
+    input ``all_metrics`` (training and test, aligned with ``x``; ``teacher: {input: all_metrics}``),
+    normalised with the same per-column statistics. The student and its export only see ``x``.
+    """
+    kw = dict(length=length, stride=stride, test_stride=test_stride, val_fraction=val_fraction,
+              normalise=normalise, root=root)  # fmt: skip
+    if privileged and features is None:
+        raise EdgekdError(
+            "data.options.privileged=true needs data.options.features (the student's metric columns); "
+            "the privileged input 'all_metrics' holds every metric"
+        )
+    data = load_smd(machines, features=features, **kw)
+    extra_train: dict[str, np.ndarray] = {}
+    extra_test: dict[str, np.ndarray] = {}
+    if privileged:
+        full = load_smd(machines, features=None, **kw)
+        extra_train["all_metrics"] = full.windows("fit")[0]  # a writable copy: the engine feeds it to torch
+        extra_test["all_metrics"] = full.windows("test", copy=False)[0]
     x_fit, _, _ = data.windows("fit", copy=False)
     x_val, _, _ = data.windows("val", copy=False)
     x_test, test_starts, owner = data.windows("test", copy=False)
@@ -351,6 +392,7 @@ def smd(
         x_train=x_fit, y_train=np.zeros(len(x_fit), np.int64), x_test=x_test, y_test=y_test,
         class_names=["normal", "anomaly"], source=data.root, scale=1.0, task="reconstruction",
         x_val=x_val, y_val=np.zeros(len(x_val), np.int64), smd=data, normalised=True,
+        extra_train=extra_train, extra_test=extra_test,
     )  # fmt: skip
 
 

@@ -81,10 +81,8 @@ def step_scores(
     if idx.size and idx.max() >= n_steps:
         raise EdgekdError(f"step_scores: a window reaches step {idx.max()} but the series has {n_steps}")
     if reduce == "mean":
-        total = np.zeros(n_steps)
-        count = np.zeros(n_steps)
-        np.add.at(total, idx.ravel(), errors.ravel())
-        np.add.at(count, idx.ravel(), 1.0)
+        total = np.bincount(idx.ravel(), weights=errors.ravel(), minlength=n_steps)
+        count = np.bincount(idx.ravel(), minlength=n_steps).astype(np.float64)
         out = np.full(n_steps, np.nan)
         np.divide(total, count, out=out, where=count > 0)
         return out

@@ -119,6 +119,9 @@ def run_training(
     unless ``resume`` (same recipe, see :data:`edgekd.recipe.RESUME_MAY_CHANGE`) or ``overwrite`` (the old
     folder is moved aside first).
     """
+    from edgekd.distill import distributed
+
+    ctx = distributed.init(recipe.train.device)
     if recipe.scheme.name != "single":
         return run_scheme(recipe, runs_dir, distill=distill, resume=resume, overwrite=overwrite, progress=progress,
                           run_dir=run_dir, splits=splits)  # fmt: skip
@@ -157,21 +160,15 @@ def run_training(
     for k, st in enumerate(stages):  # fail before writing: parameters to train, the device
         stage_param_groups(st, f"stages[{k}]" if recipe.stages else "train")
         resolve_device(st.cfg.device)
+        distributed.check_batch(st.cfg.batch_size, ctx.world_size,
+                                f"stages[{k}].train.batch_size" if recipe.stages else "train.batch_size")  # fmt: skip
+    ctx.barrier()  # every rank has validated the same state before rank 0 changes the folder
 
-    # --- validated: from here on the run folder changes ------------------------------------------
-    if overwrite and state != "empty" and not resume:
-        moved = move_aside(run.root)
-        log.info("moved the previous run to %s", moved)
-    run.ensure()
-    for i, f in enumerate(teacher_files):  # copies of the teachers used (teacher.pt, teacher-2.pt, ...)
-        dst = run.teacher if i == 0 else run.root / f"teacher-{i + 1}.pt"
-        if not (dst.exists() and dst.samefile(f)):
-            atomic_write_bytes(dst, Path(f).read_bytes())
-    atomic_write_text(run.recipe, dump_recipe(recipe))
-    atomic_write_json(run.seeds, {"seed": recipe.seed, "data_split_seed": recipe.seed,
-                                  "few_shot_seed": recipe.data.few_shot.seed if recipe.data.few_shot else None})  # fmt: skip
-    atomic_write_json(run.data_info, splits.describe())
-
+    # --- validated: from here on the run folder changes (rank 0 only writes) ---------------------
+    if ctx.is_main:
+        write_run_inputs(
+            run, recipe, splits, teacher_files, moved=overwrite and state != "empty" and not resume
+        )
     label = f"{'distill' if distill else 'train'} {recipe.name}"
     trainer = Trainer(
         stages,
@@ -182,6 +179,12 @@ def run_training(
         progress=progress,
         label=label,
         task=splits.task,
+        cache_dir=teacher_cache_dir(recipe, runs_dir) if distill else None,
+        preprocessing={
+            "data": splits.name,
+            "normalisation": [splits.mean, splits.std],
+            "options": recipe.data.options,
+        },  # fmt: skip
     )
     out = run.student if distill else run.model
     try:
@@ -189,7 +192,7 @@ def run_training(
             splits.train, splits.val, splits.test, resume=resume, stop_after_epoch=stop_after_epoch
         )
     except TrainingDiverged as e:
-        if e.last_good_epoch is None:
+        if e.last_good_epoch is None or not ctx.is_main:
             raise
         # the distiller now holds the last good epoch's weights: keep them usable (exportable)
         model = distiller.export_student()
@@ -199,6 +202,40 @@ def run_training(
         raise EdgekdError(
             f"{e}; {out.name} holds epoch {e.last_good_epoch}, the last good one, and can still be exported"
         ) from None
+    if ctx.is_main:
+        write_results(run, recipe, splits, distiller, result, out, kwargs, label, trainer.speed)
+    ctx.barrier()  # the other ranks return once the run folder is complete
+    return run
+
+
+def teacher_cache_dir(recipe: Recipe, runs_dir: str | Path) -> Path | None:
+    """Where teacher outputs are cached (None: ``train.cache_teacher`` is off)."""
+    if not recipe.train.cache_teacher:
+        return None
+    return Path(recipe.train.cache_dir) if recipe.train.cache_dir else Path(runs_dir) / ".teacher-cache"
+
+
+def write_run_inputs(
+    run: RunFolder, recipe: Recipe, splits: DataSplits, teacher_files: list[Path], moved: bool
+) -> None:
+    """The run folder before training: the previous run moved aside, teachers, recipe, seeds, data."""
+    if moved:
+        log.info("moved the previous run to %s", move_aside(run.root))
+    run.ensure()
+    for i, f in enumerate(teacher_files):  # copies of the teachers used (teacher.pt, teacher-2.pt, ...)
+        dst = run.teacher if i == 0 else run.root / f"teacher-{i + 1}.pt"
+        if not (dst.exists() and dst.samefile(f)):
+            atomic_write_bytes(dst, Path(f).read_bytes())
+    atomic_write_text(run.recipe, dump_recipe(recipe))
+    atomic_write_json(run.seeds, {"seed": recipe.seed, "data_split_seed": recipe.seed,
+                                  "few_shot_seed": recipe.data.few_shot.seed if recipe.data.few_shot else None})  # fmt: skip
+    atomic_write_json(run.data_info, splits.describe())
+
+
+def write_results(run: RunFolder, recipe: Recipe, splits: DataSplits, distiller: Any, result: Any, out: Path,
+                  kwargs: dict[str, Any], label: str, speed: dict[str, Any]) -> None:  # fmt: skip
+    """The run folder after training: final network(s), metrics, curves and what made it fast."""
+    method = recipe.method
     final_model = distiller.export_student()
     extra: dict[str, Any] = {
         "method": method.name,
@@ -223,8 +260,8 @@ def run_training(
     )
     save_networks(run, distiller, recipe, kwargs, out)
     write_metrics(run, result, extra)
+    atomic_write_json(run.root / "speed.json", speed)
     plot_curves(run, result.history, label)
-    return run
 
 
 def load_teachers(tc: Any, splits: DataSplits, runs_dir: str | Path | None) -> tuple[nn.Module, list[Path]]:
@@ -399,6 +436,7 @@ def run_scheme(
     """
     import shutil
 
+    from edgekd.distill import distributed
     from edgekd.distill.schemes import build_scheme
     from edgekd.recipe import TeacherConfig
 
@@ -423,25 +461,35 @@ def run_scheme(
             )
         teacher = str(resolve_teacher_path(recipe.teacher.path, runs_dir))
     build_model(recipe.model.name, **model_kwargs(recipe.model.kwargs, splits))  # fail before writing
-    if occupied and overwrite and not resume:
-        move_aside(run.root)
-    run.ensure()
-    atomic_write_text(run.recipe, dump_recipe(recipe))
-    atomic_write_json(
-        run.seeds, {"seed": recipe.seed, "data_split_seed": recipe.seed, "scheme": recipe.scheme.name}
-    )
-    atomic_write_json(run.data_info, splits.describe())
+    ctx = distributed.current()
+    ctx.barrier()
+    if ctx.is_main:
+        if occupied and overwrite and not resume:
+            move_aside(run.root)
+        run.ensure()
+        atomic_write_text(run.recipe, dump_recipe(recipe))
+        atomic_write_json(
+            run.seeds, {"seed": recipe.seed, "data_split_seed": recipe.seed, "scheme": recipe.scheme.name}
+        )
+        atomic_write_json(run.data_info, splits.describe())
 
-    def train_once(r: Recipe, folder: Path, t: str | None) -> RunFolder:
+    def train_once(r: Recipe, folder: Path, t: str | list[str] | None) -> RunFolder:
+        """One ordinary run; ``t`` is a teacher path, or several (an ensemble, outputs averaged)."""
         sub = RunFolder(folder)
         state = run_state(sub, r.train.epochs)
         if resume and state == "finished":
             return sub
-        r = replace(r, teacher=TeacherConfig(path=t) if t else None)
+        if isinstance(t, list):
+            r = replace(r, teacher=TeacherConfig(paths=t, combine="mean-logits"))
+        else:
+            r = replace(r, teacher=TeacherConfig(path=t) if t else None)
         return run_training(r, folder.parent, distill=t is not None, resume=resume and state == "interrupted",
                             progress=progress, run_dir=folder, splits=splits)  # fmt: skip
 
     runs = scheme.run(recipe, run.root, train_once, teacher)
+    if not ctx.is_main:
+        ctx.barrier()
+        return run
     final = runs[-1].trained_model()
     out = run.student if distill else run.model
     tmp = out.with_name(f".{out.name}.tmp")
@@ -456,4 +504,5 @@ def run_scheme(
     history = json.loads(runs[-1].metrics.read_text()).get("history", [])
     atomic_write_json(run.metrics, {"scheme": recipe.scheme.name, "runs": per_run, "final": per_run[runs[-1].root.name],
                                     "history": history})  # fmt: skip
+    ctx.barrier()
     return run

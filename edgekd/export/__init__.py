@@ -1,18 +1,20 @@
 """Export a trained student: ONNX, TFLite (fp32/fp16/dynamic/int8) and TFLite Micro artifacts, with checks.
 
-Route: PyTorch --torch.onnx.export--> ONNX --onnx2tf--> TFLite; TFLite Micro files from the full-integer
-int8 TFLite file. TensorFlow is imported only when a TFLite export runs.
+Routes (registered in :mod:`edgekd.export.routes`): PyTorch --torch.onnx.export--> ONNX --lowering--> onnx2tf
+--> TFLite, or PyTorch --litert-torch--> TFLite --ai-edge-quantizer--> int8; TFLite Micro files from the
+full-integer int8 TFLite file. TensorFlow is imported only when a TFLite export runs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 __all__ = ["export_run"]
 
 
 def export_run(
-    run_dir: str | Path,
+    run_dir: str | Path | Any,
     *,
     target: str | Path | None = None,
     fmt: str | None = None,
@@ -20,6 +22,7 @@ def export_run(
     calibration: str | Path | None = None,
     eval_data: str | Path | None = None,
     route: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
     out: str | Path | None = None,
     method: str = "minmax",
     quiet: bool = True,
@@ -37,32 +40,45 @@ def export_run(
     previous export stays intact. Raises :class:`~edgekd.errors.EdgekdError` (one line) on bad input,
     unsupported ops, a model that does not fit the target or fp32 numerics beyond tolerance.
 
+    ``eval_data``: an ``.npz`` (``x``, optional ``y`` labels, optional ``task``) to judge the export on;
+    default: the run's test split, else the last 20% of a ``--calibration`` ``.npz`` (held out, not used
+    to calibrate), else random inputs. ``route``: ``onnx2tf`` | ``litert-torch`` (default: onnx2tf, then
+    litert-torch when it fails). The Python API also takes a ``torch.nn.Module`` with ``input_shape=``.
+
     Folder contents: ``model.onnx`` (formats onnx, MCU and onnxruntime targets), ``model_int8.onnx``
     (ORT QDQ int8), ``model_<quant>.tflite``; for TFLite Micro targets also ``model_data.cc``/``.h``
     (``alignas(16) const unsigned char g_model[]``, ``g_model_len``), ``op_resolver.h``
-    (``MicroMutableOpResolver<kNumOps>`` + ``RegisterOps()``), ``arena.json``; and ``export.json``:
+    (``MicroMutableOpResolver<kNumOps>`` + ``RegisterOps()``), ``arena.json``; and ``export.json``
+    (schema ``edgekd_export`` 2):
 
-    * ``edgekd_export`` (schema version 1), ``name``, ``format`` (``onnx|tflite|tflite-micro``),
-      ``quantizations`` (list), ``target`` (the profile as a dict, or null), ``created``, ``wall_time_s``
-    * ``source``: ``type`` (run|checkpoint|onnx), ``path``, ``input_shape`` (C,H,W), ``model`` (name, kwargs)
-    * ``onnx``: ``exporter`` (dynamo|torchscript|user), ``opset``
-    * ``input_layout``: ``nchw`` or ``nhwc`` (TFLite input after onnx2tf)
-    * ``calibration``: ``source`` (recipe|npz path), ``recipe``, ``samples``, ``warning`` (< 100 samples)
+    * ``name``, ``format`` (``onnx|tflite|tflite-micro``), ``quantizations``, ``target`` (profile dict or
+      null), ``created``, ``wall_time_s``; ``source``: ``type`` (run|checkpoint|onnx|module), ``path``,
+      ``input_shape`` (C,H,W), ``model`` (name, kwargs)
+    * ``task``: ``task`` (``classification`` | ``reconstruction``) and ``source`` (npz array ``task``,
+      ``data.json``'s ``task`` key (missing = classification), or inferred: reconstruction when the
+      output has as many values as the input)
+    * ``onnx``: ``exporter`` (dynamo|torchscript|user), ``opset``, ``lowered`` (ONNX nodes rewritten for
+      TFLite Micro: HardSigmoid, LSTM, GRU, Conv trailing padding)
+    * ``route``: ``requested``, ``used``, ``attempts`` [{route, ok, seconds, error, skipped}]
+    * ``input_layout``: ``nchw`` or ``nhwc`` (the TFLite input)
+    * ``calibration``: ``source`` (recipe|npz path), ``recipe``, ``samples``, ``held_out_for_eval``,
+      ``warning`` (< 100 samples)
     * ``onnx_quantization``: ORT settings (format QDQ, per_channel, method, samples)
-    * ``tflite``: per quant: ``file``, ``bytes``, ``kind`` (full_integer|hybrid|float16|float), ``ops``,
-      ``input``/``output`` (name, shape, dtype, scale, zero_point, nbytes)
-    * ``micro``: ``arena`` (= arena.json: ``tflm.head/tail/total``, ``recommended_bytes``, note),
-      ``resolver`` (the ``Add*`` calls)
-    * ``fit``: ``target``, ``fits``, ``rows`` [{resource RAM|flash, needed, available, ok, detail}];
-      RAM = arena total + input/output buffers, flash = model bytes
-    * ``checks``: ``eval_split`` (test|calibration|random), ``eval_samples``, ``reference`` (PyTorch or
-      ONNX), ``onnx_max_abs_diff``, ``fp32_max_abs_diff`` (TFLite fp32 or ORT vs reference),
-      ``fp32_tolerance``, ``float_accuracy``, ``tflite_fp32_accuracy``, ``int8_accuracy``,
-      ``int8_top1_agreement``, ``fp16_*``/``dynamic_*`` when exported, ``tflm_samples``,
-      ``tflm_accuracy``, ``tflm_vs_litert_agreement`` (TFLM vs default LiteRT, XNNPACK: int8 rounding
-      differs, near-ties can flip), ``tflm_vs_litert_reference_kernels_agreement`` / ``..._max_abs_diff``
-      (vs LiteRT's reference kernels, the same integer math as TFLM), ``host_runtime``; accuracies are
-      fractions (null without labels)
+    * ``tflite``: per quant: ``file``, ``bytes``, ``kind``, ``ops``, ``route``, ``input``/``output`` (name,
+      shape, dtype, scale, zero_point, nbytes)
+    * ``micro``: ``arena`` (= arena.json), ``resolver`` (the ``Add*`` calls)
+    * ``fit``: the one rule of :func:`edgekd.targets.fit_check` (RAM = TFLite Micro arena total, flash =
+      model bytes): ``target``, ``fits``, ``rule``, ``rows`` [{resource, needed, available, ok, detail}]
+    * ``checks``: ``eval_split``, ``eval_samples``, ``eval_note``, ``reference`` (PyTorch or ONNX),
+      ``onnx_max_abs_diff``, ``fp32_max_abs_diff``, ``fp32_tolerance``, ``host_runtime``. By task, with
+      ``<p>`` one of ``int8`` (the headline: TFLite Micro against float on MCU targets, LiteRT otherwise;
+      ``int8_runtime`` says which), ``litert_int8`` (LiteRT default kernels), ``litert_reference_int8``
+      (reference kernels), ``fp16``, ``dynamic``, ``onnx_int8``: classification ``float_accuracy``,
+      ``tflite_fp32_accuracy``, ``<p>_accuracy`` (null without labels), ``<p>_top1_agreement`` (with the
+      float model); reconstruction ``float_score_mean`` (mean per-sample MSE), ``<p>_max_abs_error``,
+      ``<p>_sqnr_db``, ``<p>_score_spearman`` (rank correlation of per-sample anomaly scores). MCU also
+      ``tflm_samples``, ``tflm_vs_litert_agreement``, ``tflm_vs_litert_reference_kernels_agreement`` /
+      ``..._max_abs_diff``. Accuracies are fractions.
     * ``files``: name -> ``bytes``, ``sha256``; ``versions``: package versions
     """
     from edgekd.export.api import export_model
@@ -75,6 +91,7 @@ def export_run(
         calibration=calibration,
         eval_data=eval_data,
         route=route,
+        input_shape=input_shape,
         out=out,
         method=method,
         quiet=quiet,

@@ -25,6 +25,7 @@ from edgekd.export import tflite as tfl
 from edgekd.export.context import ExportContext, Log
 from edgekd.export.quantize import MIN_SAMPLES, Samples, calibration_samples
 from edgekd.export.source import EvalSet, declared_task, eval_set, infer_task, load_source
+from edgekd.profile.runtimes import input_layout, run_outputs
 from edgekd.targets import Target, load_target
 
 FORMATS = ("onnx", "tflite")
@@ -221,7 +222,7 @@ def _onnx_stage(ctx: ExportContext, calib: Samples | None, eval_npz: Samples | N
         ctx.record["onnx"] = {"exporter": "user", "opset": opset}
     ctx.onnx_model = ox.load_onnx(ctx.onnx_path)
     ctx.input_name, _, _ = ox.input_spec(ctx.onnx_model, ctx.onnx_path)
-    ort_fp32 = ox.OrtRunner(ctx.onnx_path)(ev.x)
+    ort_fp32 = run_outputs("onnxruntime", ctx.onnx_path, ev.x)
     if src.torch_model is not None:
         import torch
 
@@ -248,7 +249,7 @@ def _onnx_int8(ctx: ExportContext, method: str, key: str) -> None:
     ctx.log.step(f"onnxruntime static int8 quantization (QDQ, per-channel, {method}, {len(calib_x)} samples)")
     dst = ctx.work / "model_int8.onnx"
     ctx.record["onnx_quantization"] = ox.quantize_int8(ctx.onnx_path, dst, calib_x, method)
-    q = ox.OrtRunner(dst)(ctx.eval.x)
+    q = run_outputs("onnxruntime", dst, ctx.eval.x)
     shutil.copy2(dst, ctx.stage / "model_int8.onnx")
     ctx.checks.update(ck.compare(ctx.task, q, ctx.ref, ctx.eval.x, ctx.eval.y, key))
 
@@ -269,14 +270,19 @@ def _tflite_stage(ctx: ExportContext) -> None:
     ]
     if flex:
         raise ck.flex_op_error(flex, ctx.onnx_model, ctx.target_name)
-    fp32_runner = tfl.TFLiteRunner(files["fp32"])
-    fp32_out = fp32_runner(ev.x)
+    paths = {}
+    for q, data in files.items():  # every runtime (LiteRT, its reference kernels, TFLM) reads files
+        paths[q] = ctx.work / f"converted_{q}.tflite"
+        paths[q].write_bytes(data)
+    layout = input_layout(paths["fp32"], tuple(ev.x.shape[1:]))
+    ctx.record["input_layout"] = layout
+    ctx.channels_last = layout == "nhwc"
+    fp32_out = run_outputs("litert", paths["fp32"], ev.x, channels_last=ctx.channels_last)
     diff, tol = ck.check_fp32("TFLite fp32", fp32_out, ctx.ref, ctx.ref_name)
     checks.update(fp32_max_abs_diff=diff, fp32_tolerance=tol)
     if ctx.task == "classification":
         checks["tflite_fp32_accuracy"] = ck.accuracy(fp32_out, ev.y)
-    checks["host_runtime"] = fp32_runner.runtime
-    ctx.record["input_layout"] = fp32_runner.layout(tuple(ev.x.shape[1:]))
+    checks["host_runtime"] = "ai-edge-litert"
     ctx.log.step(f"TFLite fp32 matches {ctx.ref_name} (max |diff| {diff:.2e} <= {tol:.1e})")
     ctx.record["tflite"] = {}
     for q in ctx.quants:
@@ -295,7 +301,7 @@ def _tflite_stage(ctx: ExportContext) -> None:
             )
         if q == "fp32":
             continue
-        out = tfl.TFLiteRunner(data)(ev.x)
+        out = run_outputs("litert", paths[q], ev.x, channels_last=ctx.channels_last)
         if q != "int8":
             checks.update(ck.compare(ctx.task, out, ctx.ref, ev.x, ev.y, q))
             if q == "fp16":
@@ -307,7 +313,7 @@ def _tflite_stage(ctx: ExportContext) -> None:
             )
         if ctx.is_mcu:
             checks["int8_runtime"] = "tflite-micro"
-            _micro_stage(ctx, data, model, out)
+            _micro_stage(ctx, data, paths[q], model, out)
         else:
             checks["int8_runtime"] = "litert"
             checks.update(ck.compare(ctx.task, out, ctx.ref, ev.x, ev.y, "int8"))
@@ -332,9 +338,9 @@ def _num(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3g}"
 
 
-def _micro_stage(ctx: ExportContext, data: bytes, model: Any, litert_out: np.ndarray) -> None:
+def _micro_stage(ctx: ExportContext, data: bytes, path: Path, model: Any, litert_out: np.ndarray) -> None:
     """TFLite Micro: kernels, arena, C files, the headline int8 checks (TFLM vs float) and the fit."""
-    from edgekd.graph import measure_arena, run_tflm
+    from edgekd.graph import measure_arena
 
     checks, ev, tgt = ctx.checks, ctx.eval, ctx.tgt
     assert tgt is not None
@@ -354,9 +360,8 @@ def _micro_stage(ctx: ExportContext, data: bytes, model: Any, litert_out: np.nda
     ctx.record["micro"] = {"arena": micro.arena_report(arena), "resolver": micro.resolver_methods(ops),
                            "c_array": "g_model", "c_array_len": "g_model_len"}  # fmt: skip
     n = len(ev.x)  # already capped to tflm_samples
-    xin = tfl.to_channels_last(ev.x) if ctx.record.get("input_layout") == "nhwc" else ev.x
-    tflm_out = run_tflm(data, xin, quantize_io=True).reshape(n, -1)
-    ref_kernels = tfl.TFLiteRunner(data, reference_kernels=True)(ev.x)
+    tflm_out = run_outputs("tflm", path, ev.x, channels_last=ctx.channels_last)
+    ref_kernels = run_outputs("litert-ref", path, ev.x, channels_last=ctx.channels_last)
     checks["tflm_samples"] = n
     checks.update(ck.compare(ctx.task, tflm_out, ctx.ref, ev.x, ev.y, "int8"))
     checks.update(ck.compare(ctx.task, litert_out, ctx.ref, ev.x, ev.y, "litert_int8"))
@@ -382,7 +387,10 @@ def checks_table(record: dict[str, Any]) -> Any:
     table.add_column("value", justify="right")
     for k, v in record["checks"].items():
         if isinstance(v, float):
-            s = f"{v:.3g}" if "diff" in k or "tolerance" in k else f"{100 * v:.2f}%"
+            if k.endswith(("_accuracy", "_agreement")):
+                s = f"{100 * v:.2f}%"
+            else:
+                s = f"{v:.4g}" + (" dB" if k.endswith("_db") else "")
         else:
             s = "n/a" if v is None else str(v)
         table.add_row(k, s)

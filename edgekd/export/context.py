@@ -52,6 +52,7 @@ class ExportContext:
     input_name: str = "input"
     ref: np.ndarray | None = None
     ref_name: str = ""
+    channels_last: bool = False  # the TFLite input layout (onnx2tf moves channels last)
     logs: dict[str, Path] = field(default_factory=dict)  # route -> its full converter log
 
     @property

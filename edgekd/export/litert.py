@@ -1,7 +1,8 @@
 """The litert-torch route: PyTorch -> fp32 TFLite with ``litert_torch``, int8 with ``ai-edge-quantizer``.
 
 fp32: ``litert_torch.convert(model, (example,))`` (inputs stay NCHW; the converter inserts the layout
-TRANSPOSE). int8: ``ai_edge_quantizer``'s ``static_wi8_ai8`` recipe (int8 weights and activations, min/max
+TRANSPOSE); concatenations wider than TFLite Micro's kernel allows (unrolled LSTM/GRU outputs) are split
+into a tree (:func:`edgekd.graph.rewrites.split_wide_concatenations`). int8: ``ai_edge_quantizer``'s ``static_wi8_ai8`` recipe (int8 weights and activations, min/max
 calibration on the export's calibration samples) applied to the fp32 file, which gives a full-integer model
 with int8 input and output. Both packages are optional: ``pip install 'edgekd[litert]'``.
 """
@@ -38,6 +39,7 @@ def convert(model: Any, input_shape: tuple[int, ...], quants: list[str], calib_x
 
     from edgekd.export.routes import RouteUnavailable
     from edgekd.export.tflite import captured_output
+    from edgekd.graph.rewrites import split_wide_concatenations
 
     why = available()
     if why:
@@ -55,7 +57,8 @@ def convert(model: Any, input_shape: tuple[int, ...], quants: list[str], calib_x
             edge.export(str(fp32_path))
         except Exception as e:  # noqa: BLE001  (the converter raises many types)
             raise EdgekdError(_first_line(e)) from None
-        out["fp32"] = fp32_path.read_bytes()
+        # unrolled recurrent layers concatenate every step at once: TFLite Micro takes at most 10 inputs
+        out["fp32"], _ = split_wide_concatenations(fp32_path.read_bytes())
         if "int8" in quants:
             if calib_x is None:
                 raise EdgekdError("int8 needs calibration samples: pass --calibration data.npz")

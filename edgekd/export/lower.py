@@ -5,6 +5,8 @@ TFLite builtins with int8 kernels in TFLite Micro:
 
 * ``HardSigmoid`` -> ``Add``, ``Clip``, ``Mul`` (``relu6(x + 3) / 6`` for PyTorch's constants). The
   converter otherwise emits ``RELU_0_TO_1``, which TFLite Micro has no kernel for.
+* ``Conv`` with trailing padding no window reads (stride 2, even input): that padding is dropped, so
+  the PAD the converter puts before the conv is smaller (exact; see :func:`_conv_trailing_pads`).
 * ``LSTM`` / ``GRU`` -> unrolled over the (static) sequence: one ``Gemm`` for the input projection of all
   steps, per step a ``Gemm`` on the hidden state, ``Sigmoid``/``Tanh``/``Mul``/``Add``, and the outputs
   concatenated in groups of at most :data:`MAX_CONCAT` (TFLite Micro's CONCATENATION takes at most 10
@@ -121,6 +123,39 @@ def _hard_sigmoid(b: _Builder, node: Any) -> list[Any]:
     clipped = b.op("Clip", [shifted, lo, hi])
     b.op("Mul", [clipped, b.const(np.float32(alpha), "alpha")], out=node.output[0])
     return b.nodes
+
+
+@lowering("Conv")
+def _conv_trailing_pads(b: _Builder, node: Any) -> list[Any]:
+    """Drop trailing padding a strided Conv never reads (exact: the output is unchanged).
+
+    PyTorch pads symmetrically; with stride 2 and an even input the last padded row/column is never
+    under a window, but the converter still materialises it in a PAD op before the (depthwise) conv, and
+    that padded tensor sets the arena peak of small CNNs. Trimming it shrinks the PAD output.
+    """
+    from onnx import helper
+
+    a = _attrs(node)
+    pads = list(a.get("pads", []))
+    shape = b.shapes.get(node.input[0])
+    w = b.array(node.input[1])
+    if not pads or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or shape is None or w is None:
+        return [node]
+    nd = len(shape) - 2
+    strides = list(a.get("strides", [1] * nd))
+    dil = list(a.get("dilations", [1] * nd))
+    kernel = list(a.get("kernel_shape", w.shape[2:]))
+    new = list(pads)
+    for i in range(nd):
+        eff = (kernel[i] - 1) * dil[i] + 1
+        padded = shape[2 + i] + pads[i] + pads[nd + i]
+        out = (padded - eff) // strides[i] + 1
+        unused = padded - ((out - 1) * strides[i] + eff)
+        new[nd + i] = pads[nd + i] - min(pads[nd + i], unused)
+    if new == pads:
+        return [node]
+    attrs = {k: v for k, v in a.items() if k != "pads"}
+    return [helper.make_node("Conv", list(node.input), list(node.output), name=node.name, pads=new, **attrs)]
 
 
 def _recurrent_common(b: _Builder, node: Any, gates: int) -> dict[str, Any]:
@@ -315,7 +350,8 @@ def lower(model: Any, source: str = "model.onnx") -> tuple[Any, list[dict[str, A
         b.nodes = []
         repl = fn(b, node)
         new_nodes.extend(repl)
-        done.append({"node": node.name, "op": node.op_type, "into": len(repl)})
+        if repl != [node]:
+            done.append({"node": node.name, "op": node.op_type, "into": len(repl)})
     del graph.node[:]
     graph.node.extend(new_nodes)
     graph.initializer.extend(b.new_inits)

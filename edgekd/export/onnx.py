@@ -132,31 +132,6 @@ def node_module_paths(model: Any) -> dict[str, str]:
 
 
 # --- onnxruntime ------------------------------------------------------------------------------
-class OrtRunner:
-    """Run an ONNX file one sample at a time (batch 1 static shape)."""
-
-    def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001
-            raise EdgekdError(
-                f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:150]})"
-            ) from None
-        self.input = self.session.get_inputs()[0].name
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Logits for a batch ``x`` (N, ...) run sample by sample."""
-        outs = [
-            self.session.run(None, {self.input: x[i : i + 1].astype(np.float32)})[0] for i in range(len(x))
-        ]
-        return np.concatenate(outs).reshape(len(x), -1)
-
-
 class _Reader:
     def __init__(self, name: str, x: np.ndarray) -> None:
         self.name, self.x, self.i = name, x.astype(np.float32), 0

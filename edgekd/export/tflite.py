@@ -1,4 +1,6 @@
-"""ONNX -> TFLite with onnx2tf (fp32, fp16, dynamic-range, full-integer int8 with int8 I/O) and host runs.
+"""ONNX -> TFLite with onnx2tf (fp32, fp16, dynamic-range, full-integer int8 with int8 I/O).
+
+Models run on the host through :mod:`edgekd.profile.runtimes` (the one runtime layer).
 
 onnx2tf converts NCHW inputs to NHWC; calibration samples are written as NHWC ``.npy`` and passed with
 mean 0 / std 1 because they already carry the training preprocessing. TensorFlow is imported lazily.
@@ -18,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import EdgekdError
-from edgekd.graph.quant import dequantize, quantize
 
 QUANTS = ("fp32", "fp16", "dynamic", "int8")
 ONNX2TF_SUFFIX = {
@@ -48,20 +49,6 @@ def captured_output(log: Path) -> Iterator[Path]:
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
-
-
-@contextlib.contextmanager
-def _silenced() -> Iterator[None]:
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def to_channels_last(x: np.ndarray) -> np.ndarray:
@@ -128,6 +115,16 @@ def _last_error(log: Path) -> str:
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
+def _reset_keras_names() -> None:
+    """Restart Keras' layer-name counters so the same model converts to the same bytes in one process
+    (otherwise tensor names carry ``model_14`` vs ``model_29`` and identical exports hash differently)."""
+    for mod in ("tf_keras", "tensorflow"):
+        with contextlib.suppress(Exception):
+            module = __import__(mod)
+            keras = module if mod == "tf_keras" else module.keras
+            keras.backend.clear_session()
+
+
 def convert(onnx_path: Path, work: Path, quants: list[str], calib_x: np.ndarray | None, input_name: str,
             per_channel: bool = True, sample_x: np.ndarray | None = None) -> dict[str, Path]:  # fmt: skip
     """Run onnx2tf once; returns ``{quant: .tflite path}`` for the requested quantizations.
@@ -174,6 +171,7 @@ def convert(onnx_path: Path, work: Path, quants: list[str], calib_x: np.ndarray 
             warnings.simplefilter("ignore")
             import onnx2tf
 
+            _reset_keras_names()
             onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(out_dir), non_verbose=False, verbosity="warn",
                             copy_onnx_input_output_names_to_tflite=True, batch_size=1, **kwargs)  # fmt: skip
     except SystemExit:
@@ -198,77 +196,3 @@ def convert(onnx_path: Path, work: Path, quants: list[str], calib_x: np.ndarray 
             raise ConversionError(f"{what} failed ({_error_line(log)})", _failed_node(log), log)
         found[q] = f
     return found
-
-
-# --- host interpreter (LiteRT) -----------------------------------------------------------------
-def interpreter_class() -> tuple[Any, str]:
-    """The LiteRT interpreter class: ai-edge-litert, else tflite_runtime, else tf.lite."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        return Interpreter, "ai_edge_litert"
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
-
-        return Interpreter, "tflite_runtime"
-    except ImportError:
-        pass
-    import tensorflow as tf
-
-    return tf.lite.Interpreter, "tf.lite"
-
-
-class TFLiteRunner:
-    """Run a ``.tflite`` file on the host (LiteRT), one sample at a time; inputs are NCHW floats."""
-
-    def __init__(self, model: bytes | Path, reference_kernels: bool = False) -> None:
-        cls, self.runtime = interpreter_class()
-        kw: dict[str, Any] = {}
-        if reference_kernels:  # TFLite's reference kernels: the same integer math as TFLite Micro
-            try:
-                from ai_edge_litert.interpreter import OpResolverType
-
-                kw["experimental_op_resolver_type"] = OpResolverType.BUILTIN_REF
-            except ImportError:
-                import tensorflow as tf
-
-                kw["experimental_op_resolver_type"] = tf.lite.experimental.OpResolverType.BUILTIN_REF
-        content = model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
-        try:
-            with _silenced():  # LiteRT prints an XNNPACK banner from C++
-                self.it = cls(model_content=bytes(content), num_threads=1, **kw)
-                self.it.allocate_tensors()
-        except Exception as e:  # noqa: BLE001
-            raise EdgekdError(f"LiteRT cannot load the model ({str(e).splitlines()[0][:150]})") from None
-        self.inp = self.it.get_input_details()[0]
-        self.out = self.it.get_output_details()[0]
-        self.in_scale, self.in_zp = self.inp["quantization"]
-        self.out_scale, self.out_zp = self.out["quantization"]
-        self.shape = tuple(int(s) for s in self.inp["shape"])
-
-    def layout(self, sample_shape: tuple[int, ...]) -> str:
-        """'nchw' when the file takes the PyTorch layout, 'nhwc' when channels were moved last."""
-        if tuple(self.shape[1:]) == tuple(sample_shape):
-            return "nchw"
-        if len(sample_shape) >= 2 and tuple(self.shape[1:]) == (*sample_shape[1:], sample_shape[0]):
-            return "nhwc"
-        raise EdgekdError(f"TFLite input shape {self.shape} does not match the model input {sample_shape}")
-
-    def prepare(self, x: np.ndarray) -> np.ndarray:
-        """NCHW float batch -> what the file's input takes (layout, dtype, quantization)."""
-        if self.layout(tuple(x.shape[1:])) == "nhwc":
-            x = to_channels_last(x)
-        return quantize(x, self.in_scale, self.in_zp, self.inp["dtype"])
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        xq = self.prepare(x)
-        outs = []
-        for i in range(len(xq)):
-            self.it.set_tensor(self.inp["index"], xq[i : i + 1])
-            self.it.invoke()
-            outs.append(
-                dequantize(self.it.get_tensor(self.out["index"]), self.out_scale, self.out_zp).reshape(1, -1)
-            )
-        return np.concatenate(outs)

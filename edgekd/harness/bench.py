@@ -113,7 +113,7 @@ def _connect(model_path: Path, target: str, port: str | None, emulate: bool, sof
 def run_bench(source: str | Path, *, target: str, port: str | None = None, emulate: bool = False,
               software: bool = False, mode: str = "all", samples: int = 50, data: str | None = None,
               windows: int = 5, window_s: float = 0.5, timeout: float = 5.0, infer_timeout: float = 120.0,
-              output: str | Path | None = None, quiet: bool = False,
+              output: str | Path | None = None, quiet: bool = False, baudrate: int = 115200,
               faults: dict[str, int] | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
     """Benchmark the int8 model of a run folder (or a ``.tflite``) on a device; returns (bench.json, record)."""
     from edgekd.graph import read_tflite, run_tflm
@@ -151,7 +151,7 @@ def run_bench(source: str | Path, *, target: str, port: str | None = None, emula
     ):
         record.update(facts)
         record["port"] = url
-        with Device(url, timeout=timeout, infer_timeout=infer_timeout) as dev:
+        with Device(url, timeout=timeout, infer_timeout=infer_timeout, baudrate=baudrate) as dev:
             info = dev.handshake()
             record["dut"] = {"name": info.name, "profile": info.profile, "model": info.model,
                              "timestamp_mode": info.timestamp_mode}  # fmt: skip
@@ -230,3 +230,21 @@ def device_row(run_dir: str | Path) -> list[dict[str, Any]]:
             "file": str(f),
         })  # fmt: skip
     return rows
+
+
+def device_table(rows: list[dict[str, Any]]) -> Any:
+    """A rich table of :func:`device_row` rows (``edgekd profile`` prints it under its estimates)."""
+    from rich.table import Table
+
+    t = Table(title="measured on device (edgekd bench)", header_style="bold")
+    for h in ("target", "device", "ms/inference", "top-1", "bit-exact", "flash B", "RAM B"):
+        t.add_column(h, justify="left" if h in ("target", "device") else "right")
+    for r in rows:
+        ms = r["ms_per_inference"]
+        top1 = r["top1_accuracy"]
+        t.add_row(r["target"], str(r["device"] or "").split(" (")[0],
+                  "" if ms is None else f"{ms:.3f}" + (" (emulated)" if r["emulated"] else ""),
+                  "" if top1 is None else f"{100 * top1:.2f}%", str(r["bit_exact"]),
+                  "" if r["flash_bytes"] is None else f"{r['flash_bytes']:,}",
+                  "" if r["ram_bytes"] is None else f"{r['ram_bytes']:,}")  # fmt: skip
+    return t

@@ -6,7 +6,8 @@ Every model takes and returns ``(N, length, features)`` with ``input_shape = (le
 * ``lstm-ae``: LSTM encoder -> last hidden state -> Linear to a latent vector -> the latent
   repeated over the window -> LSTM decoder -> Linear per step (Malhotra et al., 2016 style).
   Teacher and student differ only in ``hidden`` / ``latent`` / ``layers``
-  (e.g. teacher ``hidden=64, latent=32``, student ``hidden=16, latent=8``).
+  (e.g. teacher ``hidden=64, latent=32``, student ``hidden=16, latent=8``). ``unrolled=True``
+  writes the LSTMs out step by step (same weights and outputs) so that they export to TFLite.
 * ``fc-ae``: flattened window -> Linear/ReLU encoder -> latent -> Linear/ReLU decoder (the MLPerf
   Tiny AD model shape). Ops: Reshape, FullyConnected, ReLU.
 * ``conv1d-ae``: strided Conv1d/ReLU encoder over time (features as channels) -> Linear to a
@@ -36,8 +37,64 @@ def _window_shape(model: str, input_shape: Sequence[int]) -> tuple[int, int]:
     return shape[0], shape[1]
 
 
+def _stack_steps(steps: list[torch.Tensor], group: int = 8) -> torch.Tensor:
+    """``torch.stack(steps, dim=1)`` as a tree of small concatenations: TFLite Micro's
+    CONCATENATION takes at most 10 inputs."""
+    if len(steps) <= group:
+        return torch.stack(steps, dim=1)
+    return torch.cat([_stack_steps(steps[i : i + group], group) for i in range(0, len(steps), group)], dim=1)
+
+
+class UnrolledLSTM(nn.Module):
+    """``nn.LSTM(batch_first=True)`` written out step by step with matrix products, sigmoid and tanh.
+
+    Same parameter names and shapes as ``nn.LSTM`` (a state dict moves between the two), same
+    numbers; it exports to plain FULLY_CONNECTED / LOGISTIC / TANH / MUL / ADD operators, which the
+    ONNX -> TFLite route converts (onnx2tf cannot convert the ONNX LSTM operator) and TFLite Micro
+    runs in int8. Returns ``(outputs, (h, c))`` like ``nn.LSTM``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1) -> None:
+        super().__init__()
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        for k in range(num_layers):
+            n_in = input_size if k == 0 else hidden_size
+            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(4 * hidden_size, n_in)))
+            self.register_parameter(
+                f"weight_hh_l{k}", nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
+            )
+            self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.empty(4 * hidden_size)))
+            self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(4 * hidden_size)))
+        bound = 1.0 / math.sqrt(hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        hs, cs = [], []
+        for k in range(self.num_layers):
+            w_ih, w_hh = getattr(self, f"weight_ih_l{k}"), getattr(self, f"weight_hh_l{k}")
+            bias = getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}")
+            inputs = torch.nn.functional.linear(x, w_ih, bias)  # every step's input part at once
+            h = x.new_zeros(x.shape[0], self.hidden_size)
+            c = x.new_zeros(x.shape[0], self.hidden_size)
+            outs = []
+            for t in range(x.shape[1]):
+                i, f, g, o = (inputs[:, t] + torch.nn.functional.linear(h, w_hh)).chunk(4, dim=1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                outs.append(h)
+            x = _stack_steps(outs)
+            hs.append(h)
+            cs.append(c)
+        return x, (torch.stack(hs), torch.stack(cs))
+
+
 class LSTMAutoencoder(nn.Module):
-    """Sequence-to-sequence LSTM autoencoder with a vector bottleneck."""
+    """Sequence-to-sequence LSTM autoencoder with a vector bottleneck.
+
+    ``unrolled=True`` builds the LSTMs as ``UnrolledLSTM`` (same weights, same outputs, exportable to
+    TFLite / TFLite Micro); train either way and move the state dict across.
+    """
 
     def __init__(
         self,
@@ -46,12 +103,17 @@ class LSTMAutoencoder(nn.Module):
         hidden: int = 64,
         latent: int = 32,
         layers: int = 1,
+        unrolled: bool = False,
     ) -> None:
         super().__init__()
         self.length, self.features = _window_shape("lstm-ae", input_shape)
-        self.encoder = nn.LSTM(self.features, hidden, num_layers=layers, batch_first=True)
+        if unrolled:
+            self.encoder: nn.Module = UnrolledLSTM(self.features, hidden, layers)
+            self.decoder: nn.Module = UnrolledLSTM(latent, hidden, layers)
+        else:
+            self.encoder = nn.LSTM(self.features, hidden, num_layers=layers, batch_first=True)
+            self.decoder = nn.LSTM(latent, hidden, num_layers=layers, batch_first=True)
         self.to_latent = nn.Linear(hidden, latent)
-        self.decoder = nn.LSTM(latent, hidden, num_layers=layers, batch_first=True)
         self.output = nn.Linear(hidden, self.features)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

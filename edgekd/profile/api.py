@@ -515,6 +515,9 @@ def profile_run(
         notes.append(f"{run.data_info} missing: accuracy not measured (latency and memory only)")
     report = profile_artifacts(arts, data, targets=targets, runs=runs, warmup=warmup, threads=threads,
                                runtimes=runtimes, rss=rss, source={"run_dir": str(run.root)}, notes=notes)  # fmt: skip
+    from edgekd.harness.bench import device_row  # measured on a device: bench/<target>/bench.json
+
+    report["device_measured"] = device_row(run.root)
     if write:
         _write(
             report,

@@ -252,7 +252,10 @@ def tflite_precision(model_content: bytes) -> tuple[str, bool]:
         return _GRAPH_KINDS.get(kind, kind), False
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_content=model_content)
+    from edgekd.quiet import native_stderr_silenced
+
+    with native_stderr_silenced():
+        it = Interpreter(model_content=model_content)
     dtypes = {np.dtype(t["dtype"]) for t in it.get_tensor_details()}
     io = {np.dtype(d["dtype"]) for d in it.get_input_details() + it.get_output_details()}
     if not any(d.kind == "f" for d in dtypes):
@@ -289,14 +292,17 @@ class LiteRTRuntime(_TfliteBase):
     def load(self) -> None:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+        from edgekd.quiet import native_stderr_silenced
+
         data = self._read()
         try:
-            self.it = Interpreter(
-                model_content=data,
-                num_threads=max(1, self.threads),
-                experimental_op_resolver_type=getattr(OpResolverType, self.resolver),
-            )
-            self.it.allocate_tensors()
+            with native_stderr_silenced():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+                self.it = Interpreter(
+                    model_content=data,
+                    num_threads=max(1, self.threads),
+                    experimental_op_resolver_type=getattr(OpResolverType, self.resolver),
+                )
+                self.it.allocate_tensors()
         except Exception as e:  # noqa: BLE001
             raise EdgekdError(f"{self.path}: LiteRT cannot load it ({_first_line(e)})") from None
         self.inp = self.it.get_input_details()[0]
@@ -421,3 +427,35 @@ def open_runtime(name: str, path: str | Path, threads: int = 1) -> Runtime:
     rt = RUNTIMES[name](path, threads=threads)
     rt.load()
     return rt
+
+
+def run_outputs(
+    name: str, path: str | Path, x: np.ndarray, *, channels_last: bool | None = None
+) -> np.ndarray:
+    """Outputs ``(N, -1)`` of runtime ``name`` on a data batch ``x`` (export checks use this too).
+
+    ``channels_last`` fixes the input layout when the caller knows it (otherwise the runtime's
+    convention decides, see :func:`adapt_input`)."""
+    rt = open_runtime(name, path)
+    try:
+        if channels_last is not None:
+            rt.channels_last = channels_last
+        return rt.predict(x).reshape(len(x), -1)
+    finally:
+        rt.close()
+
+
+def input_layout(path: str | Path, sample_shape: tuple[int, ...]) -> str:
+    """``nchw`` when a ``.tflite`` takes the data's own layout, ``nhwc`` when channels were moved last."""
+    rt = open_runtime("litert", path)
+    try:
+        want = tuple(rt.input_shape[1:])
+    finally:
+        rt.close()
+    if want == tuple(sample_shape):
+        return "nchw"
+    if len(sample_shape) >= 2 and want == (*sample_shape[1:], sample_shape[0]):
+        return "nhwc"
+    raise EdgekdError(
+        f"{path}: TFLite input shape {list(want)} does not match the model input {list(sample_shape)}"
+    )

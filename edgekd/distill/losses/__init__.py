@@ -10,6 +10,7 @@ from edgekd.distill.losses import (  # noqa: F401  (registration)
     privileged,
     reconstruction,
     relational,
+    sensors,
     sparsity,
     wasserstein,
 )

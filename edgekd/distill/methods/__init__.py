@@ -5,6 +5,7 @@ from edgekd.distill.methods import (  # noqa: F401  (registration)
     hinton,
     mutual,
     netaug,
+    noisy_sequential,
     one,
     privileged,
     supervised,

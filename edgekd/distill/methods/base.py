@@ -70,6 +70,11 @@ class Distiller(nn.Module):
 
     teacher_logits = teacher_outputs  # the name before tasks beyond classification
 
+    def cacheable_teacher(self) -> bool:
+        """True when ``forward_train(..., teacher_out=T)`` may replace the teacher's forward by ``T``, its
+        outputs on the same (un-augmented) inputs: the engine's teacher-output cache. Off by default."""
+        return False
+
     def forward_train(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
 
@@ -121,8 +126,17 @@ class ComposedDistiller(Distiller):
         self.teacher_input = teacher_input
         self.composer = LossComposer(losses, student, teacher, task=task, sample_x=sample_x, where=where)
 
+    def cacheable_teacher(self) -> bool:
+        """The teacher may be skipped for cached outputs when no loss reads its tapped features or needs
+        input gradients (the engine also requires inputs that no augmentation changes)."""
+        return self.teacher is not None and not self.composer.teacher_paths and not self.composer.input_grad
+
     def forward_train(
-        self, x: Tensor, y: Tensor | None, extra: dict[str, Tensor] | None = None
+        self,
+        x: Tensor,
+        y: Tensor | None,
+        extra: dict[str, Tensor] | None = None,
+        teacher_out: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         extra = extra or {}
         if self.composer.input_grad:
@@ -130,8 +144,8 @@ class ComposedDistiller(Distiller):
         c = self.composer
         with tap_features(self.student, c.student_paths) as s_feats:
             out = self.student(x)
-        t_out, t_feats = None, {}
-        if self.teacher is not None:
+        t_out, t_feats = teacher_out, {}
+        if self.teacher is not None and teacher_out is None:
             t_x = x.detach() if self.teacher_input == "x" else extra[self.teacher_input]
             with tap_features(self.teacher, c.teacher_paths) as t_feats:
                 t_out = self.teacher_outputs(t_x)

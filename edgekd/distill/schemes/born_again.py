@@ -4,7 +4,9 @@ Generation 1 learns from the recipe's teacher (or from labels alone when there i
 k > 1 learns from generation k-1 with the recipe's method (``kd`` with ``alpha: 1`` is BAN, teacher loss
 only; ``alpha < 1`` is BAN+L, labels plus teacher). Each generation is an ordinary run folder
 ``gen-<k>/`` (resumable); the last generation is the final student, every generation is listed in
-``networks.json``.
+``networks.json``. With ``ensemble: true`` generation k > 2 learns from the ensemble of generations
+1..k-1 (their outputs averaged: ``teacher.combine: mean-logits``, the mean reconstruction for
+autoencoders) instead of generation k-1 alone.
 """
 
 from __future__ import annotations
@@ -21,19 +23,23 @@ from edgekd.errors import EdgekdError
 class BornAgain(Scheme):
     """K generations, each the teacher of the next (the result of one run becomes the next's teacher)."""
 
-    def __init__(self, generations: int = 3) -> None:
+    def __init__(self, generations: int = 3, ensemble: bool = False) -> None:
         if generations < 1:
             raise EdgekdError(f"scheme.params.generations={generations}: needs at least 1 generation")
         self.generations = int(generations)
+        self.ensemble = bool(ensemble)
 
-    def run(self, recipe: Any, root: Path, train: TrainOnce, teacher: str | None) -> Any:
+    def run(self, recipe: Any, root: Path, train: TrainOnce, teacher: str | list[str] | None) -> Any:
+        from edgekd.distill.methods import METHODS
         from edgekd.recipe import MethodConfig, SchemeConfig
 
         runs = []
         for k in range(1, self.generations + 1):
             r = replace(recipe, name=f"gen-{k}", seed=recipe.seed + k - 1, scheme=SchemeConfig())
-            if teacher is None:  # generation 1 without a teacher learns from labels
+            if teacher is None and METHODS.get(recipe.method.name).needs_teacher:
+                # generation 1 without a teacher learns from labels (methods that need no teacher, e.g.
+                # noisy-sequential, run as they are)
                 r = replace(r, method=MethodConfig("supervised"), losses=[], teacher=None)
             runs.append(train(r, root / f"gen-{k}", teacher))
-            teacher = str(runs[-1].root)
+            teacher = [str(g.root) for g in runs] if self.ensemble and len(runs) > 1 else str(runs[-1].root)
         return runs

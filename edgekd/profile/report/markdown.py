@@ -1,0 +1,70 @@
+"""The Markdown report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgekd.profile.report.tables import (
+    CROSS_HEADERS,
+    ESTIMATE_HEADERS,
+    FIT_HEADERS,
+    LATENCY_HEADERS,
+    MEMORY_HEADERS,
+    SUMMARY_HEADERS,
+    _accuracy_rows,
+    _cross_rows,
+    _estimate_rows,
+    _latency_rows,
+    _memory_rows,
+    _per_class_rows,
+    fit_rows,
+    summary_rows,
+)
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    def esc(s: Any) -> str:
+        return str(s).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = None) -> str:
+    """The report as Markdown (plots linked from ``plot_files``: name -> relative path)."""
+    src = report.get("source") or {}
+    data = report.get("data") or {}
+    parts = ["# edgekd profile report", ""]
+    parts.append(f"Source: `{src.get('run_dir') or ', '.join(src.get('files', []))}` · created {report['created']} · "
+                 f"host {report['host']['machine']} ({report['host']['cpus']} CPUs)")  # fmt: skip
+    if data:
+        parts.append(f"\nTest data: **{data['name']}**, {data['n_test']} samples, task {data['task']}.")
+    s = report["settings"]
+    parts.append(
+        f"Latency: batch 1, {s['warmup']} warm-up + {s['runs']} timed runs, {s['threads']} thread(s).\n"
+    )
+    parts += ["## Summary", ""]
+    srows = summary_rows(report)
+    heads = list(SUMMARY_HEADERS.values()) + ["Error"]
+    parts.append(_md_table(heads, [[r[k] for k in SUMMARY_HEADERS] + [r["error"]] for r in srows]))
+    sections = [
+        ("Fit per target", FIT_HEADERS, fit_rows(report)),
+        ("Accuracy", *_accuracy_rows(report)),
+        ("Student vs teacher", CROSS_HEADERS, _cross_rows(report)),
+        ("Latency and host memory", LATENCY_HEADERS, _latency_rows(report)),
+        ("Model memory", MEMORY_HEADERS, _memory_rows(report)),
+        ("MCU latency estimate (from MACs, not measured)", ESTIMATE_HEADERS, _estimate_rows(report)),
+    ]
+    for title, heads, rows in sections:
+        if rows:
+            parts += ["", f"## {title}", "", _md_table(heads, rows)]
+    ph, pr = _per_class_rows(report)
+    if pr:
+        parts += ["", "## Per-class accuracy", "", _md_table(ph, pr)]
+    if plot_files:
+        parts += ["", "## Plots", ""]
+        parts += [f"![{name}]({path})" for name, path in plot_files.items()]
+    if report.get("notes"):
+        parts += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+    return "\n".join(parts) + "\n"
