@@ -275,7 +275,10 @@ def main(argv: list[str] | None = None) -> None:
         for r in out:
             r["vs_kd"] = round(r["acc_mean"] - kd["acc_mean"], 2) if kd else None
         report["rows"] = out
-        report["wall_s"] = round(time.perf_counter() - t_start, 1)
+        report["wall_s"] = None if COLLECT["on"] else round(time.perf_counter() - t_start, 1)
+        if COLLECT["on"]:
+            report["collected"] = ("--collect: the table gathers finished runs from --runs-dir, trained by several "
+                                   "processes of this script (--rows / --first-seed); see train_seconds_all_runs")  # fmt: skip
         # training time of every run (BAN generations are cumulative: count the chain once)
         report["train_seconds_all_runs"] = round(sum(sum(r["secs"]) for n, r in results.items()
                                                      if not n.startswith("BAN") or n == "BAN gen 3"), 1)  # fmt: skip
