@@ -32,7 +32,10 @@ ROUTES = ("onnx2tf", "litert-torch")
 def zoo() -> dict[str, tuple[Any, tuple[int, ...]]]:
     from test_export_zoo import ZOO, FCAutoencoder  # the networks the tests build
 
-    return {**ZOO, "fc_autoencoder": (FCAutoencoder, (640,))}
+    zoo = {**ZOO, "fc_autoencoder": (FCAutoencoder, (640,))}
+    for name in ("lstm", "gru"):  # the shape: 20 steps x 8 features (the tests use 12 steps)
+        zoo[name] = (zoo[name][0], (20, 8))
+    return zoo
 
 
 def run_one(name: str, factory: Any, shape: tuple[int, ...], route: str, folder: Path) -> dict[str, Any]:

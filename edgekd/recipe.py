@@ -71,6 +71,7 @@ class TrainConfig:
     # change (see edgekd.distill.cache); stored in cache_dir ("": <runs dir>/.teacher-cache).
     cache_teacher: bool = True
     cache_dir: str = ""
+    channels_last: bool = True  # image batches and conv networks in channels-last memory format
 
 
 @dataclass
@@ -321,6 +322,7 @@ RESUME_MAY_CHANGE: tuple[str, ...] = (
     "train.eval_test_each_epoch",
     "train.cache_teacher",
     "train.cache_dir",
+    "train.channels_last",
     "export",
     "profile",
     "baseline",

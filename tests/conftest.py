@@ -22,3 +22,19 @@ def mnist_available() -> bool:
     if not (real_data_dir() / "mnist").exists():
         pytest.skip("MNIST not in EDGEKD_DATA_DIR")
     return True
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the ``edgekd`` command line in-process: ``code, stderr = run_cli(["train", ...])``."""
+    from edgekd.cli import main
+
+    def run(args: list[str]) -> tuple[int, str]:
+        try:
+            main(args)
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+        return code, capsys.readouterr().err.strip()
+
+    return run

@@ -161,6 +161,7 @@ def test_distill_with_cache_equals_without_and_skips_the_teacher(tmp_path, teach
     assert sum(calls) == n_train  # once, to build the cache
     speed = json.loads((on.root / "speed.json").read_text())
     assert speed["teacher_cache"]["events"] == ["built"]
+    assert speed["channels_last"] is True and speed["world_size"] == 1  # a CNN on image batches
     s_off, _ = load_model(off.student)
     s_on, _ = load_model(on.student)
     # the same steps with the teacher's logits from a batch of 1024 instead of 64: float noise only

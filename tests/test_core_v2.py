@@ -33,15 +33,6 @@ def _recipe(**over) -> dict:
     return base
 
 
-def _run_main(args: list[str], capsys) -> tuple[int, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    return code, capsys.readouterr().err.strip()
-
-
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
@@ -230,7 +221,7 @@ def test_two_peers_trained_together_with_two_optimizers(tmp_path):
     }
 
 
-def test_profile_all_networks_of_a_dml_run(tmp_path, capsys):
+def test_profile_all_networks_of_a_dml_run(tmp_path, run_cli):
     r = recipe_from_dict(_recipe(method={"name": "dml", "params": {"peers": 2}}, train={"epochs": 1}))
     run = run_training(r, tmp_path, distill=False, progress=False)
     args = [
@@ -244,7 +235,7 @@ def test_profile_all_networks_of_a_dml_run(tmp_path, capsys):
         "--runtime",
         "pytorch",
     ]
-    code, err = _run_main(args, capsys)
+    code, err = run_cli(args)
     assert code == 0, err
     report = json.loads((run.root / "report-networks.json").read_text())
     names = sorted(Path(a["path"]).name for a in report["artifacts"])
@@ -350,7 +341,7 @@ def test_a_reconstruction_run_scores_anomalies(tmp_path):
         ({"scheme": {"name": "born-again", "params": {"generations": 0}}}, r"needs at least 1 generation"),
     ],
 )
-def test_bad_core_v2_input_is_one_line_and_writes_nothing(teacher, tmp_path, capsys, over, pattern):
+def test_bad_core_v2_input_is_one_line_and_writes_nothing(teacher, tmp_path, run_cli, over, pattern):
     import re
 
     rec = _recipe(teacher={"path": str(teacher)}, method={"name": "supervised"})
@@ -360,23 +351,23 @@ def test_bad_core_v2_input_is_one_line_and_writes_nothing(teacher, tmp_path, cap
     p = tmp_path / "r.yaml"
     p.write_text(yaml.safe_dump(rec))
     cmd = "distill" if "teacher" in rec else "train"
-    code, err = _run_main([cmd, str(p), "--runs-dir", str(tmp_path / "runs"), "-q"], capsys)
+    code, err = run_cli([cmd, str(p), "--runs-dir", str(tmp_path / "runs"), "-q"])
     assert code == 2 and len(err.splitlines()) == 1, err
     assert re.search(pattern, err), err
     assert not (tmp_path / "runs").exists()
 
 
-def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, run_cli):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     p = tmp_path / "r.yaml"
     p.write_text(yaml.safe_dump(_recipe(train={"epochs": 1, "device": "cuda"})))
-    code, err = _run_main(["train", str(p), "--runs-dir", str(tmp_path / "runs"), "-q"], capsys)
+    code, err = run_cli(["train", str(p), "--runs-dir", str(tmp_path / "runs"), "-q"])
     assert code == 2 and "train.device=cuda: no CUDA GPU" in err
 
 
-def test_edgekd_methods_lists_losses_methods_and_schemes(capsys):
-    code, _ = _run_main(["methods", "--json"], capsys)
+def test_edgekd_methods_lists_losses_methods_and_schemes(run_cli):
+    code, _ = run_cli(["methods", "--json"])
     assert code == 0
 
 
@@ -393,7 +384,7 @@ def test_train_config_device_default_is_auto():
     assert TrainConfig().device == "auto"
 
 
-def test_an_autoencoder_runs_end_to_end_train_export_profile(tmp_path, capsys):
+def test_an_autoencoder_runs_end_to_end_train_export_profile(tmp_path, run_cli):
     """Synthetic windows (N, 8, 4) on a low-dimensional subspace, anomalies off it: teacher, distilled
     fc-ae student, tflite-micro export with reconstruction checks, and the profile report."""
     rng = np.random.default_rng(1)
@@ -414,7 +405,7 @@ def test_an_autoencoder_runs_end_to_end_train_export_profile(tmp_path, capsys):
     }  # fmt: skip
     p = tmp_path / "ae.yaml"
     p.write_text(yaml.safe_dump(recipe))
-    code, err = _run_main(["run", str(p), "--runs-dir", str(tmp_path / "runs"), "-q"], capsys)
+    code, err = run_cli(["run", str(p), "--runs-dir", str(tmp_path / "runs"), "-q"])
     assert code == 0, err
     run = tmp_path / "runs" / "ae"
     assert json.loads((run / "data.json").read_text())["task"] == "reconstruction"
@@ -426,7 +417,7 @@ def test_an_autoencoder_runs_end_to_end_train_export_profile(tmp_path, capsys):
     assert report["artifacts"] and (run / "report.html").exists()
 
 
-def test_privileged_inputs_reach_the_teacher_only(tmp_path, capsys):
+def test_privileged_inputs_reach_the_teacher_only(tmp_path):
     """Lopez-Paz et al. 2016: the teacher reads x* (all 6 features), the student only x (2 noisy ones)."""
     rng = np.random.default_rng(0)
     n = 600
@@ -459,11 +450,11 @@ def test_privileged_inputs_reach_the_teacher_only(tmp_path, capsys):
         run_training(bad, tmp_path, distill=True, progress=False)
 
 
-def test_export_all_networks_of_a_born_again_run(teacher, tmp_path, capsys):
+def test_export_all_networks_of_a_born_again_run(teacher, tmp_path, run_cli):
     r = _recipe(teacher={"path": str(teacher)}, method={"name": "kd"}, scheme={"name": "born-again", "params": {"generations": 2}},
                 train={"epochs": 1, "batch_size": 64, "lr": 0.01, "optimizer": "adam"})  # fmt: skip
     run = run_training(recipe_from_dict(r), tmp_path, distill=True, progress=False)
-    code, err = _run_main(["export", str(run.root), "--format", "onnx", "--all-networks", "--quiet"], capsys)
+    code, err = run_cli(["export", str(run.root), "--format", "onnx", "--all-networks", "--quiet"])
     assert code == 0, err
     for gen in ("gen-1", "gen-2"):
         assert (run.root / "export" / f"onnx-{gen}" / "model.onnx").exists()
@@ -492,3 +483,15 @@ def test_noisy_sequential_generations_with_an_ensemble_teacher(tmp_path):
     assert (run.root / "gen-3" / "teacher-2.pt").exists()  # generations 1 and 2 teach generation 3
     assert (run.root / "gen-3" / "teacher.pt").read_bytes() == (run.root / "gen-1" / "model.pt").read_bytes()
     assert run.model.read_bytes() == (run.root / "gen-3" / "student.pt").read_bytes()
+
+
+def test_methods_that_do_not_read_privileged_inputs_still_train_on_such_data(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((200, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    np.savez(tmp_path / "p.npz", x=x, y=y, priv_extra=rng.standard_normal((200, 3)).astype(np.float32))
+    r = recipe_from_dict({"name": "d", "data": {"name": "npz", "options": {"path": str(tmp_path / "p.npz")}},
+                          "model": {"name": "mlp", "kwargs": {"hidden": [8]}}, "method": {"name": "dml"},
+                          "train": {"epochs": 1, "batch_size": 32}})  # fmt: skip
+    run = run_training(r, tmp_path, distill=False, progress=False)
+    assert "train_peer1_kl" in json.loads(run.metrics.read_text())["history"][0]

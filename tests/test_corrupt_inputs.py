@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import yaml
 
-from edgekd.cli import main
 from edgekd.distill.runner import run_training
 from edgekd.recipe import recipe_from_dict
 
@@ -138,15 +137,6 @@ def _cases(c: dict) -> list[tuple[str, list[str], Path]]:
     return out
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    return code, capsys.readouterr().err.strip()
-
-
 def _check(code: int, err: str, named: Path, case: str) -> None:
     assert code == 2, f"{case}: exit {code}: {err[-400:]}"
     assert len(err.splitlines()) == 1, f"{case}: {err[-600:]}"
@@ -154,12 +144,12 @@ def _check(code: int, err: str, named: Path, case: str) -> None:
     assert str(named) in err, f"{case}: the message does not name {named}: {err}"
 
 
-def test_every_command_over_the_corrupt_corpus(corpus, capsys):
+def test_every_command_over_the_corrupt_corpus(corpus, run_cli):
     cases = _cases(corpus)
     before = _snapshot(corpus["root"])
     failures = []
     for case, argv, named in cases:
-        code, err = _run(argv, capsys)
+        code, err = run_cli(argv)
         try:
             _check(code, err, named, case)
         except AssertionError as e:
@@ -174,7 +164,7 @@ def test_every_command_over_the_corrupt_corpus(corpus, capsys):
 
 
 @pytest.mark.parametrize("variant", ["truncated", "random", "empty", "wrong-format"])
-def test_corrupt_files_inside_a_run_folder(corpus, capsys, variant, tmp_path):
+def test_corrupt_files_inside_a_run_folder(corpus, run_cli, variant, tmp_path):
     """A run's own student.pt (export, profile) and checkpoint.pt (resume) turned corrupt."""
     run = tmp_path / "good"
     shutil.copytree(corpus["run"], run)
@@ -182,7 +172,7 @@ def test_corrupt_files_inside_a_run_folder(corpus, capsys, variant, tmp_path):
     (run / "model.pt").write_bytes(bad)
     before = _snapshot(tmp_path)
     for argv in (["export", str(run), "--format", "onnx"], ["profile", str(run), "--runs", "1"]):
-        code, err = _run(argv, capsys)
+        code, err = run_cli(argv)
         _check(code, err, run / "model.pt", " ".join(argv[:1]) + f" {variant}")
         assert _snapshot(tmp_path) == before
     shutil.copytree(corpus["run"], run, dirs_exist_ok=True)
@@ -190,13 +180,13 @@ def test_corrupt_files_inside_a_run_folder(corpus, capsys, variant, tmp_path):
     (run / "checkpoint.pt").write_bytes(bad)
     recipe = run / "recipe.yaml"
     before = _snapshot(tmp_path)
-    code, err = _run(["train", str(recipe), "--runs-dir", str(tmp_path), "--resume", "-q"], capsys)
+    code, err = run_cli(["train", str(recipe), "--runs-dir", str(tmp_path), "--resume", "-q"])
     _check(code, err, run / "checkpoint.pt", f"resume {variant}")
     assert _snapshot(tmp_path) == before
 
 
-def test_a_corrupt_board_file_is_named_by_edgekd_targets(tmp_path, capsys, monkeypatch):
+def test_a_corrupt_board_file_is_named_by_edgekd_targets(tmp_path, run_cli, monkeypatch):
     (tmp_path / "broken.yaml").write_bytes(os.urandom(300))
     monkeypatch.setenv("EDGEKD_TARGETS_DIR", str(tmp_path))
-    code, err = _run(["targets"], capsys)
+    code, err = run_cli(["targets"])
     _check(code, err, tmp_path / "broken.yaml", "targets")

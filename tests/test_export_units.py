@@ -173,3 +173,22 @@ def test_calibration_warns_below_100(tmp_path: Path) -> None:
     assert len(x) == 50 and "50 calibration samples" in info["warning"]
     with pytest.raises(EdgekdError, match="pass --calibration data.npz"):
         calibration_data(None, (1, 8, 8), None)
+
+
+def test_task_record_and_inference(tmp_path: Path) -> None:
+    from edgekd.export.checks import normalize_task
+    from edgekd.export.quantize import read_npz
+    from edgekd.export.source import infer_task
+
+    assert normalize_task(np.array("anomaly"), "x") == "reconstruction"
+    assert normalize_task(b"classification", "x") == "classification" and normalize_task(None, "x") is None
+    with pytest.raises(EdgekdError, match="data.json: task 'segmentation' is not one of"):
+        normalize_task("segmentation", "data.json")
+    assert infer_task((640,), 640)[0] == "reconstruction" and infer_task((1, 8, 8), 10)[0] == "classification"
+    p = tmp_path / "ae.npz"
+    np.savez(p, x=np.zeros((4, 6), np.float32), y=np.array([0, 0, 1, 0]), task=np.array("reconstruction"))
+    s = read_npz(p, (6,))
+    assert s.task == "reconstruction" and s.y.tolist() == [0, 0, 1, 0]
+    np.savez(p, x=np.zeros((4, 6), np.float32), y=np.zeros(3, np.int64))
+    with pytest.raises(EdgekdError, match="ae.npz: array 'y' must hold one integer label per row"):
+        read_npz(p, (6,))

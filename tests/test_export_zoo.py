@@ -108,7 +108,7 @@ class Conv1dNet(nn.Module):
 
 
 class RecurrentNet(nn.Module):
-    """batch_first LSTM/GRU classifier over 20 steps x 8 features; the last step's state is classified."""
+    """batch_first LSTM/GRU classifier over time steps x 8 features; the last step's state is classified."""
 
     def __init__(self, cell: type[nn.Module]) -> None:
         super().__init__()
@@ -125,8 +125,8 @@ ZOO = {
     "resnet8": (ResNet8, (3, 16, 16)),
     "se_hardswish": (SEBlock, (3, 16, 16)),
     "conv1d": (Conv1dNet, (6, 32)),
-    "lstm": (lambda: RecurrentNet(nn.LSTM), (20, 8)),
-    "gru": (lambda: RecurrentNet(nn.GRU), (20, 8)),
+    "lstm": (lambda: RecurrentNet(nn.LSTM), (12, 8)),  # 12 steps: more than TFLM's 10 concat inputs
+    "gru": (lambda: RecurrentNet(nn.GRU), (12, 8)),
 }
 
 
@@ -351,3 +351,46 @@ def test_lowering_is_exact(net: Any, shape: tuple[int, ...], op: str, tmp_path: 
         assert list(pads) == [1, 1, 0, 0]  # the trailing row/column no stride-2 window reads is gone
     else:
         assert op not in ops
+
+
+def test_route_fallback_and_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing first route falls back to the next; export.json records both attempts and the route used."""
+    from edgekd.export import routes
+
+    def broken(ctx: Any, quants: list[str]) -> dict[str, bytes]:
+        raise EdgekdError("boom: converter crashed")
+
+    monkeypatch.setitem(routes.ROUTES, "broken", broken)
+    monkeypatch.setitem(routes.ROUTE_QUANTS, "broken", ("fp32", "int8"))
+    monkeypatch.setattr(routes, "DEFAULT_ORDER", ("broken", "onnx2tf"))
+    onnx_path, x = _build("conv1d", tmp_path)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=x[:40])
+    out = export_run(onnx_path, target="tflite-micro", calibration=calib, out=tmp_path / "out")
+    rec = json.loads((out / "export.json").read_text())
+    attempts = rec["route"]["attempts"]
+    assert rec["route"]["used"] == "onnx2tf" and rec["tflite"]["int8"]["route"] == "onnx2tf"
+    assert [a["route"] for a in attempts] == ["broken", "onnx2tf"]
+    assert not attempts[0]["ok"] and "boom" in attempts[0]["error"] and attempts[1]["ok"]
+
+
+def test_litert_torch_route(tmp_path: Path) -> None:
+    """The second route on a PyTorch module: full-integer int8 that TFLite Micro runs (or a clear skip)."""
+    from edgekd.export.litert import available
+
+    torch.manual_seed(0)
+    model = SEBlock().eval()
+    x = np.random.default_rng(1).standard_normal((60, 3, 16, 16)).astype(np.float32)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=x)
+    if available() is not None:  # the optional packages are not installed: the route says so in one line
+        with pytest.raises(EdgekdError, match=r"litert-torch: .*not installed.*edgekd\[litert\]"):
+            export_run(model, input_shape=(3, 16, 16), target="tflite-micro", calibration=calib, route="litert-torch",
+                       out=tmp_path / "out")  # fmt: skip
+        return
+    out = export_run(model, input_shape=(3, 16, 16), target="tflite-micro", calibration=calib, route="litert-torch",
+                     out=tmp_path / "out")  # fmt: skip
+    rec = json.loads((out / "export.json").read_text())
+    assert rec["route"]["used"] == "litert-torch" and rec["input_layout"] == "nchw"
+    assert rec["checks"]["int8_runtime"] == "tflite-micro" and rec["checks"]["int8_top1_agreement"] >= 0.8
+    assert "RELU_0_TO_1" not in rec["tflite"]["int8"]["ops"]

@@ -118,7 +118,9 @@ def test_factor_transfer_stage_two_uses_the_paraphraser_stage_one_trained(runs, 
 
 
 # --- methods: ONE and BYOT, exported to TFLite Micro -------------------------------------------------
-@pytest.mark.parametrize("method", [{"name": "one", "params": {"branches": 3}}, {"name": "byot"}])
+@pytest.mark.parametrize(
+    "method", [{"name": "one", "params": {"branches": 3}}, {"name": "byot", "params": {"export_exit": 0}}]
+)
 def test_one_and_byot_train_and_export_one_plain_student(tmp_path, capsys, method):
     from edgekd.export import export_run
 
@@ -142,6 +144,16 @@ def test_one_and_byot_train_and_export_one_plain_student(tmp_path, capsys, metho
         b1, _ = load_model(run / "network-branch1.pt")
         assert torch.equal(b0.features[0][0].weight, b1.features[0][0].weight)  # the shared trunk
         assert not torch.equal(b0.classifier.weight, b1.classifier.weight)
+    else:  # the early exit after block 0 was asked for: a plain network of its own
+        assert nets == {"main": "model.pt", "exit0": "network-exit0.pt"}
+        exit0, rec0 = load_model(run / "network-exit0.pt")
+        assert rec0["name"] == "cnn-early-exit" and len(exit0.features) == 1
+        from edgekd.data import load_data
+
+        test = load_data("digits", seed=0).test
+        with torch.no_grad():
+            acc = (exit0(torch.from_numpy(test.x)).argmax(1).numpy() == test.y).mean()
+        assert acc > 0.3  # chance is 0.1
     model, record = load_model(run / "model.pt")
     assert record["name"] == "cnn" and not any("gate" in k or "heads" in k for k in model.state_dict())
     out = export_run(run, target="tflite-micro")
@@ -245,3 +257,20 @@ def test_bad_method_input_is_one_line(runs, tmp_path, capsys, cmd, over, pattern
     code, err = cli(tmp_path, [cmd], rec, capsys)
     assert code == 2 and len(err.splitlines()) == 1, err
     assert re.search(pattern, err), err
+
+
+def test_example_recipes_are_valid_and_name_registered_parts():
+    from pathlib import Path
+
+    from edgekd.distill.losses import LOSSES
+    from edgekd.distill.methods import METHODS
+    from edgekd.distill.schemes import SCHEMES
+    from edgekd.recipe import load_recipe
+
+    paths = sorted((Path(__file__).resolve().parent.parent / "examples").glob("methods_*.yaml"))
+    assert len(paths) >= 5
+    for p in paths:
+        r = load_recipe(p)
+        METHODS.get(r.method.name), SCHEMES.get(r.scheme.name)
+        for spec in [*r.losses, *(x for st in r.stages for x in st.losses)]:
+            LOSSES.get(spec.name)

@@ -15,7 +15,6 @@ import torch
 import yaml
 
 from edgekd.atomic import atomic_torch_save, atomic_write_bytes, atomic_write_text
-from edgekd.cli import main
 from edgekd.distill.engine import TrainingInterrupted, non_finite_tensors
 from edgekd.distill.runner import run_training
 from edgekd.errors import EdgekdError
@@ -28,16 +27,6 @@ REPO = Path(__file__).resolve().parent.parent
 def _write(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def _run_main(args: list[str], capsys) -> tuple[int, str]:
-    """Run the CLI in-process; returns (exit code, stderr)."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    return code, capsys.readouterr().err.strip()
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -76,7 +65,7 @@ def _plant_code_checkpoint(path: Path, marker: Path) -> Path:
     return path
 
 
-def test_1_checkpoint_naming_code_is_refused_everywhere(tmp_path, capsys):
+def test_1_checkpoint_naming_code_is_refused_everywhere(tmp_path, run_cli):
     marker = tmp_path / "pwned"
     planted = _plant_code_checkpoint(tmp_path / "evil.pt", marker)
     with pytest.raises(EdgekdError, match=r"not a registered edgekd model.*--trust-model-code"):
@@ -88,7 +77,7 @@ def test_1_checkpoint_naming_code_is_refused_everywhere(tmp_path, capsys):
         ["profile", str(planted), "--data", "digits", "--runs", "1", "--warmup", "0"],
         ["distill", str(rec), "--runs-dir", str(tmp_path / "runs"), "-q"],
     ):
-        code, err = _run_main(args, capsys)
+        code, err = run_cli(args)
         assert code == 2, args
         assert "not a registered edgekd model" in err and len(err.splitlines()) == 1, err
         assert not marker.exists(), args
@@ -108,33 +97,33 @@ def test_1_user_model_from_a_file_needs_explicit_trust(tmp_path):
 
 
 # 2 ------------------------------------------------------------------------------------------------
-def test_2_a_typo_changes_nothing_in_an_existing_run_folder(teacher, tmp_path, capsys):
+def test_2_a_typo_changes_nothing_in_an_existing_run_folder(teacher, tmp_path, run_cli):
     runs = tmp_path / "runs"
     good = _write(
         tmp_path / "s.yaml", _recipe(name="s", teacher={"path": str(teacher)}, method={"name": "kd"})
     )
-    assert _run_main(["distill", str(good), "--runs-dir", str(runs), "-q"], capsys)[0] == 0
+    assert run_cli(["distill", str(good), "--runs-dir", str(runs), "-q"])[0] == 0
     before = _tree(runs)
     typo = _write(tmp_path / "t.yaml", _recipe(name="s", teacher={"path": str(teacher)}, method={"name": "kd"},
                                                model={"name": "mlpp"}))  # fmt: skip
     for extra in ([], ["--overwrite"]):
-        code, err = _run_main(["distill", str(typo), "--runs-dir", str(runs), "-q", *extra], capsys)
+        code, err = run_cli(["distill", str(typo), "--runs-dir", str(runs), "-q", *extra])
         assert code == 2
         assert _tree(runs) == before, extra  # teacher.pt and everything else untouched, nothing moved
 
 
 # 3 ------------------------------------------------------------------------------------------------
-def test_3_finished_run_is_refused_and_overwrite_moves_it_aside(tmp_path, capsys):
+def test_3_finished_run_is_refused_and_overwrite_moves_it_aside(tmp_path, run_cli):
     runs = tmp_path / "runs"
     rec = _write(tmp_path / "r.yaml", _recipe())
-    assert _run_main(["train", str(rec), "--runs-dir", str(runs), "-q"], capsys)[0] == 0
+    assert run_cli(["train", str(rec), "--runs-dir", str(runs), "-q"])[0] == 0
     (runs / "r" / "export").mkdir()
     (runs / "r" / "export" / "old.txt").write_text("from the old run")
     before = _tree(runs)
-    code, err = _run_main(["train", str(rec), "--runs-dir", str(runs), "-q"], capsys)
+    code, err = run_cli(["train", str(rec), "--runs-dir", str(runs), "-q"])
     assert code == 2 and "holds a finished run" in err and "--overwrite" in err and "--resume" in err
     assert _tree(runs) == before
-    assert _run_main(["train", str(rec), "--runs-dir", str(runs), "-q", "--overwrite"], capsys)[0] == 0
+    assert run_cli(["train", str(rec), "--runs-dir", str(runs), "-q", "--overwrite"])[0] == 0
     moved = [p for p in runs.iterdir() if p.name.startswith("r.old-")]
     assert len(moved) == 1 and (moved[0] / "export" / "old.txt").exists()
     assert not (runs / "r" / "export").exists() and (runs / "r" / "model.pt").exists()
@@ -145,26 +134,24 @@ def test_3_finished_run_is_refused_and_overwrite_moves_it_aside(tmp_path, capsys
     "override, key",
     [("seed=3", "seed"), ("train.lr=0.1", "train.lr"), ("model.kwargs.hidden=[8]", "model.kwargs.hidden")],
 )
-def test_4_resume_refuses_a_changed_recipe(tmp_path, capsys, override, key):
+def test_4_resume_refuses_a_changed_recipe(tmp_path, override, key, run_cli):
     r = recipe_from_dict(_recipe(train={"epochs": 3, "batch_size": 64, "lr": 0.05}))
     with pytest.raises(TrainingInterrupted):
         run_training(r, tmp_path, distill=False, progress=False, stop_after_epoch=1)
     rec = _write(tmp_path / "r.yaml", r.to_dict())
     before = _tree(tmp_path / "r")
-    code, err = _run_main(
-        ["train", str(rec), "--runs-dir", str(tmp_path), "-q", "--resume", "--set", override], capsys
-    )
+    code, err = run_cli(["train", str(rec), "--runs-dir", str(tmp_path), "-q", "--resume", "--set", override])
     assert code == 2 and f"differs from the recorded one in {key}" in err, err
     assert _tree(tmp_path / "r") == before
 
 
-def test_4_resume_may_change_the_number_of_epochs(tmp_path, capsys):
+def test_4_resume_may_change_the_number_of_epochs(tmp_path, run_cli):
     r = recipe_from_dict(_recipe(train={"epochs": 3, "batch_size": 64, "lr": 0.05}))
     with pytest.raises(TrainingInterrupted):
         run_training(r, tmp_path, distill=False, progress=False, stop_after_epoch=1)
     rec = _write(tmp_path / "r.yaml", r.to_dict())
     args = ["train", str(rec), "--runs-dir", str(tmp_path), "-q", "--resume", "--set", "train.epochs=2"]
-    assert _run_main(args, capsys)[0] == 0
+    assert run_cli(args)[0] == 0
     history = json.loads((tmp_path / "r" / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]
 
@@ -185,11 +172,11 @@ def test_5_every_float_notation_is_a_number(tmp_path):
 
 
 # 6 ------------------------------------------------------------------------------------------------
-def test_6_an_exploding_loss_stops_and_keeps_the_last_good_epoch_exportable(tmp_path, capsys):
+def test_6_an_exploding_loss_stops_and_keeps_the_last_good_epoch_exportable(tmp_path, run_cli):
     # epoch 1 trains normally; the step schedule then multiplies the lr by 1e6: the loss explodes
     rec = _write(tmp_path / "r.yaml", _recipe(model={"name": "cnn", "kwargs": {"width": 0.25}},
                  train={"epochs": 3, "batch_size": 64, "lr": 0.05, "schedule": "step", "step_size": 1, "gamma": 1e6}))  # fmt: skip
-    code, err = _run_main(["train", str(rec), "--runs-dir", str(tmp_path), "-q"], capsys)
+    code, err = run_cli(["train", str(rec), "--runs-dir", str(tmp_path), "-q"])
     assert code == 2 and len(err.splitlines()) == 1
     assert re.search(r"(exploded|became (nan|inf)|non-finite).*epoch 2", err), err
     assert "model.pt holds epoch 1, the last good one" in err
@@ -212,14 +199,14 @@ def test_6_nan_in_the_first_epoch_keeps_nothing(tmp_path):
 
 
 # 8 ------------------------------------------------------------------------------------------------
-def test_8_teacher_path_is_resolved_against_the_runs_dir(teacher, tmp_path, capsys, monkeypatch):
+def test_8_teacher_path_is_resolved_against_the_runs_dir(teacher, tmp_path, run_cli, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no ./runs here: only --runs-dir can find it
     runs = teacher.parent
     for path in ("runs/teacher", "teacher"):
         rec = _write(
             tmp_path / "s.yaml", _recipe(name=f"s{len(path)}", teacher={"path": path}, method={"name": "kd"})
         )
-        code, err = _run_main(["distill", str(rec), "--runs-dir", str(runs), "-q"], capsys)
+        code, err = run_cli(["distill", str(rec), "--runs-dir", str(runs), "-q"])
         assert code == 0, err
         assert (runs / f"s{len(path)}" / "teacher.pt").read_bytes() == (teacher / "model.pt").read_bytes()
 
@@ -236,14 +223,14 @@ def test_8_the_readme_tour_names_a_board_the_hinton_student_fits():
 
 
 # 9 ------------------------------------------------------------------------------------------------
-def test_9_ctrl_c_during_export_says_what_was_kept(tmp_path, capsys, monkeypatch):
+def test_9_ctrl_c_during_export_says_what_was_kept(tmp_path, run_cli, monkeypatch):
     import edgekd.export.api as api
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(api, "export_model", interrupted)
-    code, err = _run_main(["export", str(tmp_path), "--format", "onnx"], capsys)
+    code, err = run_cli(["export", str(tmp_path), "--format", "onnx"])
     assert code == 130 and "epoch" not in err and "--resume" not in err
     assert "export" in err and "intact" in err
 

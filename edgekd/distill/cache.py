@@ -151,10 +151,10 @@ class TeacherCache:
         return {"path": str(self.path), "key": self.key.as_dict(), "events": list(self.events)}
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: a teacher may optimise inside forward (specialist ensembles)
 def compute_outputs(fn: Callable[[Tensor], Tensor], x: Tensor, device: torch.device, batch: int = 1024,
                     autocast: Callable[[], Any] | None = None) -> Tensor:  # fmt: skip
-    """``fn`` over ``x`` in batches of ``batch`` (teacher in inference mode), concatenated on the CPU."""
+    """``fn`` over ``x`` in batches of ``batch`` (no autograd graph), concatenated on the CPU."""
     import contextlib
 
     outs = []

@@ -11,7 +11,7 @@ group (NCCL on GPUs, gloo on the CPU). The rules the engine follows:
   global batch (up to float summation order; BatchNorm statistics are per rank, as with plain DDP);
 - ``train.batch_size`` must be a multiple of N (a clear error otherwise);
 - DDP wraps the trainable networks of the distiller only; the frozen teacher is excluded from DDP
-  (its parameters and buffers are never synchronised) and runs in inference mode;
+  (its parameters and buffers are never synchronised) and runs without autograd;
 - logged loss terms and accuracy are reduced across ranks; only rank 0 evaluates and writes the run
   folder (checkpoints included); every rank resumes from the same checkpoint.
 """

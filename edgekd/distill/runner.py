@@ -334,7 +334,9 @@ def save_networks(
             record["networks"][name] = final.name
             continue
         path = run.root / f"network-{name}.pt"
-        save_model(path, net, recipe.model.name, kwargs, meta={"network": name, "method": recipe.method.name})
+        # a network of another architecture (e.g. an early-exit head) names itself as (model, kwargs)
+        model_name, model_kw = getattr(net, "edgekd_model", (recipe.model.name, kwargs))
+        save_model(path, net, model_name, model_kw, meta={"network": name, "method": recipe.method.name})
         record["networks"][name] = path.name
     atomic_write_json(run.root / "networks.json", record)
 

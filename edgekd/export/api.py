@@ -387,7 +387,10 @@ def checks_table(record: dict[str, Any]) -> Any:
     table.add_column("value", justify="right")
     for k, v in record["checks"].items():
         if isinstance(v, float):
-            s = f"{v:.3g}" if "diff" in k or "tolerance" in k else f"{100 * v:.2f}%"
+            if k.endswith(("_accuracy", "_agreement")):
+                s = f"{100 * v:.2f}%"
+            else:
+                s = f"{v:.4g}" + (" dB" if k.endswith("_db") else "")
         else:
             s = "n/a" if v is None else str(v)
         table.add_row(k, s)

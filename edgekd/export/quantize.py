@@ -9,8 +9,11 @@ A recipe::
     seed: 0
 
 Samples come from the run's splits, which already carry the training preprocessing (``data.json``'s
-normalisation). An ``.npz`` holds ``x`` (N, *input_shape) float, already preprocessed like training.
-Fewer than :data:`MIN_SAMPLES` samples gives a warning.
+normalisation). An ``.npz`` holds ``x`` (N, *input_shape) float, already preprocessed like training,
+optionally ``y`` (one integer label per row: class, or 0/1 anomaly flag) and ``task`` (a string:
+``classification`` | ``reconstruction``). Fewer than :data:`MIN_SAMPLES` samples gives a warning. The
+int8 models themselves are made by the conversion routes (:mod:`edgekd.export.routes`); host-side input
+quantization follows :mod:`edgekd.graph.quant`.
 """
 
 from __future__ import annotations

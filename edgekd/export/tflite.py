@@ -115,6 +115,16 @@ def _last_error(log: Path) -> str:
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
+def _reset_keras_names() -> None:
+    """Restart Keras' layer-name counters so the same model converts to the same bytes in one process
+    (otherwise tensor names carry ``model_14`` vs ``model_29`` and identical exports hash differently)."""
+    for mod in ("tf_keras", "tensorflow"):
+        with contextlib.suppress(Exception):
+            module = __import__(mod)
+            keras = module if mod == "tf_keras" else module.keras
+            keras.backend.clear_session()
+
+
 def convert(onnx_path: Path, work: Path, quants: list[str], calib_x: np.ndarray | None, input_name: str,
             per_channel: bool = True, sample_x: np.ndarray | None = None) -> dict[str, Path]:  # fmt: skip
     """Run onnx2tf once; returns ``{quant: .tflite path}`` for the requested quantizations.
@@ -161,6 +171,7 @@ def convert(onnx_path: Path, work: Path, quants: list[str], calib_x: np.ndarray 
             warnings.simplefilter("ignore")
             import onnx2tf
 
+            _reset_keras_names()
             onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(out_dir), non_verbose=False, verbosity="warn",
                             copy_onnx_input_output_names_to_tflite=True, batch_size=1, **kwargs)  # fmt: skip
     except SystemExit:

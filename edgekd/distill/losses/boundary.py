@@ -28,5 +28,5 @@ def boundary_loss(u_s: Tensor, v_t: Tensor, margin: float = 1.0) -> Tensor:
 
 @register_loss("ab", features=True, check=_check, paper="Heo et al. 2019 (activation boundaries)")
 def activation_boundary(step: Step, margin: float = 1.0) -> Tensor:
-    """Hinge on the teacher's ReLU pattern ``mean [rho relu(m - u_s)^2 + (1-rho) relu(m + u_s)^2]``."""
+    """Hinge on the teacher's ReLU pattern ``mean(rho relu(m - u_s)^2 + (1-rho) relu(m + u_s)^2)``."""
     return boundary_loss(step.fs, step.ft, margin)

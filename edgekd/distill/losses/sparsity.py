@@ -22,6 +22,6 @@ def _check(s_shapes, t_shapes, params, where) -> None:
 
 @register_loss("sparsity", features=True, check=_check, paper="ReLU on/off patterns (cf. Heo et al. 2019)")
 def sparsity_pattern(step: Step, tau: float = 1.0) -> Tensor:
-    """ReLU on/off match ``mean BCE(sigmoid(u_s / tau), 1[v_t > 0])``."""
+    """ReLU on/off match ``mean BCE(sigmoid(u_s / tau), v_t > 0)`` (the teacher's on/off indicator)."""
     on = (step.ft > 0).to(step.fs.dtype)
     return F.binary_cross_entropy_with_logits(step.fs / tau, on)

@@ -8,7 +8,9 @@ the same size as the deepest pooled feature ``F_C``. The deepest head ``q_C`` an
 ``L = (1 - a) sum_i CE(y, q_i) + CE(y, q_C) + a T^2 sum_i KL(q_C^T || q_i^T) + lam sum_i mean (F_i - F_C)^2``
 
 over the shallow heads ``i`` (the deepest outputs held fixed in the teacher terms). The main (deepest)
-head is the student that is evaluated and exported; bottlenecks and auxiliary heads are dropped.
+head is the student that is evaluated and exported; bottlenecks and auxiliary heads are dropped. On request
+(``export_exit: k``, a ``cnn`` student) the exit after block ``k`` is also saved as its own network,
+``network-exit<k>.pt`` (model ``cnn-early-exit``: blocks 0..k and that head), which exports like any student.
 """
 
 from __future__ import annotations
@@ -22,26 +24,7 @@ from edgekd.distill.losses import cross_entropy, kd_loss
 from edgekd.distill.methods.base import Distiller, register_method
 from edgekd.distill.methods.blocks import block_channels, check_blocks, classify, embed
 from edgekd.errors import EdgekdError
-
-
-def _cbr(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
-
-
-class AuxHead(nn.Module):
-    """Bottleneck (1x1 -> 3x3 -> 1x1 to ``out_channels``), global pooling, linear classifier."""
-
-    def __init__(self, in_channels: int, out_channels: int, num_classes: int) -> None:
-        super().__init__()
-        mid = max(4, out_channels // 2)
-        self.bottleneck = nn.Sequential(
-            _cbr(in_channels, mid, 1), _cbr(mid, mid, 3), _cbr(mid, out_channels, 1)
-        )
-        self.classifier = nn.Linear(out_channels, num_classes)
-
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        f = F.adaptive_avg_pool2d(self.bottleneck(h), 1).flatten(1)
-        return f, self.classifier(f)
+from edgekd.models.early_exit import AuxHead, EarlyExitCNN, cnn_config
 
 
 @register_method("byot")
@@ -58,6 +41,7 @@ class BeYourOwnTeacher(Distiller):
         alpha: float = 0.5,
         temperature: float = 3.0,
         feature_weight: float = 0.1,
+        export_exit: int | None = None,
         *,
         sample_x: Tensor | None = None,
         task: str = "classification",
@@ -82,6 +66,17 @@ class BeYourOwnTeacher(Distiller):
         if any(len(s) != 3 for s in shapes):
             raise EdgekdError("method byot: the student's feature blocks must give (C, H, W) maps")
         num_classes = student.classifier.out_features
+        if export_exit is not None:
+            if export_exit not in exits:
+                raise EdgekdError(
+                    f"method.params.export_exit={export_exit}: not one of the exits {sorted(exits)}"
+                )
+            if cnn_config(student) is None:
+                raise EdgekdError(
+                    "method.params.export_exit: early exits are exported for `cnn` students only"
+                )
+        self.export_exit = export_exit
+        self.input_shape = list(sample_x.shape[1:])
         self.exits = sorted(exits)
         self.heads = nn.ModuleDict(
             {str(e): AuxHead(shapes[e][0], shapes[-1][0], num_classes) for e in self.exits}
@@ -113,5 +108,19 @@ class BeYourOwnTeacher(Distiller):
         terms["aux_feature"] = self.feature_weight * feat
         return z_c, terms
 
+    def early_exit(self, k: int) -> nn.Module:
+        """Blocks 0..k of the student and the auxiliary head k as one plain network (``cnn-early-exit``)."""
+        s = self.student
+        kw = {**cnn_config(s), "input_shape": self.input_shape, "num_classes": s.classifier.out_features,
+              "exit": k, "head_channels": self.heads[str(k)].classifier.in_features}  # fmt: skip
+        net = EarlyExitCNN(**kw)
+        net.features.load_state_dict(nn.Sequential(*list(s.features)[: k + 1]).state_dict())
+        net.head.load_state_dict(self.heads[str(k)].state_dict())
+        net.edgekd_model = ("cnn-early-exit", kw)
+        return net.eval()
+
     def networks(self) -> dict[str, nn.Module]:
-        return {"main": self.student}
+        nets = {"main": self.student}
+        if self.export_exit is not None:
+            nets[f"exit{self.export_exit}"] = self.early_exit(self.export_exit)
+        return nets
