@@ -138,6 +138,8 @@ def _run_stages(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: An
         s_recipe, Path(runs_dir), resume, distill=distill, progress=progress, splits=splits, run_dir=run.root
     )
     summary["student_accuracy"] = _final_accuracy(run)
+    summary["student_distilled"] = distill
+    summary["method"] = recipe.method.name
 
     if not skip_export:
         from edgekd.export import export_run
@@ -204,8 +206,13 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     t = Table(title=f"edgekd run: {'anomaly AUC' if auc else 'test accuracy'}")
     t.add_column("model")
     t.add_column("test AUC (reconstruction error)" if auc else "test top-1", justify="right")
+    student = (
+        "student, distilled"
+        if summary.get("student_distilled", True)
+        else f"student ({summary.get('method', 'trained')})"
+    )
     for key, label in (("teacher_accuracy", "teacher"), ("baseline_accuracy", "student, labels only"),
-                       ("student_accuracy", "student, distilled")):  # fmt: skip
+                       ("student_accuracy", student)):  # fmt: skip
         if summary.get(key) is not None:
             t.add_row(label, f"{summary[key]:.4f}" if auc else f"{100 * summary[key]:.2f}%")
     console.print(t)

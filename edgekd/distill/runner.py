@@ -442,7 +442,8 @@ def run_scheme(
 
     scheme = build_scheme(recipe.scheme.name, recipe.scheme.params)
     run = RunFolder(run_dir or Path(runs_dir) / recipe.name)
-    occupied = run.root.is_dir() and any(run.root.iterdir())
+    # `edgekd run` trains a teacher / baseline in teacher/ and baseline/ of the same folder first
+    occupied = run.root.is_dir() and any(p.name not in ("teacher", "baseline") for p in run.root.iterdir())
     if resume and not occupied:
         raise EdgekdError(f"{run.root}: nothing to resume; run without --resume")
     if resume:
