@@ -158,6 +158,8 @@ def evaluate(
         out = {"recon_error": float(score.mean()), "loss": float(score.mean())}
         labels = np.asarray(data.y)
         if set(np.unique(labels)) == {0, 1}:
+            from edgekd.metrics.anomaly import roc_auc
+
             out["auc"] = roc_auc(score, labels)
         return out
     correct, loss = 0, 0.0
@@ -169,17 +171,6 @@ def evaluate(
         correct += int((logits.argmax(1) == yb).sum())
     model.train(was_training)
     return {"accuracy": correct / n, "errors": n - correct, "loss": loss / n}
-
-
-def roc_auc(score: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC = P(score of a random anomaly > score of a random normal sample), ties counted half
-    (the Mann-Whitney U statistic over average ranks)."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(score)
-    pos = labels == 1
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -345,6 +336,9 @@ class Trainer:
                 self.distiller = distiller
                 t_cache = self._teacher_cache(distiller, train, device, amp, ctx, cached)
                 forward_train = distributed.wrap(distiller, device, ctx)
+                pass_extra = bool(extra_all) and _accepts(
+                    distiller.forward_train, "extra"
+                )  # once, not per step
                 steps = max(1, math.ceil(n / cfg.batch_size))
                 student = distiller.student
                 params = [p for ps in groups.values() for p in ps]
@@ -368,7 +362,7 @@ class Trainer:
                         yb = y_all[idx]
                         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                         kw: dict[str, Any] = {}
-                        if extra_all and _accepts(distiller.forward_train, "extra"):
+                        if pass_extra:
                             kw["extra"] = {key: v[idx].to(device) for key, v in extra_all.items()}
                         if t_cache is not None:
                             kw["teacher_out"] = t_cache[idx]

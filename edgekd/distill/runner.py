@@ -258,7 +258,7 @@ def write_results(run: RunFolder, recipe: Recipe, splits: DataSplits, distiller:
         kwargs,
         meta={"method": method.name, "seed": recipe.seed, **result.final},
     )
-    save_networks(run, distiller, recipe, kwargs, out)
+    save_networks(run, distiller, recipe, kwargs, out, final_model)
     write_metrics(run, result, extra)
     atomic_write_json(run.root / "speed.json", speed)
     plot_curves(run, result.history, label)
@@ -322,7 +322,12 @@ def build_stages(
 
 
 def save_networks(
-    run: RunFolder, distiller: Any, recipe: Recipe, kwargs: dict[str, Any], final: Path
+    run: RunFolder,
+    distiller: Any,
+    recipe: Recipe,
+    kwargs: dict[str, Any],
+    final: Path,
+    final_model: nn.Module,
 ) -> None:
     """Record every network the method produced in ``networks.json``; extra ones (peers, branches) are
     saved beside the final student as ``network-<name>.pt``. The final student is the one that
@@ -330,7 +335,7 @@ def save_networks(
     nets = distiller.networks()
     record = {"final": final.name, "rule": "export and profile use student.pt, else model.pt", "networks": {}}
     for name, net in nets.items():
-        if net is distiller.export_student():
+        if net is final_model:
             record["networks"][name] = final.name
             continue
         path = run.root / f"network-{name}.pt"
@@ -407,13 +412,11 @@ def _errors_on_classes(model: nn.Module, splits: DataSplits, classes: list[int])
 
 
 def _checkpoint_complete(run: RunFolder, epochs: int) -> bool:
-    """True when the checkpoint is from a finished run (then a new run may overwrite the folder)."""
+    """True when the checkpoint has reached ``epochs`` (run_state also asks for the final network)."""
     from edgekd.models.checkpoint import read_checkpoint
 
     try:
-        return int(read_checkpoint(run.checkpoint).get("epoch", -1)) >= epochs and (
-            run.model.exists() or run.student.exists()
-        )
+        return int(read_checkpoint(run.checkpoint).get("epoch", -1)) >= epochs
     except EdgekdError:
         return False
 
@@ -434,8 +437,6 @@ def run_scheme(
     The final network is copied to the root as ``student.pt`` (``model.pt`` without a teacher); every
     run's network is listed in ``networks.json``; ``metrics.json`` holds each run's final metrics.
     """
-    import shutil
-
     from edgekd.distill import distributed
     from edgekd.distill.schemes import build_scheme
     from edgekd.recipe import TeacherConfig
@@ -493,9 +494,7 @@ def run_scheme(
         return run
     final = runs[-1].trained_model()
     out = run.student if distill else run.model
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.copyfile(final, tmp)
-    tmp.replace(out)
+    atomic_write_bytes(out, final.read_bytes())
     if teacher is not None:
         atomic_write_bytes(run.teacher, Path(teacher).read_bytes())
     nets = {r.root.name: str(r.trained_model().relative_to(run.root)) for r in runs}
