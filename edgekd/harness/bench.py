@@ -44,12 +44,13 @@ def find_model(source: str | Path, target: str) -> tuple[Path, Path | None]:
 
 
 def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Float samples -> the model's input dtype with TFLite Micro's rule (:func:`edgekd.graph.quant.quantize`)."""
+    from edgekd.graph.quant import quantize
+
     dt = np.dtype(detail["dtype"])
     if x.dtype == dt:
         return x
-    info = np.iinfo(dt)
-    q = np.round(x.astype(np.float64) / float(detail["scale"]) + int(detail["zero_point"]))
-    return np.clip(q, info.min, info.max).astype(dt)
+    return quantize(x, float(detail["scale"]), int(detail["zero_point"]), dt)
 
 
 def bench_inputs(model_path: Path, run: Path | None, data: str | None, samples: int, seed: int = 0

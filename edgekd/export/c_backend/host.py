@@ -14,6 +14,7 @@ from edgekd.errors import EdgekdError
 from edgekd.export.c_backend.codegen import CModel
 
 HOST_MAIN = """#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include "edgekd_model.h"
@@ -52,9 +53,7 @@ class HostBuild:
         self._tmp = tempfile.TemporaryDirectory(prefix="edgekd-c-") if workdir is None else None
         self.dir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         cmodel.write(self.dir)
-        (self.dir / "host_main.c").write_text(
-            HOST_MAIN.replace("#include <time.h>", "#include <time.h>\n#include <stdlib.h>")
-        )
+        (self.dir / "host_main.c").write_text(HOST_MAIN)
         self.exe = self.dir / "model_host"
         srcs = [str(self.dir / f) for f in ("host_main.c", "edgekd_model.c", "edgekd_kernels.c")]
         cmd = [
