@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
+import json
 import platform
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,15 +62,13 @@ def bench_inputs(model_path: Path, run: Path | None, data: str | None, samples: 
     m = read_tflite(model_path)
     ind = m.input_details()[0]
     shape = tuple(ind["shape"][1:])
+    if data is None and run is not None and (run / "data.json").is_file():
+        data = str(run / "data.json")
     ev = None
     if data is not None:
         from edgekd.profile.api import resolve_data
 
         ev = resolve_data(data, samples)
-    elif run is not None and (run / "data.json").is_file():
-        from edgekd.profile.api import resolve_data
-
-        ev = resolve_data(str(run / "data.json"), samples)
     if ev is None:
         rng = np.random.default_rng(seed)
         dt = np.dtype(ind["dtype"])
@@ -212,8 +211,6 @@ def device_row(run_dir: str | Path) -> list[dict[str, Any]]:
     """Measured device rows for ``edgekd profile``: one per ``bench/<target>/bench.json``."""
     rows = []
     for f in sorted(Path(run_dir).glob("bench/*/bench.json")):
-        import json
-
         try:
             r = json.loads(f.read_text())
         except (OSError, ValueError):
