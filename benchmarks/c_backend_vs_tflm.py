@@ -127,14 +127,10 @@ def bench_model(name: str, model: Path, run: Path | None, work: Path, quick: boo
     x = np.random.default_rng(0).integers(-128, 128, size=(32, *shape[1:])).astype(np.int8)
     ref = run_tflm(model, x).reshape(len(x), -1)
     cm = generate_c(model)
-    hb = HostBuild(cm)
-    try:
+    with HostBuild(cm) as hb:
         got = hb(x)
-        reps = 20 if quick else 200
-        hb(x[:4], repeats=reps)
+        hb(x[:4], repeats=20 if quick else 200)
         c_us = hb.ns_per_inference / 1000
-    finally:
-        hb.close()
     entry["host_bit_exact"] = bool(np.array_equal(got, ref))
     entry["host_samples"] = len(x)
     tflm_us = tflm_host_latency_us(model, x, 20 if quick else 200)

@@ -42,7 +42,8 @@ def gcc() -> str | None:
 
 
 class HostBuild:
-    """The generated model compiled for the host; call it on a batch of int8 samples."""
+    """The generated model compiled for the host; call it on a batch of int8 samples. A context
+    manager: the temporary build folder is removed on exit."""
 
     def __init__(self, cmodel: CModel, workdir: str | os.PathLike | None = None, opt: str = "-O2") -> None:
         cc = gcc()
@@ -95,3 +96,9 @@ class HostBuild:
     def close(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
+
+    def __enter__(self) -> HostBuild:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
