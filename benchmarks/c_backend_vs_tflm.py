@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -93,18 +92,12 @@ def train_students(root: Path) -> dict[str, Path]:
 
 def model_only_elf(model: Path, work: Path) -> dict[str, Any]:
     """The generated model + kernels + a main() that invokes it once, for Cortex-M4: ELF sizes and stack."""
-    gcc = qemu.tool("arm-none-eabi-gcc")
     cm = generate_c(model)
     cm.write(work)
     qemu.copy_templates(work)
     (work / "model_main.c").write_text(MODEL_ONLY_MAIN)
-    objs = []
-    for src in ("model_main.c", "startup_cm4.c", "edgekd_model.c", "edgekd_kernels.c"):
-        obj = src.replace(".c", ".o")
-        subprocess.run([gcc, *qemu.CFLAGS, "-c", src, "-o", obj], cwd=work, check=True, capture_output=True)
-        objs.append(obj)
-    subprocess.run([gcc, *qemu.LDFLAGS, "-o", "model.elf", *objs], cwd=work, check=True, capture_output=True)
-    mem = qemu.elf_memory(work / "model.elf", work)
+    srcs = ("model_main.c", "startup_cm4.c", "edgekd_model.c", "edgekd_kernels.c")
+    mem = qemu.elf_memory(qemu.cross_build(model, work, srcs, "model.elf"), work)
     return {**mem, "arena": cm.arena_size, "plan": cm.plan_method, "tflm_greedy_head": cm.greedy_arena}
 
 
@@ -134,14 +127,10 @@ def bench_model(name: str, model: Path, run: Path | None, work: Path, quick: boo
     x = np.random.default_rng(0).integers(-128, 128, size=(32, *shape[1:])).astype(np.int8)
     ref = run_tflm(model, x).reshape(len(x), -1)
     cm = generate_c(model)
-    hb = HostBuild(cm)
-    try:
+    with HostBuild(cm) as hb:
         got = hb(x)
-        reps = 20 if quick else 200
-        hb(x[:4], repeats=reps)
+        hb(x[:4], repeats=20 if quick else 200)
         c_us = hb.ns_per_inference / 1000
-    finally:
-        hb.close()
     entry["host_bit_exact"] = bool(np.array_equal(got, ref))
     entry["host_samples"] = len(x)
     tflm_us = tflm_host_latency_us(model, x, 20 if quick else 200)

@@ -25,11 +25,8 @@ def _check(model: bytes, n: int = 6, seed: int = 0, tmp_path=None) -> None:
     x[0] = -128  # edge values
     x[1] = 127
     ref = run_tflm(model, x, isolate=False).reshape(n, -1)
-    hb = HostBuild(generate_c(model, optimize_plan=False))
-    try:
+    with HostBuild(generate_c(model, optimize_plan=False)) as hb:
         got = hb(x)
-    finally:
-        hb.close()
     assert got.shape == ref.shape
     diff = np.argwhere(got != ref)
     assert diff.size == 0, f"{len(diff)} of {ref.size} output bytes differ, first at {diff[0].tolist()}"

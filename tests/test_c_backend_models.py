@@ -28,11 +28,8 @@ def test_bit_exact_with_tflite_micro_and_smaller_arena(models, name):
     shape = read_tflite(path).input_details()[0]["shape"]
     x = np.random.default_rng(1).integers(-128, 128, size=(32, *shape[1:])).astype(np.int8)
     ref = run_tflm(path, x).reshape(len(x), -1)
-    hb = HostBuild(cm)
-    try:
+    with HostBuild(cm) as hb:
         got = hb(x)
-    finally:
-        hb.close()
     assert np.array_equal(got, ref), f"{int((got != ref).sum())} output bytes differ"
     arena = measure_arena(path)
     # one static buffer from edgekd's planner: never above TFLM's planned head, far below its total

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
+import json
 import platform
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,12 +45,13 @@ def find_model(source: str | Path, target: str) -> tuple[Path, Path | None]:
 
 
 def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Float samples -> the model's input dtype with TFLite Micro's rule (:func:`edgekd.graph.quant.quantize`)."""
+    from edgekd.graph.quant import quantize
+
     dt = np.dtype(detail["dtype"])
     if x.dtype == dt:
         return x
-    info = np.iinfo(dt)
-    q = np.round(x.astype(np.float64) / float(detail["scale"]) + int(detail["zero_point"]))
-    return np.clip(q, info.min, info.max).astype(dt)
+    return quantize(x, float(detail["scale"]), int(detail["zero_point"]), dt)
 
 
 def bench_inputs(model_path: Path, run: Path | None, data: str | None, samples: int, seed: int = 0
@@ -60,15 +62,13 @@ def bench_inputs(model_path: Path, run: Path | None, data: str | None, samples: 
     m = read_tflite(model_path)
     ind = m.input_details()[0]
     shape = tuple(ind["shape"][1:])
+    if data is None and run is not None and (run / "data.json").is_file():
+        data = str(run / "data.json")
     ev = None
     if data is not None:
         from edgekd.profile.api import resolve_data
 
         ev = resolve_data(data, samples)
-    elif run is not None and (run / "data.json").is_file():
-        from edgekd.profile.api import resolve_data
-
-        ev = resolve_data(str(run / "data.json"), samples)
     if ev is None:
         rng = np.random.default_rng(seed)
         dt = np.dtype(ind["dtype"])
@@ -130,7 +130,7 @@ def run_bench(source: str | Path, *, target: str, port: str | None = None, emula
         )
     base = Path(output) if output is not None else (run or model_path.parent) / "bench" / tgt.name
     x, y, data_name = bench_inputs(model_path, run, data, samples)
-    host = run_tflm(model_path, x)
+    host = run_tflm(model_path, x) if mode in ("accuracy", "all") else None  # the reference outputs
     record: dict[str, Any] = {
         "edgekd_bench": BENCH_VERSION,
         "target": tgt.as_dict(),
@@ -211,8 +211,6 @@ def device_row(run_dir: str | Path) -> list[dict[str, Any]]:
     """Measured device rows for ``edgekd profile``: one per ``bench/<target>/bench.json``."""
     rows = []
     for f in sorted(Path(run_dir).glob("bench/*/bench.json")):
-        import json
-
         try:
             r = json.loads(f.read_text())
         except (OSError, ValueError):

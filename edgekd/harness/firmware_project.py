@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import EdgekdError
+from edgekd.export.c_backend.codegen import UnsupportedOpError, generate_c, model_header
 from edgekd.harness.qemu import CFLAGS, FIRMWARE_DIR, LDFLAGS, TEMPLATE_FILES
 
 MODEL_NAMES = ("kws01", "vww01", "ad01", "ic01", "strww01")
@@ -28,8 +29,6 @@ def _fill(text: str, **values: str) -> str:
 def write_c_backend_project(
     model_path: str | os.PathLike, dst: Path, model_name: str = "ic01"
 ) -> dict[str, Any]:
-    from edgekd.export.c_backend import generate_c
-
     cm = generate_c(model_path)
     dst.mkdir(parents=True, exist_ok=True)
     cm.write(dst)
@@ -46,7 +45,6 @@ def write_c_backend_project(
 def write_tflm_project(
     model_path: str | os.PathLike, dst: Path, target: str, model_name: str = "ic01"
 ) -> dict[str, Any]:
-    from edgekd.export.c_backend.codegen import model_header
     from edgekd.export.micro import write_c_files
     from edgekd.graph import measure_arena, read_tflite
 
@@ -87,9 +85,7 @@ def write_firmware(model_path: str | os.PathLike, out_dir: str | os.PathLike, ta
     info: dict[str, Any] = {}
     try:
         info["c_backend"] = write_c_backend_project(model_path, root / "c_backend", model_name)
-    except EdgekdError as e:
-        if "not supported by edgekd's C backend" not in str(e):
-            raise
+    except UnsupportedOpError as e:
         info["c_backend"] = {"skipped": str(e)}
     info["tflite_micro"] = write_tflm_project(model_path, root / "tflite_micro", target, model_name)
     return info

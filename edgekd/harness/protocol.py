@@ -70,7 +70,7 @@ def parse_results(payload: str, line: str = "") -> list[float] | list[int]:
         else:
             ints = False
             out.append(float(s))
-    return [int(v) for v in out] if ints else [float(v) for v in out]
+    return out if ints else [float(v) for v in out]
 
 
 def parse_line(line: str) -> Message:

@@ -17,7 +17,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,7 @@ def build_firmware(
     """C backend + protocol firmware, cross-compiled; raises EdgekdError if it does not fit the board."""
     from edgekd.export.c_backend import generate_c
 
-    gcc = tool("arm-none-eabi-gcc")
+    tool("arm-none-eabi-gcc")  # missing toolchain: say so before generating code
     d = Path(build_dir)
     if d.exists():
         shutil.rmtree(d)
@@ -77,15 +77,31 @@ def build_firmware(
     cm.write(d)
     copy_templates(d)
     srcs = [*FIRMWARE_SOURCES, "edgekd_model.c", "edgekd_kernels.c"]
+    elf = cross_build(model_path, d, srcs, "firmware.elf", defines=[f'-DEE_MODEL_NAME="{model_name}"'])
+    mem = elf_memory(elf, d)
+    mem["arena"] = cm.arena_size
+    if mem["ram_bytes"] > BOARD_RAM or mem["flash_bytes"] > BOARD_FLASH:
+        raise EdgekdError(
+            f"{model_path}: the firmware needs {mem['ram_bytes']:,} B RAM and {mem['flash_bytes']:,} B flash; "
+            f"the emulated board has {BOARD_RAM:,} and {BOARD_FLASH:,}; use a smaller model"
+        )
+    return Firmware(elf, mem, cm.summary())
+
+
+def cross_build(model_path: str | os.PathLike, d: Path, srcs: Sequence[str], elf: str,
+                defines: Sequence[str] = ()) -> Path:  # fmt: skip
+    """Compile ``srcs`` (in ``d``) for the Cortex-M4 and link ``d/elf`` for the board's linker script;
+    a compile or link error, or a model too big for the board, is one :class:`EdgekdError`."""
+    gcc = tool("arm-none-eabi-gcc")
     objs = []
     for src in srcs:
         obj = Path(src).with_suffix(".o").name
-        cmd = [gcc, *CFLAGS, f'-DEE_MODEL_NAME="{model_name}"', "-c", src, "-o", obj]
+        cmd = [gcc, *CFLAGS, *defines, "-c", src, "-o", obj]
         r = subprocess.run(cmd, cwd=d, capture_output=True, text=True)
         if r.returncode != 0:
             raise EdgekdError(f"{model_path}: firmware does not compile ({src}): {r.stderr.strip()[:300]}")
         objs.append(obj)
-    r = subprocess.run([gcc, *LDFLAGS, "-o", "firmware.elf", *objs, "-Wl,-Map=firmware.map"], cwd=d,
+    r = subprocess.run([gcc, *LDFLAGS, "-o", elf, *objs, f"-Wl,-Map={Path(elf).stem}.map"], cwd=d,
                        capture_output=True, text=True)  # fmt: skip
     if r.returncode != 0:
         overflow = re.search(r"region [`']?(\w+)'? overflowed by (\d+) bytes", r.stderr)
@@ -96,14 +112,7 @@ def build_firmware(
                 f"{BOARD_FLASH // 1024} KiB code memory); use a smaller model"
             )
         raise EdgekdError(f"{model_path}: firmware does not link: {r.stderr.strip()[:300]}")
-    mem = elf_memory(d / "firmware.elf", d)
-    mem["arena"] = cm.arena_size
-    if mem["ram_bytes"] > BOARD_RAM or mem["flash_bytes"] > BOARD_FLASH:
-        raise EdgekdError(
-            f"{model_path}: the firmware needs {mem['ram_bytes']:,} B RAM and {mem['flash_bytes']:,} B flash; "
-            f"the emulated board has {BOARD_RAM:,} and {BOARD_FLASH:,}; use a smaller model"
-        )
-    return Firmware(d / "firmware.elf", mem, cm.summary())
+    return d / elf
 
 
 def elf_memory(elf: Path, obj_dir: Path) -> dict[str, Any]:

@@ -36,6 +36,10 @@ def emitter(*names: str) -> Callable[[Emitter], Emitter]:
     return deco
 
 
+class UnsupportedOpError(EdgekdError):
+    """The model uses an op with no C emitter (the firmware writer then skips the C-backend project)."""
+
+
 def supported_ops() -> list[str]:
     return sorted(EMITTERS)
 
@@ -355,7 +359,7 @@ def _check(m: TFLiteModel) -> None:
     bad = [op for op in m.operators if op.name not in EMITTERS]
     if bad:
         names = sorted({op.name for op in bad})
-        raise EdgekdError(
+        raise UnsupportedOpError(
             f"{m.source}: op {', '.join(names)} (operator {bad[0].index}) is not supported by edgekd's C backend "
             f"(supported: {', '.join(supported_ops())}); use the TFLite Micro firmware instead: "
             "edgekd export ... --target tflite-micro --firmware"

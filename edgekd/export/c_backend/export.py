@@ -31,11 +31,8 @@ def host_check(model_path: Path, cm: Any, n: int = CHECK_SAMPLES) -> dict[str, A
     shape = read_tflite(model_path).input_details()[0]["shape"]
     x = np.random.default_rng(0).integers(-128, 128, size=(n, *shape[1:])).astype(np.int8)
     ref = run_tflm(model_path, x).reshape(n, -1)
-    hb = HostBuild(cm)
-    try:
+    with HostBuild(cm) as hb:
         got = hb(x)
-    finally:
-        hb.close()
     return {"bit_exact": bool(np.array_equal(got, ref)), "samples": n, "inputs": "random int8 (seed 0)",
             "differing_bytes": int((got != ref).sum())}  # fmt: skip
 

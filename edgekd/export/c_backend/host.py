@@ -14,6 +14,7 @@ from edgekd.errors import EdgekdError
 from edgekd.export.c_backend.codegen import CModel
 
 HOST_MAIN = """#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include "edgekd_model.h"
@@ -41,7 +42,8 @@ def gcc() -> str | None:
 
 
 class HostBuild:
-    """The generated model compiled for the host; call it on a batch of int8 samples."""
+    """The generated model compiled for the host; call it on a batch of int8 samples. A context
+    manager: the temporary build folder is removed on exit."""
 
     def __init__(self, cmodel: CModel, workdir: str | os.PathLike | None = None, opt: str = "-O2") -> None:
         cc = gcc()
@@ -52,9 +54,7 @@ class HostBuild:
         self._tmp = tempfile.TemporaryDirectory(prefix="edgekd-c-") if workdir is None else None
         self.dir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         cmodel.write(self.dir)
-        (self.dir / "host_main.c").write_text(
-            HOST_MAIN.replace("#include <time.h>", "#include <time.h>\n#include <stdlib.h>")
-        )
+        (self.dir / "host_main.c").write_text(HOST_MAIN)
         self.exe = self.dir / "model_host"
         srcs = [str(self.dir / f) for f in ("host_main.c", "edgekd_model.c", "edgekd_kernels.c")]
         cmd = [
@@ -96,3 +96,9 @@ class HostBuild:
     def close(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
+
+    def __enter__(self) -> HostBuild:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,5 +1,5 @@
 """TFLite (Micro) quantisation parameter arithmetic, reproduced exactly in Python: the double-precision
-``QuantizeMultiplier``, ``std::round`` (half away from zero) and the activation ranges."""
+``QuantizeMultiplier`` and the activation ranges (``std::round`` is :mod:`edgekd.graph.quant`'s)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ import math
 
 import numpy as np
 
+from edgekd.graph.quant import quantize, round_half_away
+
 FUSED_ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6"}
-
-
-def round_away(x: float) -> int:
-    """``std::round``: half away from zero."""
-    return int(math.floor(x + 0.5)) if x >= 0 else -int(math.floor(-x + 0.5))
 
 
 def quantize_multiplier(m: float) -> tuple[int, int]:
@@ -20,7 +17,7 @@ def quantize_multiplier(m: float) -> tuple[int, int]:
     if m == 0.0:
         return 0, 0
     q, shift = math.frexp(m)
-    q_fixed = round_away(q * (1 << 31))
+    q_fixed = int(round_half_away(np.float64(q * (1 << 31))))
     if q_fixed == (1 << 31):
         q_fixed //= 2
         shift += 1
@@ -30,8 +27,8 @@ def quantize_multiplier(m: float) -> tuple[int, int]:
 
 
 def _quantize_f32(scale: float, zp: int, f: float) -> int:
-    """TFLite ``Quantize`` helper: float32 division, then ``std::round``."""
-    return zp + round_away(float(np.float32(f) / np.float32(scale)))
+    """TFLite ``Quantize`` helper: float32 division, then ``std::round`` (:func:`edgekd.graph.quant.quantize`)."""
+    return int(quantize(np.float32(f), scale, zp, np.int32))
 
 
 def activation_range(fused: int, scale: float, zp: int, qmin: int = -128, qmax: int = 127) -> tuple[int, int]:
