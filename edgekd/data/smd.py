@@ -294,14 +294,14 @@ def load_smd(
         load_machine(missing[0], root)  # raises: names the folder and the machines found
     out: list[MachineSeries] = []
     width: int | None = None
+    base = smd_root(root)
     for name in names:
         m = load_machine(name, root, width)
         width = m.train.shape[1]
         if features is not None:
-            m = _select(m, features, base=smd_root(root))
+            m = _select(m, features, base=base)
         n_val = int(round(len(m.train) * val_fraction))
         n_fit = len(m.train) - n_val
-        base = smd_root(root)
         for part, n, path in (("fit", n_fit, base / "train"), ("validation", n_val, base / "train"),
                               ("test", len(m.test), base / "test")):  # fmt: skip
             if n < length:
@@ -340,12 +340,10 @@ class SmdRawData(RawData):
 
     ``x_*`` are windows ``(N, length, features)``; ``y_test`` marks windows holding an anomalous
     step; per-step labels and scoring live in ``smd`` (an ``SmdData``). The registry's random,
-    stratified validation split and global normalisation must not be applied to it: use
-    ``x_val``/``y_val`` as given (the data are already normalised per machine; ``scale`` is 1).
+    stratified validation split and global normalisation must not be applied to it: the base
+    class's ``x_val``/``y_val`` are set and ``normalised`` is true (per machine; ``scale`` is 1).
     """
 
-    x_val: np.ndarray | None = None
-    y_val: np.ndarray | None = None
     smd: SmdData | None = None
 
 
