@@ -15,7 +15,7 @@ concatenated window-wise; each keeps its own statistics and its own test labels.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,18 @@ def fit_normaliser(x: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
     return offset.astype(np.float32), scale.astype(np.float32)
 
 
+def _feature_index(features: list[int], width: int, path: Path) -> list[int]:
+    """``features`` as distinct column indices of a ``width``-metric file ``path`` (named in the error)."""
+    idx = [int(f) for f in features]
+    bad = [f for f in idx if not 0 <= f < width]
+    if not idx or bad or len(set(idx)) != len(idx):
+        why = f"{bad} out of range 0..{width - 1}" if bad else "empty or repeated"
+        raise EdgekdError(
+            f"data.options.features: {why} for {path} ({width} metrics); list distinct 0-based column indices"
+        )
+    return idx
+
+
 @dataclass
 class MachineSeries:
     """One machine after splitting and normalisation (float32 series, per-step test labels)."""
@@ -213,6 +225,16 @@ class SmdData:
     @property
     def num_features(self) -> int:
         return int(self.machines[0].fit.shape[1])
+
+    def select(self, features: list[int]) -> SmdData:
+        """Only these metric columns (0-based, in this order) of every machine; the statistics are
+        per column, so they are those of the full file's column."""
+        idx = _feature_index(
+            features, self.num_features, Path(self.root) / "train" / f"{self.machines[0].name}.txt"
+        )
+        machines = [MachineSeries(m.name, m.fit[:, idx], m.val[:, idx], m.test[:, idx], m.labels,
+                                  m.offset[idx], m.scale[idx]) for m in self.machines]  # fmt: skip
+        return replace(self, machines=machines, features=idx)
 
     def windows(self, part: str, copy: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Windows of every machine, concatenated; one machine and ``copy=False``: a strided view."""
@@ -299,7 +321,7 @@ def load_smd(
         m = load_machine(name, root, width)
         width = m.train.shape[1]
         if features is not None:
-            m = _select(m, features, base=base)
+            _feature_index(features, width, base / "train" / f"{name}.txt")  # before the length checks
         n_val = int(round(len(m.train) * val_fraction))
         n_fit = len(m.train) - n_val
         for part, n, path in (("fit", n_fit, base / "train"), ("validation", n_val, base / "train"),
@@ -317,21 +339,8 @@ def load_smd(
             return ((x - o) / s).astype(np.float32)
 
         out.append(MachineSeries(name, norm(fit_raw), norm(val_raw), norm(m.test), m.labels, offset, scale))
-    return SmdData(out, length, stride, test_stride, val_fraction, normalise, str(smd_root(root)),
-                   list(features) if features is not None else None)  # fmt: skip
-
-
-def _select(m: SmdMachine, features: list[int], base: Path) -> SmdMachine:
-    width = m.train.shape[1]
-    idx = [int(f) for f in features]
-    bad = [f for f in idx if not 0 <= f < width]
-    if not idx or bad or len(set(idx)) != len(idx):
-        why = f"{bad} out of range 0..{width - 1}" if bad else "empty or repeated"
-        raise EdgekdError(
-            f"data.options.features: {why} for {base / 'train' / f'{m.name}.txt'} ({width} metrics); "
-            "list distinct 0-based column indices"
-        )
-    return SmdMachine(m.name, m.train[:, idx], m.test[:, idx], m.labels, m.interpretation)
+    data = SmdData(out, length, stride, test_stride, val_fraction, normalise, str(base))
+    return data if features is None else data.select(features)
 
 
 @dataclass
@@ -373,11 +382,13 @@ def smd(
             "data.options.privileged=true needs data.options.features (the student's metric columns); "
             "the privileged input 'all_metrics' holds every metric"
         )
-    data = load_smd(machines, features=features, **kw)
     extra_train: dict[str, np.ndarray] = {}
     extra_test: dict[str, np.ndarray] = {}
-    if privileged:
-        full = load_smd(machines, features=None, **kw)
+    if not privileged:
+        data = load_smd(machines, features=features, **kw)
+    else:
+        full = load_smd(machines, **kw)  # read once: the student's columns are a selection of it
+        data = full.select(features)
         extra_train["all_metrics"] = full.windows("fit")[0]  # a writable copy: the engine feeds it to torch
         extra_test["all_metrics"] = full.windows("test", copy=False)[0]
     x_fit, _, _ = data.windows("fit", copy=False)
