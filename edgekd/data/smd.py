@@ -275,8 +275,9 @@ class SmdData:
 
 
 def _as_list(machines: str | list[str] | None, root: str | Path | None) -> list[str]:
+    """The machine names asked for (all found for ``None``/``"all"``); every one must exist."""
+    found = list_machines(root)
     if machines is None or machines == "all":
-        found = list_machines(root)
         if not found:
             raise EdgekdError(
                 f"no SMD machine files in {smd_root(root) / 'train'} (EDGEKD_DATA_DIR={data_dir()}); "
@@ -286,6 +287,9 @@ def _as_list(machines: str | list[str] | None, root: str | Path | None) -> list[
     names = [machines] if isinstance(machines, str) else list(machines)
     if not names:
         raise EdgekdError("data.options.machines is empty; name at least one machine, e.g. [machine-1-6]")
+    missing = [n for n in names if n not in found]
+    if missing:
+        load_machine(missing[0], root)  # raises: names the folder and the machines found
     return names
 
 
@@ -310,10 +314,6 @@ def load_smd(
     if normalise not in NORMALISATIONS:
         raise EdgekdError(f"data.options.normalise={normalise!r}; valid: {', '.join(NORMALISATIONS)}")
     names = _as_list(machines, root)
-    found = list_machines(root)
-    missing = [n for n in names if n not in found]
-    if missing:
-        load_machine(missing[0], root)  # raises: names the folder and the machines found
     out: list[MachineSeries] = []
     width: int | None = None
     base = smd_root(root)
