@@ -51,6 +51,7 @@ from edgekd.data.smd import SmdData, list_machines, load_smd  # noqa: E402
 from edgekd.data.windows import step_scores  # noqa: E402
 from edgekd.metrics.anomaly import anomaly_report, mean_report  # noqa: E402
 from edgekd.models import build_model  # noqa: E402
+from edgekd.timeseries.scoring import module_predictor, position_errors  # noqa: E402
 from edgekd.timeseries.sequential import ensemble_reconstruction, noisy_sequential_loss  # noqa: E402
 
 MODELS = {
@@ -58,20 +59,6 @@ MODELS = {
     "student fc-ae": ("fc-ae", {"hidden": [64], "latent": 16}),
     "student conv1d-ae": ("conv1d-ae", {"channels": [32, 16], "latent": 16}),
 }
-
-
-@torch.no_grad()
-def position_errors(
-    model: Callable[[torch.Tensor], torch.Tensor], windows: np.ndarray, batch: int = 512
-) -> np.ndarray:
-    """Squared reconstruction error averaged over features: ``(N, length)``."""
-    if isinstance(model, torch.nn.Module):
-        model.eval()
-    out = []
-    for i in range(0, len(windows), batch):
-        x = torch.from_numpy(np.ascontiguousarray(windows[i : i + batch]))
-        out.append(((model(x) - x) ** 2).mean(dim=2).numpy())
-    return np.concatenate(out)
 
 
 def reconstruct_all(model: Callable[[torch.Tensor], torch.Tensor], windows: np.ndarray) -> torch.Tensor:
@@ -116,10 +103,12 @@ def train(
     return losses
 
 
-def evaluate(model: Callable[[torch.Tensor], torch.Tensor], data: SmdData, wins: dict) -> dict:
+def evaluate(models: list[torch.nn.Module], data: SmdData, wins: dict) -> dict:
+    """The anomaly report of the models' mean reconstruction on the (single) machine."""
     m = data.machines[0]
-    val_scores = step_scores(position_errors(model, wins["val"][0]), wins["val"][1], len(m.val))
-    test_scores = step_scores(position_errors(model, wins["test"][0]), wins["test"][1], len(m.test))
+    predict = module_predictor([net.eval() for net in models])
+    val_scores = step_scores(position_errors(predict, wins["val"][0]), wins["val"][1], len(m.val))
+    test_scores = step_scores(position_errors(predict, wins["test"][0]), wins["test"][1], len(m.test))
     rep = anomaly_report(test_scores, m.labels, val_scores)
     rep["val_mse"] = float(val_scores.mean())
     return rep
@@ -144,7 +133,7 @@ def run_machine(name: str, seed: int, args: argparse.Namespace) -> dict[str, dic
         model = build_model(model_name, input_shape=part["shape"], **kw)
         t0 = time.perf_counter()
         losses = train(model, part["x_fit"], args.epochs, args.lr, seed, **loss)
-        rep = evaluate(model, part["data"], part["wins"])
+        rep = evaluate([model], part["data"], part["wins"])
         rep.update(params=sum(p.numel() for p in model.parameters()), train_s=time.perf_counter() - t0,
                    final_train_loss=losses[-1])  # fmt: skip
         out[label] = rep
@@ -182,7 +171,7 @@ def run_machine(name: str, seed: int, args: argparse.Namespace) -> dict[str, dic
                                   previous=prev, alpha=a, fraction=frac))  # fmt: skip
         for n in (2, 3):
             ens = gens[kind][:n]
-            rep = evaluate(lambda x, ens=ens: ensemble_reconstruction(ens, x), full["data"], full["wins"])
+            rep = evaluate(ens, full["data"], full["wins"])
             rep["params"] = sum(p_.numel() for g in ens for p_ in g.parameters())
             out[f"ensemble gen1-{n} {kind} (mean reconstruction)"] = rep
     ens3 = gens["noisy"]

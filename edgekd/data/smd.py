@@ -15,7 +15,7 @@ concatenated window-wise; each keeps its own statistics and its own test labels.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,18 @@ def fit_normaliser(x: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
     return offset.astype(np.float32), scale.astype(np.float32)
 
 
+def _feature_index(features: list[int], width: int, path: Path) -> list[int]:
+    """``features`` as distinct column indices of a ``width``-metric file ``path`` (named in the error)."""
+    idx = [int(f) for f in features]
+    bad = [f for f in idx if not 0 <= f < width]
+    if not idx or bad or len(set(idx)) != len(idx):
+        why = f"{bad} out of range 0..{width - 1}" if bad else "empty or repeated"
+        raise EdgekdError(
+            f"data.options.features: {why} for {path} ({width} metrics); list distinct 0-based column indices"
+        )
+    return idx
+
+
 @dataclass
 class MachineSeries:
     """One machine after splitting and normalisation (float32 series, per-step test labels)."""
@@ -213,6 +225,16 @@ class SmdData:
     @property
     def num_features(self) -> int:
         return int(self.machines[0].fit.shape[1])
+
+    def select(self, features: list[int]) -> SmdData:
+        """Only these metric columns (0-based, in this order) of every machine; the statistics are
+        per column, so they are those of the full file's column."""
+        idx = _feature_index(
+            features, self.num_features, Path(self.root) / "train" / f"{self.machines[0].name}.txt"
+        )
+        machines = [MachineSeries(m.name, m.fit[:, idx], m.val[:, idx], m.test[:, idx], m.labels,
+                                  m.offset[idx], m.scale[idx]) for m in self.machines]  # fmt: skip
+        return replace(self, machines=machines, features=idx)
 
     def windows(self, part: str, copy: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Windows of every machine, concatenated; one machine and ``copy=False``: a strided view."""
@@ -253,8 +275,9 @@ class SmdData:
 
 
 def _as_list(machines: str | list[str] | None, root: str | Path | None) -> list[str]:
+    """The machine names asked for (all found for ``None``/``"all"``); every one must exist."""
+    found = list_machines(root)
     if machines is None or machines == "all":
-        found = list_machines(root)
         if not found:
             raise EdgekdError(
                 f"no SMD machine files in {smd_root(root) / 'train'} (EDGEKD_DATA_DIR={data_dir()}); "
@@ -264,6 +287,9 @@ def _as_list(machines: str | list[str] | None, root: str | Path | None) -> list[
     names = [machines] if isinstance(machines, str) else list(machines)
     if not names:
         raise EdgekdError("data.options.machines is empty; name at least one machine, e.g. [machine-1-6]")
+    missing = [n for n in names if n not in found]
+    if missing:
+        load_machine(missing[0], root)  # raises: names the folder and the machines found
     return names
 
 
@@ -288,20 +314,16 @@ def load_smd(
     if normalise not in NORMALISATIONS:
         raise EdgekdError(f"data.options.normalise={normalise!r}; valid: {', '.join(NORMALISATIONS)}")
     names = _as_list(machines, root)
-    found = list_machines(root)
-    missing = [n for n in names if n not in found]
-    if missing:
-        load_machine(missing[0], root)  # raises: names the folder and the machines found
     out: list[MachineSeries] = []
     width: int | None = None
+    base = smd_root(root)
     for name in names:
         m = load_machine(name, root, width)
         width = m.train.shape[1]
         if features is not None:
-            m = _select(m, features, base=smd_root(root))
+            _feature_index(features, width, base / "train" / f"{name}.txt")  # before the length checks
         n_val = int(round(len(m.train) * val_fraction))
         n_fit = len(m.train) - n_val
-        base = smd_root(root)
         for part, n, path in (("fit", n_fit, base / "train"), ("validation", n_val, base / "train"),
                               ("test", len(m.test), base / "test")):  # fmt: skip
             if n < length:
@@ -317,21 +339,8 @@ def load_smd(
             return ((x - o) / s).astype(np.float32)
 
         out.append(MachineSeries(name, norm(fit_raw), norm(val_raw), norm(m.test), m.labels, offset, scale))
-    return SmdData(out, length, stride, test_stride, val_fraction, normalise, str(smd_root(root)),
-                   list(features) if features is not None else None)  # fmt: skip
-
-
-def _select(m: SmdMachine, features: list[int], base: Path) -> SmdMachine:
-    width = m.train.shape[1]
-    idx = [int(f) for f in features]
-    bad = [f for f in idx if not 0 <= f < width]
-    if not idx or bad or len(set(idx)) != len(idx):
-        why = f"{bad} out of range 0..{width - 1}" if bad else "empty or repeated"
-        raise EdgekdError(
-            f"data.options.features: {why} for {base / 'train' / f'{m.name}.txt'} ({width} metrics); "
-            "list distinct 0-based column indices"
-        )
-    return SmdMachine(m.name, m.train[:, idx], m.test[:, idx], m.labels, m.interpretation)
+    data = SmdData(out, length, stride, test_stride, val_fraction, normalise, str(base))
+    return data if features is None else data.select(features)
 
 
 @dataclass
@@ -340,12 +349,10 @@ class SmdRawData(RawData):
 
     ``x_*`` are windows ``(N, length, features)``; ``y_test`` marks windows holding an anomalous
     step; per-step labels and scoring live in ``smd`` (an ``SmdData``). The registry's random,
-    stratified validation split and global normalisation must not be applied to it: use
-    ``x_val``/``y_val`` as given (the data are already normalised per machine; ``scale`` is 1).
+    stratified validation split and global normalisation must not be applied to it: the base
+    class's ``x_val``/``y_val`` are set and ``normalised`` is true (per machine; ``scale`` is 1).
     """
 
-    x_val: np.ndarray | None = None
-    y_val: np.ndarray | None = None
     smd: SmdData | None = None
 
 
@@ -375,11 +382,13 @@ def smd(
             "data.options.privileged=true needs data.options.features (the student's metric columns); "
             "the privileged input 'all_metrics' holds every metric"
         )
-    data = load_smd(machines, features=features, **kw)
     extra_train: dict[str, np.ndarray] = {}
     extra_test: dict[str, np.ndarray] = {}
-    if privileged:
-        full = load_smd(machines, features=None, **kw)
+    if not privileged:
+        data = load_smd(machines, features=features, **kw)
+    else:
+        full = load_smd(machines, **kw)  # read once: the student's columns are a selection of it
+        data = full.select(features)
         extra_train["all_metrics"] = full.windows("fit")[0]  # a writable copy: the engine feeds it to torch
         extra_test["all_metrics"] = full.windows("test", copy=False)[0]
     x_fit, _, _ = data.windows("fit", copy=False)

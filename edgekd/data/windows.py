@@ -60,8 +60,8 @@ def step_scores(
 ) -> np.ndarray:
     """Per-time-step anomaly score from reconstruction errors of windows.
 
-    ``window_errors`` is ``(N, length)`` (an error per position, e.g. the squared error averaged over
-    features) or ``(N,)`` (one error per window, spread over its positions).
+    ``window_errors`` is ``(N, length)``: an error per position, e.g. the squared error averaged over
+    features (one error per window, ``(N,)``, is refused).
 
     * ``reduce="mean"``: a step's score is the mean error at that step over every window covering it.
     * ``reduce="last"``: the online rule: a step's score is its error in the earliest window covering

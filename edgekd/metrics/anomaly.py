@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import EdgekdError
+from edgekd.profile.accuracy import precision_recall_f1
+from edgekd.profile.accuracy import roc_auc as _rank_auc
 
 DEFAULT_VAL_QUANTILE = 0.99
 
@@ -56,15 +58,7 @@ def point_adjust(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def prf1(pred: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Precision, recall, F1 (0 when undefined) and the counts."""
-    pred = np.asarray(pred).astype(bool).ravel()
-    lab = np.asarray(labels).astype(bool).ravel()
-    tp = int((pred & lab).sum())
-    fp = int((pred & ~lab).sum())
-    fn = int((~pred & lab).sum())
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * p * r / (p + r) if p + r else 0.0
-    return {"precision": p, "recall": r, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
+    return precision_recall_f1(labels, pred)
 
 
 def evaluate_threshold(
@@ -127,23 +121,13 @@ def val_threshold(val_scores: np.ndarray, quantile: float = DEFAULT_VAL_QUANTILE
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve = P(score of an anomaly > score of a normal step), ties count 1/2.
-
-    Computed from average ranks (Mann-Whitney U), O(n log n)."""
+    """Area under the ROC curve = P(score of an anomaly > score of a normal step), ties count 1/2
+    (the profiler's Mann-Whitney rank statistic; here both classes are required)."""
     scores, labels = _check(scores, labels)
-    n_pos = int(labels.sum())
-    n_neg = len(labels) - n_pos
-    if n_pos == 0 or n_neg == 0:
+    auc = _rank_auc(labels, scores)
+    if auc is None:
         raise EdgekdError("roc_auc: needs both normal and anomalous steps")
-    order = np.argsort(scores, kind="stable")
-    s = scores[order]
-    ranks = np.empty(len(s))
-    # average rank (1-based) over each block of equal scores
-    boundaries = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1], [True]]))
-    for a, b in zip(boundaries[:-1], boundaries[1:]):
-        ranks[a:b] = (a + 1 + b) / 2.0
-    pos_rank_sum = ranks[labels[order] == 1].sum()
-    return float((pos_rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return auc
 
 
 def anomaly_report(

@@ -47,15 +47,12 @@ def smd_data_of_run(run_dir: str | Path, *, test_stride: int | None = None) -> S
     return load_smd(**opts)
 
 
-def torch_predictor(paths: Sequence[str | Path], batch: int = 512) -> Predictor:
-    """Mean reconstruction of the model files (one: the model itself), in batches, on the CPU."""
+def module_predictor(models: Sequence[Callable[[Any], Any]], batch: int = 512) -> Predictor:
+    """Mean reconstruction of in-memory torch models (one: the model itself), in batches, no grad."""
     import torch
 
-    from edgekd.models.checkpoint import load_model
-
-    models = [load_model(p)[0].eval() for p in paths]
     if not models:
-        raise EdgekdError("torch_predictor: no model file given")
+        raise EdgekdError("module_predictor: no model given")
 
     def predict(x: np.ndarray) -> np.ndarray:
         outs = []
@@ -66,6 +63,15 @@ def torch_predictor(paths: Sequence[str | Path], batch: int = 512) -> Predictor:
         return np.concatenate(outs)
 
     return predict
+
+
+def torch_predictor(paths: Sequence[str | Path], batch: int = 512) -> Predictor:
+    """Mean reconstruction of the model files (one: the model itself), in batches, on the CPU."""
+    from edgekd.models.checkpoint import load_model
+
+    if not paths:
+        raise EdgekdError("torch_predictor: no model file given")
+    return module_predictor([load_model(p)[0].eval() for p in paths], batch)
 
 
 def tflm_predictor(path: str | Path) -> Predictor:
