@@ -12,7 +12,7 @@ import pytest
 from edgekd.errors import EdgekdError
 from edgekd.export import micro
 from edgekd.export.quantize import CalibrationRecipe, load_npz, load_recipe, select
-from edgekd.targets import Target, list_targets, load_target
+from edgekd.targets import Target, fit_check, list_targets, load_target
 
 REQUIRED_TARGETS = {"tflite-micro", "arduino-nano-33-ble", "stm32f746-disco", "nucleo-l4r5zi", "esp32-s3",
                     "rp2040-pico", "raspberry-pi-4", "android-arm64"}  # fmt: skip
@@ -116,17 +116,17 @@ def _board(ram_kb: float | None, flash_kb: float | None) -> Target:
 
 def test_fit_check_both_ways() -> None:
     # one rule: RAM = the TFLM arena total (inputs/outputs live in it), flash = model bytes
-    ok = micro.fit_check(_board(256, 1024), model_bytes=50_000, arena_total=20_000)
+    ok = fit_check(_board(256, 1024), model_bytes=50_000, arena_total=20_000)
     assert ok["fits"] and all(r["ok"] for r in ok["rows"])
     assert ok["rows"][0]["needed"] == 20_000 and "arena" in ok["rule"]
-    bad = micro.fit_check(_board(16, 32), model_bytes=50_000, arena_total=20_000)
+    bad = fit_check(_board(16, 32), model_bytes=50_000, arena_total=20_000)
     assert not bad["fits"]
     msg = micro.fit_error(bad)
     assert "RAM needs 20,000 B > 16,384 B" in msg and "flash needs 50,000 B > 32,768 B" in msg
-    unlimited = micro.fit_check(_board(None, None), 10**9, 10**9)
+    unlimited = fit_check(_board(None, None), 10**9, 10**9)
     assert unlimited["fits"]
     phone = Target("phone", "mobile", "A76", 2000, None, None, ("litert",), "fp32")
-    not_mcu = micro.fit_check(phone, 10**6, 10**6)
+    not_mcu = fit_check(phone, 10**6, 10**6)
     assert not_mcu["fits"] is None and not_mcu["rows"] == [] and "not a TFLite Micro arena" in not_mcu["note"]
     from rich.console import Console
 

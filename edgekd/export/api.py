@@ -26,7 +26,7 @@ from edgekd.export.context import ExportContext, Log
 from edgekd.export.quantize import MIN_SAMPLES, Samples, calibration_samples
 from edgekd.export.source import EvalSet, declared_task, eval_set, infer_task, load_source
 from edgekd.profile.runtimes import input_layout, run_outputs
-from edgekd.targets import Target, load_target
+from edgekd.targets import Target, fit_check, load_target
 
 FORMATS = ("onnx", "tflite")
 ONNX_QUANTS = ("fp32", "int8")
@@ -259,10 +259,7 @@ def _tflite_stage(ctx: ExportContext) -> None:
     from edgekd.graph import read_tflite
 
     checks, ev = ctx.checks, ctx.eval
-    try:
-        files = routes.convert(ctx, ctx.quants)
-    except tfl.FlexOpError as e:
-        raise ck.flex_op_error(e.ops, ctx.onnx_model, ctx.target_name) from None
+    files = routes.convert(ctx, ctx.quants)  # an MCU int8 file is already checked loadable in TFLM
     flex = [
         o.removeprefix("CUSTOM:Flex")
         for o in read_tflite(files["fp32"]).op_names()
@@ -345,19 +342,15 @@ def _micro_stage(ctx: ExportContext, data: bytes, path: Path, model: Any, litert
     checks, ev, tgt = ctx.checks, ctx.eval, ctx.tgt
     assert tgt is not None
     ops = model.op_names()
-    missing = [n for n in ops if n not in micro.RESOLVER_METHODS]
-    if missing:
-        raise ck.unsupported_op_error(
-            model, ctx.onnx_model, "TFLite Micro has no kernel for it", missing, tgt.name
-        )
     ctx.log.step(f"loading the int8 model in TFLite Micro (ops: {', '.join(ops)})")
     try:
         arena = measure_arena(data)
     except EdgekdError as e:
         raise ck.unsupported_op_error(model, ctx.onnx_model, str(e), None, tgt.name) from None
-    atomic_write_json(ctx.stage / "arena.json", micro.arena_report(arena))
+    arena_report = micro.arena_report(arena)
+    atomic_write_json(ctx.stage / "arena.json", arena_report)
     micro.write_c_files(ctx.stage, data, ops)
-    ctx.record["micro"] = {"arena": micro.arena_report(arena), "resolver": micro.resolver_methods(ops),
+    ctx.record["micro"] = {"arena": arena_report, "resolver": micro.resolver_methods(ops),
                            "c_array": "g_model", "c_array_len": "g_model_len"}  # fmt: skip
     n = len(ev.x)  # already capped to tflm_samples
     tflm_out = run_outputs("tflm", path, ev.x, channels_last=ctx.channels_last)
@@ -371,7 +364,7 @@ def _micro_stage(ctx: ExportContext, data: bytes, path: Path, model: Any, litert
     checks["tflm_vs_litert_reference_kernels_max_abs_diff"] = ck.max_abs_diff(tflm_out, ref_kernels)
     ctx.log.step(f"TFLite Micro arena {arena['total']:,} B (head {arena['head']:,}, tail {arena['tail']:,}); "
                  f"TFLM vs LiteRT reference kernels max |diff| {checks['tflm_vs_litert_reference_kernels_max_abs_diff']:.3g} on {n}")  # fmt: skip
-    fit = micro.fit_check(tgt, len(data), arena["total"])
+    fit = fit_check(tgt, len(data), arena["total"])
     ctx.record["fit"] = fit
     ctx.log.console.print(micro.fit_table(fit))
     if fit["fits"] is False:

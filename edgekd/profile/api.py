@@ -192,16 +192,13 @@ def _file_facts(path: Path) -> dict[str, Any]:
     return facts
 
 
-def _task(data: EvalData, rt: Any, outputs: np.ndarray) -> str:
-    """The data's task, else ``reconstruction`` when the model outputs as many values as it takes."""
+def _task(data: EvalData, outputs: np.ndarray) -> str:
+    """The data's task, else the export's rule (:func:`edgekd.export.source.infer_task`)."""
     if data.task:
         return data.task
-    n_in = int(np.prod(data.x.shape[1:]))
-    return (
-        "reconstruction"
-        if outputs.reshape(len(outputs), -1).shape[1] == n_in and n_in > 2
-        else "classification"
-    )
+    from edgekd.export.source import infer_task
+
+    return infer_task(tuple(data.x.shape[1:]), int(outputs.reshape(len(outputs), -1).shape[1]))[0]
 
 
 def _model_inputs(rt: Any, data: EvalData) -> np.ndarray:
@@ -212,7 +209,7 @@ def _model_inputs(rt: Any, data: EvalData) -> np.ndarray:
 
 def _accuracy(rt: Any, data: EvalData, outputs: np.ndarray, teacher: np.ndarray | None) -> dict[str, Any]:
     """Metrics of one row; ``teacher`` is the reference model's outputs on the same data."""
-    task = _task(data, rt, outputs)
+    task = _task(data, outputs)
     out = outputs.reshape(len(outputs), -1)
     if task == "reconstruction":
         x = _model_inputs(rt, data)
