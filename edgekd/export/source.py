@@ -52,7 +52,8 @@ class EvalSet:
     note: str = ""
 
 
-def _data_info(path: Path) -> dict[str, Any]:
+def read_data_info(path: Path) -> dict[str, Any]:
+    """A ``data.json`` data description; one-line EdgekdError when unreadable."""
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -63,7 +64,7 @@ def _data_and_splits(path: Path) -> tuple[dict[str, Any], Any]:
     """The data description at ``path`` (``{}`` when absent) and the splits it names (None when absent)."""
     if not path.exists():
         return {}, None
-    info = _data_info(path)
+    info = read_data_info(path)
     if not info:
         return info, None
     from edgekd.data import load_data_from_info

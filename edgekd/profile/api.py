@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import os
 import platform
 from collections.abc import Iterable
@@ -92,11 +91,9 @@ def resolve_data(data: Any, samples: int | None = None) -> EvalData | None:
         return data
     p = Path(str(data)).expanduser()
     if p.suffix == ".json":
-        try:
-            info = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise EdgekdError(f"{p}: cannot read data description ({e})") from None
-        return data_from_info(info, samples)
+        from edgekd.export.source import read_data_info
+
+        return data_from_info(read_data_info(p), samples)
     if p.suffix == ".npz":
         try:
             with np.load(p, allow_pickle=False) as f:
