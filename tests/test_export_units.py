@@ -11,7 +11,7 @@ import pytest
 
 from edgekd.errors import EdgekdError
 from edgekd.export import micro
-from edgekd.export.quantize import CalibrationRecipe, load_npz, load_recipe, select
+from edgekd.export.quantize import CalibrationRecipe, load_recipe, read_npz, select
 from edgekd.targets import Target, fit_check, list_targets, load_target
 
 REQUIRED_TARGETS = {"tflite-micro", "arduino-nano-33-ble", "stm32f746-disco", "nucleo-l4r5zi", "esp32-s3",
@@ -90,23 +90,23 @@ def test_calibration_npz_errors(tmp_path: Path) -> None:
     shape = (1, 8, 8)
     good = tmp_path / "good.npz"
     np.savez(good, x=np.zeros((120, *shape), np.float32))
-    assert load_npz(good, shape).shape == (120, *shape)
+    assert read_npz(good, shape).x.shape == (120, *shape)
     wrong_shape = tmp_path / "shape.npz"
     np.savez(wrong_shape, x=np.zeros((10, 8, 8, 1), np.float32))
     with pytest.raises(EdgekdError, match=r"shape.npz.*expected \(N, 1, 8, 8\)"):
-        load_npz(wrong_shape, shape)
+        read_npz(wrong_shape, shape)
     wrong_dtype = tmp_path / "dtype.npz"
     np.savez(wrong_dtype, x=np.zeros((10, *shape), np.uint8))
     with pytest.raises(EdgekdError, match="dtype.npz.*dtype uint8"):
-        load_npz(wrong_dtype, shape)
+        read_npz(wrong_dtype, shape)
     wrong_range = tmp_path / "range.npz"
     np.savez(wrong_range, x=np.full((10, *shape), 255.0, np.float32))
     with pytest.raises(EdgekdError, match="range.npz.*training preprocessing"):
-        load_npz(wrong_range, shape, ref_range=(-1.0, 3.0))
+        read_npz(wrong_range, shape, ref_range=(-1.0, 3.0))
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a zip file")
     with pytest.raises(EdgekdError, match="junk.npz: cannot read"):
-        load_npz(junk, shape)
+        read_npz(junk, shape)
 
 
 def _board(ram_kb: float | None, flash_kb: float | None) -> Target:
@@ -165,14 +165,15 @@ def _compile_and_dump(folder: Path, expected: bytes) -> None:
 
 
 def test_calibration_warns_below_100(tmp_path: Path) -> None:
-    from edgekd.export.quantize import calibration_data
+    from edgekd.export.quantize import calibration_samples
 
     p = tmp_path / "few.npz"
     np.savez(p, x=np.zeros((50, 1, 8, 8), np.float32))
-    x, info = calibration_data(p, (1, 8, 8), None)
+    samples, info = calibration_samples(p, (1, 8, 8), None)
+    x = samples.x
     assert len(x) == 50 and "50 calibration samples" in info["warning"]
     with pytest.raises(EdgekdError, match="pass --calibration data.npz"):
-        calibration_data(None, (1, 8, 8), None)
+        calibration_samples(None, (1, 8, 8), None)
 
 
 def test_task_record_and_inference(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from edgekd.export import micro, routes
 from edgekd.export import onnx as ox
 from edgekd.export import tflite as tfl
 from edgekd.export.context import ExportContext, Log
-from edgekd.export.quantize import MIN_SAMPLES, Samples, calibration_samples
+from edgekd.export.quantize import MIN_SAMPLES, Samples, calibration_samples, train_range
 from edgekd.export.source import EvalSet, declared_task, eval_set, infer_task, load_source
 from edgekd.profile.runtimes import input_layout, run_outputs
 from edgekd.targets import Target, fit_check, load_target
@@ -133,12 +133,10 @@ def export_model(
     else:
         out_dir = src.path.parent / f"{src.path.stem}_export" / name
 
-    ref_range = None
-    if src.splits is not None:
-        ref_range = (float(src.splits.train.x.min()), float(src.splits.train.x.max()))
+    ref_range = train_range(src.splits)
     calib, calib_info = (None, None)
     if "int8" in quants:
-        calib, calib_info = calibration_samples(calibration, src.input_shape, src.splits)
+        calib, calib_info = calibration_samples(calibration, src.input_shape, src.splits, ref_range)
     ev, calib_used, eval_npz = eval_set(src, eval_data, calib, calibration, ref_range)
     if calib is not None and calib_used is not None and len(calib_used.x) != len(calib.x):
         calib_info.update(
@@ -184,7 +182,7 @@ def export_model(
         ctx = ExportContext(src=src, tgt=tgt, quants=quants, work=Path(work_s), stage=stage, out_dir=out_dir,
                             record=record, log=log, eval=ev, calib=calib_used, tflm_samples=tflm_samples,
                             route=route)  # fmt: skip
-        _onnx_stage(ctx, calib_used, eval_npz)
+        _onnx_stage(ctx, eval_npz)
         write_onnx = fmt == "onnx" or (tgt is not None and ("onnxruntime" in tgt.runtimes or tgt.is_mcu))
         if write_onnx:
             shutil.copy2(ctx.onnx_path, stage / "model.onnx")
@@ -206,7 +204,7 @@ def export_model(
     return out_dir
 
 
-def _onnx_stage(ctx: ExportContext, calib: Samples | None, eval_npz: Samples | None) -> None:
+def _onnx_stage(ctx: ExportContext, eval_npz: Samples | None) -> None:
     """Write the ONNX model, run it on the evaluation set (the float reference) and settle the task."""
     src, checks, ev = ctx.src, ctx.checks, ctx.eval
     ctx.onnx_path = ctx.work / "model.onnx"
@@ -233,7 +231,7 @@ def _onnx_stage(ctx: ExportContext, calib: Samples | None, eval_npz: Samples | N
         checks["onnx_max_abs_diff"], _ = ck.check_fp32("ONNX (onnxruntime)", ort_fp32, ref, "PyTorch")
     else:
         ctx.ref, ctx.ref_name = ort_fp32, "ONNX (onnxruntime)"
-    task, how = declared_task(src, eval_npz, calib)
+    task, how = declared_task(src, eval_npz, ctx.calib)
     if task is None:
         task, how = infer_task(src.input_shape, int(ctx.ref.shape[1]))
     ctx.task = task
