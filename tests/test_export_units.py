@@ -11,8 +11,8 @@ import pytest
 
 from edgekd.errors import EdgekdError
 from edgekd.export import micro
-from edgekd.export.quantize import CalibrationRecipe, load_npz, load_recipe, select
-from edgekd.targets import Target, list_targets, load_target
+from edgekd.export.quantize import CalibrationRecipe, load_recipe, read_npz, select
+from edgekd.targets import Target, fit_check, list_targets, load_target
 
 REQUIRED_TARGETS = {"tflite-micro", "arduino-nano-33-ble", "stm32f746-disco", "nucleo-l4r5zi", "esp32-s3",
                     "rp2040-pico", "raspberry-pi-4", "android-arm64"}  # fmt: skip
@@ -90,23 +90,23 @@ def test_calibration_npz_errors(tmp_path: Path) -> None:
     shape = (1, 8, 8)
     good = tmp_path / "good.npz"
     np.savez(good, x=np.zeros((120, *shape), np.float32))
-    assert load_npz(good, shape).shape == (120, *shape)
+    assert read_npz(good, shape).x.shape == (120, *shape)
     wrong_shape = tmp_path / "shape.npz"
     np.savez(wrong_shape, x=np.zeros((10, 8, 8, 1), np.float32))
     with pytest.raises(EdgekdError, match=r"shape.npz.*expected \(N, 1, 8, 8\)"):
-        load_npz(wrong_shape, shape)
+        read_npz(wrong_shape, shape)
     wrong_dtype = tmp_path / "dtype.npz"
     np.savez(wrong_dtype, x=np.zeros((10, *shape), np.uint8))
     with pytest.raises(EdgekdError, match="dtype.npz.*dtype uint8"):
-        load_npz(wrong_dtype, shape)
+        read_npz(wrong_dtype, shape)
     wrong_range = tmp_path / "range.npz"
     np.savez(wrong_range, x=np.full((10, *shape), 255.0, np.float32))
     with pytest.raises(EdgekdError, match="range.npz.*training preprocessing"):
-        load_npz(wrong_range, shape, ref_range=(-1.0, 3.0))
+        read_npz(wrong_range, shape, ref_range=(-1.0, 3.0))
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"not a zip file")
     with pytest.raises(EdgekdError, match="junk.npz: cannot read"):
-        load_npz(junk, shape)
+        read_npz(junk, shape)
 
 
 def _board(ram_kb: float | None, flash_kb: float | None) -> Target:
@@ -116,17 +116,17 @@ def _board(ram_kb: float | None, flash_kb: float | None) -> Target:
 
 def test_fit_check_both_ways() -> None:
     # one rule: RAM = the TFLM arena total (inputs/outputs live in it), flash = model bytes
-    ok = micro.fit_check(_board(256, 1024), model_bytes=50_000, arena_total=20_000)
+    ok = fit_check(_board(256, 1024), model_bytes=50_000, arena_total=20_000)
     assert ok["fits"] and all(r["ok"] for r in ok["rows"])
     assert ok["rows"][0]["needed"] == 20_000 and "arena" in ok["rule"]
-    bad = micro.fit_check(_board(16, 32), model_bytes=50_000, arena_total=20_000)
+    bad = fit_check(_board(16, 32), model_bytes=50_000, arena_total=20_000)
     assert not bad["fits"]
     msg = micro.fit_error(bad)
     assert "RAM needs 20,000 B > 16,384 B" in msg and "flash needs 50,000 B > 32,768 B" in msg
-    unlimited = micro.fit_check(_board(None, None), 10**9, 10**9)
+    unlimited = fit_check(_board(None, None), 10**9, 10**9)
     assert unlimited["fits"]
     phone = Target("phone", "mobile", "A76", 2000, None, None, ("litert",), "fp32")
-    not_mcu = micro.fit_check(phone, 10**6, 10**6)
+    not_mcu = fit_check(phone, 10**6, 10**6)
     assert not_mcu["fits"] is None and not_mcu["rows"] == [] and "not a TFLite Micro arena" in not_mcu["note"]
     from rich.console import Console
 
@@ -165,14 +165,15 @@ def _compile_and_dump(folder: Path, expected: bytes) -> None:
 
 
 def test_calibration_warns_below_100(tmp_path: Path) -> None:
-    from edgekd.export.quantize import calibration_data
+    from edgekd.export.quantize import calibration_samples
 
     p = tmp_path / "few.npz"
     np.savez(p, x=np.zeros((50, 1, 8, 8), np.float32))
-    x, info = calibration_data(p, (1, 8, 8), None)
+    samples, info = calibration_samples(p, (1, 8, 8), None)
+    x = samples.x
     assert len(x) == 50 and "50 calibration samples" in info["warning"]
     with pytest.raises(EdgekdError, match="pass --calibration data.npz"):
-        calibration_data(None, (1, 8, 8), None)
+        calibration_samples(None, (1, 8, 8), None)
 
 
 def test_task_record_and_inference(tmp_path: Path) -> None:

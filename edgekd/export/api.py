@@ -23,10 +23,10 @@ from edgekd.export import micro, routes
 from edgekd.export import onnx as ox
 from edgekd.export import tflite as tfl
 from edgekd.export.context import ExportContext, Log
-from edgekd.export.quantize import MIN_SAMPLES, Samples, calibration_samples
+from edgekd.export.quantize import MIN_SAMPLES, Samples, calibration_samples, train_range
 from edgekd.export.source import EvalSet, declared_task, eval_set, infer_task, load_source
 from edgekd.profile.runtimes import input_layout, run_outputs
-from edgekd.targets import Target, load_target
+from edgekd.targets import Target, fit_check, load_target
 
 FORMATS = ("onnx", "tflite")
 ONNX_QUANTS = ("fp32", "int8")
@@ -133,12 +133,10 @@ def export_model(
     else:
         out_dir = src.path.parent / f"{src.path.stem}_export" / name
 
-    ref_range = None
-    if src.splits is not None:
-        ref_range = (float(src.splits.train.x.min()), float(src.splits.train.x.max()))
+    ref_range = train_range(src.splits)
     calib, calib_info = (None, None)
     if "int8" in quants:
-        calib, calib_info = calibration_samples(calibration, src.input_shape, src.splits)
+        calib, calib_info = calibration_samples(calibration, src.input_shape, src.splits, ref_range)
     ev, calib_used, eval_npz = eval_set(src, eval_data, calib, calibration, ref_range)
     if calib is not None and calib_used is not None and len(calib_used.x) != len(calib.x):
         calib_info.update(
@@ -184,7 +182,7 @@ def export_model(
         ctx = ExportContext(src=src, tgt=tgt, quants=quants, work=Path(work_s), stage=stage, out_dir=out_dir,
                             record=record, log=log, eval=ev, calib=calib_used, tflm_samples=tflm_samples,
                             route=route)  # fmt: skip
-        _onnx_stage(ctx, calib_used, eval_npz)
+        _onnx_stage(ctx, eval_npz)
         write_onnx = fmt == "onnx" or (tgt is not None and ("onnxruntime" in tgt.runtimes or tgt.is_mcu))
         if write_onnx:
             shutil.copy2(ctx.onnx_path, stage / "model.onnx")
@@ -206,7 +204,7 @@ def export_model(
     return out_dir
 
 
-def _onnx_stage(ctx: ExportContext, calib: Samples | None, eval_npz: Samples | None) -> None:
+def _onnx_stage(ctx: ExportContext, eval_npz: Samples | None) -> None:
     """Write the ONNX model, run it on the evaluation set (the float reference) and settle the task."""
     src, checks, ev = ctx.src, ctx.checks, ctx.eval
     ctx.onnx_path = ctx.work / "model.onnx"
@@ -233,7 +231,7 @@ def _onnx_stage(ctx: ExportContext, calib: Samples | None, eval_npz: Samples | N
         checks["onnx_max_abs_diff"], _ = ck.check_fp32("ONNX (onnxruntime)", ort_fp32, ref, "PyTorch")
     else:
         ctx.ref, ctx.ref_name = ort_fp32, "ONNX (onnxruntime)"
-    task, how = declared_task(src, eval_npz, calib)
+    task, how = declared_task(src, eval_npz, ctx.calib)
     if task is None:
         task, how = infer_task(src.input_shape, int(ctx.ref.shape[1]))
     ctx.task = task
@@ -259,10 +257,7 @@ def _tflite_stage(ctx: ExportContext) -> None:
     from edgekd.graph import read_tflite
 
     checks, ev = ctx.checks, ctx.eval
-    try:
-        files = routes.convert(ctx, ctx.quants)
-    except tfl.FlexOpError as e:
-        raise ck.flex_op_error(e.ops, ctx.onnx_model, ctx.target_name) from None
+    files = routes.convert(ctx, ctx.quants)  # an MCU int8 file is already checked loadable in TFLM
     flex = [
         o.removeprefix("CUSTOM:Flex")
         for o in read_tflite(files["fp32"]).op_names()
@@ -345,19 +340,15 @@ def _micro_stage(ctx: ExportContext, data: bytes, path: Path, model: Any, litert
     checks, ev, tgt = ctx.checks, ctx.eval, ctx.tgt
     assert tgt is not None
     ops = model.op_names()
-    missing = [n for n in ops if n not in micro.RESOLVER_METHODS]
-    if missing:
-        raise ck.unsupported_op_error(
-            model, ctx.onnx_model, "TFLite Micro has no kernel for it", missing, tgt.name
-        )
     ctx.log.step(f"loading the int8 model in TFLite Micro (ops: {', '.join(ops)})")
     try:
         arena = measure_arena(data)
     except EdgekdError as e:
         raise ck.unsupported_op_error(model, ctx.onnx_model, str(e), None, tgt.name) from None
-    atomic_write_json(ctx.stage / "arena.json", micro.arena_report(arena))
+    arena_report = micro.arena_report(arena)
+    atomic_write_json(ctx.stage / "arena.json", arena_report)
     micro.write_c_files(ctx.stage, data, ops)
-    ctx.record["micro"] = {"arena": micro.arena_report(arena), "resolver": micro.resolver_methods(ops),
+    ctx.record["micro"] = {"arena": arena_report, "resolver": micro.resolver_methods(ops),
                            "c_array": "g_model", "c_array_len": "g_model_len"}  # fmt: skip
     n = len(ev.x)  # already capped to tflm_samples
     tflm_out = run_outputs("tflm", path, ev.x, channels_last=ctx.channels_last)
@@ -371,7 +362,7 @@ def _micro_stage(ctx: ExportContext, data: bytes, path: Path, model: Any, litert
     checks["tflm_vs_litert_reference_kernels_max_abs_diff"] = ck.max_abs_diff(tflm_out, ref_kernels)
     ctx.log.step(f"TFLite Micro arena {arena['total']:,} B (head {arena['head']:,}, tail {arena['tail']:,}); "
                  f"TFLM vs LiteRT reference kernels max |diff| {checks['tflm_vs_litert_reference_kernels_max_abs_diff']:.3g} on {n}")  # fmt: skip
-    fit = micro.fit_check(tgt, len(data), arena["total"])
+    fit = fit_check(tgt, len(data), arena["total"])
     ctx.record["fit"] = fit
     ctx.log.console.print(micro.fit_table(fit))
     if fit["fits"] is False:

@@ -194,12 +194,14 @@ def onnx_layers_of_type(onnx_model: Any | None, op_types: list[str]) -> list[str
 
     paths = node_module_paths(onnx_model)
     wanted = {_norm(t) for t in op_types}
-    out = []
-    for n in onnx_model.graph.node:
-        if _norm(n.op_type) in wanted:
-            info = {"onnx_node": n.name, "onnx_op": n.op_type, "layer": paths.get(n.name, "")}
-            out.append(describe_layer(info))
-    return out
+    return [describe_node(n, paths) for n in onnx_model.graph.node if _norm(n.op_type) in wanted]
+
+
+def describe_node(node: Any, paths: dict[str, str]) -> str:
+    """:func:`describe_layer` of an ONNX node (``paths``: :func:`~edgekd.export.onnx.node_module_paths`)."""
+    return describe_layer(
+        {"onnx_node": node.name, "onnx_op": node.op_type, "layer": paths.get(node.name, "")}
+    )
 
 
 def flex_op_error(ops: list[str], onnx_model: Any | None, target: str) -> EdgekdError:

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import EdgekdError
+from edgekd.graph.rewrites import MAX_CONCAT_INPUTS
 
-MAX_CONCAT = 8
+MAX_CONCAT = MAX_CONCAT_INPUTS  # the same group size as the flatbuffer rewrite of the litert-torch route
 Pass = Callable[["_Builder", Any], list[Any]]
 LOWERINGS: dict[str, Pass] = {}
 

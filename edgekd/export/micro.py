@@ -120,13 +120,6 @@ def arena_report(measured: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def fit_check(target: Any, model_bytes: int, arena_total: int) -> dict[str, Any]:
-    """The fit rule of :func:`edgekd.targets.fit_check` (RAM = arena total, flash = model bytes)."""
-    from edgekd.targets import fit_check as rule
-
-    return rule(target, model_bytes, arena_total)
-
-
 def fit_table(fit: dict[str, Any]) -> Any:
     """A rich table of the fit check."""
     from rich.table import Table

@@ -174,28 +174,22 @@ def read_npz(
     return Samples(x, y, normalize_task(task_arr, f"{p}: array 'task'"))
 
 
-def load_npz(
-    path: str | Path, input_shape: tuple[int, ...], ref_range: tuple[float, float] | None = None
-) -> np.ndarray:
-    """The checked ``x`` of :func:`read_npz` (calibration samples)."""
-    return read_npz(path, input_shape, ref_range).x
-
-
-def calibration_data(
-    calibration: str | Path | None, input_shape: tuple[int, ...], splits: Any | None
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Calibration samples and a description for ``export.json``; warns (in the info) below 100 samples."""
-    samples, info = calibration_samples(calibration, input_shape, splits)
-    return samples.x, info
+def train_range(splits: Any | None) -> tuple[float, float] | None:
+    """(min, max) of the training inputs, which an ``.npz``'s ``x`` is checked against (None without splits)."""
+    if splits is None:
+        return None
+    return float(splits.train.x.min()), float(splits.train.x.max())
 
 
 def calibration_samples(
-    calibration: str | Path | None, input_shape: tuple[int, ...], splits: Any | None
+    calibration: str | Path | None,
+    input_shape: tuple[int, ...],
+    splits: Any | None,
+    ref_range: tuple[float, float] | None = None,
 ) -> tuple[Samples, dict[str, Any]]:
-    """Like :func:`calibration_data`, keeping an ``.npz``'s labels and task."""
-    ref = None
-    if splits is not None:
-        ref = (float(splits.train.x.min()), float(splits.train.x.max()))
+    """Calibration samples (an ``.npz``'s labels and task kept) and a description for ``export.json``;
+    warns (in the info) below :data:`MIN_SAMPLES` samples. ``ref_range``: :func:`train_range` when known."""
+    ref = ref_range if ref_range is not None else train_range(splits)
     samples = None
     if calibration is not None and str(calibration).endswith(".npz"):
         samples = read_npz(calibration, input_shape, ref)

@@ -48,7 +48,7 @@ class RouteUnavailable(EdgekdError):
 
 
 def _layer_of_node(ctx: ExportContext, node: str | None) -> str:
-    from edgekd.export.checks import describe_layer
+    from edgekd.export.checks import describe_node
     from edgekd.export.onnx import node_module_paths
 
     if not node or ctx.onnx_model is None:
@@ -56,12 +56,7 @@ def _layer_of_node(ctx: ExportContext, node: str | None) -> str:
     found = [n for n in ctx.onnx_model.graph.node if n.name == node]
     if not found:
         return f" at ONNX node '{node}'"
-    info = {
-        "onnx_node": node,
-        "onnx_op": found[0].op_type,
-        "layer": node_module_paths(ctx.onnx_model).get(node, ""),
-    }
-    return f" at {describe_layer(info)}"
+    return f" at {describe_node(found[0], node_module_paths(ctx.onnx_model))}"
 
 
 @register_route("onnx2tf", ("fp32", "fp16", "dynamic", "int8"))

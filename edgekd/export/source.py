@@ -52,11 +52,24 @@ class EvalSet:
     note: str = ""
 
 
-def _data_info(path: Path) -> dict[str, Any]:
+def read_data_info(path: Path) -> dict[str, Any]:
+    """A ``data.json`` data description; one-line EdgekdError when unreadable."""
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise EdgekdError(f"{path}: cannot read data description ({e})") from None
+
+
+def _data_and_splits(path: Path) -> tuple[dict[str, Any], Any]:
+    """The data description at ``path`` (``{}`` when absent) and the splits it names (None when absent)."""
+    if not path.exists():
+        return {}, None
+    info = read_data_info(path)
+    if not info:
+        return info, None
+    from edgekd.data import load_data_from_info
+
+    return info, load_data_from_info(info)
 
 
 def load_source(path: Any, input_shape: tuple[int, ...] | None = None) -> Source:
@@ -76,12 +89,7 @@ def load_source(path: Any, input_shape: tuple[int, ...] | None = None) -> Source
 
         run = RunFolder(p)
         model, record = load_model(run.trained_model())
-        info = _data_info(run.data_info) if run.data_info.exists() else {}
-        splits = None
-        if info:
-            from edgekd.data import load_data_from_info
-
-            splits = load_data_from_info(info)
+        info, splits = _data_and_splits(run.data_info)
         shape = tuple(int(s) for s in record["kwargs"].get("input_shape", ()))
         if not shape and splits is not None:
             shape = tuple(int(s) for s in splits.input_shape)
@@ -99,12 +107,7 @@ def load_source(path: Any, input_shape: tuple[int, ...] | None = None) -> Source
 
         model, record = load_model(p)
         shape = tuple(int(s) for s in record["kwargs"].get("input_shape", ()))
-        info = _data_info(p.parent / "data.json") if (p.parent / "data.json").exists() else {}
-        splits = None
-        if info:
-            from edgekd.data import load_data_from_info
-
-            splits = load_data_from_info(info)
+        info, splits = _data_and_splits(p.parent / "data.json")
         return Source("checkpoint", p, shape, model, record, splits=splits, data_info=info)
     raise EdgekdError(f"{p}: not a run folder, a .onnx file or an edgekd .pt model")
 

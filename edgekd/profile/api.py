@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import os
 import platform
 from collections.abc import Iterable
@@ -92,11 +91,9 @@ def resolve_data(data: Any, samples: int | None = None) -> EvalData | None:
         return data
     p = Path(str(data)).expanduser()
     if p.suffix == ".json":
-        try:
-            info = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise EdgekdError(f"{p}: cannot read data description ({e})") from None
-        return data_from_info(info, samples)
+        from edgekd.export.source import read_data_info
+
+        return data_from_info(read_data_info(p), samples)
     if p.suffix == ".npz":
         try:
             with np.load(p, allow_pickle=False) as f:
@@ -192,16 +189,13 @@ def _file_facts(path: Path) -> dict[str, Any]:
     return facts
 
 
-def _task(data: EvalData, rt: Any, outputs: np.ndarray) -> str:
-    """The data's task, else ``reconstruction`` when the model outputs as many values as it takes."""
+def _task(data: EvalData, outputs: np.ndarray) -> str:
+    """The data's task, else the export's rule (:func:`edgekd.export.source.infer_task`)."""
     if data.task:
         return data.task
-    n_in = int(np.prod(data.x.shape[1:]))
-    return (
-        "reconstruction"
-        if outputs.reshape(len(outputs), -1).shape[1] == n_in and n_in > 2
-        else "classification"
-    )
+    from edgekd.export.source import infer_task
+
+    return infer_task(tuple(data.x.shape[1:]), int(outputs.reshape(len(outputs), -1).shape[1]))[0]
 
 
 def _model_inputs(rt: Any, data: EvalData) -> np.ndarray:
@@ -212,7 +206,7 @@ def _model_inputs(rt: Any, data: EvalData) -> np.ndarray:
 
 def _accuracy(rt: Any, data: EvalData, outputs: np.ndarray, teacher: np.ndarray | None) -> dict[str, Any]:
     """Metrics of one row; ``teacher`` is the reference model's outputs on the same data."""
-    task = _task(data, rt, outputs)
+    task = _task(data, outputs)
     out = outputs.reshape(len(outputs), -1)
     if task == "reconstruction":
         x = _model_inputs(rt, data)

@@ -8,19 +8,11 @@ from typing import Any
 
 from edgekd.profile.report.plots import PLOT_SECTIONS, make_plots
 from edgekd.profile.report.tables import (
-    CROSS_HEADERS,
-    ESTIMATE_HEADERS,
     FIT_HEADERS,
-    LATENCY_HEADERS,
-    MEMORY_HEADERS,
     SUMMARY_HEADERS,
-    _accuracy_rows,
-    _cross_rows,
-    _estimate_rows,
-    _latency_rows,
-    _memory_rows,
-    _per_class_rows,
+    detail_sections,
     fit_rows,
+    per_class_rows,
     summary_rows,
 )
 
@@ -161,23 +153,19 @@ def render_html(report: dict[str, Any], plots: list[dict[str, Any]] | None = Non
             out.append('<p class="empty">Not available for these artifacts.</p>')
         out.append("</section>")
 
-    detail = [
-        ("accuracy", "Accuracy", *_accuracy_rows(report)),
-        ("student-vs-teacher", "Student vs teacher (counts on the test data)", CROSS_HEADERS, _cross_rows(report)),
-        ("latency", "Latency and host memory", LATENCY_HEADERS, _latency_rows(report)),
-        ("memory", "Model memory", MEMORY_HEADERS, _memory_rows(report)),
-        ("mcu-estimate", "MCU latency estimate (from MACs × cycles/MAC ÷ clock; an estimate, not a measurement)",
-         ESTIMATE_HEADERS, _estimate_rows(report)),
-    ]  # fmt: skip
+    section_titles = {"accuracy": "Accuracy", "student-vs-teacher": "Student vs teacher (counts on the test data)",
+                      "latency": "Latency and host memory", "memory": "Model memory",
+                      "mcu-estimate": "MCU latency estimate (from MACs × cycles/MAC ÷ clock; an estimate, not a measurement)"}  # fmt: skip
     section_notes = _section_notes(report)
-    for sid, title, heads, rows in detail:
+    for sid, heads, rows in detail_sections(report):
+        title = section_titles[sid]
         if rows:
             left = {"latency": 2, "memory": 2, "mcu-estimate": 2}.get(sid, 1)
             note = "".join(f'<p class="note">{esc(n)}</p>' for n in section_notes.get(sid, []))
             out.append(
                 f'<section id="{sid}"><h2>{esc(title)}</h2>{_html_table(heads, rows, left=left)}{note}</section>'
             )
-    ph, pr = _per_class_rows(report)
+    ph, pr = per_class_rows(report)
     if pr:
         out.append(f'<section id="per-class"><h2>Per-class accuracy</h2>{_html_table(ph, pr)}</section>')
     if report.get("notes"):

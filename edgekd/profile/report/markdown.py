@@ -5,21 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from edgekd.profile.report.tables import (
-    CROSS_HEADERS,
-    ESTIMATE_HEADERS,
     FIT_HEADERS,
-    LATENCY_HEADERS,
-    MEMORY_HEADERS,
     SUMMARY_HEADERS,
-    _accuracy_rows,
-    _cross_rows,
-    _estimate_rows,
-    _latency_rows,
-    _memory_rows,
-    _per_class_rows,
+    detail_sections,
     fit_rows,
+    per_class_rows,
     summary_rows,
 )
+
+TITLES = {"accuracy": "Accuracy", "student-vs-teacher": "Student vs teacher", "latency": "Latency and host memory",
+          "memory": "Model memory", "mcu-estimate": "MCU latency estimate (from MACs, not measured)"}  # fmt: skip
 
 
 def _md_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -48,18 +43,12 @@ def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = 
     srows = summary_rows(report)
     heads = list(SUMMARY_HEADERS.values()) + ["Error"]
     parts.append(_md_table(heads, [[r[k] for k in SUMMARY_HEADERS] + [r["error"]] for r in srows]))
-    sections = [
-        ("Fit per target", FIT_HEADERS, fit_rows(report)),
-        ("Accuracy", *_accuracy_rows(report)),
-        ("Student vs teacher", CROSS_HEADERS, _cross_rows(report)),
-        ("Latency and host memory", LATENCY_HEADERS, _latency_rows(report)),
-        ("Model memory", MEMORY_HEADERS, _memory_rows(report)),
-        ("MCU latency estimate (from MACs, not measured)", ESTIMATE_HEADERS, _estimate_rows(report)),
-    ]
+    sections = [("Fit per target", FIT_HEADERS, fit_rows(report))]
+    sections += [(TITLES[sid], heads, rows) for sid, heads, rows in detail_sections(report)]
     for title, heads, rows in sections:
         if rows:
             parts += ["", f"## {title}", "", _md_table(heads, rows)]
-    ph, pr = _per_class_rows(report)
+    ph, pr = per_class_rows(report)
     if pr:
         parts += ["", "## Per-class accuracy", "", _md_table(ph, pr)]
     if plot_files:

@@ -208,7 +208,18 @@ def _estimate_rows(report: dict[str, Any]) -> list[list[str]]:
 ESTIMATE_HEADERS = ["Artifact", "Target", "Estimated latency (ms)", "MACs", "Clock", "Cycles/MAC"]
 
 
-def _per_class_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def detail_sections(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The detail tables every report renders, in order: ``(section id, headers, rows)``."""
+    return [
+        ("accuracy", *_accuracy_rows(report)),
+        ("student-vs-teacher", CROSS_HEADERS, _cross_rows(report)),
+        ("latency", LATENCY_HEADERS, _latency_rows(report)),
+        ("memory", MEMORY_HEADERS, _memory_rows(report)),
+        ("mcu-estimate", ESTIMATE_HEADERS, _estimate_rows(report)),
+    ]
+
+
+def per_class_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     names = (report.get("data") or {}).get("class_names") or []
     good = [r for r in _ok(report["artifacts"]) if (r.get("accuracy") or {}).get("per_class_accuracy")]
     if not good or not names:
