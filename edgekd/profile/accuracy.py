@@ -173,8 +173,8 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
     sorted_s = s[order]
     starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]]) if len(s) else np.array([], int)
     ends = np.r_[starts[1:], len(s)]
-    for a, b in zip(starts, ends):
-        ranks[order[a:b]] = (a + 1 + b) / 2.0
+    # every tie block [a, b) gets (a + 1 + b) / 2, spread over its members without a Python loop
+    ranks[order] = np.repeat((starts + 1 + ends) / 2.0, ends - starts)
     return ranks
 
 
