@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from edgekd.distill.losses.base import Step, register_loss
-from edgekd.distill.losses.checks import need_maps
+from edgekd.distill.losses.checks import need_maps, one_pair
 from edgekd.errors import EdgekdError
 
 
@@ -49,8 +49,7 @@ def fsp(step: Step) -> Tensor:
 
 
 def _check_one(s_shapes, t_shapes, params, where) -> None:
-    if len(s_shapes) != 1:
-        raise EdgekdError(f"{where}: this relational loss works on one layer pair; give one path each")
+    one_pair(s_shapes, where, "this relational loss")
 
 
 def _embed(f: Tensor) -> Tensor:

@@ -155,6 +155,11 @@ class ComposedDistiller(Distiller):
         return out, c(step)
 
 
+def with_ce(name: str, alpha: float, params: dict[str, Any]) -> list[LossSpec]:
+    """``alpha * loss name + (1 - alpha) * CE(y, softmax(z_s))`` (no CE term when ``alpha`` is 1)."""
+    return [LossSpec(name, alpha, params)] + ([LossSpec("ce", 1.0 - alpha)] if alpha < 1.0 else [])
+
+
 class Compose(ComposedDistiller):
     """The recipe's ``losses:`` list as it stands (selected automatically when ``losses`` is given)."""
 

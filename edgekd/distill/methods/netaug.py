@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from edgekd.distill.compose import LossComposer, LossSpec
 from edgekd.distill.losses import Step
-from edgekd.distill.methods.base import Distiller, register_method
+from edgekd.distill.methods.base import Distiller, register_method, with_ce
 from edgekd.errors import EdgekdError
 from edgekd.models.dynamic import SuperNet
 
@@ -67,16 +67,13 @@ class NetAug(Distiller):
         self.student = SuperNet(student, width_mults, expand_ratios)
         self.alpha = float(alpha)
         self.aug_fraction = float(aug_fraction)
-        self.temperature = float(temperature)
-        self.kd_alpha = float(kd_alpha)
         self.bn_samples = int(bn_samples)
         self.rng = random.Random(seed)
         self.augment = self.alpha > 0 and self.aug_fraction > 0
         if losses is None:
             losses = [LossSpec("ce")]
             if teacher is not None:
-                losses = [LossSpec("kd", kd_alpha, {"temperature": float(temperature)})]
-                losses += [LossSpec("ce", 1.0 - kd_alpha)] if kd_alpha < 1.0 else []
+                losses = with_ce("kd", kd_alpha, {"temperature": float(temperature)})
         if any(s.student or s.teacher for s in losses):
             raise EdgekdError(
                 "method netaug: feature losses (student:/teacher: paths) are not supported; use output losses"

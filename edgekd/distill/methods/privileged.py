@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from edgekd.distill.compose import LossSpec
-from edgekd.distill.methods.base import ComposedDistiller, register_method
+from edgekd.distill.methods.base import ComposedDistiller, register_method, with_ce
 from edgekd.errors import EdgekdError
 
 
@@ -35,7 +34,5 @@ class GeneralizedDistillation(ComposedDistiller):
             raise EdgekdError(f"method.params.imitation={imitation}: must be in [0, 1]")
         if temperature <= 0:
             raise EdgekdError(f"method.params.temperature={temperature}: must be > 0")
-        losses = [LossSpec("generalized-kd", imitation, {"temperature": float(temperature)})]
-        if imitation < 1.0:
-            losses.append(LossSpec("ce", 1.0 - imitation))
+        losses = with_ce("generalized-kd", imitation, {"temperature": float(temperature)})
         super().__init__(student, teacher, losses=losses, **context)
