@@ -22,6 +22,7 @@ from edgekd.atomic import atomic_write_json
 from edgekd.distill.schemes.base import Scheme, TrainOnce, register_scheme
 from edgekd.distill.schemes.library import accuracy, load_members, log_probs, need_val, save_ensemble
 from edgekd.errors import EdgekdError
+from edgekd.models import load_model
 
 METRICS = ("accuracy", "log-loss")
 
@@ -117,8 +118,6 @@ class EnsembleSelection(Scheme):
         chosen = [i for i in range(len(members)) if counts[i] > 0]
         ens_path = save_ensemble(root / "ensemble.pt", [(members[i][0], members[i][1]) for i in chosen],
                                  [int(counts[i]) for i in chosen], splits)  # fmt: skip
-        from edgekd.models import load_model
-
         ens, _ = load_model(ens_path)
         record = {
             "library": [{"path": str(f), "val_accuracy": accuracy(lp, splits.val.y),
