@@ -8,12 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from edgekd.distill.losses.logits import kd_per_example
-from edgekd.distill.losses.wasserstein import input_gradient_norm, wasserstein_kd_loss
 from edgekd.distill.methods.base import ComposedDistiller, register_method, with_ce
 from edgekd.errors import EdgekdError
-
-__all__ = ["WassersteinKD", "kd_per_example", "input_gradient_norm", "wasserstein_kd_loss"]
 
 
 @register_method("wasserstein-kd")
