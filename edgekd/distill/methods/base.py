@@ -68,8 +68,6 @@ class Distiller(nn.Module):
         assert self.teacher is not None
         return self.teacher(x)
 
-    teacher_logits = teacher_outputs  # the name before tasks beyond classification
-
     def cacheable_teacher(self) -> bool:
         """True when ``forward_train(..., teacher_out=T)`` may replace the teacher's forward by ``T``, its
         outputs on the same (un-augmented) inputs: the engine's teacher-output cache. Off by default."""
