@@ -67,12 +67,17 @@ def rkd_distances(e: Tensor) -> Tensor:
     return off / off.mean().clamp(min=1e-12)
 
 
+def _huber_to_teacher(psi, step: Step) -> Tensor:
+    """Mean Huber between the relations ``psi`` of the student's and the (fixed) teacher's embeddings."""
+    with torch.no_grad():
+        t = psi(_embed(step.ft))
+    return F.smooth_l1_loss(psi(_embed(step.fs)), t)
+
+
 @register_loss("rkd-distance", features=True, adapter=False, check=_check_one, paper="Park et al. 2019 (RKD)")
 def rkd_distance(step: Step) -> Tensor:
     """RKD distance: Huber of normalised pairwise distances ``||e_i - e_j|| / mu``, pairs ``i != j``."""
-    with torch.no_grad():
-        t = rkd_distances(_embed(step.ft))
-    return F.smooth_l1_loss(rkd_distances(_embed(step.fs)), t)
+    return _huber_to_teacher(rkd_distances, step)
 
 
 def rkd_angles(e: Tensor) -> Tensor:
@@ -84,9 +89,7 @@ def rkd_angles(e: Tensor) -> Tensor:
 @register_loss("rkd-angle", features=True, adapter=False, check=_check_one, paper="Park et al. 2019 (RKD)")
 def rkd_angle(step: Step) -> Tensor:
     """RKD angle: Huber of ``cos angle(e_i - e_j, e_k - e_j)`` over all triplets."""
-    with torch.no_grad():
-        t = rkd_angles(_embed(step.ft))
-    return F.smooth_l1_loss(rkd_angles(_embed(step.fs)), t)
+    return _huber_to_teacher(rkd_angles, step)
 
 
 def similarity(f: Tensor) -> Tensor:
