@@ -11,7 +11,6 @@ the library, every step and the weights.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,14 @@ import torch
 
 from edgekd.atomic import atomic_write_json
 from edgekd.distill.schemes.base import Scheme, TrainOnce, register_scheme
-from edgekd.distill.schemes.library import accuracy, load_members, log_probs, need_val, save_ensemble
+from edgekd.distill.schemes.library import (
+    accuracy,
+    load_members,
+    log_probs,
+    need_val,
+    save_ensemble,
+    train_student,
+)
 from edgekd.errors import EdgekdError
 from edgekd.models import load_model
 
@@ -92,7 +98,6 @@ class EnsembleSelection(Scheme):
 
     def run(self, recipe: Any, root: Path, train: TrainOnce, teacher: str | None) -> Any:
         from edgekd.distill.runner import prepare_data
-        from edgekd.recipe import SchemeConfig
 
         splits = prepare_data(recipe)
         need_val(splits, "ensemble-selection")
@@ -129,5 +134,4 @@ class EnsembleSelection(Scheme):
             "ensemble_test_accuracy": accuracy(log_probs(ens, splits.test.x), splits.test.y),
         }  # fmt: skip
         atomic_write_json(root / "selection.json", record)
-        r = replace(recipe, name="student", scheme=SchemeConfig())
-        return [train(r, root / "student", str(ens_path))]
+        return train_student(recipe, root, train, ens_path)

@@ -21,8 +21,17 @@ import numpy as np
 from edgekd.atomic import atomic_write_json
 from edgekd.data import ArrayDataset
 from edgekd.distill.schemes.base import Scheme, TrainOnce, register_scheme
-from edgekd.distill.schemes.library import accuracy, load_members, log_probs, member_spec, need_val
+from edgekd.distill.schemes.library import (
+    accuracy,
+    load_members,
+    log_probs,
+    member_spec,
+    need_val,
+    train_student,
+)
 from edgekd.errors import EdgekdError
+from edgekd.models import build_model, load_model, save_model
+from edgekd.models.ensemble import SpecialistEnsemble
 
 
 def cluster_classes(cov: np.ndarray, k: int, iters: int = 50) -> list[list[int]]:
@@ -82,9 +91,6 @@ class Specialists(Scheme):
         from edgekd.distill.engine import Trainer
         from edgekd.distill.methods import build_method
         from edgekd.distill.runner import prepare_data
-        from edgekd.models import build_model, load_model, save_model
-        from edgekd.models.ensemble import SpecialistEnsemble
-        from edgekd.recipe import SchemeConfig
         from edgekd.runfolder import RunFolder
 
         path = self.generalist or teacher
@@ -141,5 +147,4 @@ class Specialists(Scheme):
             "combined_test_accuracy": accuracy(log_probs(combined, splits.test.x), splits.test.y),
         }  # fmt: skip
         atomic_write_json(root / "specialists.json", record_out)
-        r = replace(recipe, name="student", scheme=SchemeConfig())
-        return [train(r, root / "student", str(ens_path))]
+        return train_student(recipe, root, train, ens_path)
