@@ -153,6 +153,18 @@ class ComposedDistiller(Distiller):
         return out, c(step)
 
 
+def check_unit(key: str, value: float) -> None:
+    """``method.params.<key>`` must lie in ``[0, 1]`` (a weight or a fraction)."""
+    if not 0.0 <= value <= 1.0:
+        raise EdgekdError(f"method.params.{key}={value}: must be in [0, 1]")
+
+
+def check_positive(key: str, value: float) -> None:
+    """``method.params.<key>`` must be > 0 (e.g. a temperature)."""
+    if value <= 0:
+        raise EdgekdError(f"method.params.{key}={value}: must be > 0")
+
+
 def with_ce(name: str, alpha: float, params: dict[str, Any]) -> list[LossSpec]:
     """``alpha * loss name + (1 - alpha) * CE(y, softmax(z_s))`` (no CE term when ``alpha`` is 1)."""
     return [LossSpec(name, alpha, params)] + ([LossSpec("ce", 1.0 - alpha)] if alpha < 1.0 else [])

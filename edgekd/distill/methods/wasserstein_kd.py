@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from edgekd.distill.methods.base import ComposedDistiller, register_method, with_ce
+from edgekd.distill.methods.base import (
+    ComposedDistiller,
+    check_positive,
+    check_unit,
+    register_method,
+    with_ce,
+)
 from edgekd.errors import EdgekdError
 
 
@@ -29,9 +35,7 @@ class WassersteinKD(ComposedDistiller):
     ) -> None:
         if eps < 0:
             raise EdgekdError(f"method.params.eps={eps}: must be >= 0 (the Wasserstein ball radius)")
-        if temperature <= 0:
-            raise EdgekdError(f"method.params.temperature={temperature}: must be > 0")
-        if not 0.0 <= alpha <= 1.0:
-            raise EdgekdError(f"method.params.alpha={alpha}: must be in [0, 1]")
+        check_positive("temperature", temperature)
+        check_unit("alpha", alpha)
         losses = with_ce("wasserstein-kd", alpha, {"eps": float(eps), "temperature": float(temperature)})
         super().__init__(student, teacher, losses=losses, **context)
