@@ -14,8 +14,9 @@ from edgekd.cli import main
 from edgekd.data import load_data
 from edgekd.data.fewshot import apply_few_shot, few_shot_indices
 from edgekd.distill.losses import LOSSES, kd_loss
+from edgekd.distill.losses.logits import kd_per_example
+from edgekd.distill.losses.wasserstein import wasserstein_kd_loss
 from edgekd.distill.methods import build_method
-from edgekd.distill.methods.wasserstein_kd import kd_per_example, wasserstein_kd_loss
 from edgekd.errors import EdgekdError
 from edgekd.models import build_model, save_model
 from edgekd.recipe import FewShotConfig

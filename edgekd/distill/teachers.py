@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
-COMBINE_RULES = ("mean-logits", "mean-probs")
+from edgekd.models.ensemble import COMBINE_RULES, combine_outputs
 
 
 class EnsembleTeacher(nn.Module):
@@ -23,6 +21,4 @@ class EnsembleTeacher(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         outs = torch.stack([m(x) for m in self.members])
-        if self.combine == "mean-logits":
-            return outs.mean(0)
-        return torch.logsumexp(torch.log_softmax(outs, dim=-1), dim=0) - math.log(len(self.members))
+        return combine_outputs(outs, outs.new_full((len(outs),), 1.0 / len(outs)), self.combine)

@@ -44,7 +44,8 @@ def save_model(
 def _describe_load_failure(path: Path, err: BaseException) -> str:
     """Why ``torch.load`` failed, in edgekd's words (torch's own text is long and advises unsafe loading)."""
     try:
-        head = path.read_bytes()[:4]
+        with path.open("rb") as f:
+            head = f.read(4)
         size = path.stat().st_size
     except OSError as e:
         return f"cannot be read ({e.strerror or e})"

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +16,17 @@ from torch import Tensor, nn
 
 from edgekd.errors import EdgekdError
 from edgekd.models.registry import build_model, check_name_from_file, register_model
+
+COMBINE_RULES = ("mean-logits", "mean-probs")
+
+
+def combine_outputs(outs: Tensor, weights: Tensor, combine: str) -> Tensor:
+    """Members' outputs ``(K, N, ...)`` and weights ``(K,)`` summing to 1: ``mean-logits`` gives
+    ``sum_k w_k z_k`` (any outputs, e.g. reconstructions), ``mean-probs`` ``log sum_k w_k softmax(z_k)``."""
+    w = weights.to(outs.dtype).view(-1, *[1] * (outs.dim() - 1))
+    if combine == "mean-logits":
+        return (w * outs).sum(0)
+    return torch.logsumexp(F.log_softmax(outs, dim=-1) + w.clamp(min=1e-30).log(), dim=0)
 
 
 def _member(spec: Any, where: str) -> nn.Module:
@@ -40,7 +50,7 @@ class WeightedEnsemble(nn.Module):
         super().__init__()
         if not members:
             raise EdgekdError("model ensemble: needs at least one member")
-        if combine not in ("mean-probs", "mean-logits"):
+        if combine not in COMBINE_RULES:
             raise EdgekdError(f"model ensemble: combine={combine!r}; valid: mean-probs, mean-logits")
         w = [1.0] * len(members) if weights is None else [float(v) for v in weights]
         if len(w) != len(members) or any(v < 0 for v in w) or sum(w) <= 0:
@@ -50,11 +60,7 @@ class WeightedEnsemble(nn.Module):
         self.combine = combine
 
     def forward(self, x: Tensor) -> Tensor:
-        outs = torch.stack([m(x) for m in self.members])  # (K, N, C)
-        w = self.weights.to(outs.dtype).view(-1, 1, 1)
-        if self.combine == "mean-logits":
-            return (w * outs).sum(0)
-        return torch.logsumexp(F.log_softmax(outs, dim=-1) + w.clamp(min=1e-30).log(), dim=0)
+        return combine_outputs(torch.stack([m(x) for m in self.members]), self.weights, self.combine)
 
 
 @register_model("specialist-ensemble")
@@ -115,10 +121,3 @@ class SpecialistEnsemble(nn.Module):
             kl = (p_m * (p_m.clamp(min=1e-12).log() - q_m.clamp(min=1e-12).log())).sum(dim=1)
             total = total + (active * kl).sum()
         return total
-
-
-def weighted_log_probs(log_probs: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
-    """``log sum_k w_k p_k`` of per-model log-probabilities (weights normalised)."""
-    s = sum(weights)
-    stack = torch.stack([lp + math.log(w / s) for lp, w in zip(log_probs, weights) if w > 0])
-    return torch.logsumexp(stack, dim=0)

@@ -68,7 +68,7 @@ class LossInfo:
 
     def params(self) -> list[str]:
         sig = inspect.signature(self.fn)
-        return [p for p in list(sig.parameters)[1:]]
+        return list(sig.parameters)[1:]
 
 
 LOSSES: Registry[LossInfo] = Registry("loss")

@@ -33,6 +33,12 @@ def same_positions(s_shapes: Shapes, t_shapes: Shapes, where: str, what: str) ->
             )
 
 
+def one_pair(shapes: Shapes, where: str, what: str) -> None:
+    """Losses defined on a single layer pair: exactly one tapped path per network."""
+    if len(shapes) != 1:
+        raise EdgekdError(f"{where}: {what} works on one layer pair; give one path each")
+
+
 def positive(params: dict, key: str, where: str, default: float) -> float:
     v = float(params.get(key, default))
     if not v > 0:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from edgekd.distill.losses.base import Step, register_loss
-from edgekd.distill.losses.checks import need_maps, same_positions
+from edgekd.distill.losses.checks import need_maps, one_pair, same_positions
 from edgekd.errors import EdgekdError
 
 KERNELS = ("poly", "linear")
@@ -45,8 +45,7 @@ def _check(s_shapes, t_shapes, params, where) -> None:
     same_positions(s_shapes, t_shapes, where, "distribution matching")
     if params.get("kernel", "poly") not in KERNELS:
         raise EdgekdError(f"{where}: params.kernel={params['kernel']!r}; valid: {', '.join(KERNELS)}")
-    if len(s_shapes) != 1:
-        raise EdgekdError(f"{where}: distribution matching works on one layer pair; give one path each")
+    one_pair(s_shapes, where, "distribution matching")
 
 
 @register_loss("nst", features=True, adapter=False, check=_check, paper="Huang & Wang 2017 (NST)")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgekd.distill.losses.base import Step, register_loss
-from edgekd.distill.losses.checks import need_maps, positive, same_positions
+from edgekd.distill.losses.checks import need_maps, one_pair, positive, same_positions
 
 
 def _conv(cin: int, cout: int) -> nn.Sequential:
@@ -48,10 +48,7 @@ def _check(s_shapes, t_shapes, params, where) -> None:
     if s_shapes:
         same_positions(s_shapes, t_shapes, where, "factor transfer")
     positive(params, "rate", where, 0.5)
-    if len(t_shapes) != 1:
-        from edgekd.errors import EdgekdError
-
-        raise EdgekdError(f"{where}: factor transfer works on one layer pair; give one path each")
+    one_pair(t_shapes, where, "factor transfer")
 
 
 def _paraphraser(t_shapes, params, shared) -> Paraphraser:

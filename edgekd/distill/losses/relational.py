@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from edgekd.distill.losses.base import Step, register_loss
-from edgekd.distill.losses.checks import need_maps
+from edgekd.distill.losses.checks import need_maps, one_pair
 from edgekd.errors import EdgekdError
 
 
@@ -49,8 +49,7 @@ def fsp(step: Step) -> Tensor:
 
 
 def _check_one(s_shapes, t_shapes, params, where) -> None:
-    if len(s_shapes) != 1:
-        raise EdgekdError(f"{where}: this relational loss works on one layer pair; give one path each")
+    one_pair(s_shapes, where, "this relational loss")
 
 
 def _embed(f: Tensor) -> Tensor:
@@ -68,12 +67,17 @@ def rkd_distances(e: Tensor) -> Tensor:
     return off / off.mean().clamp(min=1e-12)
 
 
+def _huber_to_teacher(psi, step: Step) -> Tensor:
+    """Mean Huber between the relations ``psi`` of the student's and the (fixed) teacher's embeddings."""
+    with torch.no_grad():
+        t = psi(_embed(step.ft))
+    return F.smooth_l1_loss(psi(_embed(step.fs)), t)
+
+
 @register_loss("rkd-distance", features=True, adapter=False, check=_check_one, paper="Park et al. 2019 (RKD)")
 def rkd_distance(step: Step) -> Tensor:
     """RKD distance: Huber of normalised pairwise distances ``||e_i - e_j|| / mu``, pairs ``i != j``."""
-    with torch.no_grad():
-        t = rkd_distances(_embed(step.ft))
-    return F.smooth_l1_loss(rkd_distances(_embed(step.fs)), t)
+    return _huber_to_teacher(rkd_distances, step)
 
 
 def rkd_angles(e: Tensor) -> Tensor:
@@ -85,9 +89,7 @@ def rkd_angles(e: Tensor) -> Tensor:
 @register_loss("rkd-angle", features=True, adapter=False, check=_check_one, paper="Park et al. 2019 (RKD)")
 def rkd_angle(step: Step) -> Tensor:
     """RKD angle: Huber of ``cos angle(e_i - e_j, e_k - e_j)`` over all triplets."""
-    with torch.no_grad():
-        t = rkd_angles(_embed(step.ft))
-    return F.smooth_l1_loss(rkd_angles(_embed(step.fs)), t)
+    return _huber_to_teacher(rkd_angles, step)
 
 
 def similarity(f: Tensor) -> Tensor:

@@ -68,8 +68,6 @@ class Distiller(nn.Module):
         assert self.teacher is not None
         return self.teacher(x)
 
-    teacher_logits = teacher_outputs  # the name before tasks beyond classification
-
     def cacheable_teacher(self) -> bool:
         """True when ``forward_train(..., teacher_out=T)`` may replace the teacher's forward by ``T``, its
         outputs on the same (un-augmented) inputs: the engine's teacher-output cache. Off by default."""
@@ -153,6 +151,23 @@ class ComposedDistiller(Distiller):
         step = Step(x=x, y=y, student=out, teacher=t_out, student_features=dict(s_feats),
                     teacher_features=t_feats, extra=extra, teacher_net=self.teacher)  # fmt: skip
         return out, c(step)
+
+
+def check_unit(key: str, value: float) -> None:
+    """``method.params.<key>`` must lie in ``[0, 1]`` (a weight or a fraction)."""
+    if not 0.0 <= value <= 1.0:
+        raise EdgekdError(f"method.params.{key}={value}: must be in [0, 1]")
+
+
+def check_positive(key: str, value: float) -> None:
+    """``method.params.<key>`` must be > 0 (e.g. a temperature)."""
+    if value <= 0:
+        raise EdgekdError(f"method.params.{key}={value}: must be > 0")
+
+
+def with_ce(name: str, alpha: float, params: dict[str, Any]) -> list[LossSpec]:
+    """``alpha * loss name + (1 - alpha) * CE(y, softmax(z_s))`` (no CE term when ``alpha`` is 1)."""
+    return [LossSpec(name, alpha, params)] + ([LossSpec("ce", 1.0 - alpha)] if alpha < 1.0 else [])
 
 
 class Compose(ComposedDistiller):

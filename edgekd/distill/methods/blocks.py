@@ -4,6 +4,7 @@ auxiliary-head methods (ONE, BYOT) need to branch off intermediate blocks withou
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from edgekd.errors import EdgekdError
@@ -46,8 +47,6 @@ def classify(net: nn.Module, e: Tensor) -> Tensor:
 
 def block_channels(net: nn.Module, sample_x: Tensor) -> list[tuple[int, ...]]:
     """Output shape (without the batch) of every feature block, from one probe forward."""
-    import torch
-
     was = net.training
     net.eval()
     shapes, h = [], sample_x[:2]

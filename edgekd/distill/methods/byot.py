@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgekd.distill.losses import cross_entropy, kd_loss
-from edgekd.distill.methods.base import Distiller, register_method
+from edgekd.distill.methods.base import Distiller, check_unit, register_method
 from edgekd.distill.methods.blocks import block_channels, check_blocks, classify, embed
 from edgekd.errors import EdgekdError
 from edgekd.models.early_exit import AuxHead, EarlyExitCNN, cnn_config
@@ -56,8 +56,7 @@ class BeYourOwnTeacher(Distiller):
                 f"method.params.exits={exits}: give distinct feature-block indices from 0 to {n - 2} "
                 "(the deepest block is the main head)"
             )
-        if not 0.0 <= alpha <= 1.0:
-            raise EdgekdError(f"method.params.alpha={alpha}: must be in [0, 1]")
+        check_unit("alpha", alpha)
         if temperature <= 0 or feature_weight < 0:
             raise EdgekdError("method.params: temperature must be > 0 and feature_weight >= 0")
         if sample_x is None:

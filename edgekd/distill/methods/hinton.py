@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from edgekd.distill.compose import LossSpec
-from edgekd.distill.methods.base import ComposedDistiller, register_method
-from edgekd.errors import EdgekdError
+from edgekd.distill.methods.base import (
+    ComposedDistiller,
+    check_positive,
+    check_unit,
+    register_method,
+    with_ce,
+)
 
 
 @register_method("kd")
@@ -23,12 +27,7 @@ class HintonKD(ComposedDistiller):
         alpha: float = 0.9,
         **context,
     ) -> None:
-        if temperature <= 0:
-            raise EdgekdError(f"method.params.temperature={temperature}: must be > 0")
-        if not 0.0 <= alpha <= 1.0:
-            raise EdgekdError(f"method.params.alpha={alpha}: must be in [0, 1]")
-        self.temperature, self.alpha = float(temperature), float(alpha)
-        losses = [LossSpec("kd", alpha, {"temperature": float(temperature)})]
-        if alpha < 1.0:
-            losses.append(LossSpec("ce", 1.0 - alpha))
+        check_positive("temperature", temperature)
+        check_unit("alpha", alpha)
+        losses = with_ce("kd", alpha, {"temperature": float(temperature)})
         super().__init__(student, teacher, losses=losses, **context)

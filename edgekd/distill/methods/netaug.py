@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from edgekd.distill.compose import LossComposer, LossSpec
 from edgekd.distill.losses import Step
-from edgekd.distill.methods.base import Distiller, register_method
+from edgekd.distill.methods.base import Distiller, check_positive, check_unit, register_method, with_ce
 from edgekd.errors import EdgekdError
 from edgekd.models.dynamic import SuperNet
 
@@ -57,26 +57,20 @@ class NetAug(Distiller):
             )
         if alpha < 0:
             raise EdgekdError(f"method.params.alpha={alpha}: must be >= 0")
-        if not 0.0 <= aug_fraction <= 1.0:
-            raise EdgekdError(f"method.params.aug_fraction={aug_fraction}: must be in [0, 1]")
-        if temperature <= 0:
-            raise EdgekdError(f"method.params.temperature={temperature}: must be > 0")
-        if not 0.0 <= kd_alpha <= 1.0:
-            raise EdgekdError(f"method.params.kd_alpha={kd_alpha}: must be in [0, 1]")
+        check_unit("aug_fraction", aug_fraction)
+        check_positive("temperature", temperature)
+        check_unit("kd_alpha", kd_alpha)
         # the engine trains and evaluates ``student``: the supernet, in base mode outside forward_train
         self.student = SuperNet(student, width_mults, expand_ratios)
         self.alpha = float(alpha)
         self.aug_fraction = float(aug_fraction)
-        self.temperature = float(temperature)
-        self.kd_alpha = float(kd_alpha)
         self.bn_samples = int(bn_samples)
         self.rng = random.Random(seed)
         self.augment = self.alpha > 0 and self.aug_fraction > 0
         if losses is None:
             losses = [LossSpec("ce")]
             if teacher is not None:
-                losses = [LossSpec("kd", kd_alpha, {"temperature": float(temperature)})]
-                losses += [LossSpec("ce", 1.0 - kd_alpha)] if kd_alpha < 1.0 else []
+                losses = with_ce("kd", kd_alpha, {"temperature": float(temperature)})
         if any(s.student or s.teacher for s in losses):
             raise EdgekdError(
                 "method netaug: feature losses (student:/teacher: paths) are not supported; use output losses"

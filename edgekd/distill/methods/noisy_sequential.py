@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edgekd.distill.methods.base import Distiller, register_method
+from edgekd.distill.methods.base import Distiller, check_unit, register_method
 from edgekd.errors import EdgekdError
 from edgekd.timeseries.sequential import DEFAULT_SIGMA, noisy_fraction
 
@@ -40,10 +40,8 @@ class NoisySequential(Distiller):
             raise EdgekdError(
                 f"method noisy-sequential: for autoencoders (task reconstruction), not {task!r}"
             )
-        if not 0.0 <= alpha <= 1.0:
-            raise EdgekdError(f"method.params.alpha={alpha}: must be in [0, 1]")
-        if not 0.0 <= fraction <= 1.0:
-            raise EdgekdError(f"method.params.fraction={fraction}: must be in [0, 1]")
+        check_unit("alpha", alpha)
+        check_unit("fraction", fraction)
         if sigma < 0:
             raise EdgekdError(f"method.params.sigma={sigma}: must be >= 0")
         self.alpha = float(alpha) if teacher is not None else 0.0

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgekd.distill.losses import cross_entropy, kd_loss
-from edgekd.distill.methods.base import Distiller, register_method
+from edgekd.distill.methods.base import Distiller, check_positive, register_method
 from edgekd.distill.methods.blocks import block_channels, check_blocks, classify, embed, run_blocks
 from edgekd.errors import EdgekdError
 
@@ -49,8 +49,7 @@ class OnTheFlyNativeEnsemble(Distiller):
             raise EdgekdError("method one: defined for classification data sets")
         if branches < 2:
             raise EdgekdError(f"method.params.branches={branches}: ONE needs at least 2 branches")
-        if temperature <= 0:
-            raise EdgekdError(f"method.params.temperature={temperature}: must be > 0")
+        check_positive("temperature", temperature)
         n = check_blocks(student, "one")
         split = n - 1 if split is None else int(split)
         if not 1 <= split < n:

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from edgekd.distill.compose import LossSpec
-from edgekd.distill.methods.base import ComposedDistiller, register_method
-from edgekd.errors import EdgekdError
+from edgekd.distill.methods.base import (
+    ComposedDistiller,
+    check_positive,
+    check_unit,
+    register_method,
+    with_ce,
+)
 
 
 @register_method("privileged")
@@ -31,11 +35,7 @@ class GeneralizedDistillation(ComposedDistiller):
         temperature: float = 2.0,
         **context,
     ) -> None:
-        if not 0.0 <= imitation <= 1.0:
-            raise EdgekdError(f"method.params.imitation={imitation}: must be in [0, 1]")
-        if temperature <= 0:
-            raise EdgekdError(f"method.params.temperature={temperature}: must be > 0")
-        losses = [LossSpec("generalized-kd", imitation, {"temperature": float(temperature)})]
-        if imitation < 1.0:
-            losses.append(LossSpec("ce", 1.0 - imitation))
+        check_unit("imitation", imitation)
+        check_positive("temperature", temperature)
+        losses = with_ce("generalized-kd", imitation, {"temperature": float(temperature)})
         super().__init__(student, teacher, losses=losses, **context)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from edgekd.distill.compose import LossSpec
-from edgekd.distill.losses.logits import kd_per_example
-from edgekd.distill.losses.wasserstein import input_gradient_norm, wasserstein_kd_loss
-from edgekd.distill.methods.base import ComposedDistiller, register_method
+from edgekd.distill.methods.base import (
+    ComposedDistiller,
+    check_positive,
+    check_unit,
+    register_method,
+    with_ce,
+)
 from edgekd.errors import EdgekdError
-
-__all__ = ["WassersteinKD", "kd_per_example", "input_gradient_norm", "wasserstein_kd_loss"]
 
 
 @register_method("wasserstein-kd")
@@ -34,12 +35,7 @@ class WassersteinKD(ComposedDistiller):
     ) -> None:
         if eps < 0:
             raise EdgekdError(f"method.params.eps={eps}: must be >= 0 (the Wasserstein ball radius)")
-        if temperature <= 0:
-            raise EdgekdError(f"method.params.temperature={temperature}: must be > 0")
-        if not 0.0 <= alpha <= 1.0:
-            raise EdgekdError(f"method.params.alpha={alpha}: must be in [0, 1]")
-        self.eps, self.temperature, self.alpha = float(eps), float(temperature), float(alpha)
-        losses = [LossSpec("wasserstein-kd", alpha, {"eps": float(eps), "temperature": float(temperature)})]
-        if alpha < 1.0:
-            losses.append(LossSpec("ce", 1.0 - alpha))
+        check_positive("temperature", temperature)
+        check_unit("alpha", alpha)
+        losses = with_ce("wasserstein-kd", alpha, {"eps": float(eps), "temperature": float(temperature)})
         super().__init__(student, teacher, losses=losses, **context)

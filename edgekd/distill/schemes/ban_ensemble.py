@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from edgekd.atomic import atomic_write_json
 from edgekd.distill.schemes.base import TrainOnce, register_scheme
 from edgekd.distill.schemes.born_again import BornAgain
@@ -22,8 +24,6 @@ class BornAgainEnsemble(BornAgain):
     """Born-Again generations plus the ensemble of generations (recorded, saved as ``ensemble.pt``)."""
 
     def run(self, recipe: Any, root: Path, train: TrainOnce, teacher: str | None) -> Any:
-        import torch
-
         from edgekd.distill.runner import prepare_data
 
         runs = super().run(recipe, root, train, teacher)

@@ -11,7 +11,6 @@ the library, every step and the weights.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,16 @@ import torch
 
 from edgekd.atomic import atomic_write_json
 from edgekd.distill.schemes.base import Scheme, TrainOnce, register_scheme
-from edgekd.distill.schemes.library import accuracy, load_members, log_probs, need_val, save_ensemble
+from edgekd.distill.schemes.library import (
+    accuracy,
+    load_members,
+    log_probs,
+    need_val,
+    save_ensemble,
+    train_student,
+)
 from edgekd.errors import EdgekdError
+from edgekd.models import load_model
 
 METRICS = ("accuracy", "log-loss")
 
@@ -91,7 +98,6 @@ class EnsembleSelection(Scheme):
 
     def run(self, recipe: Any, root: Path, train: TrainOnce, teacher: str | None) -> Any:
         from edgekd.distill.runner import prepare_data
-        from edgekd.recipe import SchemeConfig
 
         splits = prepare_data(recipe)
         need_val(splits, "ensemble-selection")
@@ -117,8 +123,6 @@ class EnsembleSelection(Scheme):
         chosen = [i for i in range(len(members)) if counts[i] > 0]
         ens_path = save_ensemble(root / "ensemble.pt", [(members[i][0], members[i][1]) for i in chosen],
                                  [int(counts[i]) for i in chosen], splits)  # fmt: skip
-        from edgekd.models import load_model
-
         ens, _ = load_model(ens_path)
         record = {
             "library": [{"path": str(f), "val_accuracy": accuracy(lp, splits.val.y),
@@ -130,5 +134,4 @@ class EnsembleSelection(Scheme):
             "ensemble_test_accuracy": accuracy(log_probs(ens, splits.test.x), splits.test.y),
         }  # fmt: skip
         atomic_write_json(root / "selection.json", record)
-        r = replace(recipe, name="student", scheme=SchemeConfig())
-        return [train(r, root / "student", str(ens_path))]
+        return train_student(recipe, root, train, ens_path)

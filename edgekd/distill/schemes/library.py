@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgekd.distill.schemes.base import TrainOnce
 from edgekd.errors import EdgekdError
 from edgekd.models import load_model, save_model
 
@@ -65,3 +67,10 @@ def save_ensemble(
 def need_val(splits: Any, scheme: str) -> None:
     if len(splits.val) == 0:
         raise EdgekdError(f"scheme {scheme}: needs a validation split; set data.val_fraction > 0")
+
+
+def train_student(recipe: Any, root: Path, train: TrainOnce, teacher: Path) -> list[Any]:
+    """The recipe's own method trains ``root/student`` with ``teacher``, the model file the scheme built."""
+    from edgekd.recipe import SchemeConfig
+
+    return [train(replace(recipe, name="student", scheme=SchemeConfig()), root / "student", str(teacher))]

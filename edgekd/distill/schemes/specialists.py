@@ -21,8 +21,17 @@ import numpy as np
 from edgekd.atomic import atomic_write_json
 from edgekd.data import ArrayDataset
 from edgekd.distill.schemes.base import Scheme, TrainOnce, register_scheme
-from edgekd.distill.schemes.library import accuracy, load_members, log_probs, member_spec, need_val
+from edgekd.distill.schemes.library import (
+    accuracy,
+    load_members,
+    log_probs,
+    member_spec,
+    need_val,
+    train_student,
+)
 from edgekd.errors import EdgekdError
+from edgekd.models import build_model, load_model, save_model
+from edgekd.models.ensemble import SpecialistEnsemble
 
 
 def cluster_classes(cov: np.ndarray, k: int, iters: int = 50) -> list[list[int]]:
@@ -79,14 +88,9 @@ class Specialists(Scheme):
         self.fraction, self.top_n, self.seed = float(dustbin_fraction), int(top_n), int(seed)
 
     def run(self, recipe: Any, root: Path, train: TrainOnce, teacher: str | None) -> Any:
-        import torch
-
         from edgekd.distill.engine import Trainer
         from edgekd.distill.methods import build_method
         from edgekd.distill.runner import prepare_data
-        from edgekd.models import build_model, load_model, save_model
-        from edgekd.models.ensemble import SpecialistEnsemble
-        from edgekd.recipe import SchemeConfig
         from edgekd.runfolder import RunFolder
 
         path = self.generalist or teacher
@@ -137,12 +141,10 @@ class Specialists(Scheme):
             dst.load_state_dict(src.state_dict())
         ens_path = save_model(root / "teacher-specialists.pt", ens, "specialist-ensemble", kwargs)
         combined, _ = load_model(ens_path)
-        with torch.no_grad():
-            record_out = {
-                "generalist": str(gen_file), "subsets": subsets, "specialists": report,
-                "generalist_test_accuracy": accuracy(log_probs(gen, splits.test.x), splits.test.y),
-                "combined_test_accuracy": accuracy(log_probs(combined, splits.test.x), splits.test.y),
-            }  # fmt: skip
+        record_out = {  # log_probs runs without gradients
+            "generalist": str(gen_file), "subsets": subsets, "specialists": report,
+            "generalist_test_accuracy": accuracy(log_probs(gen, splits.test.x), splits.test.y),
+            "combined_test_accuracy": accuracy(log_probs(combined, splits.test.x), splits.test.y),
+        }  # fmt: skip
         atomic_write_json(root / "specialists.json", record_out)
-        r = replace(recipe, name="student", scheme=SchemeConfig())
-        return [train(r, root / "student", str(ens_path))]
+        return train_student(recipe, root, train, ens_path)
