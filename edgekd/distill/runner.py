@@ -332,7 +332,7 @@ def save_networks(
     """Record every network the method produced in ``networks.json``; extra ones (peers, branches) are
     saved beside the final student as ``network-<name>.pt``. The final student is the one that
     ``edgekd export`` / ``edgekd profile`` pick (``student.pt``, else ``model.pt``)."""
-    nets = distiller.networks()
+    nets = distiller.networks() or {"student": final_model}
     record = {"final": final.name, "rule": "export and profile use student.pt, else model.pt", "networks": {}}
     for name, net in nets.items():
         if net is final_model:

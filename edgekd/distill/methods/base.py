@@ -93,8 +93,9 @@ class Distiller(nn.Module):
         return self.student
 
     def networks(self) -> dict[str, nn.Module]:
-        """Every network this method produced, by name (schemes with peers or branches list them all)."""
-        return {"student": self.export_student()}
+        """Every network this method produced, by name (peers, branches, exits); empty when the exported
+        student is the only one (the runner records it as ``student``)."""
+        return {}
 
 
 class ComposedDistiller(Distiller):
