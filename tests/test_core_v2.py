@@ -339,6 +339,18 @@ def test_a_reconstruction_run_scores_anomalies(tmp_path):
         ),
         ({"method": {"name": "dml", "params": {"peers": 1}}, "teacher": None}, r"at least 2 peers"),
         ({"scheme": {"name": "born-again", "params": {"generations": 0}}}, r"needs at least 1 generation"),
+        (
+            {"losses": [{"name": "kd", "params": {"temperature": -1}}]},
+            r"params.temperature=-1.0: must be > 0",
+        ),
+        (
+            {"losses": [{"name": "soft-ce", "params": {"temperature": 0}}]},
+            r"params.temperature=0.0: must be > 0",
+        ),
+        (
+            {"losses": [{"name": "wasserstein-kd", "params": {"eps": -0.5}}]},
+            r"params.eps=-0.5: must be >= 0 \(the radius",
+        ),
     ],
 )
 def test_bad_core_v2_input_is_one_line_and_writes_nothing(teacher, tmp_path, run_cli, over, pattern):

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from edgekd.distill.losses.base import Step, register_loss
+from edgekd.distill.losses.checks import positive
 
 
 def cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
@@ -43,13 +44,23 @@ def ce(step: Step, label_smoothing: float = 0.0) -> Tensor:
     return cross_entropy(step.student, step.y, label_smoothing)
 
 
-@register_loss("kd", tasks=("classification",), paper="Hinton, Vinyals & Dean 2015")
+def _check_kd(s_shapes, t_shapes, params, where) -> None:
+    positive(params, "temperature", where, 4.0)
+
+
+def _check_soft_ce(s_shapes, t_shapes, params, where) -> None:
+    positive(params, "temperature", where, 1.0)
+
+
+@register_loss("kd", tasks=("classification",), check=_check_kd, paper="Hinton, Vinyals & Dean 2015")
 def kd(step: Step, temperature: float = 4.0) -> Tensor:
     """Soft targets ``T^2 KL(softmax(z_t/T) || softmax(z_s/T))``."""
     return kd_loss(step.student, step.teacher, temperature)
 
 
-@register_loss("soft-ce", tasks=("classification",), paper="Hinton, Vinyals & Dean 2015")
+@register_loss(
+    "soft-ce", tasks=("classification",), check=_check_soft_ce, paper="Hinton, Vinyals & Dean 2015"
+)
 def soft_ce(step: Step, temperature: float = 1.0) -> Tensor:
     """Cross-entropy to the teacher's soft targets ``-T^2 sum p_t log p_s``."""
     return soft_cross_entropy(step.student, step.teacher, temperature)

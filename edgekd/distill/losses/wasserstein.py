@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from edgekd.distill.losses.base import Step, register_loss
+from edgekd.distill.losses.checks import positive
 from edgekd.distill.losses.logits import kd_per_example
 from edgekd.errors import EdgekdError
 
@@ -52,7 +53,16 @@ def wasserstein_kd_loss(
     return base + penalty
 
 
-@register_loss("wasserstein-kd", tasks=("classification",), input_grad=True, paper="Kong et al., AAAI 2020")
+def _check(s_shapes, t_shapes, params, where) -> None:
+    positive(params, "temperature", where, 4.0)
+    eps = float(params.get("eps", 0.1))
+    if not eps >= 0:
+        raise EdgekdError(f"{where}: params.eps={eps}: must be >= 0 (the radius of the Wasserstein ball)")
+
+
+@register_loss(
+    "wasserstein-kd", tasks=("classification",), input_grad=True, check=_check, paper="Kong et al., AAAI 2020"
+)
 def wasserstein_kd(step: Step, eps: float = 0.1, temperature: float = 4.0) -> dict[str, Tensor]:
     """Worst-case KD ``mean l_i + eps mean ||grad_x l_i||`` (terms ``kd`` and ``grad_penalty``)."""
     kd, gp = wasserstein_kd_loss(
