@@ -289,12 +289,15 @@ def build_distiller(
 
 def run_one(
     ctx: dict[str, Any], size: str, method: str, seed: int, params: dict[str, Any], steps: int
-) -> dict[str, Any]:
-    """Train one student (or read its stored result); returns val and test top-1 (%) and the wall time."""
+) -> dict[str, Any] | None:
+    """Train one student (or read its stored result); returns val and test top-1 (%) and the wall time.
+    With ``ctx["train"]`` false a run that is not stored yet is None."""
     key = run_key(size, method, seed, params, steps)
     store = ctx["store"] / f"{key}.json"
     if store.exists():
         return json.loads(store.read_text())
+    if not ctx["train"]:
+        return None
     splits, teacher = ctx["splits"], ctx["teacher"]
     if size == "full":
         idx = np.arange(len(splits.train))
@@ -322,33 +325,42 @@ def run_one(
 # selection, aggregation, report
 
 
-def sweep_size(ctx: dict[str, Any], size: str, steps: int, grid: dict[str, list[float]]) -> dict[str, Any]:
+def sweep_size(
+    ctx: dict[str, Any], size: str, steps: int, grid: dict[str, list[float]]
+) -> dict[str, Any] | None:
     """Seed 0, validation split: (T, alpha) for KD over the grid, then eps for Wasserstein KD at that (T, alpha)."""
     tried, log = [], ctx["log"]
     for t in grid["temperature"]:
         for a in grid["alpha"]:
             r = run_one(ctx, size, "kd", 0, {"temperature": t, "alpha": a}, steps)
+            if r is None:
+                continue
             tried.append({"method": "kd", **r["params"], "val_acc": r["val_acc"], "wall_s": r["wall_s"]})
             log(f"sweep size={size}/class kd T={t} alpha={a}: val {r['val_acc']:.2f}")
+    if not tried:
+        return None
     best_kd = max((x for x in tried), key=lambda x: x["val_acc"])
     ta = {"temperature": best_kd["temperature"], "alpha": best_kd["alpha"]}
     for e in grid["eps"]:
         r = run_one(ctx, size, "wasserstein-kd", 0, {**ta, "eps": e}, steps)
+        if r is None:
+            continue
         tried.append(
             {"method": "wasserstein-kd", **r["params"], "val_acc": r["val_acc"], "wall_s": r["wall_s"]}
         )
         log(f"sweep size={size}/class wkd eps={e}: val {r['val_acc']:.2f}")
-    best_w = max((x for x in tried if x["method"] == "wasserstein-kd"), key=lambda x: x["val_acc"])
+    wkd = [x for x in tried if x["method"] == "wasserstein-kd"]
+    best_w = {**ta, "eps": max(wkd, key=lambda x: x["val_acc"])["eps"]} if wkd else None
     return {"judged_on": "validation split (6,000 images held out of the 60k training set), seed 0",
-            "tried": tried, "kd": ta, "wasserstein-kd": {**ta, "eps": best_w["eps"]}}  # fmt: skip
+            "tried": tried, "kd": ta, "wasserstein-kd": best_w}  # fmt: skip
 
 
-def method_params(method: str, choice: dict[str, Any]) -> dict[str, Any]:
+def method_params(method: str, choice: dict[str, Any]) -> dict[str, Any] | None:
+    """The chosen settings of a method (None: not chosen yet, ``--no-train`` on a partial sweep)."""
     if method == "labels":
         return {}
-    if method == "wasserstein-kd":
-        return dict(choice["wasserstein-kd"])
-    return dict(choice["kd"])  # kd, and the KD stage of fitnet / ab
+    chosen = choice[method if method == "wasserstein-kd" else "kd"]  # kd, and the KD stage of fitnet / ab
+    return dict(chosen) if chosen is not None else None
 
 
 def reading_tables(results: dict[str, Any]) -> dict[str, Any]:
@@ -439,6 +451,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--full-seeds", type=int, default=1, help="seeds for the full training set")
     ap.add_argument("--teacher-only", action="store_true", help="train (or load) the teacher and stop")
+    ap.add_argument("--no-train", action="store_true", help="report the stored runs only; train nothing")
     ap.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fewshot_fashion_mnist.json"))
     args = ap.parse_args(argv)
@@ -464,7 +477,7 @@ def main(argv: list[str] | None = None) -> None:
     store = runs_dir / ("fewshot-runs-quick" if args.quick else "fewshot-runs")
     store.mkdir(parents=True, exist_ok=True)
     ctx = {"splits": splits, "teacher": teacher, "store": store, "cache_dir": runs_dir / ".teacher-cache",
-           "log": lambda s: print(s, flush=True)}  # fmt: skip
+           "log": lambda s: print(s, flush=True), "train": not args.no_train}  # fmt: skip
     if full_epochs > 0:
         sizes = sizes + ["full"]
         steps["full"] = max(1, int(full_epochs * len(splits.train) / STUDENT_TRAIN["batch_size"]))
@@ -479,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
         report = {
             "benchmark": "few-shot distillation, Fashion-MNIST (Kong et al., AAAI 2020), both readings of M",
             "quick": args.quick,
-            "complete": all(len(results.get(z, {})) == len(METHODS) for z in sizes),
+            "complete": all(m in results.get(z, {}) for z in sizes for m in METHODS),
             "device": {"device": "cpu", "torch": torch.__version__, "threads": args.threads,
                        "python": platform.python_version(), "cpu": platform.machine(), "cores": os.cpu_count(),
                        "note": "2 shared cores, other jobs running: wall times are noisy"},
@@ -515,18 +528,27 @@ def main(argv: list[str] | None = None) -> None:
             sweep["full"] = {"judged_on": "not swept (CPU budget): the largest few-shot size's choice",
                              "kd": choice_last["kd"], "wasserstein-kd": choice_last["wasserstein-kd"]}  # fmt: skip
         else:
-            sweep[size] = sweep_size(ctx, size, n_steps, grid)
+            sweep[size] = sweep_size(ctx, size, n_steps, grid) or {
+                "tried": [],
+                "kd": None,
+                "wasserstein-kd": None,
+            }
         choice_last = sweep[size]
         results[size] = {}
         size_seeds = full_seeds if size == "full" else seeds
         for method in METHODS:
             rows = []
             for seed in size_seeds:
-                r = run_one(ctx, size, method, seed, method_params(method, sweep[size]), n_steps)
+                params = method_params(method, sweep[size])
+                r = None if params is None else run_one(ctx, size, method, seed, params, n_steps)
+                if r is None:
+                    continue
                 rows.append(r)
                 runs.append(r)
                 print(f"size={size:>4}/class {method:>15} seed={seed} test={r['test_acc']:.2f} "
                       f"val={r['val_acc']:.2f} ({r['wall_s']:.0f}s)", flush=True)  # fmt: skip
+            if not rows:
+                continue
             m, s = mean_std([r["test_acc"] for r in rows])
             results[size][method] = {
                 "acc_mean": round(m, 2), "acc_std": round(s, 2), "per_seed": [r["test_acc"] for r in rows],
@@ -536,6 +558,8 @@ def main(argv: list[str] | None = None) -> None:
             }  # fmt: skip
             results[size]["examples"] = rows[0]["examples"]
             write()
+        if not results[size]:
+            del results[size]
     report = write()
     print_table(results, tinfo, report)
     print(f"wrote {args.out} in {report['wall_s']:.0f}s")
