@@ -562,6 +562,8 @@ def main(argv: list[str] | None = None) -> None:
             del results[size]
     report = write()
     print_table(results, tinfo, report)
+    if not args.quick:
+        plot(report, ROOT / "docs" / "fewshot_fashion_mnist.png")
     print(f"wrote {args.out} in {report['wall_s']:.0f}s")
 
 
@@ -589,6 +591,52 @@ def print_table(results: dict[str, Any], tinfo: dict[str, Any], report: dict[str
         Console().print(p)
         print(f"  mean |diff|: {tab['mean_abs_diff']}")
     print(json.dumps(report["goals"], indent=1))
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Test top-1 per method against the paper's M, one panel per reading, the paper's WKD / KD as lines."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgekd.atomic import atomic_write_bytes
+
+    cols = ["50", "100", "500", "1000", "full"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    colors = {
+        "labels": "grey",
+        "wasserstein-kd": "tab:red",
+        "ab": "tab:green",
+        "fitnet": "tab:purple",
+        "kd": "tab:blue",
+    }
+    for ax, (reading, tab) in zip(axes, report["readings"].items()):
+        for m in METHODS:
+            pts = [(i, r[m]["mean"], r[m]["std"]) for i, c in enumerate(cols)
+                   if (r := tab["columns"].get(c)) and m in r]  # fmt: skip
+            if pts:
+                i, mu, sd = zip(*pts)
+                ax.errorbar(i, mu, yerr=sd, marker="o", capsize=3, color=colors[m], label=m)
+        for m, style in (("wasserstein-kd", "--"), ("kd", ":")):
+            ax.plot(range(len(cols)), [PAPER[m][c] for c in cols], style, color=colors[m], alpha=0.7,
+                    label=f"paper {m}")  # fmt: skip
+        ax.set_xticks(range(len(cols)), cols)
+        ax.set_xlabel(f"M ({reading.replace('_', ' ')})")
+        ax.set_title(f"M read {'in total' if reading == 'total' else 'per class'}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("student test top-1 (%)")
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(
+        f"Fashion-MNIST few-shot distillation (teacher {report['teacher']['test_acc']}%), mean ± std over seeds"
+    )
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 if __name__ == "__main__":
