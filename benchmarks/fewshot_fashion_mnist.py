@@ -48,6 +48,7 @@ if str(ROOT) not in sys.path:
 from edgekd.atomic import atomic_write_json  # noqa: E402
 from edgekd.data import ArrayDataset, DataSplits, load_data  # noqa: E402
 from edgekd.data.fewshot import few_shot_indices  # noqa: E402
+from edgekd.distill.cache import hash_module  # noqa: E402
 from edgekd.distill.compose import LossSpec  # noqa: E402
 from edgekd.distill.engine import Stage, Trainer, evaluate, seed_everything  # noqa: E402
 from edgekd.distill.methods import Distiller, build_method  # noqa: E402
@@ -76,6 +77,8 @@ TEACHER = {"name": "vgg", "kwargs": {"stages": [[32], [64, 64], [128, 128]]}}
 STUDENT = {"name": "vgg", "kwargs": {"stages": [[8], [16, 16], [32]]}}
 TEACHER_TRAIN = {"epochs": 7, "batch_size": 128, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
                  "nesterov": True, "weight_decay": 5e-4, "schedule": "cosine", "jitter": 2, "flip": True}  # fmt: skip
+# phase 2: a second, shorter cosine cycle from the phase-1 weights (phase 1 ended at 93.12% test, below 94%)
+TEACHER_PHASES = [TEACHER_TRAIN, {**TEACHER_TRAIN, "epochs": 4, "lr": 0.01}]
 STUDENT_TRAIN = {"optimizer": "adam", "lr": 2e-3, "batch_size": 64, "schedule": "cosine"}
 # the two feature methods: one stage on the feature loss (this fraction of the steps), then KD
 FEATURE_METHODS = {
@@ -193,60 +196,60 @@ def flipped(data: ArrayDataset) -> ArrayDataset:
 
 
 def get_cnn_teacher(splits: DataSplits, runs_dir: Path, quick: bool) -> tuple[nn.Module, dict[str, Any]]:
-    """Train the VGG teacher once (resumable: the engine checkpoints every epoch); reuse it afterwards."""
+    """Train the VGG teacher once, phase by phase (each resumable: the engine checkpoints every epoch; a
+    phase starts from the previous phase's weights); reuse it afterwards."""
     folder = runs_dir / ("fewshot-teacher-vgg-quick" if quick else "fewshot-teacher-vgg")
     path, meta_path = folder / "model.pt", folder / "teacher.json"
     kwargs = {**TEACHER["kwargs"], "input_shape": list(splits.input_shape), "num_classes": 10}
-    spec = dict(TEACHER_TRAIN, epochs=1) if quick else TEACHER_TRAIN
+    phases = [dict(TEACHER_TRAIN, epochs=1)] if quick else TEACHER_PHASES
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"phases": []}
     trained_now = False
-    if not path.exists():
-        seed_everything(0)
-        model = build_model(TEACHER["name"], **kwargs)
-        train_keys = (
-            "epochs",
-            "batch_size",
-            "optimizer",
-            "lr",
-            "momentum",
-            "nesterov",
-            "weight_decay",
-            "schedule",
-        )
+    train_keys = (
+        "epochs",
+        "batch_size",
+        "optimizer",
+        "lr",
+        "momentum",
+        "nesterov",
+        "weight_decay",
+        "schedule",
+    )
+    for i, spec in enumerate(phases):
+        if i < len(meta["phases"]):
+            continue
+        seed_everything(i)
+        model = load_model(path)[0] if i else build_model(TEACHER["name"], **kwargs)
         cfg = TrainConfig(**{k: spec[k] for k in train_keys}, threads=torch.get_num_threads())
-        run = RunFolder(folder / "run")
+        run = RunFolder(folder / ("run" if i == 0 else f"run{i + 1}"))
         run.root.mkdir(parents=True, exist_ok=True)
-        trainer = Trainer(build_method("supervised", model, None, {}), cfg, run, seed=0,
+        trainer = Trainer(build_method("supervised", model, None, {}), cfg, run, seed=i,
                           jitter=spec["jitter"], progress=False)  # fmt: skip
-        t0 = time.perf_counter()
         fit = trainer.fit(flipped(splits.train) if spec["flip"] else splits.train, val=splits.val,
                           resume=run.checkpoint.exists())  # fmt: skip
-        seconds = time.perf_counter() - t0
         save_model(path, model, TEACHER["name"], kwargs)
         curve = [{"epoch": r["epoch"], "seconds": r["seconds"], "val_acc": round(100 * r["val_accuracy"], 2),
                   "train_acc": round(100 * r["train_accuracy"], 2)} for r in fit.history]  # fmt: skip
-        atomic_write_json(
-            meta_path, {"train": spec, "seconds_this_process": round(seconds, 1), "curve": curve}
-        )
+        acc = {f"{k}_acc_after": round(100 * evaluate(model, d)["accuracy"], 2)
+               for k, d in (("val", splits.val), ("test", splits.test))}  # fmt: skip
+        meta["phases"].append({"train": spec, "curve": curve, **acc})
+        atomic_write_json(meta_path, meta)
         trained_now = True
     teacher, record = load_model(path)
-    meta = json.loads(meta_path.read_text())
-    epoch_s = [r["seconds"] for r in meta["curve"]]
+    epoch_s = [r["seconds"] for ph in meta["phases"] for r in ph["curve"]]
     info = {
         "path": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
         "model": record["name"],
         "kwargs": TEACHER["kwargs"],
         "params": sum(p.numel() for p in teacher.parameters()),
-        "training": {
-            **meta["train"],
-            "data": "54k training split (+ its mirror image: flip), validation held out",
-            "loop": "edgekd.distill.engine.Trainer, method supervised",
-        },  # fmt: skip
-        "curve": meta["curve"],
+        "data": "54k training split (+ its mirror image: flip), validation held out",
+        "loop": "edgekd.distill.engine.Trainer, method supervised",
+        "phases": meta["phases"],
         "train_wall_s": round(sum(epoch_s), 1),
-        "s_per_epoch": round(float(np.mean(epoch_s)), 1) if epoch_s else None,
+        "s_per_epoch_of_flipped_set": round(float(np.mean(epoch_s)), 1) if epoch_s else None,
         "val_acc": round(100 * evaluate(teacher, splits.val)["accuracy"], 2),
         "test_acc": round(100 * evaluate(teacher, splits.test)["accuracy"], 2),
         "trained_now": trained_now,
+        "state_hash": hash_module(teacher)[:12],
     }
     info["meets_94"] = info["test_acc"] >= 94.0
     return teacher, info
@@ -256,8 +259,8 @@ def get_cnn_teacher(splits: DataSplits, runs_dir: Path, quick: bool) -> tuple[nn
 # one student run
 
 
-def run_key(size: str, method: str, seed: int, params: dict[str, Any], steps: int) -> str:
-    blob = json.dumps({"student": STUDENT, "train": STUDENT_TRAIN, "feature": FEATURE_METHODS.get(method),
+def run_key(size: str, method: str, seed: int, params: dict[str, Any], steps: int, teacher: str) -> str:
+    blob = json.dumps({"teacher": teacher, "student": STUDENT, "train": STUDENT_TRAIN, "feature": FEATURE_METHODS.get(method),
                        "fraction": FEATURE_STAGE_FRACTION, "params": params, "steps": steps}, sort_keys=True)  # fmt: skip
     return f"{size}-{method}-s{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
@@ -292,7 +295,7 @@ def run_one(
 ) -> dict[str, Any] | None:
     """Train one student (or read its stored result); returns val and test top-1 (%) and the wall time.
     With ``ctx["train"]`` false a run that is not stored yet is None."""
-    key = run_key(size, method, seed, params, steps)
+    key = run_key(size, method, seed, params, steps, ctx["teacher_hash"])
     store = ctx["store"] / f"{key}.json"
     if store.exists():
         return json.loads(store.read_text())
@@ -477,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
     store = runs_dir / ("fewshot-runs-quick" if args.quick else "fewshot-runs")
     store.mkdir(parents=True, exist_ok=True)
     ctx = {"splits": splits, "teacher": teacher, "store": store, "cache_dir": runs_dir / ".teacher-cache",
-           "log": lambda s: print(s, flush=True), "train": not args.no_train}  # fmt: skip
+           "log": lambda s: print(s, flush=True), "train": not args.no_train, "teacher_hash": tinfo["state_hash"]}  # fmt: skip
     if full_epochs > 0:
         sizes = sizes + ["full"]
         steps["full"] = max(1, int(full_epochs * len(splits.train) / STUDENT_TRAIN["batch_size"]))
