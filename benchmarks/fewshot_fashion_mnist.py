@@ -469,6 +469,21 @@ def goal_checks(results: dict[str, Any], tables: dict[str, Any]) -> dict[str, An
     return checks
 
 
+def check_goals(entry: dict[str, Any], size: str) -> dict[str, Any]:
+    """Goals (a) and (b) at one size of the longer-schedule check, under the per-class reading."""
+    out: dict[str, Any] = {}
+    for m in ("wasserstein-kd", "kd"):
+        if m in entry:
+            out[f"{m}_minus_paper_per_class"] = round(entry[m]["acc_mean"] - PAPER[m][size], 2)
+    if "wasserstein-kd" in entry and "kd" in entry:
+        w, k = entry["wasserstein-kd"], entry["kd"]
+        gap, spread = w["acc_mean"] - k["acc_mean"], max(w["acc_std"], k["acc_std"])
+        out["wkd_minus_kd"] = {"gap": round(gap, 2), "seed_spread": round(spread, 2), "met": gap > spread}
+    if "wasserstein-kd_minus_paper_per_class" in out:
+        out["wkd_within_2_of_paper"] = abs(out["wasserstein-kd_minus_paper_per_class"]) <= 2.0
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (<1 min)")
@@ -594,11 +609,12 @@ def main(argv: list[str] | None = None) -> None:
         for size in [z for z in (sizes[:2] if args.quick else CHECK_SIZES) if z in steps]:
             n_steps = int(steps[size] * args.check_scale)
             ch = sweep_size(ctx, size, n_steps, cgrid) or {"tried": [], "kd": None, "wasserstein-kd": None}
-            entry = {"steps": n_steps, "sweep": ch}
+            entry: dict[str, Any] = {"steps": n_steps, "sweep": ch}
             for method in CHECK_METHODS:
                 e = run_method(ctx, size, method, seeds, ch, n_steps, runs)
                 if e is not None:
                     entry[method] = e
+            entry.update(check_goals(entry, size))
             check[size] = entry
             write()
     report = write()
