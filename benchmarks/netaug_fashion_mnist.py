@@ -155,6 +155,7 @@ def plot(sweep: list[dict[str, Any]], headline: dict[str, Any] | None, path: Pat
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     pts = [s for s in sweep if s["gain_per_seed"]]
@@ -164,11 +165,16 @@ def plot(sweep: list[dict[str, Any]], headline: dict[str, Any] | None, path: Pat
     if headline and headline["gain_per_seed"]:
         ax.errorbar([headline["params"]], [headline["gain"][0]], yerr=[headline["gain"][1]], marker="s",
                     color="C3", capsize=4, label=f"headline ({headline['train_n']} training images)")  # fmt: skip
+    for s in pts:
+        ax.plot([s["params"]] * len(s["gain_per_seed"]), s["gain_per_seed"], ".", color="C0", alpha=0.5)
+    if headline and headline["gain_per_seed"]:
+        hp = headline["gain_per_seed"]
+        ax.plot([headline["params"]] * len(hp), hp, ".", color="C3", alpha=0.5)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("student parameters (log)")
     ax.set_ylabel("test accuracy gain, NetAug - baseline (points)")
-    ax.set_title("Fashion-MNIST, TinyCNN: NetAug gain (mean ± std over seeds)")
+    ax.set_title("NetAug gain on Fashion-MNIST (mean ± std; dots: seeds)")
     ax.legend(fontsize=8)
     for name, key, style in (("baseline", "baseline", "o-"), ("NetAug", "netaug", "s--")):
         ax2.plot(x, [s[f"{key}_train_acc"][0] for s in pts], style, label=f"{name} train")
@@ -178,6 +184,8 @@ def plot(sweep: list[dict[str, Any]], headline: dict[str, Any] | None, path: Pat
     ax2.set_ylabel("accuracy (%)")
     ax2.set_title("underfitting: train accuracy vs size (sweep)")
     ax2.legend(fontsize=8)
+    for a in (ax, ax2):
+        a.xaxis.set_minor_formatter(NullFormatter())
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
@@ -201,12 +209,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--phases", nargs="*", default=["tune", "headline", "sweep"])
+    ap.add_argument("--plot-only", action="store_true", help="redraw the plot from the results JSON")
     ap.add_argument("--kd", action="store_true", help="also NetAug+KD columns (off: not part of issue 12)")
     ap.add_argument("--runs-dir", default=str(REPO / "runs" / "bench" / "netaug"))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "netaug_fashion_mnist.json"))
     args = ap.parse_args(argv)
     if args.kd:
         raise SystemExit("--kd: NetAug+KD is not run by this benchmark yet (see docs/netaug.md)")
+    if args.plot_only:
+        rep = json.loads(Path(args.out).read_text())
+        plot(rep["phases"].get("size_sweep", []), rep["phases"].get("headline"), PLOT)
+        return
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     splits = load_data("fashion-mnist", seed=0, val_fraction=0.1)
