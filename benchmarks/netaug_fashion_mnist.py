@@ -360,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         b0 = run(spec(HEADLINE, "supervised", {}, 0, h_epochs, "full"))
         long = run(spec(HEADLINE, "supervised", {}, 0, 2 * h_epochs, "full"))
         half = cached(spec(HEADLINE, "supervised", {}, 0, h_epochs // 2, "full"), cache)
+        long_n = run(spec(HEADLINE, "netaug", netaug, 0, 2 * h_epochs, "full"))  # one seed: CPU budget
         pts = [r for r in (half, b0, long) if r]
         headline["convergence"] = {
             "rule": "converged when doubling the epochs changes the seed-0 baseline's test accuracy by less "
@@ -369,6 +370,9 @@ def main(argv: list[str] | None = None) -> None:
             "test_change_when_doubling": round(long["test_acc"] - b0["test_acc"], 2),
             "train_change_when_doubling": round(long["train_acc"] - b0["train_acc"], 2),
             "converged": abs(long["test_acc"] - b0["test_acc"]) < max(headline["goal"]["seed_spread"], 0.1),
+            "netaug_seed0_at_double_epochs": {k: long_n[k] for k in ("epochs", "train_acc", "val_acc", "test_acc",
+                                                                    "wall_s")},
+            "gain_seed0_at_double_epochs": round(long_n["test_acc"] - long["test_acc"], 2),
             "baseline_seed0_curve": b0["curve"],
             "netaug_seed0_curve": run(spec(HEADLINE, "netaug", netaug, 0, h_epochs, "full"))["curve"],
         }  # fmt: skip
