@@ -106,7 +106,7 @@ def train_one(spec: dict[str, Any], splits: DataSplits, train: ArrayDataset, cac
         **spec,
         "key": run_key(spec),
         "train_n": len(train),
-        "wall_s": round(wall, 1),
+        "wall_s": round(wall, 1),  # 1 thread on a 2-core machine shared with other jobs
         "s_per_epoch": round(wall / spec["epochs"], 2),
         # the exported model (eval mode, recalibrated BN for NetAug) on the examples it trained on
         "train_acc": round(100 * evaluate(model, train)["accuracy"], 2),
@@ -288,8 +288,12 @@ def main(argv: list[str] | None = None) -> None:
         "phases": {},
     }
 
+    used: dict[str, float] = {}  # run key -> its training wall time (cached runs included)
+
     def save() -> None:
         report["wall_s"] = round(time.perf_counter() - t_start, 1)
+        report["runs_wall_s_total"] = round(sum(used.values()), 1)
+        report["runs"] = len(used)
         atomic_write_json(out_path, report)
 
     def log(r: dict[str, Any]) -> None:
@@ -299,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def run(s: dict[str, Any]) -> dict[str, Any]:
         r = train_one(s, splits, sub if s["data"] == "subset" else splits.train, cache)
+        used[r["key"]] = r["wall_s"]
         log(r)
         return r
 
