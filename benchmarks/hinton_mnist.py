@@ -262,6 +262,52 @@ def jittered_variant(
     }
 
 
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Left: validation errors of every configuration tried; right: test errors per seed and the paper's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1.4, 1]})
+    sweep = result["sweep"]
+    labels = [s["run"].split("/")[-1].replace("val-", "").replace(f"-t{result['setup']['teacher_epochs']}", "")
+              for s in sweep]  # fmt: skip
+    colors = ["tab:orange" if s["kind"] == "student" else "tab:blue" for s in sweep]
+    a1.barh(range(len(sweep)), [s["val_errors"] for s in sweep], color=colors)
+    a1.set_yticks(range(len(sweep)), labels, fontsize=7)
+    a1.axvline(result["validation_teacher"]["val_errors"], color="k", ls="--", label="teacher (50k)")
+    a1.set_xlim(left=80)
+    a1.set_xlabel("validation errors of 10,000 (fewer is better)")
+    a1.set_title("settings tried on the validation split (orange: alone, blue: distilled)", fontsize=10)
+    a1.legend(loc="lower right")
+    kinds = [("teacher", result["teacher_errors"]), ("alone", result["student_errors"]),
+             ("distilled", result["distilled_errors"])]  # fmt: skip
+    v = result.get("variant_jittered_transfer_set")
+    if v:
+        kinds += [
+            ("alone\n+jitter", v["student_jittered_errors"]),
+            ("distilled\n+jitter", v["distilled_jittered_errors"]),
+        ]
+    for i, (_, errs) in enumerate(kinds):
+        a2.scatter([i] * len(errs), errs, color="tab:blue", zorder=3)
+        a2.errorbar(
+            i + 0.15, *mean_std(errs)[:1], yerr=mean_std(errs)[1], fmt="s", color="tab:red", capsize=4
+        )
+    paper = [PAPER["teacher_errors"], PAPER["student_errors"], PAPER["distilled_errors"]]
+    a2.scatter(range(3), paper, marker="x", color="k", s=60, label="paper", zorder=4)
+    a2.set_xticks(range(len(kinds)), [k for k, _ in kinds])
+    a2.set_ylabel("test errors of 10,000")
+    a2.set_title(
+        f"full 60k, seeds {result['seeds']} (dots), mean ± std (red); gap closed {result['gap_closed']:.0%}"
+    )
+    a2.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def report(
     args: argparse.Namespace,
     choice: dict[str, Any],
@@ -334,6 +380,7 @@ def report(
         rows.append(["+-2 px jitter (not the paper's)", "same", f"{jm:.1f}±{js:.1f}", f"{vm:.1f}±{vs:.1f}",
                      f"{variant['gap_closed_vs_unregularised_student']:.0%} of the unjittered gap"])  # fmt: skip
     write_results(args.out, result)
+    plot(result, REPO / "docs" / f"{args.out}.png")
     print_table("Hinton MNIST, test errors of 10,000 (settings chosen on validation)",
                 ["seed", "teacher", "student alone", "distilled", "gap closed"], rows)  # fmt: skip
 
