@@ -299,7 +299,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     a2.set_xticks(range(len(kinds)), [k for k, _ in kinds])
     a2.set_ylabel("test errors of 10,000")
     a2.set_title(
-        f"full 60k, seeds {result['seeds']} (dots), mean ± std (red); gap closed {result['gap_closed']:.0%}"
+        f"test, trained on 60k: seeds (dots), mean ± std (red)\ngap closed {result['gap_closed']:.0%}",
+        fontsize=10,
     )
     a2.legend()
     fig.tight_layout()
