@@ -262,6 +262,39 @@ def jittered_variant(
     }
 
 
+def longer_teacher_check(args: argparse.Namespace, choice: dict[str, Any]) -> None:
+    """Does a longer-trained teacher close more of the gap? Teacher of ``--longer-teacher-epochs`` on all 60k,
+    the distilled student with the settings chosen for the 50-epoch teacher (no new search), the same
+    student alone; written into the results JSON as ``longer_teacher_check`` (run ``--phase report`` first)."""
+    e = args.longer_teacher_epochs
+    t_cfg = {**TEACHER, "epochs": e}
+    d_cfg = choice["distilled"]
+    rows = []
+    for seed in args.seeds:
+        t = train(recipe(f"teacher-s{seed}-e{e}", seed, "hinton-teacher", t_cfg, 0.0), args.runs, False)
+        s_cfg = choice["student"]
+        s = train(
+            recipe(cfg_name(f"student-s{seed}", s_cfg), seed, "hinton-student", s_cfg, 0.0), args.runs, False
+        )
+        d = train(recipe(cfg_name(f"distilled-s{seed}-t{e}", d_cfg), seed, "hinton-student", d_cfg, 0.0,
+                         REPO / t["run"]), args.runs, True)  # fmt: skip
+        te, se, de = t["test_errors"], s["test_errors"], d["test_errors"]
+        rows.append({"seed": seed, "teacher_epochs": e, "teacher_errors": te, "student_errors": se,
+                     "distilled_errors": de, "gap_closed": (se - de) / (se - te) if se != te else None,
+                     "teacher": t, "distilled": d})  # fmt: skip
+        print(f"seed {seed}: teacher({e} epochs) {te}, alone {se}, distilled {de}", flush=True)
+    from _common import RESULTS
+
+    path = RESULTS / f"{args.out}.json"
+    result = json.loads(path.read_text())
+    result["longer_teacher_check"] = {
+        "what": f"teacher trained {e} epochs instead of {args.teacher_epochs}; distilled with the choice made for "
+        "the shorter teacher (no new search); test errors",
+        "per_seed": rows,
+    }
+    write_results(args.out, result)
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     """Left: validation errors of every configuration tried; right: test errors per seed and the paper's."""
     import matplotlib
@@ -388,7 +421,11 @@ def report(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--phase", choices=["teachers", "val", "final", "report", "all"], default="all")
+    ap.add_argument(
+        "--phase", choices=["teachers", "val", "final", "report", "all", "longer-teacher"], default="all"
+    )
+    ap.add_argument("--longer-teacher-epochs", type=int, default=100,
+                    help="--phase longer-teacher: a teacher of this many epochs, distilled with the same choice")  # fmt: skip
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--teacher-epochs", type=int, default=50)
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "bench" / "hinton")
@@ -406,6 +443,9 @@ def main() -> None:
     if args.phase == "teachers":
         for seed in args.seeds:
             print(f"teacher seed {seed}: {teacher_run(args, seed)['test_errors']} test errors", flush=True)
+        return
+    if args.phase == "longer-teacher":
+        longer_teacher_check(args, load_choice(args))
         return
     choice = phase_val(args) if args.phase in ("val", "all") else load_choice(args)
     print(f"chosen: student {choice['student']}, distilled {choice['distilled']}", flush=True)
