@@ -28,8 +28,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -42,8 +40,11 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (str(ROOT), str(ROOT / "benchmarks")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from _common import machine, mean_std  # noqa: E402
 
 from edgekd.atomic import atomic_write_json  # noqa: E402
 from edgekd.data import ArrayDataset, DataSplits, load_data  # noqa: E402
@@ -53,7 +54,7 @@ from edgekd.distill.compose import LossSpec  # noqa: E402
 from edgekd.distill.engine import Stage, Trainer, evaluate, seed_everything  # noqa: E402
 from edgekd.distill.methods import Distiller, build_method  # noqa: E402
 from edgekd.models import build_model, load_model, save_model  # noqa: E402
-from edgekd.recipe import TrainConfig, load_recipe  # noqa: E402
+from edgekd.recipe import TrainConfig  # noqa: E402
 from edgekd.runfolder import RunFolder  # noqa: E402
 
 # Kong et al. 2020, Fashion-MNIST student top-1 (%). Columns: full set, M = 1000, 500, 100, 50.
@@ -70,7 +71,6 @@ THREADS_HELP = (
     "torch threads (default 1: on the shared, oversubscribed 2-core machine one thread measured ~10x less "
     "CPU time and ~5x less wall time per step than two, which spin-wait)"
 )
-TEACHER_RECIPE = ROOT / "examples" / "teacher_fashion_mnist.yaml"
 VIRTUAL_EPOCHS = 20  # epochs of the engine that the step budget is divided into
 
 TEACHER = {"name": "vgg", "kwargs": {"stages": [[32], [64, 64], [128, 128]]}}
@@ -96,37 +96,7 @@ GRID = {"temperature": [2.0, 6.0], "alpha": [0.5, 0.9], "eps": [0.1, 1.0]}
 
 
 # ------------------------------------------------------------------------------------------------
-# shared helpers (benchmarks/netaug_fashion_mnist.py imports some of them)
-
-
-def get_teacher(splits: DataSplits, quick: bool, runs_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Train the example teacher recipe (``cnn``, ~90%) into ``runs_dir`` once; reuse it afterwards."""
-    from edgekd.distill.runner import run_training
-
-    name = "fashion-teacher-quick" if quick else "fashion-teacher"
-    path = runs_dir / name / "model.pt"
-    t0 = time.perf_counter()
-    trained = False
-    if not path.exists():
-        overrides = [f"name={name}"]
-        if quick:
-            overrides += ["train.epochs=1", "data.train_fraction=0.05"]
-        run_training(load_recipe(TEACHER_RECIPE, overrides), runs_dir, distill=False, progress=False)
-        trained = True
-    teacher, record = load_model(path)
-    acc = evaluate(teacher, splits.test)["accuracy"]
-    info = {
-        "path": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
-        "model": record["name"],
-        "kwargs": dict(record["kwargs"]),
-        "params": sum(p.numel() for p in teacher.parameters()),
-        "recipe": str(TEACHER_RECIPE.relative_to(ROOT)),
-        "test_acc": round(100 * acc, 2),
-        "trained_now": trained,
-        "seconds": round(time.perf_counter() - t0, 1),
-        "abs_dir": str(path.parent),
-    }
-    return teacher, info
+# training on the engine
 
 
 def plan_epochs(n: int, bs: int, steps: int, seed: int) -> tuple[np.ndarray, int]:
@@ -180,11 +150,6 @@ def train_steps(
     return {"student": stages[-1].distiller.export_student(), "seconds": time.perf_counter() - t0,
             "batch": bs, "steps": steps_done, "epochs": round(steps_done * bs / n, 2),
             "teacher_cache": str(trainer.speed.get("teacher_cache", "off"))[:60]}  # fmt: skip
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    a = np.asarray(values, dtype=np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -503,12 +468,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--no-train", action="store_true", help="report the stored runs only; train nothing")
     ap.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench"))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fewshot_fashion_mnist.json"))
+    ap.add_argument(
+        "--out", default=None, help="results JSON (default: benchmarks/results/, --quick: the runs dir)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    os.environ.setdefault("EDGEKD_DATA_DIR", str(Path("/work/shared/datasets")))
     t_start = time.perf_counter()
     runs_dir = Path(args.runs_dir)
+    if args.out is None:  # a smoke run never replaces the committed results
+        quick_out = runs_dir / "fewshot_fashion_mnist_quick.json"
+        args.out = str(
+            quick_out if args.quick else ROOT / "benchmarks" / "results" / "fewshot_fashion_mnist.json"
+        )
 
     splits = load_data("fashion-mnist", seed=0, val_fraction=0.1)
     sizes, seeds, grid, steps = [str(s) for s in args.sizes], list(range(args.seeds)), GRID, dict(STEPS)
@@ -544,9 +515,7 @@ def main(argv: list[str] | None = None) -> None:
             "benchmark": "few-shot distillation, Fashion-MNIST (Kong et al., AAAI 2020), both readings of M",
             "quick": args.quick,
             "complete": all(m in results.get(z, {}) for z in sizes for m in METHODS),
-            "device": {"device": "cpu", "torch": torch.__version__, "threads": args.threads,
-                       "python": platform.python_version(), "cpu": platform.machine(), "cores": os.cpu_count(),
-                       "note": "2 shared cores, other jobs running: wall times are noisy"},
+            "device": {"device": "cpu", **machine(), "note": "2 shared cores, other jobs running: wall times are noisy"},
             "dataset": {"name": "fashion-mnist", "train": len(splits.train), "val": len(splits.val),
                         "test": len(splits.test), "few_shot": "stratified per class, seeded (sample seed = run seed), "
                         "edgekd.data.fewshot; a total M of the paper's table = M/10 per class (10 balanced classes)"},
