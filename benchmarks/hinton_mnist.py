@@ -211,15 +211,23 @@ def load_choice(args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(p.read_text())
 
 
+def pair_jobs(seed: int, s_cfg: dict[str, Any], d_cfg: dict[str, Any], teacher: dict[str, Any],
+              teacher_epochs: int) -> list[tuple[dict[str, Any], bool]]:  # fmt: skip
+    """The student alone and the distilled student of one seed on all 60k (jobs for :func:`train_all`)."""
+    name = cfg_name(f"distilled-s{seed}-t{teacher_epochs}", d_cfg)
+    return [(recipe(cfg_name(f"student-s{seed}", s_cfg), seed, "hinton-student", s_cfg, 0.0), False),
+            (recipe(name, seed, "hinton-student", d_cfg, 0.0, REPO / teacher["run"]), True)]  # fmt: skip
+
+
 def final_runs(args: argparse.Namespace, choice: dict[str, Any]) -> list[dict[str, Any]]:
     """Teacher, student alone and distilled student on the full 60k for every seed."""
     teachers = [teacher_run(args, seed) for seed in args.seeds]
     s_cfg, d_cfg = choice["student"], choice["distilled"]
-    jobs = []
-    for seed, t in zip(args.seeds, teachers):
-        jobs.append((recipe(cfg_name(f"student-s{seed}", s_cfg), seed, "hinton-student", s_cfg, 0.0), False))
-        name = cfg_name(f"distilled-s{seed}-t{args.teacher_epochs}", d_cfg)
-        jobs.append((recipe(name, seed, "hinton-student", d_cfg, 0.0, REPO / t["run"]), True))
+    jobs = [
+        j
+        for seed, t in zip(args.seeds, teachers)
+        for j in pair_jobs(seed, s_cfg, d_cfg, t, args.teacher_epochs)
+    ]
     res = train_all(jobs, args.runs, args.workers)
     return [{"seed": seed, "teacher": t, "student": res[2 * i], "distilled": res[2 * i + 1]}
             for i, (seed, t) in enumerate(zip(args.seeds, teachers))]  # fmt: skip
@@ -236,12 +244,9 @@ def jittered_variant(
     val = train_all([(recipe(cfg_name("val-student", s_cfg), 0, "hinton-student", s_cfg, VAL_FRACTION), False),
                      (recipe(cfg_name(f"val-distilled-t{args.teacher_epochs}", d_cfg), 0, "hinton-student", d_cfg,
                              VAL_FRACTION, val_teacher), True)], args.runs, args.workers)  # fmt: skip
-    jobs = []
-    for p in per_seed:
-        seed = p["seed"]
-        jobs.append((recipe(cfg_name(f"student-s{seed}", s_cfg), seed, "hinton-student", s_cfg, 0.0), False))
-        name = cfg_name(f"distilled-s{seed}-t{args.teacher_epochs}", d_cfg)
-        jobs.append((recipe(name, seed, "hinton-student", d_cfg, 0.0, REPO / p["teacher"]["run"]), True))
+    jobs = [
+        j for p in per_seed for j in pair_jobs(p["seed"], s_cfg, d_cfg, p["teacher"], args.teacher_epochs)
+    ]
     res = train_all(jobs, args.runs, args.workers)
     te = [p["teacher"]["test_errors"] for p in per_seed]
     se = [p["student"]["test_errors"] for p in per_seed]
@@ -272,12 +277,7 @@ def longer_teacher_check(args: argparse.Namespace, choice: dict[str, Any]) -> No
     rows = []
     for seed in args.seeds:
         t = train(recipe(f"teacher-s{seed}-e{e}", seed, "hinton-teacher", t_cfg, 0.0), args.runs, False)
-        s_cfg = choice["student"]
-        s = train(
-            recipe(cfg_name(f"student-s{seed}", s_cfg), seed, "hinton-student", s_cfg, 0.0), args.runs, False
-        )
-        d = train(recipe(cfg_name(f"distilled-s{seed}-t{e}", d_cfg), seed, "hinton-student", d_cfg, 0.0,
-                         REPO / t["run"]), args.runs, True)  # fmt: skip
+        s, d = train_all(pair_jobs(seed, choice["student"], d_cfg, t, e), args.runs, args.workers)
         te, se, de = t["test_errors"], s["test_errors"], d["test_errors"]
         rows.append({"seed": seed, "teacher_epochs": e, "teacher_errors": te, "student_errors": se,
                      "distilled_errors": de, "gap_closed": (se - de) / (se - te) if se != te else None,
