@@ -14,15 +14,15 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from edgekd.models.cnn import TinyCNN, conv_bn_act, scaled
+from edgekd.models.cnn import conv_bn_act, scaled
 from edgekd.models.registry import register_model
 
 
 @register_model("vgg")
-class VGG(TinyCNN):
+class VGG(nn.Module):
     """Stages of 3x3 conv-BN-ReLU layers each followed by 2x2 max pooling, then global average pooling,
     dropout and a linear classifier (the ``features`` / ``pool`` / ``flatten`` / ``dropout`` /
-    ``classifier`` layout and the ``forward`` of the ``cnn`` models)."""
+    ``classifier`` layout of the ``cnn`` models)."""
 
     def __init__(
         self,
@@ -32,7 +32,7 @@ class VGG(TinyCNN):
         width: float = 1.0,
         dropout: float = 0.0,
     ) -> None:
-        nn.Module.__init__(self)  # TinyCNN's layers are not built; its forward and head layout are shared
+        super().__init__()
         if not stages or any(not s for s in stages):
             raise ValueError(f"stages must be a non-empty list of non-empty width lists, not {stages!r}")
         c = int(input_shape[0])
@@ -50,3 +50,6 @@ class VGG(TinyCNN):
         self.flatten = nn.Flatten()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.dropout(self.flatten(self.pool(self.features(x)))))
