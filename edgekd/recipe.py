@@ -33,7 +33,9 @@ class DataConfig:
     test_fraction: float = 0.2  # only for data sets without a test split
     train_fraction: float = 1.0
     exclude_classes: list[int] = field(default_factory=list)
-    jitter: int = 0  # random translation in pixels (Hinton used +-2)
+    jitter: int = 0  # random translation in pixels (Hinton used +-2); shorthand for augment translate
+    # training-time transforms, in order: [{name: crop, params: {padding: 2}}, ...] (edgekd.data.augment)
+    augment: list[Any] = field(default_factory=list)
     few_shot: FewShotConfig | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -70,6 +72,10 @@ class TrainConfig:
     # The frozen teacher's outputs on the training set, computed once and reused when its inputs do not
     # change (see edgekd.distill.cache); stored in cache_dir ("": <runs dir>/.teacher-cache).
     cache_teacher: bool = True
+    # With data.augment: 0 runs the teacher on every augmented view the student sees; K > 0 stores the
+    # teacher's outputs for K views of every training example once (fp16) and each epoch the student draws
+    # one of those K views (FKD, Shen & Xing 2022).
+    teacher_views: int = 0
     cache_dir: str = ""
     channels_last: bool = True  # image batches and conv networks in channels-last memory format
 
@@ -305,8 +311,24 @@ def validate(r: Recipe, source: str) -> None:
     for ok, key, what in checks:
         if not ok:
             raise EdgekdError(f"{source}: key {key!r} {what}")
+    if not 0 <= r.train.teacher_views <= 1024:
+        raise EdgekdError(f"{source}: key 'train.teacher_views' must be between 0 and 1024")
+    if r.data.augment:  # imports torch: only when there is something to check
+        from edgekd.data.augment import parse_augment
+
+        parse_augment(r.data.augment, r.data.name, None, f"{source}: key data.augment")
     if r.data.few_shot is not None and r.data.few_shot.size < 1:
         raise EdgekdError(f"{source}: key 'data.few_shot.size' must be >= 1")
+
+
+def augment_specs(r: Recipe, task: str | None = None) -> list:
+    """The run's transforms: ``data.jitter`` (a translation, first) and then ``data.augment``."""
+    from edgekd.data.augment import AugmentSpec, parse_augment
+
+    specs = parse_augment(r.data.augment, r.data.name, task) if r.data.augment else []
+    if r.data.jitter:
+        specs.insert(0, AugmentSpec("translate", {"max_shift": r.data.jitter}))
+    return specs
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -183,5 +183,44 @@ def test_cache_off_with_augmentation_and_said(tmp_path, teacher, monkeypatch):
     r.train.epochs = 1
     run = run_training(r, tmp_path, distill=True, progress=False)
     speed = json.loads((run.root / "speed.json").read_text())
-    assert speed["teacher_cache"].startswith("off: data.jitter=1")
+    assert speed["teacher_cache"].startswith("off: data.augment shows new views every epoch")
+    assert speed["teaching"].startswith("consistent") and speed["teacher_views"].startswith("online")
     assert not (tmp_path / ".teacher-cache").exists()
+
+
+def test_augmented_view_cache_hands_the_teacher_output_of_the_students_own_view(
+    tmp_path, teacher, monkeypatch
+):
+    """train.teacher_views=K: the teacher runs once on K views of every example (fp16 store); every step
+    the output handed to the loss is the teacher's output on exactly the view the student sees."""
+    from edgekd.distill.methods.base import Distiller
+
+    calls = _count_teacher_calls(monkeypatch)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real = Distiller.forward_train
+
+    def recording(self, x, y, *a, teacher_out=None, **kw):
+        if teacher_out is not None and len(seen) < 3:
+            seen.append((x.detach().clone(), teacher_out.detach().clone()))
+        return real(self, x, y, *a, teacher_out=teacher_out, **kw)
+
+    monkeypatch.setattr(Distiller, "forward_train", recording)
+    r = _recipe("views", str(teacher), teacher_views=3)
+    r.data.augment = [
+        {"name": "translate", "params": {"max_shift": 1}},
+        {"name": "erase", "params": {"p": 0.5}},
+    ]
+    run = run_training(r, tmp_path, distill=True, progress=False)
+    speed = json.loads((run.root / "speed.json").read_text())
+    n_train = json.loads(run.data_info.read_text())["sizes"]["train"]
+    assert sum(calls) == 3 * n_train  # the cache build only: K views, then never again
+    assert speed["teacher_cache"]["events"] == ["built"] and speed["teacher_views"] == 3
+    assert speed["teaching"].startswith("consistent")
+    stored = torch.load(speed["teacher_cache"]["path"], weights_only=True)["outputs"]
+    assert stored.dtype == torch.float16 and stored.shape[:2] == (3, n_train)
+    t_net, _ = load_model(teacher / "model.pt")
+    t_net.eval()
+    for x, t_out in seen:
+        with torch.no_grad():
+            want = t_net(x.contiguous())
+        assert torch.allclose(t_out, want, atol=2e-2, rtol=1e-2)  # fp16 storage

@@ -5,11 +5,9 @@ import struct
 
 import numpy as np
 import pytest
-import torch
 
 from edgekd.data import load_data
 from edgekd.data.idx import read_idx
-from edgekd.distill.engine import random_translate
 from edgekd.errors import EdgekdError
 
 
@@ -86,14 +84,3 @@ def test_npz_loader(tmp_path):
     np.savez(tmp_path / "bad.npz", x=x)
     with pytest.raises(EdgekdError, match="missing array 'y'"):
         load_data("npz", options={"path": str(tmp_path / "bad.npz")})
-
-
-def test_random_translate_shifts_within_bounds():
-    x = torch.zeros(64, 1, 9, 9)
-    x[:, :, 4, 4] = 1.0
-    out = random_translate(x, 2, torch.Generator().manual_seed(0))
-    assert out.shape == x.shape and torch.all(out.sum(dim=(1, 2, 3)) == 1)
-    pos = out[:, 0].flatten(1).argmax(1)
-    rows, cols = pos // 9, pos % 9
-    assert rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
-    assert len(set(zip(rows.tolist(), cols.tolist()))) > 10  # really random per sample

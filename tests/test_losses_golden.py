@@ -235,3 +235,68 @@ def test_similarity_preserving():
 
     want = float(((gram(fs) - gram(ft)) ** 2).sum()) / N**2
     assert loss("sp", fs=t(fs), ft=t(ft)) == pytest.approx(want, rel=1e-9)
+
+
+# --- DKD, DIST, PKT (issue 20) ----------------------------------------------------------------------
+def kl(p: np.ndarray, q: np.ndarray) -> float:
+    return float(sum(pi * math.log(pi / qi) for pi, qi in zip(p, q) if pi > 0))
+
+
+@pytest.mark.parametrize("alpha,beta,T", [(1.0, 8.0, 4.0), (0.5, 2.0, 1.0)])
+def test_dkd_is_target_plus_non_target_kl_from_the_paper(alpha, beta, T):
+    zs, zt = arr(N, 5), arr(N, 5)
+    y = np.array([0, 3, 4])
+    want = 0.0
+    for i in range(N):
+        ps, pt = softmax(zs[i] / T), softmax(zt[i] / T)
+        tckd = kl([pt[y[i]], 1 - pt[y[i]]], [ps[y[i]], 1 - ps[y[i]]])
+        rest = [c for c in range(5) if c != y[i]]
+        nckd = kl(softmax(zt[i, rest] / T), softmax(zs[i, rest] / T))
+        want += T * T * (alpha * tckd + beta * nckd) / N
+    got = loss("dkd", {"alpha": alpha, "beta": beta, "temperature": T}, student=t(zs), teacher=t(zt),
+               y=torch.tensor(y))  # fmt: skip
+    assert got == pytest.approx(want, rel=1e-9)
+
+
+def test_dkd_with_alpha_1_and_beta_one_minus_pt_target_is_hinton_kd():
+    """The paper's identity: KD = TCKD + (1 - p_t[y]) NCKD, per example."""
+    zs, zt, T = arr(1, 6), arr(1, 6), 2.0
+    y = torch.tensor([2])
+    pt_y = softmax(zt[0] / T)[2]
+    kd_value = loss("kd", {"temperature": T}, student=t(zs), teacher=t(zt))
+    dkd_value = loss(
+        "dkd", {"alpha": 1.0, "beta": 1 - pt_y, "temperature": T}, student=t(zs), teacher=t(zt), y=y
+    )
+    assert dkd_value == pytest.approx(kd_value, rel=1e-9)
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.mark.parametrize("beta,gamma,T", [(1.0, 1.0, 1.0), (2.0, 0.5, 4.0)])
+def test_dist_is_one_minus_pearson_between_and_within_classes(beta, gamma, T):
+    zs, zt = arr(4, 5), arr(4, 5)
+    ps = np.stack([softmax(r / T) for r in zs])
+    pt = np.stack([softmax(r / T) for r in zt])
+    inter = np.mean([1 - pearson(ps[i], pt[i]) for i in range(4)])
+    intra = np.mean([1 - pearson(ps[:, c], pt[:, c]) for c in range(5)])
+    want = T * T * (beta * inter + gamma * intra)
+    got = loss("dist", {"beta": beta, "gamma": gamma, "temperature": T}, student=t(zs), teacher=t(zt))
+    assert got == pytest.approx(want, rel=1e-9)
+    assert loss("dist", student=t(zt), teacher=t(zt)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_pkt_is_the_kl_of_cosine_kernel_neighbourhoods():
+    fs, ft, eps = arr(N, 2, 3), arr(N, 7), 1e-7  # widths differ: PKT needs no adapter
+
+    def probs(e: np.ndarray) -> np.ndarray:
+        e = e.reshape(len(e), -1)
+        k = np.array([[(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) + 1) / 2 for b in e] for a in e])
+        return k / k.sum(axis=1, keepdims=True)
+
+    ps, pt = probs(fs), probs(ft)
+    want = np.mean(pt * np.log((pt + eps) / (ps + eps)))
+    assert loss("pkt", fs=t(fs), ft=t(ft)) == pytest.approx(float(want), rel=1e-9)
+    assert loss("pkt", fs=t(ft), ft=t(ft)) == pytest.approx(0.0, abs=1e-12)

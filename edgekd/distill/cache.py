@@ -8,8 +8,12 @@ of three components, each recorded inside the file and checked on load:
 
 - ``teacher``: every tensor of the teacher's ``state_dict`` (names, dtypes, shapes, bytes) and its class,
 - ``data``: the training inputs the teacher reads (``x``, or the privileged input), bytes and shape,
-- ``preprocessing``: how the inputs reach the teacher (teacher input name, jitter, AMP dtype, device
-  type, the data set's options) -- anything that changes the numbers without changing the stored arrays.
+- ``preprocessing``: how the inputs reach the teacher (teacher input name, AMP dtype, device type, the
+  data set's options and, for augmented views, the transforms, their seed and the number of views) --
+  anything that changes the numbers without changing the stored arrays.
+
+With ``data.augment`` and ``train.teacher_views: K`` the file holds the outputs on K augmented views of
+every example, ``(K, N, ...)`` in fp16; each view is regenerated from its seed when the student draws it.
 
 A file whose recorded key differs (copied, renamed, a truncated-hash collision) is rebuilt and the message
 names the component that differs; an unreadable or corrupt file (bad checksum) is rebuilt with a warning.
@@ -130,7 +134,8 @@ class TeacherCache:
 
     def build(self, compute: Callable[[], Tensor], write: bool = True) -> Tensor:
         """Compute the outputs (N, ...) and store them atomically (``write``: only rank 0 writes)."""
-        out = compute().detach().to("cpu", torch.float32).contiguous()
+        out = compute().detach().cpu()
+        out = (out if out.dtype == torch.float16 else out.float()).contiguous()  # fp16: K augmented views
         if write:
             atomic_torch_save(
                 self.path,

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from edgekd.atomic import atomic_torch_save, atomic_write_json
 from edgekd.data import ArrayDataset
+from edgekd.data.augment import Augmentation, AugmentSpec
 from edgekd.distill.methods.base import Distiller
 from edgekd.errors import EdgekdError
 from edgekd.recipe import TrainConfig
@@ -119,18 +120,9 @@ def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
     return factor
 
 
-def random_translate(x: Tensor, max_shift: int, gen: torch.Generator) -> Tensor:
-    """Shift each image by an independent integer offset in [-max_shift, max_shift] (zero fill)."""
-    if max_shift <= 0 or x.dim() != 4:
-        return x
-    n, _, h, w = x.shape
-    pad = torch.nn.functional.pad(x, (max_shift, max_shift, max_shift, max_shift))
-    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
-    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
-    rows = (dy[:, None] + torch.arange(h)[None]).view(n, 1, h, 1).expand(n, x.shape[1], h, w + 2 * max_shift)
-    out = pad.gather(2, rows)
-    cols = (dx[:, None] + torch.arange(w)[None]).view(n, 1, 1, w).expand(n, x.shape[1], h, w)
-    return out.gather(3, cols)
+def _hard(y: Tensor) -> Tensor:
+    """Class labels of a batch: mixed label distributions (mixup, cutmix) count as their arg-max."""
+    return y.argmax(1) if y.dim() == 2 else y
 
 
 @torch.no_grad()
@@ -245,6 +237,9 @@ class Trainer:
         *,
         seed: int = 0,
         jitter: int = 0,
+        augmentation: Augmentation | None = None,
+        teacher_views: int = 0,
+        num_classes: int = 0,
         progress: bool = True,
         label: str = "train",
         task: str = "classification",
@@ -260,7 +255,11 @@ class Trainer:
         self.cfg = self.stages[0].cfg
         self.run = run
         self.seed = seed
-        self.jitter = jitter
+        if augmentation is None and jitter:  # the old keyword: a translation of +-jitter pixels
+            augmentation = Augmentation([AugmentSpec("translate", {"max_shift": int(jitter)})], seed)
+        self.augment = augmentation if augmentation else None
+        self.teacher_views = int(teacher_views) if self.augment else 0
+        self.num_classes = int(num_classes)
         self.progress = progress
         self.label = label
         self.task = task
@@ -354,30 +353,31 @@ class Trainer:
                         n_global = len(idx)
                         if ctx.enabled and n_global < ctx.world_size:
                             continue  # a last batch smaller than the world: skipped on every rank
-                        xb = x_all[idx].contiguous(memory_format=fmt)
-                        if self.jitter:
-                            xb = random_translate(xb, self.jitter, gen)  # on the global batch: same draws
+                        xb, yb, views = self._batch(x_all, y_all, idx, epoch_global)  # the global batch
+                        xb = xb.contiguous(memory_format=fmt)
                         rows = distributed.local_rows(n_global, ctx)
-                        idx, xb = idx[rows], xb[rows]
-                        yb = y_all[idx]
+                        idx, xb, yb, views = idx[rows], xb[rows], yb[rows], views[rows]
                         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                         kw: dict[str, Any] = {}
                         if pass_extra:
                             kw["extra"] = {key: v[idx].to(device) for key, v in extra_all.items()}
                         if t_cache is not None:
-                            kw["teacher_out"] = t_cache[idx]
+                            kw["teacher_out"] = (t_cache[idx] if t_cache.dim() == 2 or self.augment is None
+                                                 else t_cache[views.to(t_cache.device), idx]).float()  # fmt: skip
                         with amp.autocast():
                             logits, terms = forward_train(xb, yb, **kw)
                         loss = sum(terms.values())
                         n_local = len(idx)
                         if ctx.enabled:  # DDP averages gradients over ranks: weigh by the local share
                             loss_for_grad = loss * (n_local * ctx.world_size / n_global)
-                            loss, terms, n_correct = _reduce_step(loss, terms, logits, yb, n_local, n_global,
-                                                                  ctx, self.task)  # fmt: skip
+                            loss, terms, n_correct = _reduce_step(loss, terms, logits, _hard(yb), n_local,
+                                                                  n_global, ctx, self.task)  # fmt: skip
                         else:
                             loss_for_grad = loss
                             n_correct = (
-                                int((logits.argmax(1) == yb).sum()) if self.task == "classification" else 0
+                                int((logits.argmax(1) == _hard(yb)).sum())
+                                if self.task == "classification"
+                                else 0
                             )
                         self._check_loss(loss, terms, epoch_global, step)
                         for o in opts.values():
@@ -444,17 +444,40 @@ class Trainer:
             st.distiller.to("cpu", memory_format=torch.contiguous_format)
         return FitResult(history, final)
 
-    # --- teacher-output cache --------------------------------------------------------------------
+    # --- batches and the teacher-output cache --------------------------------------------------------
+    def _batch(self, x_all: Tensor, y_all: Tensor, idx: Tensor, epoch: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Inputs, labels and view numbers of the examples ``idx`` in ``epoch``: the raw examples, or the
+        augmented view each example shows this epoch (a fresh one, or one of the K cached views)."""
+        if self.augment is None:
+            return x_all[idx], y_all[idx], torch.zeros(len(idx), dtype=torch.long)
+        views = self.augment.pick_views(epoch, idx.numpy(), self.teacher_views)
+        xb, yb = self.augment.apply(x_all, y_all, idx.numpy(), views, self.num_classes)
+        return xb, yb, torch.from_numpy(views)
+
     def _teacher_cache(self, distiller: Distiller, train: ArrayDataset, device: torch.device, amp: _Amp,
                        ctx: Any, cached: dict[int, Tensor | None]) -> Tensor | None:  # fmt: skip
-        """The teacher's outputs on every training sample (on ``device``), or None when the cache is off
-        or not allowed: the rule is :meth:`Distiller.cacheable_teacher` and no input augmentation."""
+        """The teacher's stored outputs (on ``device``), or None when the teacher runs on every step.
+
+        Without augmentation: its outputs on every training example ``(N, ...)``. With augmentation and
+        ``train.teacher_views = K``: its outputs on K views of every example ``(K, N, ...)`` in fp16, the
+        student then draws one of those views each epoch. The teacher always scores the student's view."""
         teacher = getattr(distiller, "teacher", None)
-        if self.cache_dir is None or teacher is None:
+        if teacher is None:
             return None
+        t_in = getattr(distiller, "teacher_input", "x")
+        views = self.teacher_views if t_in == "x" else 0
+        if self.augment is not None:
+            self.speed["teaching"] = ("consistent: the teacher scores the student's augmented view" if t_in == "x"
+                                      else f"the teacher reads the unaugmented privileged input {t_in!r}")  # fmt: skip
+            self.speed["augment"] = self.augment.describe()
+            self.speed["teacher_views"] = views or "online (every view is new)"
         why_not = None
-        if self.jitter:
-            why_not = f"data.jitter={self.jitter} changes the teacher's inputs every epoch"
+        if self.cache_dir is None:
+            why_not = "train.cache_teacher is off"
+        elif self.augment is not None and t_in == "x" and not views:
+            why_not = (
+                "data.augment shows new views every epoch (train.teacher_views: 0): the teacher runs online"
+            )
         elif not distiller.cacheable_teacher():
             why_not = (
                 f"method {type(distiller).__name__} runs the teacher itself (teacher features, input "
@@ -466,32 +489,56 @@ class Trainer:
             return None
         if id(teacher) in cached:
             return cached[id(teacher)]
-        from edgekd.distill.cache import TeacherCache, compute_outputs, make_key
+        from edgekd.distill.cache import TeacherCache, make_key
 
-        t_in = getattr(distiller, "teacher_input", "x")
         t_x = train.x if t_in == "x" else train.extra[t_in]
-        prep = {**self.preprocessing, "teacher_input": t_in, "jitter": self.jitter, "device": device.type,
+        prep = {**self.preprocessing, "teacher_input": t_in, "device": device.type,
                 "amp": self.speed.get("amp", "off")}  # fmt: skip
+        if views:
+            prep.update(
+                {"augment": self.augment.describe(), "augment_seed": self.augment.seed, "views": views}
+            )
         cache = TeacherCache(self.cache_dir, make_key(teacher, t_x, prep))
-
-        def compute() -> Tensor:
-            was = teacher.training
-            teacher.eval()
-            try:
-                return compute_outputs(distiller.teacher_outputs, torch.from_numpy(t_x), device,
-                                       autocast=amp.autocast)  # fmt: skip
-            finally:
-                teacher.train(was)
-
+        t0 = time.perf_counter()
+        compute = lambda: self._teacher_outputs(distiller, t_x, train.y, views, device, amp)  # noqa: E731
         out = cache.get(compute, write=ctx.is_main) if ctx.is_main else None
         ctx.barrier()  # rank 0 has written it: the others read it (or compute it without writing)
         if not ctx.is_main:
             out = cache.get(compute, write=False)
-        if len(out) != len(train):
-            raise EdgekdError(f"{cache.path}: holds {len(out)} outputs for {len(train)} training samples")
-        self.speed["teacher_cache"] = cache.record()
+        if out.shape[int(bool(views))] != len(train) or (views and out.shape[0] != views):
+            raise EdgekdError(f"{cache.path}: holds outputs of shape {tuple(out.shape)} for {len(train)} "
+                              f"training samples and {views or 1} view(s); delete it")  # fmt: skip
+        self.speed["teacher_cache"] = {**cache.record(), "seconds": round(time.perf_counter() - t0, 3)}
         cached[id(teacher)] = out.to(device)
         return cached[id(teacher)]
+
+    def _teacher_outputs(self, distiller: Distiller, t_x: np.ndarray, y: np.ndarray, views: int,
+                         device: torch.device, amp: _Amp) -> Tensor:  # fmt: skip
+        """The teacher (in eval mode) on every example: ``(N, ...)``, or on K views of each ``(K, N, ...)``
+        in fp16."""
+        from edgekd.distill.cache import compute_outputs
+
+        teacher = distiller.teacher
+        was = teacher.training
+        teacher.eval()
+        x_all = torch.from_numpy(t_x)
+        try:
+            if not views:
+                return compute_outputs(distiller.teacher_outputs, x_all, device, autocast=amp.autocast)
+            y_all, n, chunk = torch.from_numpy(y), len(x_all), 4096
+            out = []
+            for v in range(views):
+                parts = []
+                for i in range(0, n, chunk):
+                    idx = np.arange(i, min(n, i + chunk))
+                    xv, _ = self.augment.apply(x_all, y_all, idx, np.full(len(idx), v), self.num_classes)
+                    parts.append(
+                        compute_outputs(distiller.teacher_outputs, xv, device, autocast=amp.autocast)
+                    )
+                out.append(torch.cat(parts).half())
+            return torch.stack(out)
+        finally:
+            teacher.train(was)
 
     # --- divergence ------------------------------------------------------------------------------
     def _check_loss(self, loss: Tensor, terms: dict[str, Tensor], epoch: int, step: int) -> None:

@@ -12,6 +12,7 @@ from torch import nn
 
 from edgekd.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from edgekd.data import DataSplits, load_data
+from edgekd.data.augment import Augmentation, check_shapes
 from edgekd.distill.bias import tune_class_bias
 from edgekd.distill.engine import (
     Stage,
@@ -26,7 +27,7 @@ from edgekd.distill.engine import (
 from edgekd.distill.methods import build_method
 from edgekd.errors import EdgekdError
 from edgekd.models import build_model, load_model, save_model
-from edgekd.recipe import Recipe, dump_recipe
+from edgekd.recipe import Recipe, augment_specs, dump_recipe
 from edgekd.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,7 @@ def run_training(
         resolve_device(st.cfg.device)
         distributed.check_batch(st.cfg.batch_size, ctx.world_size,
                                 f"stages[{k}].train.batch_size" if recipe.stages else "train.batch_size")  # fmt: skip
+    augmentation = run_augmentation(recipe, splits)  # transforms that fit this data, checked before writing
     ctx.barrier()  # every rank has validated the same state before rank 0 changes the folder
 
     # --- validated: from here on the run folder changes (rank 0 only writes) ---------------------
@@ -175,7 +177,9 @@ def run_training(
         None,
         run,
         seed=recipe.seed,
-        jitter=recipe.data.jitter,
+        augmentation=augmentation,
+        teacher_views=recipe.train.teacher_views,
+        num_classes=splits.num_classes,
         progress=progress,
         label=label,
         task=splits.task,
@@ -206,6 +210,15 @@ def run_training(
         write_results(run, recipe, splits, distiller, result, out, kwargs, label, trainer.speed)
     ctx.barrier()  # the other ranks return once the run folder is complete
     return run
+
+
+def run_augmentation(recipe: Recipe, splits: DataSplits) -> Augmentation | None:
+    """The recipe's transforms (``data.jitter``, then ``data.augment``) checked against the loaded data."""
+    specs = augment_specs(recipe, splits.task)
+    if not specs:
+        return None
+    check_shapes(specs, tuple(splits.input_shape))
+    return Augmentation(specs, recipe.seed)
 
 
 def teacher_cache_dir(recipe: Recipe, runs_dir: str | Path) -> Path | None:

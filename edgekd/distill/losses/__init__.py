@@ -3,6 +3,7 @@
 from edgekd.distill.losses import (  # noqa: F401  (registration)
     attention,
     boundary,
+    decoupled,
     distribution,
     factor,
     features,

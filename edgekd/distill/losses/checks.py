@@ -44,3 +44,10 @@ def positive(params: dict, key: str, where: str, default: float) -> float:
     if not v > 0:
         raise EdgekdError(f"{where}: params.{key}={v}: must be > 0")
     return v
+
+
+def non_negative(params: dict, key: str, where: str, default: float) -> float:
+    v = float(params.get(key, default))
+    if not v >= 0:
+        raise EdgekdError(f"{where}: params.{key}={v}: must be >= 0")
+    return v

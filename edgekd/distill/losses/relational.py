@@ -11,6 +11,10 @@
   triplets (a zero difference vector contributes 0 on both sides).
 * ``sp`` — similarity-preserving KD (Tung & Mori, ICCV 2019): ``G = Q Q^T`` over the batch, rows
   L2-normalised; loss ``||G_s - G_t||_F^2 / N^2``.
+* ``pkt`` — probabilistic knowledge transfer (Passalis & Tefas, ECCV 2018) on flattened embeddings
+  (widths may differ): cosine similarities ``K_ij = (<e_i, e_j> / (||e_i|| ||e_j||) + 1) / 2`` turned
+  into conditional probabilities ``P_{j|i} = K_ij / sum_j K_ij``; loss the mean over all ``N^2`` pairs of
+  ``P^t_{j|i} log((P^t_{j|i} + eps) / (P^s_{j|i} + eps))`` (KL between the two neighbourhoods).
 """
 
 from __future__ import annotations
@@ -104,3 +108,21 @@ def similarity_preserving(step: Step) -> Tensor:
     """Similarity-preserving ``||G_s - G_t||_F^2 / N^2``, ``G = normalize_rows(Q Q^T)`` over the batch."""
     n = step.fs.shape[0]
     return (similarity(step.fs) - similarity(step.ft)).pow(2).sum() / (n * n)
+
+
+def pkt_probabilities(e: Tensor) -> Tensor:
+    """``(N, D) -> (N, N)``: row-normalised cosine kernel ``P_{j|i}`` of the embeddings (rows sum to 1)."""
+    e = F.normalize(e, p=2, dim=1)
+    k = (e @ e.t() + 1) / 2
+    return k / k.sum(dim=1, keepdim=True)
+
+
+@register_loss(
+    "pkt", features=True, adapter=False, check=_check_one, paper="Passalis & Tefas, ECCV 2018 (PKT)"
+)
+def pkt(step: Step, eps: float = 1e-7) -> Tensor:
+    """PKT: ``mean_ij P^t_{j|i} log((P^t_{j|i} + eps) / (P^s_{j|i} + eps))`` of cosine-kernel neighbourhoods."""
+    with torch.no_grad():
+        p_t = pkt_probabilities(_embed(step.ft))
+    p_s = pkt_probabilities(_embed(step.fs))
+    return (p_t * torch.log((p_t + eps) / (p_s + eps))).mean()
