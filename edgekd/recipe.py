@@ -31,6 +31,9 @@ class DataConfig:
     name: str = "digits"
     val_fraction: float = 0.1
     test_fraction: float = 0.2  # only for data sets without a test split
+    # seed of the validation / test split; none: the recipe's seed. Fix it when comparing seeds of one
+    # recipe against one teacher, so no seed's test examples were in the teacher's training split.
+    split_seed: int | None = None
     train_fraction: float = 1.0
     exclude_classes: list[int] = field(default_factory=list)
     jitter: int = 0  # random translation in pixels (Hinton used +-2); shorthand for augment translate

@@ -37,7 +37,7 @@ def prepare_data(recipe: Recipe) -> DataSplits:
     """Load the recipe's data set with its seeded splits (and few-shot subset when asked)."""
     d = recipe.data
     splits = load_data(
-        d.name, seed=recipe.seed, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
+        d.name, seed=recipe.seed if d.split_seed is None else d.split_seed, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
         train_fraction=d.train_fraction, exclude_classes=d.exclude_classes, options=d.options,
     )  # fmt: skip
     if d.few_shot is not None:

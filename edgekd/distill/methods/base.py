@@ -70,7 +70,7 @@ class Distiller(nn.Module):
 
     def cacheable_teacher(self) -> bool:
         """True when ``forward_train(..., teacher_out=T)`` may replace the teacher's forward by ``T``, its
-        outputs on the same (un-augmented) inputs: the engine's teacher-output cache. Off by default."""
+        outputs on the same inputs (or the same augmented view): the engine's teacher-output cache. Off by default."""
         return False
 
     def forward_train(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -127,7 +127,7 @@ class ComposedDistiller(Distiller):
 
     def cacheable_teacher(self) -> bool:
         """The teacher may be skipped for cached outputs when no loss reads its tapped features or needs
-        input gradients (the engine also requires inputs that no augmentation changes)."""
+        input gradients (with augmentation the engine caches K views: ``train.teacher_views``)."""
         return self.teacher is not None and not self.composer.teacher_paths and not self.composer.input_grad
 
     def forward_train(

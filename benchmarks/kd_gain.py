@@ -1,0 +1,459 @@
+"""Does distillation beat training alone? The KD-gain benchmark (issue 20), at three MCU student sizes.
+
+For every data set and student size (about 2k, 10k and 50k parameters, depthwise-separable CNNs: MCU
+ops only) the rows are: the student alone (same augmentation, same epochs), Hinton KD with consistent
+teaching from K cached augmented views, DKD, DIST, and the best feature loss of the library (AT, PKT or a
+FitNet hint, chosen on validation), beside the committed reference teacher (``benchmarks/teachers.py``).
+
+Phases (each run is one JSON under ``benchmarks/results/kd_gain/<data>/``, so a killed or later session
+continues where the last stopped; ``--budget-minutes`` stops launching runs after that time):
+
+1. ``sweep``: seed 0 on the validation split, every configuration of every row at the sweep size
+   (``10k``; ``2k`` for digits); the best configuration per row by validation accuracy, ties by validation loss (test never read for the choice).
+2. ``final``: the chosen configuration of every row at every size, for every seed (3; 5 for digits).
+   One data split (``data.split_seed: 0``) for all seeds: no seed's test examples are in the teacher's
+   training split.
+3. ``export``: the seed-0 students of each row through ``edgekd export --target tflite-micro``: int8
+   TFLite Micro accuracy, flash and arena.
+4. ``summary``: ``benchmarks/results/kd_gain.json`` (mean +- std, gain over alone +- std of the paired
+   per-seed gains, fraction of the teacher-student gap closed, training seconds, cost ratio to alone,
+   the convergence check of "alone", the goals and the pending runs) and ``docs/kd_gain.png``.
+
+    python benchmarks/kd_gain.py --data digits                   # all phases
+    python benchmarks/kd_gain.py --data mnist fashion-mnist --phase sweep final --budget-minutes 100
+    python benchmarks/kd_gain.py --phase summary                  # tables and plot from what has run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._common import REPO, RESULTS, machine, mean_std, print_table  # noqa: E402
+from benchmarks.teachers import TEACHERS_DIR  # noqa: E402
+
+OUT = RESULTS / "kd_gain"
+RUNS = REPO / "runs" / "bench" / "kd_gain"
+SIZES = {"2k": [12, 24, 32], "10k": [28, 56, 112], "50k": [40, 80, 160, 192]}
+
+ROWS = ("alone", "kd", "dkd", "dist", "feature")
+
+# Per data set: teacher, seeds, augmentation (the same for every row), schedule, K cached views, and
+# where the feature losses tap (student path, teacher path).
+DATA: dict[str, dict[str, Any]] = {
+    "digits": {  # 144 validation images: 10k students reach 100%, so the choice is made at 2k
+        "teacher": "digits", "sweep_size": "2k", "seeds": [0, 1, 2, 3, 4], "val_fraction": 0.1,
+        "augment": [{"name": "translate", "params": {"max_shift": 1}}],
+        "train": {"epochs": 60, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4}, "views": 32,
+        "maps": ("features.1", "features.1"), "embedding": ("flatten", "flatten"),
+    },
+    "mnist": {
+        "teacher": "mnist-hinton", "sweep_size": "10k", "seeds": [0, 1, 2], "val_fraction": 0.05,
+        "augment": [{"name": "translate", "params": {"max_shift": 2}}],
+        "train": {"epochs": 30, "batch_size": 128, "lr": 0.05, "weight_decay": 5e-4}, "views": 16,
+        "maps": None, "embedding": ("flatten", "features"),  # an MLP teacher: no feature maps
+    },
+    "fashion-mnist": {
+        "teacher": "fashion-mnist", "sweep_size": "10k", "seeds": [0, 1, 2], "val_fraction": 0.1,
+        "augment": [{"name": "crop", "params": {"padding": 2}}, {"name": "hflip"}],
+        "train": {"epochs": 30, "batch_size": 128, "lr": 0.05, "weight_decay": 5e-4}, "views": 16,
+        "maps": ("features.1", "features.1"), "embedding": ("flatten", "flatten"),
+    },
+}  # fmt: skip
+
+
+def grid(data: str) -> dict[str, list[dict[str, Any]]]:
+    """Every configuration tried per row (a configuration is what changes the recipe)."""
+    d = DATA[data]
+    feats: list[dict[str, Any]] = [{"feature": "pkt", "weight": 1.0}]
+    if d["maps"]:
+        feats += [{"feature": "at", "weight": 100.0}, {"feature": "hint", "weight": 1.0}]
+    return {
+        "alone": [{"weight_decay": 5e-4}, {"weight_decay": 0.0}],
+        "kd": [{"T": 4.0, "alpha": 0.9}, {"T": 8.0, "alpha": 0.9}, {"T": 4.0, "alpha": 0.5}, {"T": 2.0, "alpha": 0.9}],
+        "dkd": [{"T": 4.0, "beta": 8.0}, {"T": 4.0, "beta": 2.0}],
+        "dist": [{"T": 1.0, "beta": 1.0}, {"T": 4.0, "beta": 2.0}],
+        "feature": feats,
+    }  # fmt: skip
+
+
+def losses_for(data: str, row: str, cfg: dict[str, Any]) -> list[dict[str, Any]] | None:
+    d = DATA[data]
+    if row == "alone":
+        return None
+    if row == "kd":
+        return [{"name": "ce", "weight": 1 - cfg["alpha"]},
+                {"name": "kd", "weight": cfg["alpha"], "params": {"temperature": cfg["T"]}}]  # fmt: skip
+    if row == "dkd":
+        return [{"name": "ce", "weight": 1.0},
+                {"name": "dkd", "weight": 1.0, "params": {"temperature": cfg["T"], "alpha": 1.0, "beta": cfg["beta"]}}]  # fmt: skip
+    if row == "dist":
+        b = cfg["beta"]
+        return [{"name": "ce", "weight": 1.0},
+                {"name": "dist", "weight": 1.0, "params": {"temperature": cfg["T"], "beta": b, "gamma": b}}]  # fmt: skip
+    s_path, t_path = d["embedding"] if cfg["feature"] == "pkt" else d["maps"]
+    return [{"name": "ce", "weight": 1.0},
+            {"name": cfg["feature"], "weight": cfg["weight"], "student": s_path, "teacher": t_path}]  # fmt: skip
+
+
+def key_of(data: str, size: str, row: str, cfg: dict[str, Any], seed: int) -> str:
+    parts = "-".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in sorted(cfg.items()))
+    return f"{size}-{row}-{parts}-s{seed}"
+
+
+def recipe_dict(data: str, size: str, row: str, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
+    d = DATA[data]
+    train = {**d["train"], "optimizer": "sgd", "momentum": 0.9, "schedule": "cosine", "threads": 1,
+             "teacher_views": d["views"]}  # fmt: skip
+    if row == "alone":
+        train["weight_decay"] = cfg["weight_decay"]
+    r: dict[str, Any] = {
+        "name": key_of(data, size, row, cfg, seed),
+        "seed": seed,
+        "data": {"name": data, "val_fraction": d["val_fraction"], "split_seed": 0, "augment": d["augment"]},
+        "model": {"name": "cnn", "kwargs": {"channels": SIZES[size], "depthwise": True}},
+        "train": train,
+    }
+    losses = losses_for(data, row, cfg)
+    if losses is not None:
+        r["losses"] = losses
+        r["teacher"] = {"path": str(TEACHERS_DIR / d["teacher"] / "model.pt")}
+    return r
+
+
+def convergence(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """How much validation accuracy still moved: the mean over the last tenth of the epochs against the
+    mean over the tenth before the last fifth (points); converged when it moved less than 0.2 points."""
+    val = [h["val_accuracy"] for h in history if "val_accuracy" in h]
+    if len(val) < 10:
+        return {"moved_points": None, "converged": None}
+    n = len(val)
+    tenth = max(1, n // 10)
+    last = sum(val[-tenth:]) / tenth
+    before = val[n - n // 5 - tenth : n - n // 5]
+    moved = 100 * (last - sum(before) / len(before))
+    return {"moved_points": round(moved, 3), "converged": abs(moved) < 0.2,
+            "rule": "mean val accuracy of the last 10% of epochs vs the 10% before the last fifth, < 0.2 points"}  # fmt: skip
+
+
+def run_one(data: str, size: str, row: str, cfg: dict[str, Any], seed: int, phase: str) -> dict[str, Any]:
+    """Train one configuration (or read its JSON if it already ran) and record what it measured."""
+    key = key_of(data, size, row, cfg, seed)
+    path = OUT / data / f"{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from edgekd.atomic import atomic_write_json
+    from edgekd.distill.runner import run_training
+    from edgekd.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict(recipe_dict(data, size, row, cfg, seed), key)
+    runs = RUNS / data
+    folder = runs / key
+    resume = (folder / "checkpoint.pt").exists() and not (folder / "metrics.json").exists()
+    if folder.exists() and not resume:
+        shutil.rmtree(folder)
+    t0 = time.perf_counter()
+    run = run_training(recipe, runs, distill=row != "alone", resume=resume, progress=False)
+    wall = time.perf_counter() - t0
+    metrics = json.loads(run.metrics.read_text())
+    speed = json.loads((run.root / "speed.json").read_text()) if (run.root / "speed.json").exists() else {}
+    history = metrics.get("history", [])
+    cache = speed.get("teacher_cache")
+    result = {
+        "data": data, "size": size, "row": row, "config": cfg, "seed": seed, "phase": phase, "key": key,
+        "params": sum(p.numel() for p in _student(run.root).parameters()),
+        "epochs": len(history),
+        "val_accuracy": history[-1].get("val_accuracy") if history else None,
+        "val_loss": history[-1].get("val_loss") if history else None,
+        "test_accuracy": metrics["final"].get("test_accuracy"),
+        "test_errors": metrics["final"].get("test_errors"),
+        "train_seconds": round(sum(h.get("seconds", 0.0) for h in history), 2),
+        "cache_seconds": cache.get("seconds") if isinstance(cache, dict) else None,
+        "wall_seconds": round(wall, 2),
+        "teacher_cache": cache if not isinstance(cache, dict) else cache.get("events"),
+        "teaching": speed.get("teaching"),
+        "convergence": convergence(history),
+        "val_curve": [round(h["val_accuracy"], 5) for h in history if "val_accuracy" in h],
+        "recipe": recipe_dict(data, size, row, cfg, seed),
+        "device": speed.get("device", "cpu"),
+        "machine": machine(),
+    }  # fmt: skip
+    atomic_write_json(path, result)
+    return result
+
+
+def _student(root: Path):
+    from edgekd.models import load_model
+
+    p = root / "student.pt" if (root / "student.pt").exists() else root / "model.pt"
+    return load_model(p)[0]
+
+
+def best(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the highest validation accuracy; ties (a small validation set) by the lower val loss."""
+    return max(results, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
+
+
+class Budget:
+    def __init__(self, minutes: float | None) -> None:
+        self.deadline = time.time() + 60 * minutes if minutes else None
+
+    def left(self) -> bool:
+        return self.deadline is None or time.time() < self.deadline
+
+
+def sweep(data: str, budget: Budget) -> dict[str, Any] | None:
+    """Seed-0 validation runs of every configuration at the sweep size; None until all have run."""
+    chosen = {}
+    size = DATA[data]["sweep_size"]
+    for row, cfgs in grid(data).items():
+        results = []
+        for cfg in cfgs:
+            if not (OUT / data / f"{key_of(data, size, row, cfg, 0)}.json").exists() and not budget.left():
+                return None
+            results.append(run_one(data, size, row, cfg, 0, "sweep"))
+            print(f"{data} sweep {row} {cfg}: val {results[-1]['val_accuracy']:.4f}", flush=True)
+        chosen[row] = best(results)["config"]
+    return chosen
+
+
+def final(data: str, chosen: dict[str, Any], budget: Budget) -> list[str]:
+    """Every seed of every chosen row at every size; returns the runs still pending."""
+    pending = []
+    for seed in DATA[data]["seeds"]:  # seed by seed: every seed finished adds a full column of the table
+        for size in SIZES:
+            for row in ROWS:
+                key = key_of(data, size, row, chosen[row], seed)
+                if (OUT / data / f"{key}.json").exists():
+                    continue
+                if not budget.left():
+                    pending.append(key)
+                    continue
+                r = run_one(data, size, row, chosen[row], seed, "final")
+                print(f"{data} final {key}: test {r['test_accuracy']:.4f}", flush=True)
+    return pending
+
+
+def export_one(data: str, size: str, row: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """int8 TFLite Micro accuracy, flash and arena of the seed-0 student (retrained if its folder is gone)."""
+    key = key_of(data, size, row, cfg, 0)
+    path = OUT / data / f"export-{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from edgekd.atomic import atomic_write_json
+    from edgekd.export.api import export_model
+
+    folder = RUNS / data / key
+    if not ((folder / "student.pt").exists() or (folder / "model.pt").exists()):
+        (OUT / data / f"{key}.json").unlink(missing_ok=True)
+        run_one(data, size, row, cfg, 0, "final")
+    out = export_model(str(folder), target="tflite-micro", quiet=True)
+    info = json.loads((Path(out) / "export.json").read_text())
+    atomic_write_json(path, {"key": key, "export": info})
+    return {"key": key, "export": info}
+
+
+def load_all(data: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(p.read_text())
+        for p in sorted((OUT / data).glob("*.json"))
+        if not p.name.startswith("export-")
+    ]
+
+
+def summarise(datas: list[str]) -> dict[str, Any]:
+    summary: dict[str, Any] = {"benchmark": "kd_gain", "sizes": SIZES, "rows": list(ROWS), "data": {}}
+    complete = True
+    for data in datas:
+        runs = load_all(data)
+        if not runs:
+            summary["data"][data] = {"complete": False, "pending": "everything (no run yet)"}
+            complete = False
+            continue
+        chosen = choose(data, runs)
+        teacher = json.loads((TEACHERS_DIR / DATA[data]["teacher"] / "teacher.json").read_text())
+        entry: dict[str, Any] = {"teacher": {"name": DATA[data]["teacher"], "test_accuracy": teacher["test_accuracy"]},
+                                 "chosen": chosen, "sweep": sweep_table(data, runs), "sizes": {}}  # fmt: skip
+        pending = []
+        for size in SIZES:
+            table, missing = size_table(data, size, chosen, runs, teacher["test_accuracy"])
+            entry["sizes"][size] = table
+            pending += missing
+        entry["pending"] = pending
+        entry["complete"] = chosen is not None and not pending
+        complete &= entry["complete"]
+        summary["data"][data] = entry
+    summary["complete"] = complete
+    summary["goals"] = goals(summary)
+    summary["machine"] = machine()
+    return summary
+
+
+def choose(data: str, runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    by_key = {r["key"]: r for r in runs}
+    chosen = {}
+    for row, cfgs in grid(data).items():
+        done = [by_key.get(key_of(data, DATA[data]["sweep_size"], row, c, 0)) for c in cfgs]
+        if any(d is None for d in done):
+            return None
+        chosen[row] = best(done)["config"]
+    return chosen
+
+
+def sweep_table(data: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"row": r["row"], "config": r["config"], "val_accuracy": r["val_accuracy"], "split": "validation"}
+            for r in runs if r["phase"] == "sweep"]  # fmt: skip
+
+
+def size_table(data: str, size: str, chosen: dict[str, Any] | None, runs: list[dict[str, Any]],
+               teacher_acc: float) -> tuple[dict[str, Any], list[str]]:  # fmt: skip
+    if chosen is None:
+        return {"pending": "the sweep"}, [f"{data} sweep"]
+    by_key = {r["key"]: r for r in runs}
+    seeds = DATA[data]["seeds"]
+    per_row = {row: {s: by_key.get(key_of(data, size, row, chosen[row], s)) for s in seeds} for row in ROWS}
+    missing = [
+        key_of(data, size, row, chosen[row], s) for row in ROWS for s in seeds if per_row[row][s] is None
+    ]
+    alone = per_row["alone"]
+    table: dict[str, Any] = {}
+    for row in ROWS:
+        done = {s: r for s, r in per_row[row].items() if r is not None}
+        accs = [100 * r["test_accuracy"] for r in done.values()]
+        gains = [100 * (r["test_accuracy"] - alone[s]["test_accuracy"]) for s, r in done.items() if alone[s]]
+        m, sd = mean_std(accs)
+        g, gsd = mean_std(gains)
+        a_m = mean_std([100 * alone[s]["test_accuracy"] for s in done if alone[s]])[0]
+        gap = 100 * teacher_acc - a_m
+        secs = [r["train_seconds"] for r in done.values()]
+        a_secs = [alone[s]["train_seconds"] for s in done if alone[s]]
+        export = OUT / data / f"export-{key_of(data, size, row, chosen[row], 0)}.json"
+        table[row] = {
+            "config": chosen[row], "seeds": sorted(done), "test_accuracy": [m, sd],
+            "gain_over_alone": [g, gsd] if row != "alone" else None,
+            "beats_alone_beyond_spread": (g > gsd and g > 0) if row != "alone" and len(gains) > 1 else None,
+            "gap_closed": (g / gap if gap > 0 else None) if row != "alone" else None,
+            "train_seconds": mean_std(secs)[0],
+            "cache_seconds": mean_std([r["cache_seconds"] for r in done.values() if r.get("cache_seconds")])[0],
+            "cost_ratio_to_alone": (sum(secs) / sum(a_secs)) if a_secs and row != "alone" else None,
+            "params": next(iter(done.values()))["params"] if done else None,
+            "convergence": [r["convergence"] for r in done.values()] if row == "alone" else None,
+            "int8": json.loads(export.read_text())["export"] if export.exists() else None,
+        }  # fmt: skip
+    return table, missing
+
+
+def goals(summary: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for data, entry in summary["data"].items():
+        sizes = entry.get("sizes") or {}
+        beats, closed = {}, None
+        for size, table in sizes.items():
+            if "alone" not in table:
+                continue
+            best = max(
+                (r for r in ROWS if r not in ("alone", "feature")), key=lambda r: table[r]["test_accuracy"][0]
+            )
+            beats[size] = {
+                "best_logit_row": best,
+                "beats_beyond_spread": table[best]["beats_alone_beyond_spread"],
+            }
+            if size == "50k":
+                closed = table[best]["gap_closed"]
+        out[data] = {"kd_beats_alone_at_every_size": beats, "gap_closed_at_50k": closed,
+                     "goal_gap_closed_at_least": 0.5}  # fmt: skip
+    return out
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    for data, entry in summary["data"].items():
+        for size, table in (entry.get("sizes") or {}).items():
+            if "alone" not in table:
+                continue
+            rows = []
+            for row in ROWS:
+                t = table[row]
+                m, sd = t["test_accuracy"]
+                g = t["gain_over_alone"]
+                rows.append([row, f"{m:.2f} ± {sd:.2f}", f"{g[0]:+.2f} ± {g[1]:.2f}" if g else "",
+                             f"{t['gap_closed']:.0%}" if t["gap_closed"] is not None else "",
+                             f"{t['train_seconds']:.0f}", f"{t['cost_ratio_to_alone']:.2f}" if t["cost_ratio_to_alone"] else "",
+                             len(t["seeds"])])  # fmt: skip
+            teacher = entry["teacher"]["test_accuracy"] * 100
+            print_table(f"{data} {size} (teacher {teacher:.2f}%)",
+                        ["row", "test %", "gain", "gap closed", "train s", "cost x", "seeds"], rows)  # fmt: skip
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datas = [d for d, e in summary["data"].items() if e.get("sizes")]
+    if not datas:
+        return
+    fig, axes = plt.subplots(1, len(datas), figsize=(4.5 * len(datas), 3.6), squeeze=False)
+    for ax, data in zip(axes[0], datas):
+        sizes = [s for s, t in summary["data"][data]["sizes"].items() if "alone" in t]
+        for k, row in enumerate(r for r in ROWS if r != "alone"):
+            g = [summary["data"][data]["sizes"][s][row]["gain_over_alone"] for s in sizes]
+            xs = [i + (k - 1.5) * 0.18 for i in range(len(sizes))]
+            ax.errorbar(xs, [v[0] for v in g], yerr=[v[1] for v in g], fmt="o", capsize=3, label=row)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(range(len(sizes)), sizes)
+        ax.set_title(data)
+        ax.set_xlabel("student size (parameters)")
+        ax.set_ylabel("test accuracy gain over alone (points)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", nargs="+", default=list(DATA), choices=list(DATA))
+    ap.add_argument("--phase", nargs="+", default=["sweep", "final", "export", "summary"],
+                    choices=["sweep", "final", "export", "summary"])  # fmt: skip
+    ap.add_argument("--budget-minutes", type=float, default=None, help="Launch no new run after this long.")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    budget = Budget(args.budget_minutes)
+    for data in args.data:
+        if not (TEACHERS_DIR / DATA[data]["teacher"] / "model.pt").exists():
+            print(
+                f"{data}: reference teacher {DATA[data]['teacher']!r} not committed yet; skipped", flush=True
+            )
+            continue
+        chosen = sweep(data, budget) if {"sweep", "final", "export"} & set(args.phase) else None
+        if chosen is None:
+            continue
+        if "final" in args.phase:
+            final(data, chosen, budget)
+        if "export" in args.phase and budget.left():
+            for size in SIZES:
+                for row in ROWS:
+                    if (
+                        OUT / data / f"{key_of(data, size, row, chosen[row], 0)}.json"
+                    ).exists() and budget.left():
+                        export_one(data, size, row, chosen[row])
+    from edgekd.atomic import atomic_write_json
+
+    summary = summarise(list(DATA))
+    atomic_write_json(RESULTS / "kd_gain.json", summary)
+    print_summary(summary)
+    plot(summary, REPO / "docs" / "kd_gain.png")
+    print(f"complete: {summary['complete']}; results in {RESULTS / 'kd_gain.json'}")
+
+
+if __name__ == "__main__":
+    main()
