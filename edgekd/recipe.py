@@ -366,6 +366,9 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 def resume_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Keys (dotted) whose values differ between two recipe dicts, except those resume may change."""
     a, b = _flatten(recorded), _flatten(current)
+    # keys a newer edgekd added: absent from the recorded recipe means the default, which older runs used
+    defaults = _flatten(Recipe().to_dict())
+    a.update({k: defaults[k] for k in b if k not in a and k in defaults})
     keys = sorted(set(a) | set(b))
 
     def allowed(key: str) -> bool:

@@ -199,3 +199,17 @@ def test_recipe_augment_and_jitter_shorthand():
         recipe_from_dict({"name": "a", "data": {"name": "digits", "augment": ["hflip"]}})
     with pytest.raises(EdgekdError, match="train.teacher_views"):
         recipe_from_dict({"name": "a", "train": {"teacher_views": -1}})
+
+
+def test_a_run_recorded_before_augment_existed_still_resumes():
+    """Keys a newer edgekd added (data.augment, data.split_seed, train.teacher_views) are absent from
+    older run folders' recipe.yaml: absent means the default, not a change."""
+    from edgekd.recipe import recipe_from_dict, resume_differences
+
+    current = recipe_from_dict({"name": "a", "data": {"name": "digits", "jitter": 1}}).to_dict()
+    old = {k: dict(v) if isinstance(v, dict) else v for k, v in current.items()}
+    for section, key in (("data", "augment"), ("data", "split_seed"), ("train", "teacher_views")):
+        del old[section][key]
+    assert resume_differences(old, current) == []
+    changed = recipe_from_dict({"name": "a", "data": {"name": "digits", "jitter": 1, "augment": ["erase"]}})
+    assert resume_differences(old, changed.to_dict()) == ["data.augment"]
