@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from edgekd.codetrust import is_code_reference, is_trusted
 from edgekd.errors import EdgekdError
 from edgekd.yamlio import read_yaml_file, safe_load
 
@@ -278,7 +279,50 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not isinstance(data, dict):
         raise EdgekdError(f"{path}: a recipe must be a YAML mapping at top level")
     data = apply_overrides(data, overrides or [])
-    return recipe_from_dict(data, str(path))
+    recipe = recipe_from_dict(data, str(path))
+    check_recipe_code(data, overrides or [], str(path))
+    return recipe
+
+
+# Parts of a recipe whose ``name`` keys are built with ``build_model`` (student, peers, the teacher trained
+# by `edgekd run`, members of an ``ensemble`` model in their kwargs).
+MODEL_SECTIONS = ("model", "teacher")
+
+
+def _code_references(node: Any, path: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], str]]:
+    """(key path, name) of every ``name: package.module:attr`` under ``node``."""
+    found = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "name" and is_code_reference(v):
+                found.append(((*path, k), v))
+            else:
+                found += _code_references(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found += _code_references(v, (*path, i))
+    return found
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
+def check_recipe_code(data: dict[str, Any], overrides: list[str], source: str) -> None:
+    """Refuse a model name from the recipe *file* that would import code (``module:Class``,
+    ``torch.hub:load``), unless the user typed it (``--set``) or passed ``--trust-model-code``."""
+    typed = [tuple(parse_override(o)[0]) for o in overrides]
+    for section in MODEL_SECTIONS:
+        for path, name in _code_references(data.get(section), (section,)):
+            if is_trusted(name) or any(path[: len(t)] == t for t in typed):
+                continue
+            key = _dotted(path)
+            module, _, attr = name.partition(":")
+            raise EdgekdError(
+                f"{source}: key {key!r} names {name!r}, not a registered edgekd model; building it would "
+                f"import {module!r} and call its {attr!r}. A recipe is a file like a checkpoint: only if you "
+                f"trust it, pass --trust-model-code (or type the name yourself: --set {key}={name})"
+            )
 
 
 def validate(r: Recipe, source: str) -> None:
