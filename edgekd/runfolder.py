@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import EdgekdError
+from edgekd.names import child_path
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ class RunFolder:
         return self.root / "export"
 
     def export_dir(self, target: str) -> Path:
-        return self.export_root / target
+        """``export/<target>``; ``target`` (a target or format name) must be a safe name."""
+        return child_path(self.export_root, target, str(self.export_root), "target name")
 
     @property
     def plots(self) -> Path:
