@@ -17,6 +17,7 @@ import yaml
 
 from edgekd.codetrust import is_code_reference, is_trusted
 from edgekd.errors import EdgekdError
+from edgekd.names import check_safe_name
 from edgekd.yamlio import read_yaml_file, safe_load
 
 
@@ -337,7 +338,6 @@ def validate(r: Recipe, source: str) -> None:
         (r.train.schedule in ("constant", "cosine", "step", "multistep"), "train.schedule",
          "must be constant, cosine, step or multistep"),
         (0 <= r.data.jitter <= 8, "data.jitter", "must be between 0 and 8 pixels"),
-        (r.name and "/" not in r.name, "name", "must be a non-empty folder name without '/'"),
         (r.train.device in ("auto", "cpu", "cuda", "mps"), "train.device", "must be auto, cpu, cuda or mps"),
         (r.train.amp in ("off", "bf16", "fp16"), "train.amp", "must be off, bf16 or fp16"),
         (r.teacher is None or r.teacher.combine in ("mean-logits", "mean-probs"), "teacher.combine",
@@ -351,6 +351,20 @@ def validate(r: Recipe, source: str) -> None:
             raise EdgekdError(f"{source}: key {key!r} {what}")
     if r.data.few_shot is not None and r.data.few_shot.size < 1:
         raise EdgekdError(f"{source}: key 'data.few_shot.size' must be >= 1")
+    check_recipe_names(r, source)
+
+
+def check_recipe_names(r: Recipe, source: str) -> None:
+    """Every recipe name that becomes a path is a safe name (:mod:`edgekd.names`): the run folder, stage
+    names, SMD machine names (``<data dir>/train/<machine>.txt``)."""
+    check_safe_name(r.name, source, "key 'name'")
+    for i, s in enumerate(r.stages):
+        if s.name:  # empty: the default stage<k>
+            check_safe_name(s.name, source, f"key 'stages[{i}].name'")
+    machines = r.data.options.get("machines") if r.data.name == "smd" else None
+    if machines is not None and machines != "all":
+        for i, m in enumerate(machines if isinstance(machines, list) else [machines]):
+            check_safe_name(m, source, f"key 'data.options.machines[{i}]'")
 
 
 def dump_recipe(recipe: Recipe) -> str:
