@@ -290,15 +290,14 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 MODEL_SECTIONS = ("model", "teacher")
 
 
-def _code_references(node: Any, path: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], str]]:
-    """(key path, name) of every ``name: package.module:attr`` under ``node``."""
+def _code_references(node: Any, path: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """(key path, spec) of every model spec ``{name: package.module:attr, kwargs}`` under ``node``."""
     found = []
     if isinstance(node, dict):
+        if is_code_reference(node.get("name")):
+            found.append((path, node))
         for k, v in node.items():
-            if k == "name" and is_code_reference(v):
-                found.append(((*path, k), v))
-            else:
-                found += _code_references(v, (*path, k))
+            found += _code_references(v, (*path, k))
     elif isinstance(node, list):
         for i, v in enumerate(node):
             found += _code_references(v, (*path, i))
@@ -309,20 +308,27 @@ def _dotted(path: tuple[Any, ...]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
+# Loaders whose kwargs choose the code they run: typing the name alone does not trust a file's choice.
+CODE_CHOOSING_KWARGS = {"torch.hub": ("repo_or_dir",)}
+
+
 def check_recipe_code(data: dict[str, Any], overrides: list[str], source: str) -> None:
     """Refuse a model name from the recipe *file* that would import code (``module:Class``,
     ``torch.hub:load``), unless the user typed it (``--set``) or passed ``--trust-model-code``."""
     typed = [tuple(parse_override(o)[0]) for o in overrides]
     for section in MODEL_SECTIONS:
-        for path, name in _code_references(data.get(section), (section,)):
-            if is_trusted(name) or any(path[: len(t)] == t for t in typed):
-                continue
-            key = _dotted(path)
+        for path, spec in _code_references(data.get(section), (section,)):
+            name, kwargs = spec["name"], spec.get("kwargs") if isinstance(spec.get("kwargs"), dict) else {}
             module, _, attr = name.partition(":")
+            chosen = [k for k in CODE_CHOOSING_KWARGS.get(module, ()) if k in kwargs]
+            must_type = [(*path, "name"), *((*path, "kwargs", k) for k in chosen)]
+            if is_trusted(name) or all(any(key[: len(t)] == t for t in typed) for key in must_type):
+                continue
+            runs = f" (which runs hubconf.py from {kwargs[chosen[0]]!r})" if chosen else ""
             raise EdgekdError(
-                f"{source}: key {key!r} names {name!r}, not a registered edgekd model; building it would "
-                f"import {module!r} and call its {attr!r}. A recipe is a file like a checkpoint: only if you "
-                f"trust it, pass --trust-model-code (or type the name yourself: --set {key}={name})"
+                f"{source}: key {_dotted((*path, 'name'))!r} names {name!r}, not a registered edgekd model; "
+                f"building it would import {module!r} and call its {attr!r}{runs}. A recipe is a file like a "
+                "checkpoint: pass --trust-model-code only if you trust this recipe"
             )
 
 
