@@ -20,9 +20,7 @@ MAX_NAME_LENGTH = 128
 
 def is_safe_name(value: Any) -> bool:
     """True when ``value`` is a string that may be used as one path component."""
-    return (
-        isinstance(value, str) and value not in (".", "..") and _SAFE_NAME.fullmatch(value) is not None
-    )
+    return isinstance(value, str) and value not in (".", "..") and _SAFE_NAME.fullmatch(value) is not None
 
 
 def check_safe_name(value: Any, source: str, key: str) -> str:
