@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekd.errors import EdgekdError
+from edgekd.names import check_safe_name
 from edgekd.runfolder import RunFolder
 
 NETWORKS_FILE = "networks.json"
@@ -17,7 +18,8 @@ NETWORKS_FILE = "networks.json"
 
 def list_networks(run_dir: str | Path) -> dict[str, Path]:
     """Name -> model file of every network recorded in the run folder (the final one alone when the run
-    has no ``networks.json``). Paths in the file must stay inside the run folder."""
+    has no ``networks.json``). Names become folder names (``export/<target>-<name>``), so each is a safe
+    name; paths in the file must stay inside the run folder."""
     run = RunFolder(run_dir)
     record_path = run.root / NETWORKS_FILE
     if not record_path.exists():
@@ -29,12 +31,13 @@ def list_networks(run_dir: str | Path) -> dict[str, Path]:
     root = run.root.resolve()
     out = {}
     for name, rel in nets.items():
+        check_safe_name(name, str(record_path), "network name")
         path = (run.root / str(rel)).resolve()
         if root not in path.parents:
             raise EdgekdError(f"{record_path}: network {name!r} points outside the run folder ({rel})")
         if not path.exists():
             raise EdgekdError(f"{record_path}: network {name!r} file {rel} is missing")
-        out[str(name)] = path
+        out[name] = path
     return out
 
 

@@ -7,6 +7,7 @@ Layout: ``runs/<name>/`` is the distilled student's run folder; a teacher traine
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from dataclasses import replace
@@ -15,10 +16,10 @@ from typing import Any
 
 from rich.console import Console
 
-from edgekd.distill.runner import move_aside, prepare_data, run_state, run_training
+from edgekd.distill.runner import claim_run_folder, prepare_data, run_state, run_training
 from edgekd.errors import EdgekdError
 from edgekd.recipe import MethodConfig, Recipe, SchemeConfig, recipe_from_dict
-from edgekd.runfolder import RunFolder
+from edgekd.runfolder import LOCK_FILE, RunFolder
 
 
 def _final_accuracy(run: RunFolder) -> float | None:
@@ -67,23 +68,30 @@ def run_pipeline(
     if resume and overwrite:
         raise EdgekdError("--resume and --overwrite exclude each other: continue the run, or start it again")
     run = RunFolder(Path(runs_dir) / recipe.name)
-    occupied = run.root.is_dir() and any(run.root.iterdir())
+    run.check_unlocked()
+    occupied = _occupied(run)
     if occupied and not (resume or overwrite):
         raise EdgekdError(
             f"{run.root}: holds a previous run; pass --resume to continue it (finished stages are reused), "
             "--overwrite to move it aside and start again, or choose another name (--set name=...)"
         )
     splits = prepare_data(recipe)
-    if occupied and overwrite:
-        console.print(f"moved the previous run to {move_aside(run.root)}")
-    run.ensure()
     names = [recipe.model.name] + (
         [recipe.teacher.model.name] if recipe.teacher and recipe.teacher.model else []
     )
-    with trust_model_code(names):
+    with contextlib.ExitStack() as held:  # the run folder is locked while the stages write it
+        moved = claim_run_folder(run, held, lambda: _occupied(run), occupied, move=occupied and overwrite)
+        if moved is not None:
+            console.print(f"moved the previous run to {moved}")
+        held.enter_context(trust_model_code(names))
         return _run_stages(
             recipe, run, runs_dir, splits, skip_export, skip_profile, progress, console, resume
         )
+
+
+def _occupied(run: RunFolder) -> bool:
+    """True when the folder holds anything but its lock file."""
+    return run.root.is_dir() and any(p.name != LOCK_FILE for p in run.root.iterdir())
 
 
 def _stage(recipe: Recipe, runs_dir: Path, resume: bool, **kw: Any) -> RunFolder:

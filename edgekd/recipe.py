@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
+from edgekd.codetrust import is_code_reference, is_trusted
 from edgekd.errors import EdgekdError
+from edgekd.names import check_safe_name
 from edgekd.yamlio import read_yaml_file, safe_load
 
 
@@ -287,7 +289,56 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not isinstance(data, dict):
         raise EdgekdError(f"{path}: a recipe must be a YAML mapping at top level")
     data = apply_overrides(data, overrides or [])
-    return recipe_from_dict(data, str(path))
+    recipe = recipe_from_dict(data, str(path))
+    check_recipe_code(data, overrides or [], str(path))
+    return recipe
+
+
+# Parts of a recipe whose ``name`` keys are built with ``build_model`` (student, peers, the teacher trained
+# by `edgekd run`, members of an ``ensemble`` model in their kwargs).
+MODEL_SECTIONS = ("model", "teacher")
+
+
+def _code_references(node: Any, path: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """(key path, spec) of every model spec ``{name: package.module:attr, kwargs}`` under ``node``."""
+    found = []
+    if isinstance(node, dict):
+        if is_code_reference(node.get("name")):
+            found.append((path, node))
+        for k, v in node.items():
+            found += _code_references(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found += _code_references(v, (*path, i))
+    return found
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
+# Loaders whose kwargs choose the code they run: typing the name alone does not trust a file's choice.
+CODE_CHOOSING_KWARGS = {"torch.hub": ("repo_or_dir",)}
+
+
+def check_recipe_code(data: dict[str, Any], overrides: list[str], source: str) -> None:
+    """Refuse a model name from the recipe *file* that would import code (``module:Class``,
+    ``torch.hub:load``), unless the user typed it (``--set``) or passed ``--trust-model-code``."""
+    typed = [tuple(parse_override(o)[0]) for o in overrides]
+    for section in MODEL_SECTIONS:
+        for path, spec in _code_references(data.get(section), (section,)):
+            name, kwargs = spec["name"], spec.get("kwargs") if isinstance(spec.get("kwargs"), dict) else {}
+            module, _, attr = name.partition(":")
+            chosen = [k for k in CODE_CHOOSING_KWARGS.get(module, ()) if k in kwargs]
+            must_type = [(*path, "name"), *((*path, "kwargs", k) for k in chosen)]
+            if is_trusted(name) or all(any(key[: len(t)] == t for t in typed) for key in must_type):
+                continue
+            runs = f" (which runs hubconf.py from {kwargs[chosen[0]]!r})" if chosen else ""
+            raise EdgekdError(
+                f"{source}: key {_dotted((*path, 'name'))!r} names {name!r}, not a registered edgekd model; "
+                f"building it would import {module!r} and call its {attr!r}{runs}. A recipe is a file like a "
+                "checkpoint: pass --trust-model-code only if you trust this recipe"
+            )
 
 
 def validate(r: Recipe, source: str) -> None:
@@ -302,7 +353,6 @@ def validate(r: Recipe, source: str) -> None:
         (r.train.schedule in ("constant", "cosine", "step", "multistep"), "train.schedule",
          "must be constant, cosine, step or multistep"),
         (0 <= r.data.jitter <= 8, "data.jitter", "must be between 0 and 8 pixels"),
-        (r.name and "/" not in r.name, "name", "must be a non-empty folder name without '/'"),
         (r.train.device in ("auto", "cpu", "cuda", "mps"), "train.device", "must be auto, cpu, cuda or mps"),
         (r.train.amp in ("off", "bf16", "fp16"), "train.amp", "must be off, bf16 or fp16"),
         (r.teacher is None or r.teacher.combine in ("mean-logits", "mean-probs"), "teacher.combine",
@@ -322,6 +372,20 @@ def validate(r: Recipe, source: str) -> None:
         parse_augment(r.data.augment, r.data.name, None, f"{source}: key data.augment")
     if r.data.few_shot is not None and r.data.few_shot.size < 1:
         raise EdgekdError(f"{source}: key 'data.few_shot.size' must be >= 1")
+    check_recipe_names(r, source)
+
+
+def check_recipe_names(r: Recipe, source: str) -> None:
+    """Every recipe name that becomes a path is a safe name (:mod:`edgekd.names`): the run folder, stage
+    names, SMD machine names (``<data dir>/train/<machine>.txt``)."""
+    check_safe_name(r.name, source, "key 'name'")
+    for i, s in enumerate(r.stages):
+        if s.name:  # empty: the default stage<k>
+            check_safe_name(s.name, source, f"key 'stages[{i}].name'")
+    machines = r.data.options.get("machines") if r.data.name == "smd" else None
+    if machines is not None and machines != "all":
+        for i, m in enumerate(machines if isinstance(machines, list) else [machines]):
+            check_safe_name(m, source, f"key 'data.options.machines[{i}]'")
 
 
 def augment_specs(r: Recipe, task: str | None = None) -> list:

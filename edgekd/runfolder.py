@@ -12,16 +12,32 @@ runs/<name>/
   curves.png        training curves
   export/<target>/  one folder per export target or format
   report.{json,md,html}, plots/
+  .edgekd.lock      locked (flock) while a run writes the folder
+
+A run holds an exclusive ``fcntl.flock`` on ``.edgekd.lock`` while it writes the folder
+(:meth:`RunFolder.lock`); a second edgekd process on the same folder is refused at once. The OS drops the
+lock when the process ends, also on a crash or ``kill -9``, so a stale lock file is harmless.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgekd.errors import EdgekdError
+from edgekd.names import child_path
+
+LOCK_FILE = ".edgekd.lock"
+# Locks this process holds: (device, inode) of the lock file -> [fd, depth]. Re-entrant: `edgekd run`
+# holds the run folder and the student's training, in the same folder, takes it again.
+_HELD: dict[tuple[int, int], list[int]] = {}
 
 
 @dataclass(frozen=True)
@@ -73,7 +89,8 @@ class RunFolder:
         return self.root / "export"
 
     def export_dir(self, target: str) -> Path:
-        return self.export_root / target
+        """``export/<target>``; ``target`` (a target or format name) must be a safe name."""
+        return child_path(self.export_root, target, str(self.export_root), "target name")
 
     @property
     def plots(self) -> Path:
@@ -86,6 +103,36 @@ class RunFolder:
     def ensure(self) -> RunFolder:
         self.root.mkdir(parents=True, exist_ok=True)
         return self
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_FILE
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[RunFolder]:
+        """Create the folder and hold its lock while the block runs; refuse (one line) if another process
+        holds it. Re-entrant within one process; a folder moved aside keeps its own lock."""
+        self.ensure()
+        key = _held_key(self.lock_file)
+        if key is None:
+            fd = _acquire(self.lock_file, self.root)
+            st = os.fstat(fd)
+            key = (st.st_dev, st.st_ino)
+            _HELD[key] = [fd, 0]
+        _HELD[key][1] += 1
+        try:
+            yield self
+        finally:
+            _HELD[key][1] -= 1
+            if not _HELD[key][1]:
+                os.close(_HELD.pop(key)[0])  # closing the file drops the lock
+
+    def check_unlocked(self) -> None:
+        """Refuse at once (one line) if another process is writing this folder; creates nothing."""
+        if not self.lock_file.exists() or _held_key(self.lock_file) is not None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.close(_acquire(self.lock_file, self.root, create=False))
 
     def trained_model(self) -> Path:
         """The run's main model: the distilled student if present, else the label-trained model."""
@@ -103,3 +150,39 @@ class RunFolder:
             raise EdgekdError(f"{path}: missing; was the previous stage run on {self.root}?") from None
         except json.JSONDecodeError as e:
             raise EdgekdError(f"{path}: not valid JSON ({e}); delete it and re-run the stage") from None
+
+
+def _held_key(lock_file: Path) -> tuple[int, int] | None:
+    """The key of ``lock_file`` in :data:`_HELD` if this process holds it."""
+    try:
+        st = os.stat(lock_file, follow_symlinks=False)
+    except OSError:
+        return None
+    key = (st.st_dev, st.st_ino)
+    return key if key in _HELD else None
+
+
+def _acquire(lock_file: Path, root: Path, create: bool = True) -> int:
+    """An fd holding an exclusive flock on ``lock_file`` (not following links, never blocking)."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(lock_file, flags, 0o644)
+    except FileNotFoundError:
+        if not create:
+            raise
+        raise EdgekdError(f"{root}: the run folder vanished while it was being locked; run again") from None
+    except OSError as e:
+        raise EdgekdError(
+            f"{lock_file}: cannot open the run folder's lock file ({e.strerror}); remove it"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise EdgekdError(
+                f"{root}: another edgekd process is writing this run folder; wait for it to finish, or choose "
+                "another name (--set name=...)"
+            ) from None
+        raise EdgekdError(f"{lock_file}: cannot lock the run folder ({e.strerror})") from None
+    return fd

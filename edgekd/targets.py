@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import EdgekdError
+from edgekd.names import check_safe_name
 
 KINDS = ("mcu", "mobile", "host")
 RUNTIMES = ("tflite-micro", "litert", "onnxruntime")
@@ -110,9 +111,7 @@ def parse_target(data: Any, path: Path) -> Target:
         raise EdgekdError(
             f"{path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(REQUIRED + OPTIONAL)}"
         )
-    name = data["name"]
-    if not isinstance(name, str) or not name or "/" in name:
-        raise EdgekdError(f"{path}: key 'name' must be a non-empty string without '/'")
+    name = check_safe_name(data["name"], str(path), "key 'name'")  # becomes RUN/export/<name>/
     if data["kind"] not in KINDS:
         raise EdgekdError(f"{path}: key 'kind' is {data['kind']!r}; valid: {', '.join(KINDS)}")
     runtimes = data["runtime"] if isinstance(data["runtime"], list) else [data["runtime"]]

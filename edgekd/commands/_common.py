@@ -13,8 +13,9 @@ from edgekd.errors import set_interrupt_message
 
 RECIPE_HELP = "Override a recipe key, e.g. --set train.lr=0.01 (repeatable)."
 TRUST_HELP = (
-    "Allow a model file to name a user model (package.module:Class) and import that code. Only for files "
-    "you made and trust; without it a file may only name registered edgekd models."
+    "Allow a model file or recipe to name a user model (package.module:Class) and import that code. Only "
+    "for files you made and trust; without it a file may only name registered edgekd models (a name you "
+    "type, --set model.name=pkg.mod:Cls, is always allowed)."
 )
 
 
@@ -25,7 +26,7 @@ def trust_option(f: Callable) -> Callable:
     def wrapper(*args: Any, trust_model_code: bool = False, **kwargs: Any) -> Any:
         if not trust_model_code:
             return f(*args, **kwargs)
-        from edgekd.models.registry import trust_model_code as trusting
+        from edgekd.codetrust import trust_model_code as trusting
 
         with trusting(True):
             return f(*args, **kwargs)

@@ -39,9 +39,9 @@ def command(
         args += [
             flag for flag, on in (("--resume", resume), ("--overwrite", overwrite), ("--quiet", quiet)) if on
         ]
-        from edgekd.models.registry import _TRUSTED_CODE
+        from edgekd.codetrust import trusts_all
 
-        if "*" in _TRUSTED_CODE:  # --trust-model-code was given: the processes need it too
+        if trusts_all():  # --trust-model-code was given: the processes need it too
             args.append("--trust-model-code")
         rc = launch(nproc, args)
         if rc:

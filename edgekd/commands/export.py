@@ -84,13 +84,16 @@ def command(source: str, target: str | None, fmt: str | None, firmware: bool, qu
         from pathlib import Path
 
         from edgekd.errors import EdgekdError
+        from edgekd.names import child_path
         from edgekd.networks import list_networks
 
         if not Path(source).is_dir() or out:
             raise EdgekdError("--all-networks takes a run folder and writes into its export/ (no --output)")
         label = target or fmt or "export"
         for name, model_file in list_networks(source).items():
-            dest = Path(source) / "export" / f"{Path(label).stem}-{name}"
+            dest = child_path(
+                Path(source) / "export", f"{Path(label).stem}-{name}", "--target", "export folder"
+            )
             folder = export_model(str(model_file), target=target, fmt=fmt, quant=quant, calibration=calibration,
                                   out=str(dest), eval_data=eval_data, route=route, method=method, quiet=quiet)  # fmt: skip
             click.echo(f"{name}: {folder}")

@@ -24,6 +24,7 @@ import numpy as np
 from edgekd.data.registry import ArrayDataset, DataSplits, RawData, data_dir, register_dataset
 from edgekd.data.windows import sliding_windows, window_labels, window_starts
 from edgekd.errors import EdgekdError
+from edgekd.names import check_safe_name
 
 SMD_SUBDIR = Path("smd") / "ServerMachineDataset"
 NORMALISATIONS = ("minmax", "zscore", "none")
@@ -135,6 +136,7 @@ class SmdMachine:
 
 def load_machine(name: str, root: str | Path | None = None, width: int | None = None) -> SmdMachine:
     """Read one machine's train/test/test_label (and interpretation_label when present)."""
+    check_safe_name(name, "data set smd", "machine name")  # never a path: <root>/train/<name>.txt
     base = smd_root(root)
     train_path = base / "train" / f"{name}.txt"
     if not train_path.exists():
@@ -284,9 +286,11 @@ def _as_list(machines: str | list[str] | None, root: str | Path | None) -> list[
                 "expected smd/ServerMachineDataset/train/<machine>.txt"
             )
         return found
-    names = [machines] if isinstance(machines, str) else list(machines)
+    names = list(machines) if isinstance(machines, (list, tuple)) else [machines]
     if not names:
         raise EdgekdError("data.options.machines is empty; name at least one machine, e.g. [machine-1-6]")
+    for i, n in enumerate(names):
+        check_safe_name(n, "data set smd", f"data.options.machines[{i}]")
     missing = [n for n in names if n not in found]
     if missing:
         load_machine(missing[0], root)  # raises: names the folder and the machines found

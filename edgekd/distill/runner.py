@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from edgekd.distill.methods import build_method
 from edgekd.errors import EdgekdError
 from edgekd.models import build_model, load_model, save_model
 from edgekd.recipe import Recipe, augment_specs, dump_recipe
-from edgekd.runfolder import RunFolder
+from edgekd.runfolder import LOCK_FILE, RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,8 @@ def prepare_data(recipe: Recipe) -> DataSplits:
     """Load the recipe's data set with its seeded splits (and few-shot subset when asked)."""
     d = recipe.data
     splits = load_data(
-        d.name, seed=recipe.seed if d.split_seed is None else d.split_seed, val_fraction=d.val_fraction, test_fraction=d.test_fraction,
-        train_fraction=d.train_fraction, exclude_classes=d.exclude_classes, options=d.options,
+        d.name, seed=recipe.seed if d.split_seed is None else d.split_seed, val_fraction=d.val_fraction,
+        test_fraction=d.test_fraction, train_fraction=d.train_fraction, exclude_classes=d.exclude_classes, options=d.options,
     )  # fmt: skip
     if d.few_shot is not None:
         from edgekd.data.fewshot import apply_few_shot
@@ -127,6 +129,8 @@ def run_training(
         return run_scheme(recipe, runs_dir, distill=distill, resume=resume, overwrite=overwrite, progress=progress,
                           run_dir=run_dir, splits=splits)  # fmt: skip
     run = RunFolder(run_dir or Path(runs_dir) / recipe.name)
+    if ctx.is_main:
+        run.check_unlocked()  # another process writing it: refuse before loading anything
     state = run_state(run, recipe.train.epochs)
     if resume and state == "empty":
         raise EdgekdError(f"{run.root}: nothing to resume (no checkpoint.pt); run without --resume")
@@ -157,7 +161,6 @@ def run_training(
     seed_everything(recipe.seed)  # model initialisation is part of the recorded seed
     student = build_model(recipe.model.name, **kwargs)
     stages = build_stages(recipe, student, teacher, splits, kwargs)
-    distiller = stages[-1].distiller
     for k, st in enumerate(stages):  # fail before writing: parameters to train, the device
         stage_param_groups(st, f"stages[{k}]" if recipe.stages else "train")
         resolve_device(st.cfg.device)
@@ -166,11 +169,26 @@ def run_training(
     augmentation = run_augmentation(recipe, splits)  # transforms that fit this data, checked before writing
     ctx.barrier()  # every rank has validated the same state before rank 0 changes the folder
 
-    # --- validated: from here on the run folder changes (rank 0 only writes) ---------------------
-    if ctx.is_main:
-        write_run_inputs(
-            run, recipe, splits, teacher_files, moved=overwrite and state != "empty" and not resume
-        )
+    # --- validated: from here on the run folder changes (rank 0 only writes, holding its lock) ------
+    with contextlib.ExitStack() as held:
+        if ctx.is_main:
+            claim_run_folder(run, held, lambda: run_state(run, recipe.train.epochs), state,
+                             move=overwrite and state != "empty" and not resume)  # fmt: skip
+            write_run_inputs(run, recipe, splits, teacher_files)
+        _fit_and_write(run, recipe, splits, stages, kwargs, distill, resume, progress, runs_dir,
+                       stop_after_epoch, augmentation)  # fmt: skip
+    ctx.barrier()  # the other ranks return once the run folder is complete
+    return run
+
+
+def _fit_and_write(run: RunFolder, recipe: Recipe, splits: DataSplits, stages: list[Stage], kwargs: dict[str, Any],
+                   distill: bool, resume: bool, progress: bool, runs_dir: str | Path,
+                   stop_after_epoch: int | None, augmentation: Augmentation | None) -> None:  # fmt: skip
+    """Train the validated stages into ``run`` and write its results (the final network, metrics)."""
+    from edgekd.distill import distributed
+
+    ctx = distributed.current()
+    method, distiller = recipe.method, stages[-1].distiller
     label = f"{'distill' if distill else 'train'} {recipe.name}"
     trainer = Trainer(
         stages,
@@ -208,8 +226,6 @@ def run_training(
         ) from None
     if ctx.is_main:
         write_results(run, recipe, splits, distiller, result, out, kwargs, label, trainer.speed)
-    ctx.barrier()  # the other ranks return once the run folder is complete
-    return run
 
 
 def run_augmentation(recipe: Recipe, splits: DataSplits) -> Augmentation | None:
@@ -228,12 +244,27 @@ def teacher_cache_dir(recipe: Recipe, runs_dir: str | Path) -> Path | None:
     return Path(recipe.train.cache_dir) if recipe.train.cache_dir else Path(runs_dir) / ".teacher-cache"
 
 
-def write_run_inputs(
-    run: RunFolder, recipe: Recipe, splits: DataSplits, teacher_files: list[Path], moved: bool
-) -> None:
-    """The run folder before training: the previous run moved aside, teachers, recipe, seeds, data."""
-    if moved:
-        log.info("moved the previous run to %s", move_aside(run.root))
+def claim_run_folder(
+    run: RunFolder, held: contextlib.ExitStack, state_now: Callable[[], Any], state: Any, move: bool
+) -> Path | None:
+    """Lock ``run`` for this process until ``held`` closes (another edgekd process is refused), check that
+    its state (``state_now()``) is still the validated ``state``, and move the previous run aside if asked
+    (returns where it went)."""
+    held.enter_context(run.lock())
+    if state_now() != state:
+        raise EdgekdError(
+            f"{run.root}: changed while this run was being prepared (another edgekd process?); run again"
+        )
+    if not move:
+        return None
+    moved = move_aside(run.root)
+    log.info("moved the previous run to %s", moved)
+    held.enter_context(run.lock())  # the new, empty folder
+    return moved
+
+
+def write_run_inputs(run: RunFolder, recipe: Recipe, splits: DataSplits, teacher_files: list[Path]) -> None:
+    """The run folder before training: teachers, recipe, seeds, data."""
     run.ensure()
     for i, f in enumerate(teacher_files):  # copies of the teachers used (teacher.pt, teacher-2.pt, ...)
         dst = run.teacher if i == 0 else run.root / f"teacher-{i + 1}.pt"
@@ -452,12 +483,13 @@ def run_scheme(
     """
     from edgekd.distill import distributed
     from edgekd.distill.schemes import build_scheme
-    from edgekd.recipe import TeacherConfig
 
     scheme = build_scheme(recipe.scheme.name, recipe.scheme.params)
     run = RunFolder(run_dir or Path(runs_dir) / recipe.name)
-    # `edgekd run` trains a teacher / baseline in teacher/ and baseline/ of the same folder first
-    occupied = run.root.is_dir() and any(p.name not in ("teacher", "baseline") for p in run.root.iterdir())
+    ctx = distributed.current()
+    if ctx.is_main:
+        run.check_unlocked()
+    occupied = _scheme_occupied(run)
     if resume and not occupied:
         raise EdgekdError(f"{run.root}: nothing to resume; run without --resume")
     if resume:
@@ -476,17 +508,32 @@ def run_scheme(
             )
         teacher = str(resolve_teacher_path(recipe.teacher.path, runs_dir))
     build_model(recipe.model.name, **model_kwargs(recipe.model.kwargs, splits))  # fail before writing
-    ctx = distributed.current()
     ctx.barrier()
-    if ctx.is_main:
-        if occupied and overwrite and not resume:
-            move_aside(run.root)
-        run.ensure()
-        atomic_write_text(run.recipe, dump_recipe(recipe))
-        atomic_write_json(
-            run.seeds, {"seed": recipe.seed, "data_split_seed": recipe.seed, "scheme": recipe.scheme.name}
-        )
-        atomic_write_json(run.data_info, splits.describe())
+    with contextlib.ExitStack() as held:
+        if ctx.is_main:
+            claim_run_folder(run, held, lambda: _scheme_occupied(run), occupied,
+                             move=occupied and overwrite and not resume)  # fmt: skip
+            atomic_write_text(run.recipe, dump_recipe(recipe))
+            atomic_write_json(
+                run.seeds, {"seed": recipe.seed, "data_split_seed": recipe.seed, "scheme": recipe.scheme.name}
+            )
+            atomic_write_json(run.data_info, splits.describe())
+        return _run_scheme_runs(scheme, recipe, run, splits, teacher, distill, resume, progress)
+
+
+def _scheme_occupied(run: RunFolder) -> bool:
+    """True when ``run`` holds anything but what `edgekd run` trains first (teacher/, baseline/) and the lock."""
+    keep = ("teacher", "baseline", LOCK_FILE)
+    return run.root.is_dir() and any(p.name not in keep for p in run.root.iterdir())
+
+
+def _run_scheme_runs(scheme: Any, recipe: Recipe, run: RunFolder, splits: DataSplits, teacher: str | None,
+                     distill: bool, resume: bool, progress: bool) -> RunFolder:  # fmt: skip
+    """The scheme's runs inside the locked ``run``, then its final network, networks.json and metrics."""
+    from edgekd.distill import distributed
+    from edgekd.recipe import TeacherConfig
+
+    ctx = distributed.current()
 
     def train_once(r: Recipe, folder: Path, t: str | list[str] | None) -> RunFolder:
         """One ordinary run; ``t`` is a teacher path, or several (an ensemble, outputs averaged)."""

@@ -1,46 +1,27 @@
 """Models by name (timm style): ``build_model("cnn", input_shape=(1, 28, 28), num_classes=10, width=0.5)``.
 
 A name of the form ``package.module:ClassName`` builds a user model; it receives the same kwargs. Such a
-name is only honoured when the user typed it (a recipe, the command line): a name read from a *file*
-(a checkpoint) must be a registered model, unless the user passed ``--trust-model-code`` for it
-(:func:`trust_model_code`). Opening someone's checkpoint therefore never imports or calls their code.
+name is only honoured when the user typed it (the command line, Python code): a name read from a *file*
+(a checkpoint, a recipe: :func:`edgekd.recipe.load_recipe`) must be a registered model, unless the user
+passed ``--trust-model-code`` for it (:func:`trust_model_code`). Opening someone's checkpoint or recipe
+therefore never imports or calls their code.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import inspect
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
+from edgekd.codetrust import is_code_reference, is_trusted, trust_model_code
 from edgekd.errors import EdgekdError
 from edgekd.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 register_model = MODELS.register
-
-# Names of user models (``module:Class``) that may be built from a file. ``"*"`` trusts every name.
-_TRUSTED_CODE: set[str] = set()
-
-
-def is_code_reference(name: str) -> bool:
-    """True for ``package.module:Callable`` names, which import and call user code."""
-    return ":" in name
-
-
-@contextlib.contextmanager
-def trust_model_code(names: Iterable[str] | bool) -> Iterator[None]:
-    """Allow the given user-model names (or every name, with ``True``) to be built from files."""
-    added = {"*"} if names is True else {n for n in (names or []) if is_code_reference(n)}
-    added -= _TRUSTED_CODE
-    _TRUSTED_CODE.update(added)
-    try:
-        yield
-    finally:
-        _TRUSTED_CODE.difference_update(added)
 
 
 def check_name_from_file(name: Any, source: str) -> str:
@@ -50,7 +31,7 @@ def check_name_from_file(name: Any, source: str) -> str:
     if name in MODELS:
         return name
     if is_code_reference(name):
-        if "*" in _TRUSTED_CODE or name in _TRUSTED_CODE:
+        if is_trusted(name):
             return name
         mod = name.partition(":")[0]
         raise EdgekdError(
@@ -87,3 +68,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         return builder(**kwargs)
     except TypeError as e:
         raise EdgekdError(f"model {name!r}: bad arguments ({e})") from None
+
+
+__all__ = ["MODELS", "build_model", "check_name_from_file", "is_code_reference", "register_model",
+           "trust_model_code"]  # fmt: skip
