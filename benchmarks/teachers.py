@@ -56,7 +56,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "data": {"name": "mnist", "val_fraction": 0.05, "jitter": 2, **SPLIT},
         "model": {"name": "hinton-teacher"},
         "train": {
-            "epochs": 250,
+            "epochs": 150,
             "batch_size": 128,
             "optimizer": "sgd",
             "lr": 0.05,
