@@ -159,6 +159,10 @@ def record(name: str, run_dir: Path, seconds: float | None) -> dict[str, Any]:
         "machine": machine(),
     }
     atomic_write_json(out / "teacher.json", info)
+    # the run-folder record `edgekd run` reads for the teacher's accuracy (of the stored fp16 weights)
+    final = {"test_accuracy": test["accuracy"], "test_errors": test["errors"], "test_examples": test["n"],
+             "weights": "fp16"}  # fmt: skip
+    atomic_write_json(out / "metrics.json", {"final": final})
     return info
 
 

@@ -138,7 +138,8 @@ def _run_stages(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: An
     distill = bool(teacher_path or teacher_paths) and (
         recipe.method.name != "supervised" or bool(recipe.losses or recipe.stages)
     )
-    console.rule(f"[bold]3. {'distill' if distill else 'train'} student ({recipe.method.name})")
+    how = " + ".join(loss.name for loss in recipe.losses) if recipe.losses else recipe.method.name
+    console.rule(f"[bold]3. {'distill' if distill else 'train'} student ({how})")
     # keep the recipe's teacher settings (input, combine, paths); only a teacher trained here sets the path
     s_recipe = replace(recipe, teacher=replace(recipe.teacher, path=teacher_path, model=None, train={})
                        if teacher_path or teacher_paths else None)  # fmt: skip
