@@ -24,6 +24,22 @@ loss and the distillation box need no torchvision op.
 
 Also measured (``--extras``): a Born-Again run of 3 generations with and without the teacher-output
 cache, and ``edgekd distill --nproc 2`` (torchrun, gloo, DDP) against 1 process.
+
+``--augmented`` (issue 20's cost goal; combinable with ``--quick``; no extras) trains the same models, optimizer
+and batches with edgekd's augmentation ``crop(padding=2)`` + ``hflip`` on every side, four sides alternating:
+
+- ``edgekd``: KD with consistent teaching from K = 8 cached augmented teacher views (``Trainer(augmentation=,
+  teacher_views=8)``); the cache build (``speed["teacher_cache"]["seconds"]``) is reported apart and inside the total;
+- ``edgekd-supervised``: the same Trainer and augmentation on labels only (the reference of the 1.15x goal);
+- ``torchdistill``: its ``DistillationBox``, the teacher run on every step on the augmented batch;
+- ``bare``: the eager loop, the teacher online on every step.
+
+Every side trains on identical pixels: view ``pick_views(epoch, index, 8)`` of each example of edgekd's batch,
+built by edgekd's ``Augmentation.apply`` (torchdistill: a registered collate function over the batch's indices;
+the bare loop: the same function), inside the timed region on every side. Goals, in the JSON: edgekd's KD
+training time without the cache build at most 1.15x the supervised time, and edgekd's samples/s (cache build
+included) at least 2x torchdistill's, each on the median of the ratios paired per repeat. Results:
+``results/throughput_vs_torchdistill_augmented.json``.
 """
 
 from __future__ import annotations
@@ -55,6 +71,10 @@ SETTINGS = {
     "device": "cpu",
 }
 SEED = 0
+AUGMENT = [{"name": "crop", "params": {"padding": 2}}, {"name": "hflip"}]  # kd_gain.py's Fashion-MNIST recipe
+VIEWS = 8  # cached teacher views (train.teacher_views)
+AUG_SIDES = ["edgekd", "edgekd-supervised", "torchdistill", "bare"]
+KD_OVER_SUPERVISED_MAX, OVER_TORCHDISTILL_MIN = 1.15, 2.0
 
 
 # --- shared by the workers ------------------------------------------------------------------------------
@@ -80,7 +100,7 @@ def permutations(n: int, epochs: int):
     return [torch.randperm(n, generator=gen) for _ in range(epochs)]
 
 
-def worker(side: str, work: Path, epochs: int, tag: str) -> dict:
+def worker(side: str, work: Path, epochs: int, tag: str, augmented: bool = False) -> dict:
     import torch
     import torch._dynamo  # noqa: F401  (imported by the first optimizer anywhere: a one-time 2-4 s, not timed)
 
@@ -92,18 +112,21 @@ def worker(side: str, work: Path, epochs: int, tag: str) -> dict:
     student = build(SETTINGS["student"])
     student.load_state_dict(torch.load(work / "student_init.pt", weights_only=True))
     n = len(a["y_train"])
-    fn = {"edgekd": run_edgekd, "torchdistill": run_torchdistill, "bare": run_bare}[side]
-    seconds = fn(teacher, student, a, epochs, work / f"cache-{tag}")
+    fns = (
+        AUG_RUNNERS
+        if augmented
+        else {"edgekd": run_edgekd, "torchdistill": run_torchdistill, "bare": run_bare}
+    )
+    out = fns[side](teacher, student, a, epochs, work / f"cache-{tag}")
+    timing = out if isinstance(out, dict) else {"seconds": out}
     torch.save(student.state_dict(), work / f"student-{tag}.pt")
-    return {"seconds": seconds, "samples": n * epochs, "samples_per_s": n * epochs / seconds}
+    return {**timing, "samples": n * epochs, "samples_per_s": n * epochs / timing["seconds"]}
 
 
-def run_edgekd(teacher, student, a, epochs, cache_dir) -> float:
+def edgekd_trainer(teacher, student, a, epochs, cache_dir, **augment):
+    """edgekd's Trainer for the recipe: Hinton KD from ``teacher``, or labels only when it is None."""
     import shutil
 
-    import torch
-
-    from edgekd.data import ArrayDataset
     from edgekd.distill.engine import Stage, Trainer
     from edgekd.distill.methods import build_method
     from edgekd.recipe import TrainConfig
@@ -111,21 +134,40 @@ def run_edgekd(teacher, student, a, epochs, cache_dir) -> float:
 
     shutil.rmtree(cache_dir, ignore_errors=True)  # a cold cache: building it is part of the time
     kd = SETTINGS["kd"]
-    d = build_method("kd", student, teacher, {"temperature": kd["temperature"], "alpha": kd["kd_weight"]},
-                     task="classification", sample_x=a["x_train"][:2])  # fmt: skip
+    if teacher is None:
+        d = build_method("supervised", student, None, {})
+    else:
+        d = build_method("kd", student, teacher, {"temperature": kd["temperature"], "alpha": kd["kd_weight"]},
+                         task="classification", sample_x=a["x_train"][:2])  # fmt: skip
     cfg = TrainConfig(epochs=epochs, batch_size=128, optimizer="sgd", lr=0.05, momentum=0.9, schedule="cosine",
                       threads=1, device="cpu")  # fmt: skip
-    train = ArrayDataset(a["x_train"].numpy(), a["y_train"].numpy())
     run = RunFolder(cache_dir / "run").ensure()
-    trainer = Trainer([Stage("train", d, cfg)], None, run, seed=SEED, progress=False, cache_dir=cache_dir)
+    return Trainer(
+        [Stage("train", d, cfg)], None, run, seed=SEED, progress=False, cache_dir=cache_dir, **augment
+    )
+
+
+def timed_fit(trainer, a) -> float:
+    """Seconds of ``trainer.fit`` on the training arrays (the dataset is wrapped before the clock starts)."""
+    from edgekd.data import ArrayDataset
+
+    train = ArrayDataset(a["x_train"].numpy(), a["y_train"].numpy())
     t0 = time.perf_counter()
     trainer.fit(train)
-    dt = time.perf_counter() - t0
+    return time.perf_counter() - t0
+
+
+def run_edgekd(teacher, student, a, epochs, cache_dir) -> float:
+    import torch
+
+    trainer = edgekd_trainer(teacher, student, a, epochs, cache_dir)
+    dt = timed_fit(trainer, a)
     assert torch.is_tensor(a["x_train"]) and trainer.speed["teacher_cache"]["events"] == ["built"]
     return dt
 
 
-def run_torchdistill(teacher, student, a, epochs, cache_dir) -> float:
+def import_torchdistill() -> None:
+    """Make torch's dispatch-key check tolerant, then import torchdistill (and its torchvision)."""
     import torch
 
     real = torch._C._dispatch_has_kernel_for_dispatch_key
@@ -137,8 +179,13 @@ def run_torchdistill(teacher, student, a, epochs, cache_dir) -> float:
             return False
 
     torch._C._dispatch_has_kernel_for_dispatch_key = tolerant
-    from torchdistill.core.distillation import get_distillation_box
+    import torchdistill.core.distillation  # noqa: F401
 
+
+def run_torchdistill(teacher, student, a, epochs, cache_dir) -> float:
+    import torch
+
+    import_torchdistill()
     perms = iter(permutations(len(a["y_train"]), epochs))
 
     class SameOrder(torch.utils.data.Sampler):
@@ -153,11 +200,17 @@ def run_torchdistill(teacher, student, a, epochs, cache_dir) -> float:
         def __len__(self):
             return self.n
 
+    dataset = torch.utils.data.TensorDataset(a["x_train"], a["y_train"])
+    return td_fit(teacher, student, dataset, td_config(epochs, SameOrder), epochs)
+
+
+def td_config(epochs: int, sampler, **loader) -> dict:
+    """torchdistill's configuration of the recipe; ``loader``: more keys of its train data loader."""
     kd = SETTINGS["kd"]
-    config = {
+    return {
         "num_epochs": epochs,
-        "train_data_loader": {"dataset_id": "train", "requires_supp": True, "sampler": {"class_or_func": SameOrder},
-                              "kwargs": {"batch_size": 128, "num_workers": 0}},
+        "train_data_loader": {"dataset_id": "train", "requires_supp": True, "sampler": {"class_or_func": sampler},
+                              "kwargs": {"batch_size": 128, "num_workers": 0}, **loader},
         "teacher": {"sequential": [], "requires_grad": False, "forward_proc": "forward_batch_only"},
         "student": {"sequential": [], "requires_grad": True, "forward_proc": "forward_batch_only"},
         "optimizer": {"key": "SGD", "kwargs": {"lr": 0.05, "momentum": 0.9}},
@@ -168,7 +221,13 @@ def run_torchdistill(teacher, student, a, epochs, cache_dir) -> float:
                                         "temperature": kd["temperature"], "alpha": kd["ce_weight"],
                                         "beta": kd["kd_weight"], "reduction": "batchmean"}}}}}},
     }  # fmt: skip
-    dataset = torch.utils.data.TensorDataset(a["x_train"], a["y_train"])
+
+
+def td_fit(teacher, student, dataset, config: dict, epochs: int) -> float:
+    """Seconds of torchdistill's epochs through ``DistillationBox`` (building the box included)."""
+    import torch
+    from torchdistill.core.distillation import get_distillation_box
+
     device = torch.device("cpu")
     torch.manual_seed(SEED)
     t0 = time.perf_counter()
@@ -183,15 +242,17 @@ def run_torchdistill(teacher, student, a, epochs, cache_dir) -> float:
     return time.perf_counter() - t0
 
 
-def run_bare(teacher, student, a, epochs, cache_dir) -> float:
-    """The plain eager loop: slice the batch, teacher under no_grad, student, KD + CE, SGD step."""
+def run_bare(teacher, student, a, epochs, cache_dir, batch=None) -> float:
+    """The plain eager loop: slice the batch (or ``batch(idx, epoch)``), teacher under no_grad, student, KD + CE,
+    SGD step."""
     import torch
     import torch.nn.functional as F
 
+    batch = batch or (lambda idx, epoch: (a["x_train"][idx], a["y_train"][idx]))
     kd = SETTINGS["kd"]
     T = kd["temperature"]
     opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9)
-    x, y = a["x_train"], a["y_train"]
+    y = a["y_train"]
     torch.manual_seed(SEED)  # dropout masks: the stream edgekd's engine starts from
     t0 = time.perf_counter()
     student.train()
@@ -200,7 +261,7 @@ def run_bare(teacher, student, a, epochs, cache_dir) -> float:
             g["lr"] = 0.05 * 0.5 * (1 + math.cos(math.pi * epoch / epochs))  # edgekd's cosine factor
         for i in range(0, len(y), 128):
             idx = perm[i : i + 128]
-            xb, yb = x[idx], y[idx]
+            xb, yb = batch(idx, epoch)
             with torch.no_grad():
                 zt = teacher(xb)
             zs = student(xb)
@@ -212,6 +273,103 @@ def run_bare(teacher, student, a, epochs, cache_dir) -> float:
             loss.backward()
             opt.step()
     return time.perf_counter() - t0
+
+
+# --- --augmented: the same recipe on edgekd's augmented views ------------------------------------------
+def augmentation():
+    """edgekd's augmentation of the recipe (``data.augment`` as the recipe parses it, the run's seed)."""
+    from edgekd.data.augment import Augmentation, parse_augment
+
+    return Augmentation(parse_augment(AUGMENT, "fashion-mnist", "classification"), SEED)
+
+
+def augmented_batch(aug, x, y, idx, epoch: int):
+    """The batch ``idx`` of ``epoch`` as edgekd's Trainer builds it: each example's view among the K cached."""
+    index = idx.numpy()
+    return aug.apply(x, y, index, aug.pick_views(epoch, index, VIEWS), 10)
+
+
+class AugmentedOrder:
+    """torchdistill's sampler and collate function for ``--augmented``: edgekd's permutation of each epoch,
+    and each batch of indices turned into edgekd's augmented views of that epoch."""
+
+    def __init__(self, a: dict, epochs: int) -> None:
+        self.x, self.y = a["x_train"], a["y_train"]
+        self.perms = permutations(len(self.y), epochs)
+        self.aug = augmentation()
+        self.epoch = -1
+
+    def sampler(self, dataset) -> AugmentedOrder:  # torchdistill calls ``class_or_func(dataset)``
+        assert len(dataset) == len(self.y)
+        return self
+
+    def __iter__(self):
+        self.epoch += 1
+        return iter(self.perms[self.epoch].tolist())
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def collate(self, items: list):
+        """``(index, label, supp)`` items of one batch -> (augmented inputs, labels, supp)."""
+        import torch
+
+        idx = torch.stack([item[0] for item in items])
+        xb, yb = augmented_batch(self.aug, self.x, self.y, idx, self.epoch)
+        return xb, yb, {}
+
+
+def index_dataset(n: int):
+    """The torchdistill side's dataset: example ``i`` is its index (the collate function builds its view)."""
+    import torch
+
+    return torch.utils.data.TensorDataset(torch.arange(n), torch.zeros(n, dtype=torch.long))
+
+
+def aug_trainer_kw(aug) -> dict:
+    return {"augmentation": aug, "teacher_views": VIEWS, "num_classes": 10}
+
+
+def run_edgekd_aug(teacher, student, a, epochs, cache_dir) -> dict:
+    aug = augmentation()
+    trainer = edgekd_trainer(teacher, student, a, epochs, cache_dir, **aug_trainer_kw(aug))
+    dt = timed_fit(trainer, a)
+    cache, sp = trainer.speed["teacher_cache"], trainer.speed
+    assert (
+        cache["events"] == ["built"] and sp["teacher_views"] == VIEWS and sp["augment"] == aug.describe()
+    ), sp
+    return {"seconds": dt, "cache_seconds": cache["seconds"], "train_seconds": dt - cache["seconds"]}
+
+
+def run_supervised_aug(teacher, student, a, epochs, cache_dir) -> dict:
+    aug = augmentation()
+    trainer = edgekd_trainer(None, student, a, epochs, cache_dir, **aug_trainer_kw(aug))
+    dt = timed_fit(trainer, a)
+    assert trainer.augment is aug and trainer.teacher_views == VIEWS
+    return {"seconds": dt}
+
+
+def run_torchdistill_aug(teacher, student, a, epochs, cache_dir) -> float:
+    import_torchdistill()
+    from torchdistill.datasets.registry import register_collate_func
+
+    order = AugmentedOrder(a, epochs)
+    register_collate_func(key="edgekd_augment")(order.collate)
+    config = td_config(epochs, order.sampler, collate_fn="edgekd_augment")
+    dt = td_fit(teacher, student, index_dataset(len(a["y_train"])), config, epochs)
+    assert order.epoch == epochs - 1
+    return dt
+
+
+def run_bare_aug(teacher, student, a, epochs, cache_dir) -> float:
+    aug, x, y = augmentation(), a["x_train"], a["y_train"]
+    return run_bare(
+        teacher, student, a, epochs, cache_dir, lambda idx, epoch: augmented_batch(aug, x, y, idx, epoch)
+    )
+
+
+AUG_RUNNERS = {"edgekd": run_edgekd_aug, "edgekd-supervised": run_supervised_aug,
+               "torchdistill": run_torchdistill_aug, "bare": run_bare_aug}  # fmt: skip
 
 
 # --- the parent ---------------------------------------------------------------------------------------
@@ -277,28 +435,112 @@ def accuracy(work: Path, spec: dict, weights: Path) -> float:
     return evaluate(m, ArrayDataset(a["x_test"].numpy(), a["y_test"].numpy()))["accuracy"]
 
 
-def spawn(side: str, epochs: int, tag: str) -> dict:
+def spawn(side: str, epochs: int, tag: str, augmented: bool = False) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     if side == "torchdistill":
         env["PYTHONPATH"] = f"{REPO}{os.pathsep}{TD_ENV}"
-    out = subprocess.run([sys.executable, __file__, "--worker", side, "--epochs", str(epochs), "--tag", tag],
-                         env=env, capture_output=True, text=True)  # fmt: skip
+    cmd = [sys.executable, __file__, "--worker", side, "--epochs", str(epochs), "--tag", tag]
+    out = subprocess.run(cmd + ["--augmented"] * augmented, env=env, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"{side} worker failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def side_by_side(sides: list[str], repeats: int, epochs: int) -> dict:
+def side_by_side(sides: list[str], repeats: int, epochs: int, augmented: bool = False) -> dict:
     runs: dict[str, list[dict]] = {s: [] for s in sides}
     for r in range(repeats):  # A B C A B C: the machine's load drifts, both sides see it
         for s in sides:
-            res = spawn(s, epochs, f"{s}-{r}")
-            res["accuracy"] = accuracy(WORK, SETTINGS["student"], WORK / f"student-{s}-{r}.pt")
+            tag = f"{'aug-' * augmented}{s}-{r}"
+            res = spawn(s, epochs, tag, augmented)
+            res["accuracy"] = accuracy(WORK, SETTINGS["student"], WORK / f"student-{tag}.pt")
             runs[s].append(res)
+            cache = f" (cache build {res['cache_seconds']:.1f} s)" if "cache_seconds" in res else ""
             print(
-                f"  {s} #{r + 1}: {res['samples_per_s']:.0f} samples/s, test accuracy {res['accuracy']:.4f}"
+                f"  {s} #{r + 1}: {res['samples_per_s']:.0f} samples/s{cache}, test accuracy {res['accuracy']:.4f}"
             )
     return runs
+
+
+def paired_ratios(runs: dict) -> dict[str, list[float]]:
+    """--augmented: the ratios of the goals, one per repeat (the sides of a repeat ran back to back)."""
+    e, sup, td, bare = (runs[s] for s in AUG_SIDES)
+
+    def sps_without_cache(r: dict) -> float:
+        return r["samples"] / r["train_seconds"]
+
+    return {
+        "kd_over_supervised_time": [x["seconds"] / y["seconds"] for x, y in zip(e, sup)],
+        "kd_over_supervised_time_without_cache": [x["train_seconds"] / y["seconds"] for x, y in zip(e, sup)],
+        "over_torchdistill": [x["samples_per_s"] / y["samples_per_s"] for x, y in zip(e, td)],
+        "over_torchdistill_without_cache": [sps_without_cache(x) / y["samples_per_s"] for x, y in zip(e, td)],
+        "over_bare": [x["samples_per_s"] / y["samples_per_s"] for x, y in zip(e, bare)],
+    }
+
+
+def augmented_result(runs: dict, args: argparse.Namespace, steps: int) -> dict:
+    """--augmented: samples/s per side, the paired ratios, the goals, accuracies and settings."""
+    pairs = paired_ratios(runs)
+    ratio = {k: statistics.median(v) for k, v in pairs.items()}
+    mean = lambda side, key: statistics.fmean(r[key] for r in runs[side])  # noqa: E731
+    kd_sup, over_td = ratio["kd_over_supervised_time_without_cache"], ratio["over_torchdistill"]
+    return {
+        "goals": {
+            "kd_over_supervised_at_most_1.15": kd_sup <= KD_OVER_SUPERVISED_MAX,
+            "over_torchdistill_at_least_2x": over_td >= OVER_TORCHDISTILL_MIN,
+        },
+        "goal_rules": {
+            "kd_over_supervised": "median over repeats of edgekd KD seconds without the cache build / edgekd-supervised seconds",
+            "over_torchdistill": "median over repeats of edgekd samples/s (cache build included) / torchdistill samples/s",
+        },
+        "ratios": ratio,
+        "ratios_per_pair": pairs,
+        "samples_per_s": {s: mean(s, "samples_per_s") for s in AUG_SIDES},
+        "seconds": {s: mean(s, "seconds") for s in AUG_SIDES},
+        "edgekd_cache_seconds": mean("edgekd", "cache_seconds"),
+        "edgekd_train_seconds_without_cache": mean("edgekd", "train_seconds"),
+        "accuracy": {s: mean(s, "accuracy") for s in AUG_SIDES},
+        "runs": runs,
+        "settings": {
+            **SETTINGS,
+            "augment": augmentation().describe(),
+            "teacher_views": VIEWS,
+            "teaching": "consistent: every side's teacher scores the student's augmented view; edgekd from its "
+            "K cached views, torchdistill and bare online on every step",
+            "views": f"pick_views(epoch, index, {VIEWS}) of edgekd's seeded permutation, identical pixels on every side",
+            "train_size": args.train_size,
+            "epochs": args.epochs,
+            "steps": steps,
+            "repeats": args.repeats,
+            "order": "alternating " + ", ".join(AUG_SIDES),
+            "torchdistill": TD_PINS,
+            "edgekd_cache": f"{VIEWS} augmented views of every example, built cold in every run, timed apart and in the total",
+        },
+        "machine": machine(),
+    }
+
+
+def print_augmented(result: dict, steps: int) -> None:
+    sps, sec, acc, ratio = result["samples_per_s"], result["seconds"], result["accuracy"], result["ratios"]
+    rows = []
+    for s in AUG_SIDES:
+        cache = f" (cache {result['edgekd_cache_seconds']:.1f})" if s == "edgekd" else ""
+        rows.append([s, f"{sec[s]:.1f}{cache}", f"{sps[s]:.0f}", f"{sps[s] / sps['torchdistill']:.2f}x",
+                     f"{sec[s] / sec['edgekd-supervised']:.2f}x", f"{acc[s]:.4f}"])  # fmt: skip
+    print_table(f"KD throughput with crop + hflip, {steps} steps, batch 128, K={VIEWS} cached views, 1 thread (CPU)",
+                ["side", "seconds", "samples/s", "vs torchdistill", "time vs supervised", "test acc"], rows)  # fmt: skip
+    print(f"KD / supervised time (median of pairs): {ratio['kd_over_supervised_time_without_cache']:.3f}x without "
+          f"the cache build, {ratio['kd_over_supervised_time']:.3f}x with it; edgekd / torchdistill samples/s: "
+          f"{ratio['over_torchdistill']:.2f}x; goals: {result['goals']}")  # fmt: skip
+
+
+def augmented_mode(args: argparse.Namespace) -> None:
+    steps = args.epochs * -(-args.train_size // 128)
+    print(f"--augmented: {args.repeats} x ({', '.join(AUG_SIDES)}), {steps} steps each")
+    runs = side_by_side(AUG_SIDES, args.repeats, args.epochs, augmented=True)
+    result = augmented_result(runs, args, steps)
+    path = write_results("throughput_vs_torchdistill_augmented" + ("_quick" if args.quick else ""), result)
+    print_augmented(result, steps)
+    print(f"wrote {path}")
 
 
 def extras(quick: bool) -> dict:
@@ -381,21 +623,24 @@ def extras(quick: bool) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--worker", choices=["edgekd", "torchdistill", "bare"])
+    ap.add_argument("--worker", choices=["edgekd", "edgekd-supervised", "torchdistill", "bare"])
     ap.add_argument("--tag", default="x")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--train-size", type=int, default=12800)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-extras", action="store_true")
+    ap.add_argument("--augmented", action="store_true", help="crop + hflip on every side, 4 sides, no extras")
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, WORK, args.epochs, args.tag)))
+        print(json.dumps(worker(args.worker, WORK, args.epochs, args.tag, args.augmented)))
         return
     if args.quick:
         args.train_size, args.repeats, args.epochs = 2560, 1, 2
     ensure_torchdistill()
     prepare(WORK, args.train_size)
+    if args.augmented:
+        return augmented_mode(args)
     sides = ["edgekd", "torchdistill", "bare"]
     steps = args.epochs * -(-args.train_size // 128)
     print(f"{args.repeats} x (edgekd, torchdistill, bare), {steps} steps each")
