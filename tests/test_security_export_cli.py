@@ -98,6 +98,19 @@ def test_9_tflite_to_a_micro_target_writes_the_artifacts_and_reports_arena_and_f
     assert f"fit check: {target}" in err and "pass" in err
 
 
+def test_9_the_python_api_takes_a_tflite_the_same_way(int8_model):
+    from edgekd.errors import EdgekdError
+    from edgekd.export import export_run
+
+    out = export_run(int8_model, target="tflite-micro")
+    assert out == int8_model.parent / "m_export" / "tflite-micro"
+    assert json.loads((out / "arena.json").read_text())["tflm"] == measure_arena(int8_model)
+    with pytest.raises(EdgekdError, match=r"--quant fp32: .*m.tflite is exported as it is"):
+        export_run(int8_model, fmt="c", quant=["fp32"])
+    with pytest.raises(EdgekdError, match="calibration: does not apply"):
+        export_run(int8_model, fmt="c", calibration="calib.npz")
+
+
 def test_9_a_board_that_does_not_exist_is_an_error_listing_the_known_ones(int8_model, run_cli):
     before = _tree(int8_model.parent)
     code, err = run_cli(["export", str(int8_model), "--target", "no-such-board"])

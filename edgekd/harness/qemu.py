@@ -240,7 +240,10 @@ def _restore_handlers() -> None:
 
 
 def _die_with_parent_fn() -> Any:
-    """A ``preexec_fn`` that makes the kernel SIGKILL the child when edgekd ends (Linux), else None."""
+    """A ``preexec_fn`` that makes the kernel SIGKILL the child when edgekd ends (Linux), else None.
+
+    The kernel sends it when the *thread* that started QEMU ends, which is never before run_qemu's
+    ``with`` block (run in that thread) is left."""
     import ctypes
     import sys
 
