@@ -135,19 +135,26 @@ def export_tflite(
         else:
             record["c"] = _c_sources(path, stage, log)
         if firmware is not None:
-            fw = firmware(path, stage, tgt.name if tgt is not None else FIRMWARE_TARGET)
-            for part in fw.values():  # name the folders where they will be, not the temporary build
-                if "folder" in part:
-                    part["folder"] = str(out_dir / Path(part["folder"]).relative_to(stage))
-            atomic_write_json(stage / "firmware" / "firmware.json", fw)
-            record["firmware"] = {k: v.get("skipped") or v.get("folder") for k, v in fw.items()}
-            skipped = fw["c_backend"].get("skipped")
-            log.step(f"firmware projects in {out_dir / 'firmware'}"
-                     + (f" (C backend skipped: {skipped})" if skipped else ""))  # fmt: skip
+            board = tgt.name if tgt is not None else FIRMWARE_TARGET
+            record["firmware"] = _firmware(firmware, path, stage, out_dir, board, log)
         record["files"] = files_record(stage)
         atomic_write_json(stage / "export.json", record)
     log.step(f"[green]export written to {out_dir}[/]")
     return out_dir
+
+
+def _firmware(writer: FirmwareWriter, path: Path, stage: Path, out_dir: Path, board: str,
+              log: Log) -> dict[str, Any]:  # fmt: skip
+    """``firmware/`` (projects and ``firmware.json``) in the folder being built."""
+    fw = writer(path, stage, board)
+    for part in fw.values():  # name the folders where they will be, not the temporary build
+        if "folder" in part:
+            part["folder"] = str(out_dir / Path(part["folder"]).relative_to(stage))
+    atomic_write_json(stage / "firmware" / "firmware.json", fw)
+    skipped = fw["c_backend"].get("skipped")
+    log.step(f"firmware projects in {out_dir / 'firmware'}"
+             + (f" (C backend skipped: {skipped})" if skipped else ""))  # fmt: skip
+    return {k: v.get("skipped") or v.get("folder") for k, v in fw.items()}
 
 
 def _record(path: Path, data: bytes, model: Any, name: str, tgt: Target | None) -> dict[str, Any]:
@@ -162,7 +169,7 @@ def _record(path: Path, data: bytes, model: Any, name: str, tgt: Target | None) 
             "path": str(path),
             "sha256": hashlib.sha256(data).hexdigest(),
             "kind": model.kind,
-        },  # fmt: skip
+        },
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "tflite": {
             "int8": {
@@ -171,7 +178,7 @@ def _record(path: Path, data: bytes, model: Any, name: str, tgt: Target | None) 
                 "kind": model.kind,
                 "ops": model.op_names(),
             }
-        },  # fmt: skip
+        },
         "checks": {},
         "versions": package_versions(),
     }
