@@ -41,8 +41,9 @@ from edgekd.errors import set_interrupt_message
     "--output",
     "-o",
     "out",
-    type=click.Path(file_okay=False),
-    help="Export folder (default RUN_DIR/export/<name>).",
+    type=click.Path(),
+    help="Export folder (default RUN_DIR/export/<name>, or <model>_export/<name>/ next to a file); it is "
+    "replaced as a whole, so it must be new, empty or an earlier export.",
 )
 @click.option("--quiet", is_flag=True, help="Only errors and the folder name.")
 @click.option("--all-networks", is_flag=True,
@@ -61,7 +62,8 @@ def command(source: str, target: str | None, fmt: str | None, firmware: bool, qu
     edgekd export model.onnx --target tflite-micro --calibration data.npz -o out/
     edgekd export ae.onnx --target tflite-micro --calibration calib.npz --eval test.npz
     edgekd export runs/demo --target cortex-m4-qemu --firmware    (C backend + firmware)
-    edgekd export model_int8.tflite --format c
+    edgekd export model_int8.tflite --format c              (model_int8_export/c/)
+    edgekd export model_int8.tflite --target nucleo-l4r5zi  (C array, op resolver, arena, fit check)
     """
     set_interrupt_message(
         "export cancelled; exports are built in a temporary folder, so the previous export is intact"
@@ -69,12 +71,13 @@ def command(source: str, target: str | None, fmt: str | None, firmware: bool, qu
     from edgekd.export.api import export_model
     from edgekd.export.c_backend.export import export_c, wants_c_export
 
+    if source.lower().endswith(".tflite"):
+        click.echo(str(_export_tflite(source, target, fmt, quant, out, firmware, quiet, {
+            "--calibration": calibration, "--eval": eval_data, "--route": route,
+            "--method": _given("method") and method, "--all-networks": all_networks})))  # fmt: skip
+        return
     if wants_c_export(source, target, fmt, firmware):
-        kw = (
-            {"quant": quant, "calibration": calibration, "method": method}
-            if not source.endswith(".tflite")
-            else {}
-        )
+        kw = {"quant": quant, "calibration": calibration, "method": method}
         click.echo(
             str(export_c(source, target=target, fmt=fmt, out=out, firmware=firmware, quiet=quiet, **kw))
         )
@@ -101,3 +104,26 @@ def command(source: str, target: str | None, fmt: str | None, firmware: bool, qu
     folder = export_model(source, target=target, fmt=fmt, quant=quant, calibration=calibration, out=out,
                           eval_data=eval_data, route=route, method=method, quiet=quiet)  # fmt: skip
     click.echo(str(folder))
+
+
+def _given(param: str) -> bool:
+    """True when the user typed ``--param`` (not its default)."""
+    from click.core import ParameterSource
+
+    return click.get_current_context().get_parameter_source(param) is not ParameterSource.DEFAULT
+
+
+def _export_tflite(source: str, target: str | None, fmt: str | None, quant: str | None, out: str | None,
+                   firmware: bool, quiet: bool, other: dict[str, object]) -> object:  # fmt: skip
+    """A ``.tflite``: TFLite Micro artifacts for --target, C sources for --format c (edgekd.export.from_tflite)."""
+    from pathlib import Path
+
+    from edgekd.export.from_tflite import check_options, export_tflite
+
+    check_options(Path(source), other)
+    writer = None
+    if firmware:
+        from edgekd.harness.firmware_project import write_firmware
+
+        writer = write_firmware
+    return export_tflite(source, target=target, fmt=fmt, quant=quant, out=out, firmware=writer, quiet=quiet)

@@ -37,7 +37,10 @@ def export_run(
     ``method`` (ONNX int8 only): ``minmax | entropy | percentile``. ``out`` overrides the folder,
     which is otherwise ``RUN_DIR/export/<target or format>/`` (``<file>_export/<name>/`` next to an
     ``.onnx``/``.pt``). The folder is built in a temporary sibling and renamed: on any error the
-    previous export stays intact. Raises :class:`~edgekd.errors.EdgekdError` (one line) on bad input,
+    previous export stays intact; so ``out`` must be new, empty or an earlier export (a file, a link or
+    a folder without ``export.json`` is refused). A full-integer ``.tflite`` is exported as it is by
+    :func:`edgekd.export.from_tflite.export_tflite` (a TFLite Micro ``target`` or ``fmt="c"``; options
+    that convert or quantize are refused). Raises :class:`~edgekd.errors.EdgekdError` (one line) on bad input,
     unsupported ops, a model that does not fit the target or fp32 numerics beyond tolerance.
 
     ``eval_data``: an ``.npz`` (``x``, optional ``y`` labels, optional ``task``) to judge the export on;
@@ -81,6 +84,13 @@ def export_run(
       ``..._max_abs_diff``. Accuracies are fractions.
     * ``files``: name -> ``bytes``, ``sha256``; ``versions``: package versions
     """
+    if isinstance(run_dir, (str, Path)) and str(run_dir).lower().endswith(".tflite"):
+        from edgekd.export.from_tflite import check_options, export_tflite
+
+        check_options(Path(run_dir), {"calibration": calibration, "eval_data": eval_data, "route": route,
+                                      "input_shape": input_shape, "method": method != "minmax" and method})  # fmt: skip
+        q = ",".join(quant) if isinstance(quant, list) else quant
+        return export_tflite(run_dir, target=target, fmt=fmt, quant=q, out=out, quiet=quiet)
     from edgekd.export.api import export_model
 
     return export_model(

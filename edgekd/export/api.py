@@ -23,10 +23,11 @@ from edgekd.export import micro, routes
 from edgekd.export import onnx as ox
 from edgekd.export import tflite as tfl
 from edgekd.export.context import ExportContext, Log
+from edgekd.export.outdir import check_output_folder
 from edgekd.export.quantize import MIN_SAMPLES, Samples, calibration_samples, train_range
 from edgekd.export.source import EvalSet, declared_task, eval_set, infer_task, load_source
 from edgekd.profile.runtimes import input_layout, run_outputs
-from edgekd.targets import Target, fit_check, load_target
+from edgekd.targets import Target, load_target
 
 FORMATS = ("onnx", "tflite")
 ONNX_QUANTS = ("fp32", "int8")
@@ -73,11 +74,21 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def files_record(folder: Path) -> dict[str, dict[str, Any]]:
+    """``export.json``'s ``files``: every file under ``folder`` (relative name) -> bytes and sha256."""
+    return {
+        f.relative_to(folder).as_posix(): {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+        for f in sorted(folder.rglob("*"))
+        if f.is_file()
+    }
+
+
 def _io_info(d: dict[str, Any]) -> dict[str, Any]:
     return {k: d[k] for k in ("name", "shape", "dtype", "scale", "zero_point", "nbytes") if k in d}
 
 
-def _versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
+    """Versions of the packages an export depends on (``export.json``'s ``versions``)."""
     import importlib.metadata as md
 
     out = {}
@@ -127,11 +138,11 @@ def export_model(
     if out is None and src.kind == "module":
         raise EdgekdError("exporting a torch.nn.Module needs out=FOLDER")
     if out is not None:
-        out_dir = Path(out)
+        out_dir = check_output_folder(out)
     elif src.run is not None:
         out_dir = src.run.export_dir(name)
     else:
-        out_dir = src.path.parent / f"{src.path.stem}_export" / name
+        out_dir = check_output_folder(src.path.parent / f"{src.path.stem}_export" / name, "output folder")
 
     ref_range = train_range(src.splits)
     calib, calib_info = (None, None)
@@ -171,7 +182,7 @@ def export_model(
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "files": {},
         "checks": {"eval_split": ev.name, "eval_samples": int(len(ev.x))},
-        "versions": _versions(),
+        "versions": package_versions(),
     }
     if ev.note:
         record["checks"]["eval_note"] = ev.note
@@ -194,8 +205,7 @@ def export_model(
             _tflite_stage(ctx)
             if tgt is not None and "onnxruntime" in tgt.runtimes and "int8" in quants:
                 _onnx_int8(ctx, method, key="onnx_int8")
-        for f in sorted(stage.iterdir()):
-            record["files"][f.name] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+        record["files"] = files_record(stage)
         record["wall_time_s"] = round(time.perf_counter() - t_start, 3)
         atomic_write_json(stage / "export.json", record)
     log.step(f"[green]export written to {out_dir}[/] ({record['wall_time_s']:.1f}s)")
@@ -345,11 +355,6 @@ def _micro_stage(ctx: ExportContext, data: bytes, path: Path, model: Any, litert
         arena = measure_arena(data)
     except EdgekdError as e:
         raise ck.unsupported_op_error(model, ctx.onnx_model, str(e), None, tgt.name) from None
-    arena_report = micro.arena_report(arena)
-    atomic_write_json(ctx.stage / "arena.json", arena_report)
-    micro.write_c_files(ctx.stage, data, ops)
-    ctx.record["micro"] = {"arena": arena_report, "resolver": micro.resolver_methods(ops),
-                           "c_array": "g_model", "c_array_len": "g_model_len"}  # fmt: skip
     n = len(ev.x)  # already capped to tflm_samples
     tflm_out = run_outputs("tflm", path, ev.x, channels_last=ctx.channels_last)
     ref_kernels = run_outputs("litert-ref", path, ev.x, channels_last=ctx.channels_last)
@@ -362,11 +367,9 @@ def _micro_stage(ctx: ExportContext, data: bytes, path: Path, model: Any, litert
     checks["tflm_vs_litert_reference_kernels_max_abs_diff"] = ck.max_abs_diff(tflm_out, ref_kernels)
     ctx.log.step(f"TFLite Micro arena {arena['total']:,} B (head {arena['head']:,}, tail {arena['tail']:,}); "
                  f"TFLM vs LiteRT reference kernels max |diff| {checks['tflm_vs_litert_reference_kernels_max_abs_diff']:.3g} on {n}")  # fmt: skip
-    fit = fit_check(tgt, len(data), arena["total"])
-    ctx.record["fit"] = fit
-    ctx.log.console.print(micro.fit_table(fit))
-    if fit["fits"] is False:
-        raise EdgekdError(micro.fit_error(fit))
+    ctx.record["micro"], ctx.record["fit"] = micro.write_micro_artifacts(
+        ctx.stage, data, ops, arena, tgt, ctx.log.console
+    )
 
 
 def checks_table(record: dict[str, Any]) -> Any:

@@ -4,6 +4,9 @@
   ``const unsigned int g_model_len`` (TFLM requires 16-byte aligned flatbuffers).
 * ``op_resolver.h``: ``tflite::MicroMutableOpResolver<N>`` with exactly one ``Add*()`` per op the model uses.
 * ``arena.json``: the arena measured by loading the model in the host build of TFLite Micro.
+
+:func:`write_micro_artifacts` writes all of them and runs the fit check; a run folder's export and a
+``.tflite``'s export (:mod:`edgekd.export.from_tflite`) both go through it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from edgekd.atomic import atomic_write_json
 from edgekd.errors import EdgekdError
+from edgekd.targets import Target, fit_check
 
 # TFLite builtin op -> MicroMutableOpResolver method (tensorflow/lite/micro/micro_mutable_op_resolver.h).
 RESOLVER_METHODS: dict[str, str] = {
@@ -154,3 +159,22 @@ def write_c_files(folder: Path, model: bytes, op_names: list[str]) -> list[str]:
     (folder / "model_data.cc").write_text(cc)
     (folder / "op_resolver.h").write_text(op_resolver_header(op_names))
     return ["model_data.h", "model_data.cc", "op_resolver.h"]
+
+
+def write_micro_artifacts(folder: Path, model: bytes, op_names: list[str], arena: dict[str, int],
+                          target: Target, console: Any) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """The TFLite Micro part of an export folder: ``arena.json`` (from the measured ``arena``), the C
+    array, the op resolver, then the fit check on ``target`` (printed on ``console``).
+
+    Returns ``(export.json's "micro", its "fit")``; raises EdgekdError when the model does not fit.
+    """
+    report = arena_report(arena)
+    atomic_write_json(folder / "arena.json", report)
+    write_c_files(folder, model, op_names)
+    micro = {"arena": report, "resolver": resolver_methods(op_names), "c_array": "g_model",
+             "c_array_len": "g_model_len"}  # fmt: skip
+    fit = fit_check(target, len(model), arena["total"])
+    console.print(fit_table(fit))
+    if fit["fits"] is False:
+        raise EdgekdError(fit_error(fit))
+    return micro, fit

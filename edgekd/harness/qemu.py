@@ -9,6 +9,7 @@ instruction counts, not Cortex-M4 cycles (QEMU is not cycle-accurate).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -175,6 +176,7 @@ def _free_port() -> int:
 
 
 def _stop(proc: subprocess.Popen) -> None:
+    _LIVE.discard(proc)
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -187,21 +189,102 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=3)
 
 
+# QEMU dies with edgekd, however edgekd ends: an exception or Ctrl-C (the ``finally`` in run_qemu),
+# SIGTERM / SIGHUP (``timeout``, a closed terminal: _on_signal), a normal exit (atexit), SIGKILL or a
+# crash (the kernel's parent-death signal, set in the child before exec).
+_LIVE: set[subprocess.Popen] = set()
+_KILL_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1
+_PREVIOUS: dict[int, Any] = {}  # signal -> the handler run_qemu replaced
+
+
+def _kill_all() -> None:
+    """SIGKILL the process group of every QEMU still running (no waiting: safe in a signal handler)."""
+    for proc in list(_LIVE):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    _LIVE.clear()
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """Kill QEMU, then let the signal do what it did before (by default: end edgekd with it)."""
+    _kill_all()
+    previous = _PREVIOUS.get(signum)
+    if callable(previous):  # a handler someone else installed decides what happens next
+        previous(signum, frame)
+        return
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _install_handlers() -> None:
+    """Route SIGTERM/SIGHUP through :func:`_on_signal` (main thread only; Python allows no other)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in _KILL_SIGNALS:
+        current = signal.getsignal(sig)
+        if current is not _on_signal and current is not signal.SIG_IGN:
+            _PREVIOUS[sig] = current
+            signal.signal(sig, _on_signal)
+
+
+def _restore_handlers() -> None:
+    if _LIVE:
+        return
+    for sig, previous in list(_PREVIOUS.items()):
+        if signal.getsignal(sig) is _on_signal:
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        del _PREVIOUS[sig]
+
+
+def _die_with_parent_fn() -> Any:
+    """A ``preexec_fn`` that makes the kernel SIGKILL the child when edgekd ends (Linux), else None.
+
+    The kernel sends it when the *thread* that started QEMU ends, which is never before run_qemu's
+    ``with`` block (run in that thread) is left."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # edgekd already ended between fork and prctl
+            os._exit(1)
+
+    return preexec
+
+
+atexit.register(_kill_all)
+
+
 @contextlib.contextmanager
 def run_qemu(
     elf: str | os.PathLike, *, icount_shift: int = ICOUNT_SHIFT
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """Start QEMU on ``elf`` with UART0 on a free TCP port of 127.0.0.1 (it waits for the host to
-    connect); yields (``socket://`` URL, process). QEMU is always stopped on exit, error or Ctrl-C."""
+    connect); yields (``socket://`` URL, process). QEMU is always stopped: on exit, an error, Ctrl-C,
+    SIGTERM, SIGHUP, and (Linux) when edgekd is killed outright."""
     qemu = tool("qemu-system-arm")
     port = _free_port()
     cmd = [qemu, "-M", "mps2-an386", "-nographic", "-monitor", "none", "-icount", f"shift={icount_shift}",
            "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on", "-kernel", str(elf)]  # fmt: skip
     log = Path(elf).with_suffix(".qemu.log")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)  # fmt: skip
+    proc = None
+    _install_handlers()
     try:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, preexec_fn=_die_with_parent_fn())  # fmt: skip
+        _LIVE.add(proc)
         time.sleep(0.1)
         if proc.poll() is not None:
             raise EdgekdError(f"qemu-system-arm exited with code {proc.returncode} at start: "
@@ -209,7 +292,9 @@ def run_qemu(
         # QEMU waits for the first connection (the host runner's, which retries until it listens)
         yield f"socket://127.0.0.1:{port}", proc
     finally:
-        _stop(proc)
+        if proc is not None:
+            _stop(proc)
+        _restore_handlers()
 
 
 @contextlib.contextmanager
