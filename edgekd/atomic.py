@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -10,6 +11,25 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+# A write that fails for lack of space; the CLI turns it into one line naming the file (edgekd.cli).
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _named(e: OSError, path: Path, tmp: Path | None = None) -> OSError:
+    """``e`` itself, or for a full disk, the same error naming ``path`` where it names no file (or a file
+    in the temporary folder ``tmp`` that is built for ``path``: then the file it will be in ``path``)."""
+    if e.errno not in _DISK_FULL:
+        return e
+    name = Path(e.filename) if e.filename else None
+    if name is not None and tmp is not None and tmp in name.parents:
+        name = path / name.relative_to(tmp)
+    elif name is None or (tmp is not None and name == tmp):
+        name = path
+    else:
+        return e
+    return OSError(e.errno, e.strerror or os.strerror(e.errno), str(name))
 
 
 def _umask() -> int:
@@ -34,9 +54,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        named = _named(e, path, Path(tmp)) if isinstance(e, OSError) else e
+        if named is not e:
+            raise named from e
         raise
     return path
 
@@ -70,11 +93,14 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         for p in reversed(created):  # a failed build leaves no empty folders behind
             with contextlib.suppress(OSError):
                 p.rmdir()
+        named = _named(e, path, tmp) if isinstance(e, OSError) else e
+        if named is not e:
+            raise named from e
         raise
     old = None
     if path.exists():

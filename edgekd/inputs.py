@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekd.errors import EdgekdError
+from edgekd.files import MAX_ONNX_BYTES, read_bytes_capped, regular_file
 
 MODEL_SUFFIXES = (".pt", ".pth", ".onnx", ".tflite")
 
@@ -20,6 +21,7 @@ def check_model_file(path: str | Path) -> None:
         raise EdgekdError(f"{p}: no such file or run folder")
     if p.is_dir():
         return
+    regular_file(p, "model file")  # a FIFO or device would block the reader forever
     suffix = p.suffix.lower()
     if suffix in (".pt", ".pth"):
         from edgekd.models.checkpoint import FORMAT, read_checkpoint
@@ -46,7 +48,7 @@ def check_model_file(path: str | Path) -> None:
 def check_onnx_file(path: str | Path) -> None:
     """A file ONNX can parse and check (structure only, no weights are run)."""
     p = Path(path)
-    data = p.read_bytes()
+    data = read_bytes_capped(p, MAX_ONNX_BYTES, "ONNX model")
     if not data:
         raise EdgekdError(f"{p}: empty file; export the ONNX model again")
     import onnx

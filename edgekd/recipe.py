@@ -364,6 +364,14 @@ def validate(r: Recipe, source: str) -> None:
     for ok, key, what in checks:
         if not ok:
             raise EdgekdError(f"{source}: key {key!r} {what}")
+    check_seeds(r, source)
+    check_optimizer_values(r.train, "train", source)
+    for where, overrides in _train_overrides(r):
+        merged = _build(TrainConfig, {**dataclasses.asdict(r.train), **overrides}, where, source)
+        check_optimizer_values(merged, where, source)
+    from edgekd.data import check_options  # numpy only (no torch); importing it registers the loaders
+
+    check_options(r.data.name, r.data.options, source)
     if not 0 <= r.train.teacher_views <= 1024:
         raise EdgekdError(f"{source}: key 'train.teacher_views' must be between 0 and 1024")
     if r.data.augment:  # imports torch: only when there is something to check
@@ -373,6 +381,38 @@ def validate(r: Recipe, source: str) -> None:
     if r.data.few_shot is not None and r.data.few_shot.size < 1:
         raise EdgekdError(f"{source}: key 'data.few_shot.size' must be >= 1")
     check_recipe_names(r, source)
+
+
+MAX_SEED = 2**63 - 1
+
+
+def check_seeds(r: Recipe, source: str) -> None:
+    """Seeds are integers in [0, 2**63): torch and numpy refuse negative ones (after the run folder exists)."""
+    seeds = [("seed", r.seed), ("data.split_seed", r.data.split_seed)]
+    if r.data.few_shot is not None:
+        seeds.append(("data.few_shot.seed", r.data.few_shot.seed))
+    for key, value in seeds:
+        if value is not None and not 0 <= value <= MAX_SEED:
+            raise EdgekdError(f"{source}: key {key!r} must be an integer in [0, 2**63), got {value}")
+
+
+def _train_overrides(r: Recipe) -> list[tuple[str, dict[str, Any]]]:
+    """(key, dict) of every place that overrides ``train`` for part of the run: stages, the teacher."""
+    out = [(f"stages[{i}].train", s.train) for i, s in enumerate(r.stages) if s.train]
+    if r.teacher is not None and r.teacher.train:
+        out.append(("teacher.train", r.teacher.train))
+    return out
+
+
+def check_optimizer_values(t: TrainConfig, prefix: str, source: str) -> None:
+    """The optimizer values torch would refuse only once training starts: ``momentum`` in [0, 1),
+    ``weight_decay`` >= 0, both finite."""
+    if not (math.isfinite(t.momentum) and 0 <= t.momentum < 1):
+        raise EdgekdError(f"{source}: key '{prefix}.momentum' must be in [0, 1) (e.g. 0.9), got {t.momentum}")
+    if not (math.isfinite(t.weight_decay) and t.weight_decay >= 0):
+        raise EdgekdError(
+            f"{source}: key '{prefix}.weight_decay' must be a finite number >= 0 (e.g. 5e-4), got {t.weight_decay}"
+        )
 
 
 def check_recipe_names(r: Recipe, source: str) -> None:

@@ -7,6 +7,7 @@ statistics on the training split only and applies them to all splits.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,6 +108,31 @@ DATASETS: Registry[Loader] = Registry("data set")
 register_dataset = DATASETS.register
 
 
+def check_options(name: str, options: dict[str, Any] | None, source: str = "recipe") -> None:
+    """Refuse (one line naming ``source`` and the key) an unknown data set, an option its loader does not
+    take, or a missing required one: ``data.options`` are the loader's keyword arguments."""
+    try:
+        loader = DATASETS.get(name)
+    except EdgekdError as e:
+        raise EdgekdError(f"{source}: key 'data.name': {e}") from None
+    try:
+        params = inspect.signature(loader).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
+        return
+    named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    given = options or {}
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        unknown = [k for k in given if k not in named]
+        if unknown:
+            valid = f"valid keys here: {', '.join(named)}" if named else f"{name!r} takes no options"
+            raise EdgekdError(f"{source}: unknown key 'data.options.{unknown[0]}' for data set {name!r}; {valid}")
+    missing = [n for n in named if params[n].default is inspect.Parameter.empty and n not in given]
+    if missing:
+        raise EdgekdError(
+            f"{source}: data set {name!r} needs key 'data.options.{missing[0]}' (its options: {', '.join(named)})"
+        )
+
+
 def _stratified_split(
     y: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -144,6 +170,7 @@ def load_data(
         raise EdgekdError(f"data.val_fraction={val_fraction}: must be in [0, 1)")
     if not 0.0 < train_fraction <= 1.0:
         raise EdgekdError(f"data.train_fraction={train_fraction}: must be in (0, 1]")
+    check_options(name, options, "load_data")
     raw = DATASETS.get(name)(**(options or {}))
     from edgekd.distill.losses.base import TASKS
 

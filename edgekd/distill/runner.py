@@ -410,12 +410,12 @@ def run_state(run: RunFolder, epochs: int) -> str:
 def check_resume_recipe(run: RunFolder, recipe: Recipe) -> None:
     """Refuse to resume with a recipe that differs from the recorded one (beyond the allow-list)."""
     from edgekd.recipe import RESUME_MAY_CHANGE, recipe_from_dict, resume_differences
-    from edgekd.yamlio import safe_load
+    from edgekd.yamlio import read_yaml_file
 
     if not run.recipe.exists():
         raise EdgekdError(f"{run.recipe}: missing, so the run cannot be resumed safely; use --overwrite")
     try:
-        recorded = recipe_from_dict(safe_load(run.recipe.read_text()), str(run.recipe)).to_dict()
+        recorded = recipe_from_dict(read_yaml_file(run.recipe, "recorded recipe"), str(run.recipe)).to_dict()
     except (EdgekdError, ValueError, UnicodeDecodeError) as e:
         raise EdgekdError(
             f"{run.recipe}: unreadable recorded recipe ({e}); use --overwrite to start again"

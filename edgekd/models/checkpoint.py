@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from edgekd.atomic import atomic_torch_save
+from edgekd.codetrust import is_trusted
 from edgekd.errors import EdgekdError
+from edgekd.files import MAX_CHECKPOINT_BYTES, check_size
 from edgekd.models.registry import build_model, check_name_from_file
 
 FORMAT = "edgekd-model/1"
@@ -66,10 +68,9 @@ def _describe_load_failure(path: Path, err: BaseException) -> str:
 def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
     """Read a checkpoint safely (``weights_only=True``) with a one-line error for bad files."""
     path = Path(path)
-    if not path.exists():
-        raise EdgekdError(f"{path}: {what} not found")
     if path.is_dir():
         raise EdgekdError(f"{path}: is a folder, expected a {what} file (.pt)")
+    check_size(path, MAX_CHECKPOINT_BYTES, what)  # a FIFO would block torch.load forever
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for bad bytes; all mean the same to the user
@@ -80,6 +81,51 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any
     if not isinstance(obj, dict):
         raise EdgekdError(f"{path}: not an edgekd {what} (holds a {type(obj).__name__}, expected a mapping)")
     return obj
+
+
+def _largest_int(value: Any, key: str) -> tuple[int, str]:
+    """(value, dotted key) of the largest integer in a kwargs tree."""
+    if isinstance(value, bool):
+        return 0, key
+    if isinstance(value, int):
+        return value, key
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    best = (0, key)
+    for k, v in items:
+        found = _largest_int(v, f"{key}[{k}]" if isinstance(k, int) else f"{key}.{k}")
+        best = found if found[0] > best[0] else best
+    return best
+
+
+def _values(module: nn.Module) -> int:
+    return sum(int(t.numel()) for t in module.state_dict().values() if isinstance(t, torch.Tensor))
+
+
+def check_model_size(path: Path, name: str, kwargs: dict[str, Any], state: dict[str, Any]) -> None:
+    """Refuse kwargs that describe a model larger than the weights the file holds, before it is built.
+
+    ``kwargs`` come from the file: ``hidden: [60000, 60000]`` would allocate 14 GB before the weights are
+    compared. The model is first built on the ``meta`` device (no memory) and its size compared with the
+    file's ``state_dict``: a model needing more values than the file stores cannot load anyway. User code
+    trusted with ``--trust-model-code`` is built as is."""
+    if is_trusted(name):
+        return
+    stored = sum(int(t.numel()) for t in state.values() if isinstance(t, torch.Tensor))
+    try:
+        with torch.device("meta"):
+            needed = _values(build_model(name, **kwargs))
+    except EdgekdError:
+        raise
+    except Exception:  # noqa: BLE001  (a model that cannot be built on meta: the real build decides)
+        return
+    if needed > stored:
+        value, key = _largest_int(kwargs, "kwargs")
+        biggest = f" (largest: {key} = {value:,})" if value else ""
+        raise EdgekdError(
+            f"{path}: key 'kwargs'{biggest} describes model {name!r} with {needed:,} values "
+            f"({needed * 4 / 2**30:.1f} GiB) but the file holds {stored:,} weights, so it is not built; re-save "
+            "the model with edgekd, or pass --trust-model-code if you made this file and trust it"
+        )
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -95,6 +141,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     kwargs, state = obj.get("kwargs"), obj.get("state_dict")
     if not isinstance(kwargs, dict) or not isinstance(state, dict):
         raise EdgekdError(f"{path}: model file lacks 'kwargs' or 'state_dict'; re-save it with edgekd")
+    check_model_size(path, name, kwargs, state)
     model = build_model(name, **kwargs)
     try:
         model.load_state_dict(state)
