@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-
 # A write that fails for lack of space; the CLI turns it into one line naming the file (edgekd.cli).
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 

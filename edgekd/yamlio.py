@@ -52,7 +52,9 @@ def expanded_size(root: yaml.Node) -> tuple[int, int]:
         if isinstance(node, yaml.ScalarNode):
             sizes[key] = (1, len(node.value))
             continue
-        children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else node.value
+        children = (
+            [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else node.value
+        )
         if done:
             open_ids.discard(key)
             nodes = 1 + sum(sizes[id(c)][0] for c in children)
@@ -105,7 +107,6 @@ def safe_load(text: str) -> Any:
 def read_yaml_file(path: str | Path, what: str = "YAML file") -> Any:
     """Read and parse a YAML file; every failure is one EdgekdError line naming the file (and the line)."""
     from edgekd.errors import EdgekdError
-
     from edgekd.files import MAX_TEXT_BYTES, read_bytes_capped
 
     p = Path(path)

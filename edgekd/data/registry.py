@@ -125,7 +125,9 @@ def check_options(name: str, options: dict[str, Any] | None, source: str = "reci
         unknown = [k for k in given if k not in named]
         if unknown:
             valid = f"valid keys here: {', '.join(named)}" if named else f"{name!r} takes no options"
-            raise EdgekdError(f"{source}: unknown key 'data.options.{unknown[0]}' for data set {name!r}; {valid}")
+            raise EdgekdError(
+                f"{source}: unknown key 'data.options.{unknown[0]}' for data set {name!r}; {valid}"
+            )
     missing = [n for n in named if params[n].default is inspect.Parameter.empty and n not in given]
     if missing:
         raise EdgekdError(
