@@ -20,6 +20,7 @@ from edgekd.distill.runner import claim_run_folder, prepare_data, run_state, run
 from edgekd.errors import EdgekdError
 from edgekd.recipe import MethodConfig, Recipe, SchemeConfig, recipe_from_dict
 from edgekd.runfolder import LOCK_FILE, RunFolder
+from edgekd.safetext import markup
 
 
 def _final_accuracy(run: RunFolder) -> float | None:
@@ -237,7 +238,7 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
         for col in ("target", "int8 top-1", "flash", "RAM", "latency", "fit"):
             h.add_column(col, justify="left" if col in ("target", "fit") else "right")
         for r in rows:
-            h.add_row(*r)
+            h.add_row(*(markup(c) for c in r))
         console.print(h)
     console.print(f"run folder: {summary['run']}")
     for target, path in summary.get("exports", {}).items():

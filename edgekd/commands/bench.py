@@ -54,6 +54,8 @@ def command(source: str, target: str, port: str | None, emulate: bool, software:
     path, record = run_bench(source, target=target, port=port, emulate=emulate, software=software, mode=mode,
                              samples=samples, data=data, windows=windows, window_s=window_s, timeout=timeout,
                              infer_timeout=infer_timeout, output=output, quiet=quiet, baudrate=baud)  # fmt: skip
-    for line in summary_lines(record):
-        click.echo(line, err=True)
+    from edgekd.safetext import plain
+
+    for line in summary_lines(record):  # the device's name is the device's text
+        click.echo(plain(line), err=True)
     click.echo(str(path))

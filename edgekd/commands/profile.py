@@ -137,8 +137,10 @@ def command(
             check_model_file(teacher)
         report = profile_files(paths, data, teacher=teacher, **common)
     print_summary(report)
-    for n in report.get("notes", []):
-        click.echo(f"note: {n}", err=True)
+    from edgekd.safetext import plain
+
+    for n in report.get("notes", []):  # notes name files and ops: shown without escape sequences
+        click.echo(f"note: {plain(n)}", err=True)
     failed = [r for r in report["artifacts"] if r.get("error")]
     if failed:
         click.echo(

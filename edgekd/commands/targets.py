@@ -35,8 +35,10 @@ def command(as_json: bool) -> None:
             justify="right" if col in ("clock", "RAM", "flash", "cycles/MAC") else "left",
             no_wrap=col in ("name", "kind", "RAM", "flash", "clock"),
         )
-    for t in targets:
-        table.add_row(
+    from edgekd.safetext import markup
+
+    for t in targets:  # board files are the user's: every text cell is escaped for rich
+        cells = (
             t.name,
             t.kind,
             t.cpu,
@@ -47,4 +49,5 @@ def command(as_json: bool) -> None:
             t.quantization,
             f"{t.cycles_per_mac:g}" if t.cycles_per_mac else "-",
         )
+        table.add_row(*(markup(c) for c in cells))
     Console().print(table)

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.data.idx import find_idx, read_idx
-from edgekd.data.registry import RawData, data_dir, register_dataset
+from edgekd.data.registry import RawData, check_labels, data_dir, register_dataset
 from edgekd.errors import EdgekdError
+from edgekd.files import MAX_NPZ_BYTES, load_npz
 
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -83,11 +84,7 @@ def npz(path: str, scale: float = 1.0, class_names: list[str] | None = None) -> 
     left out, or hold anomaly labels 0/1); optional privileged inputs ``priv_<name>`` (and
     ``priv_<name>_test``) that only a teacher reads. Loaded with ``allow_pickle=False``."""
     p = Path(path).expanduser()
-    try:
-        with np.load(p, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise EdgekdError(f"{p}: cannot read npz ({e}); expected arrays 'x' and 'y'") from None
+    arrays = load_npz(p, MAX_NPZ_BYTES, "an npz data set")
     task = str(arrays.pop("task")) if "task" in arrays else "classification"
     if "x" not in arrays:
         raise EdgekdError(f"{p}: missing array 'x' (found {', '.join(arrays) or 'none'})")
@@ -97,10 +94,18 @@ def npz(path: str, scale: float = 1.0, class_names: list[str] | None = None) -> 
         arrays["y"] = np.zeros(len(arrays["x"]), np.int64)
         if "x_test" in arrays and "y_test" not in arrays:
             arrays["y_test"] = np.zeros(len(arrays["x_test"]), np.int64)
-    x, y = arrays["x"], arrays["y"].astype(np.int64).ravel()
-    if len(x) != len(y):
-        raise EdgekdError(f"{p}: x has {len(x)} rows but y has {len(y)}")
-    n_cls = int(max(y.max(), arrays.get("y_test", y).max())) + 1
+    x = arrays["x"]
+    if x.ndim < 2 or len(x) == 0 or x.dtype.kind not in "iuf":
+        raise EdgekdError(
+            f"{p}: array 'x' has shape {x.shape} {x.dtype}; expected numbers, (N, C, H, W) or (N, F)"
+        )
+    known = len(class_names) if class_names else None
+    y = check_labels(arrays["y"], str(p), "y", len(x), known)
+    y_test = None
+    if "y_test" in arrays:
+        rows = len(arrays["x_test"]) if "x_test" in arrays else None
+        y_test = arrays["y_test"] = check_labels(arrays["y_test"], str(p), "y_test", rows, known)
+    n_cls = int(max(y.max(), y.max() if y_test is None else y_test.max())) + 1
     names = class_names or [str(i) for i in range(max(n_cls, 1))]
     extra_train = {k[5:]: v for k, v in arrays.items() if k.startswith("priv_") and not k.endswith("_test")}
     extra_test = {k[5:-5]: v for k, v in arrays.items() if k.startswith("priv_") and k.endswith("_test")}

@@ -108,6 +108,34 @@ DATASETS: Registry[Loader] = Registry("data set")
 register_dataset = DATASETS.register
 
 
+def check_labels(y: Any, source: str, key: str = "y", rows: int | None = None,
+                 num_classes: int | None = None) -> np.ndarray:  # fmt: skip
+    """``y`` as int64 class labels, or one EdgekdError line naming ``source`` and ``key``: labels are
+    non-empty, integers (whole-number floats are accepted), non-negative, one per row of x (``rows``) and,
+    when the class count is known, below it."""
+    y = np.asarray(y)
+    what = f"{source}: array {key!r}"
+    if y.size == 0:
+        raise EdgekdError(f"{what} is empty; expected one integer class label per row of x")
+    if y.dtype.kind == "f":
+        if not (np.isfinite(y).all() and (y == np.round(y)).all()):
+            raise EdgekdError(f"{what} holds non-integer values; expected integer class labels 0, 1, 2, ...")
+    elif y.dtype.kind not in "iub":
+        raise EdgekdError(f"{what} has dtype {y.dtype}; expected integer class labels 0, 1, 2, ...")
+    y = y.astype(np.int64).ravel()
+    if rows is not None and len(y) != rows:
+        raise EdgekdError(f"{what} has {len(y)} labels but x has {rows} rows; give one label per row")
+    low, high = int(y.min()), int(y.max())
+    if low < 0:
+        raise EdgekdError(f"{what} holds the negative label {low}; class labels are 0, 1, 2, ...")
+    if num_classes is not None and high >= num_classes:
+        raise EdgekdError(
+            f"{what} holds label {high} but there are {num_classes} classes (labels 0..{num_classes - 1}); "
+            "fix the labels or the class names"
+        )
+    return y
+
+
 def check_options(name: str, options: dict[str, Any] | None, source: str = "recipe") -> None:
     """Refuse (one line naming ``source`` and the key) an unknown data set, an option its loader does not
     take, or a missing required one: ``data.options`` are the loader's keyword arguments."""

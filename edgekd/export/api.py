@@ -27,6 +27,7 @@ from edgekd.export.outdir import check_output_folder
 from edgekd.export.quantize import MIN_SAMPLES, Samples, calibration_samples, train_range
 from edgekd.export.source import EvalSet, declared_task, eval_set, infer_task, load_source
 from edgekd.profile.runtimes import input_layout, run_outputs
+from edgekd.safetext import markup
 from edgekd.targets import Target, load_target
 
 FORMATS = ("onnx", "tflite")
@@ -208,7 +209,7 @@ def export_model(
         record["files"] = files_record(stage)
         record["wall_time_s"] = round(time.perf_counter() - t_start, 3)
         atomic_write_json(stage / "export.json", record)
-    log.step(f"[green]export written to {out_dir}[/] ({record['wall_time_s']:.1f}s)")
+    log.step(f"export written to {out_dir} ({record['wall_time_s']:.1f}s)", style="green")
     if not quiet:
         log.console.print(checks_table(record))
     return out_dir
@@ -376,7 +377,7 @@ def checks_table(record: dict[str, Any]) -> Any:
     """A rich table of ``export.json``'s checks."""
     from rich.table import Table
 
-    table = Table(title=f"export {record['name']}: checks")
+    table = Table(title=markup(f"export {record['name']}: checks"))
     table.add_column("check")
     table.add_column("value", justify="right")
     for k, v in record["checks"].items():
@@ -387,5 +388,5 @@ def checks_table(record: dict[str, Any]) -> Any:
                 s = f"{v:.4g}" + (" dB" if k.endswith("_db") else "")
         else:
             s = "n/a" if v is None else str(v)
-        table.add_row(k, s)
+        table.add_row(markup(k), markup(s))
     return table

@@ -11,11 +11,13 @@ import numpy as np
 
 from edgekd.export.quantize import Samples
 from edgekd.export.source import EvalSet, Source
+from edgekd.safetext import markup
 from edgekd.targets import Target
 
 
 class Log:
-    """Timestamped progress lines on stderr (silent when ``quiet``)."""
+    """Timestamped progress lines on stderr (silent when ``quiet``). Messages are plain text, escaped
+    (:func:`edgekd.safetext.markup`): node and op names from the model file print as they are."""
 
     def __init__(self, quiet: bool) -> None:
         from rich.console import Console
@@ -23,11 +25,12 @@ class Log:
         self.console = Console(stderr=True, quiet=quiet)
         self.t0 = time.perf_counter()
 
-    def step(self, msg: str) -> None:
-        self.console.print(f"[dim]{time.perf_counter() - self.t0:6.1f}s[/] {msg}")
+    def step(self, msg: str, style: str | None = None) -> None:
+        text = markup(msg) if style is None else f"[{style}]{markup(msg)}[/]"
+        self.console.print(f"[dim]{time.perf_counter() - self.t0:6.1f}s[/] {text}")
 
     def warn(self, msg: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {msg}")
+        self.console.print(f"[yellow]warning:[/] {markup(msg)}")
 
 
 @dataclass

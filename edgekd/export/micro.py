@@ -17,6 +17,7 @@ from typing import Any
 
 from edgekd.atomic import atomic_write_json
 from edgekd.errors import EdgekdError
+from edgekd.safetext import markup
 from edgekd.targets import Target, fit_check
 
 # TFLite builtin op -> MicroMutableOpResolver method (tensorflow/lite/micro/micro_mutable_op_resolver.h).
@@ -129,19 +130,19 @@ def fit_table(fit: dict[str, Any]) -> Any:
     """A rich table of the fit check."""
     from rich.table import Table
 
-    table = Table(title=f"fit check: {fit['target']}")
+    table = Table(title=markup(f"fit check: {fit['target']}"))
     for col in ("resource", "needed", "available", "use", "result", "detail"):
         table.add_column(col, justify="right" if col in ("needed", "available", "use") else "left")
     for r in fit["rows"]:
         avail = r["available"]
         use = f"{100 * r['needed'] / avail:.1f}%" if avail else "-"
         table.add_row(
-            r["resource"],
+            markup(r["resource"]),
             f"{r['needed']:,} B",
             "no limit" if avail is None else f"{avail:,} B",
             use,
             "[green]pass[/]" if r["ok"] else ("-" if r["ok"] is None else "[red]FAIL[/]"),
-            r["detail"],
+            markup(r["detail"]),
         )
     return table
 

@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.data.registry import check_labels
 from edgekd.errors import EdgekdError
+from edgekd.files import MAX_EVAL_NPZ_BYTES, load_npz
 
 MIN_SAMPLES = 100
 SELECTIONS = ("stratified", "random", "first")
@@ -126,24 +128,15 @@ def read_npz(
 
     p = Path(path)
     expected = f"(N, {', '.join(str(s) for s in input_shape)}) float32"
-    try:
-        with np.load(p, allow_pickle=False) as f:
-            keys = list(f.files)
-            data_keys = [k for k in keys if k not in ("y", "task")]
-            key = "x" if "x" in keys else (data_keys[0] if len(data_keys) == 1 else None)
-            if key is None:
-                raise EdgekdError(
-                    f"{p}: no array 'x' (found {', '.join(keys) or 'none'}); expected x of shape {expected}"
-                )
-            x = f[key]
-            y = f["y"] if "y" in keys else None
-            task_arr = f["task"] if "task" in keys else None
-    except EdgekdError:
-        raise
-    except Exception as e:  # noqa: BLE001  (zip/pickle/format errors)
+    arrays = load_npz(p, MAX_EVAL_NPZ_BYTES, "samples")  # headers checked first: a zip bomb is refused
+    keys = list(arrays)
+    data_keys = [k for k in keys if k not in ("y", "task")]
+    key = "x" if "x" in keys else (data_keys[0] if len(data_keys) == 1 else None)
+    if key is None:
         raise EdgekdError(
-            f"{p}: cannot read npz ({str(e).splitlines()[0][:100]}); expected x of shape {expected}"
-        ) from None
+            f"{p}: no array 'x' (found {', '.join(keys) or 'none'}); expected x of shape {expected}"
+        )
+    x, y, task_arr = arrays[key], arrays.get("y"), arrays.get("task")
     if tuple(x.shape[1:]) != tuple(input_shape) or x.ndim != len(input_shape) + 1 or len(x) == 0:
         raise EdgekdError(f"{p}: array 'x' has shape {tuple(x.shape)}, expected {expected}")
     if not np.issubdtype(x.dtype, np.floating):
@@ -170,7 +163,7 @@ def read_npz(
             raise EdgekdError(
                 f"{p}: array 'y' must hold one integer label per row of x ({len(x)}), got {y.dtype} {y.shape}"
             )
-        y = y.astype(np.int64)
+        y = check_labels(y, str(p), "y", len(x))
     return Samples(x, y, normalize_task(task_arr, f"{p}: array 'task'"))
 
 

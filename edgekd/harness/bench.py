@@ -234,13 +234,15 @@ def device_table(rows: list[dict[str, Any]]) -> Any:
     """A rich table of :func:`device_row` rows (``edgekd profile`` prints it under its estimates)."""
     from rich.table import Table
 
+    from edgekd.safetext import markup
+
     t = Table(title="measured on device (edgekd bench)", header_style="bold")
     for h in ("target", "device", "ms/inference", "top-1", "bit-exact", "flash B", "RAM B"):
         t.add_column(h, justify="left" if h in ("target", "device") else "right")
     for r in rows:
         ms = r["ms_per_inference"]
         top1 = r["top1_accuracy"]
-        t.add_row(r["target"], str(r["device"] or "").split(" (")[0],
+        t.add_row(markup(r["target"]), markup(str(r["device"] or "").split(" (")[0]),
                   "" if ms is None else f"{ms:.3f}" + (" (emulated)" if r["emulated"] else ""),
                   "" if top1 is None else f"{100 * top1:.2f}%", str(r["bit_exact"]),
                   "" if r["flash_bytes"] is None else f"{r['flash_bytes']:,}",

@@ -95,18 +95,19 @@ def resolve_data(data: Any, samples: int | None = None) -> EvalData | None:
 
         return data_from_info(read_data_info(p), samples)
     if p.suffix == ".npz":
-        try:
-            with np.load(p, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        except (OSError, ValueError) as e:
-            raise EdgekdError(f"{p}: cannot read npz ({e}); expected arrays 'x' and 'y'") from None
+        from edgekd.data.registry import check_labels
+        from edgekd.files import MAX_EVAL_NPZ_BYTES, load_npz
+
+        arrays = load_npz(p, MAX_EVAL_NPZ_BYTES, "evaluation data")  # headers first: a zip bomb is refused
         xk, yk = ("x_test", "y_test") if "x_test" in arrays else ("x", "y")
         if xk not in arrays:
             raise EdgekdError(f"{p}: missing array 'x' (found {', '.join(arrays) or 'none'})")
+        if arrays[xk].ndim < 1 or len(arrays[xk]) == 0 or arrays[xk].dtype.kind not in "biuf":
+            raise EdgekdError(
+                f"{p}: array {xk!r} has shape {arrays[xk].shape} {arrays[xk].dtype}; expected numbers"
+            )
         x = arrays[xk].astype(np.float32)
-        y = arrays[yk].astype(np.int64).ravel() if yk in arrays else None
-        if y is not None and len(y) != len(x):
-            raise EdgekdError(f"{p}: {xk} has {len(x)} rows but {yk} has {len(y)}")
+        y = check_labels(arrays[yk], str(p), yk, len(x)) if yk in arrays else None
         from edgekd.export.checks import normalize_task
 
         task = normalize_task(arrays.get("task"), f"{p}: array 'task'")  # None: inferred per model

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekd.profile.report.tables import FIT_HEADERS, SUMMARY_HEADERS, fit_rows, short_label, summary_rows
+from edgekd.safetext import markup
 
 # --------------------------------------------------------------------------------------------------
 # terminal
@@ -23,8 +24,9 @@ def print_summary(report: dict[str, Any], console: Any = None) -> None:
         else:
             table.add_column(head, justify="right", ratio=1)
     errors = []
-    for r in summary_rows(report):
+    for r in summary_rows(report):  # every cell is text from files (names, errors): escaped for rich
         r["artifact"] = short_label(r["artifact"])
+        r = {k: markup(v) for k, v in r.items()}
         if r["error"]:
             errors.append(f"{r['artifact']} ({r['runtime']}): {r['error']}")
             table.add_row(r["artifact"], r["runtime"], "[red]error[/red]", "", "", r["flash"], "")
@@ -43,6 +45,8 @@ def print_summary(report: dict[str, Any], console: Any = None) -> None:
         for h in FIT_HEADERS:
             ft.add_column(h)
         for row in frows:
-            row = row[:-1] + ["[green]PASS[/green]" if row[-1] == "PASS" else "[red]FAIL[/red]"]
+            row = [markup(c) for c in row[:-1]] + [
+                "[green]PASS[/green]" if row[-1] == "PASS" else "[red]FAIL[/red]"
+            ]
             ft.add_row(*row)
         console.print(ft)
