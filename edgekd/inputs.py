@@ -24,7 +24,7 @@ def check_model_file(path: str | Path) -> None:
     regular_file(p, "model file")  # a FIFO or device would block the reader forever
     suffix = p.suffix.lower()
     if suffix in (".pt", ".pth"):
-        from edgekd.models.checkpoint import FORMAT, read_checkpoint
+        from edgekd.models.checkpoint import FORMAT, check_model_size, read_checkpoint
         from edgekd.models.registry import check_name_from_file
 
         obj = read_checkpoint(p, "model file")
@@ -32,7 +32,9 @@ def check_model_file(path: str | Path) -> None:
             raise EdgekdError(
                 f"{p}: not an edgekd model file (expected format {FORMAT}); save it with edgekd"
             )
-        check_name_from_file(obj.get("name"), str(p))
+        name = check_name_from_file(obj.get("name"), str(p))
+        if isinstance(obj.get("kwargs"), dict) and isinstance(obj.get("state_dict"), dict):
+            check_model_size(p, name, obj["kwargs"], obj["state_dict"])  # before a model is built
     elif suffix == ".onnx":
         check_onnx_file(p)
     elif suffix == ".tflite":

@@ -17,6 +17,7 @@ MAX_COMMAND = 80  # characters, the terminating '%' included (MLPerf Tiny EE_CMD
 TERMINATOR = "%"
 READY = "m-ready"
 INIT_DONE = "m-init-done"
+MAX_DIGITS = 20  # an integer field (microseconds, counts) has at most 20 digits: a 64-bit counter
 
 
 class ProtocolError(EdgekdError):
@@ -65,12 +66,37 @@ def parse_results(payload: str, line: str = "") -> list[float] | list[int]:
         if m is None:
             raise ProtocolError(f"device sent a malformed results line {line[:60]!r}: item {it[:20]!r}")
         s = m.group(1)
+        if len(s) > 2 * MAX_DIGITS:
+            raise ProtocolError(
+                f"device sent a {len(s):,}-character number in its results line {line[:30]!r}...; "
+                "garbage on the line or broken firmware"
+            )
         if re.fullmatch(r"[-+]?\d+", s):
             out.append(int(s))
         else:
             ints = False
             out.append(float(s))
     return out if ints else [float(v) for v in out]
+
+
+def bounded_int(digits: str, line: str) -> int:
+    """The integer field of ``line``; more than :data:`MAX_DIGITS` digits is not a device counter."""
+    if len(digits) > MAX_DIGITS:
+        raise ProtocolError(
+            f"device sent a {len(digits):,}-digit number in {line[:30]!r}... (at most {MAX_DIGITS} digits); "
+            "garbage on the line or broken firmware"
+        )
+    return int(digits)
+
+
+def check_laps(laps: list[int]) -> None:
+    """``m-lap-us`` timestamps of one inference run never go backwards (that would give a negative time)."""
+    for a, b in zip(laps, laps[1:]):
+        if b < a:
+            raise ProtocolError(
+                f"device timestamps went backwards (m-lap-us-{a} then m-lap-us-{b}); its timer is broken or "
+                "wrapped around: reset the device and run again"
+            )
 
 
 def parse_line(line: str) -> Message:
@@ -95,7 +121,7 @@ def parse_line(line: str) -> Message:
         if kind == "results":
             return Message(kind, parse_results(m.group(1), s), s)
         if kind in _INT_KINDS:
-            return Message(kind, int(m.group(1)), s)
+            return Message(kind, bounded_int(m.group(1), s), s)
         return Message(kind, m.group(1) if m.groups() else None, s)
     return Message("info", s[2:], s)
 

@@ -51,6 +51,7 @@ class Inference:
                 "device sent fewer than two m-lap-us timestamps around the inference; "
                 "its firmware does not time inferences (th_timestamp missing?)"
             )
+        p.check_laps(self.laps_us)
         return self.laps_us[-1] - self.laps_us[0]
 
 
