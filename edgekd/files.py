@@ -125,7 +125,7 @@ def npz_headers(
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
         raise EdgekdError(
-            f"{p}: not a readable .npz ({reason}; truncated or not made by numpy.savez); save it again"
+            f"{p}: cannot read npz ({reason}; truncated or not made by numpy.savez); save it again"
         ) from None
     return out
 
@@ -143,7 +143,7 @@ def load_npz(path: str | os.PathLike, limit: int = MAX_NPZ_BYTES, what: str = "n
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
         raise EdgekdError(
-            f"{p}: not a readable .npz ({reason}; truncated or corrupt); save it again"
+            f"{p}: cannot read npz ({reason}; truncated or corrupt); save it again"
         ) from None
 
 

@@ -429,7 +429,7 @@ def test_8_labels_beyond_the_class_names_and_a_truncated_zip(tmp_path, run_cli):
     for argv in (["train", str(rec), "--runs-dir", str(tmp_path / "runs"), "-q"],
                  ["profile", str(_tiny_model(tmp_path / "m.pt")), "--data", str(cut)]):  # fmt: skip
         code, err = run_cli(argv)
-        _one_line_error(code, err, str(cut), "not a readable .npz", "truncated")
+        _one_line_error(code, err, str(cut), "cannot read npz", "truncated")
     assert not (tmp_path / "runs").exists()
 
 
