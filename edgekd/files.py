@@ -142,9 +142,7 @@ def load_npz(path: str | os.PathLike, limit: int = MAX_NPZ_BYTES, what: str = "n
             return {k: f[k] for k in f.files}
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
-        raise EdgekdError(
-            f"{p}: cannot read npz ({reason}; truncated or corrupt); save it again"
-        ) from None
+        raise EdgekdError(f"{p}: cannot read npz ({reason}; truncated or corrupt); save it again") from None
 
 
 __all__ = [
