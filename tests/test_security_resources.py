@@ -500,6 +500,7 @@ def test_8_a_full_disk_during_export_is_one_line_and_the_old_export_stays(tmp_pa
     out = tmp_path / "out"
     out.mkdir()
     (out / "model.onnx").write_text("the previous export")
+    (out / "export.json").write_text('{"edgekd_export": 1}')
     before = _tree(tmp_path)
     _full_disk_on(monkeypatch, "export.json")
     code, err = run_cli(["export", str(src), "--format", "onnx", "-o", str(out), "--quiet"])
