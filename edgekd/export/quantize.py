@@ -128,7 +128,8 @@ def read_npz(
 
     p = Path(path)
     expected = f"(N, {', '.join(str(s) for s in input_shape)}) float32"
-    arrays = load_npz(p, MAX_EVAL_NPZ_BYTES, "samples")  # headers checked first: a zip bomb is refused
+    # the .npy headers are checked first: a zip bomb is refused before anything is allocated
+    arrays = load_npz(p, MAX_EVAL_NPZ_BYTES, "calibration or evaluation samples")
     keys = list(arrays)
     data_keys = [k for k in keys if k not in ("y", "task")]
     key = "x" if "x" in keys else (data_keys[0] if len(data_keys) == 1 else None)
