@@ -56,10 +56,10 @@ DATA: dict[str, dict[str, Any]] = {
                     "dkd": {"T": 4.0, "beta": 8.0, "epochs": 200}},
     },
     "mnist": {
-        "teacher": "mnist-hinton", "sweep_size": "10k", "seeds": [0, 1, 2], "val_fraction": 0.05,
+        "teacher": "mnist-cnn", "sweep_size": "10k", "seeds": [0, 1, 2], "val_fraction": 0.05,
         "augment": [{"name": "translate", "params": {"max_shift": 2}}],
         "train": {"epochs": 30, "batch_size": 128, "lr": 0.05, "weight_decay": 5e-4}, "views": 16,
-        "maps": None, "embedding": ("flatten", "features"),  # an MLP teacher: no feature maps
+        "maps": ("features.1", "features.1"), "embedding": ("flatten", "flatten"),
     },
     "fashion-mnist": {
         "teacher": "fashion-mnist", "sweep_size": "10k", "seeds": [0, 1, 2], "val_fraction": 0.1,

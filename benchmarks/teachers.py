@@ -74,15 +74,37 @@ RECIPES: dict[str, dict[str, Any]] = {
             "name": "fashion-mnist",
             "val_fraction": 0.1,
             **SPLIT,
-            "augment": [
-                {"name": "crop", "params": {"padding": 2}},
-                {"name": "hflip"},
-                {"name": "erase", "params": {"size": 0.35, "p": 0.5}},
-            ],
+            # v1 (2026-12-03) also had erase(size 0.35, p 0.5) and 40 epochs: 91.97% test with a training
+            # accuracy of 91.7% under augmentation, i.e. underfit; v2 drops erase and trains 60 epochs
+            "augment": [{"name": "crop", "params": {"padding": 2}}, {"name": "hflip"}],
         },
         "model": {"name": "cnn-teacher"},
         "train": {
-            "epochs": 40,
+            "epochs": 60,
+            "batch_size": 128,
+            "optimizer": "sgd",
+            "lr": 0.05,
+            "momentum": 0.9,
+            "nesterov": True,
+            "weight_decay": 5e-4,
+            "schedule": "cosine",
+            "threads": 1,
+        },
+    },  # fmt: skip
+    # kd_gain's MNIST teacher: its CNN students (2k-50k parameters) come close to the 1200-1200 MLP's
+    # 99.0%, so they learn from a CNN teacher (the MLP stays the Hinton benchmark's teacher)
+    "mnist-cnn": {
+        "name": "teacher-mnist-cnn",
+        "seed": 0,
+        "data": {
+            "name": "mnist",
+            "val_fraction": 0.05,
+            **SPLIT,
+            "augment": [{"name": "translate", "params": {"max_shift": 2}}],
+        },
+        "model": {"name": "cnn-teacher"},
+        "train": {
+            "epochs": 30,
             "batch_size": 128,
             "optimizer": "sgd",
             "lr": 0.05,
