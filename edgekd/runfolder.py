@@ -89,7 +89,9 @@ class RunFolder:
         return self.root / "export"
 
     def export_dir(self, target: str) -> Path:
-        """``export/<target>``; ``target`` (a target or format name) must be a safe name."""
+        """``export/<target>``; ``target`` (a target or format name) must be a safe name, and ``export``
+        (a link in a downloaded run folder?) must stay inside the run folder."""
+        child_path(self.root, "export", str(self.root), "folder")
         return child_path(self.export_root, target, str(self.export_root), "target name")
 
     @property

@@ -193,6 +193,23 @@ def test_2_the_export_folder_of_a_target_stays_in_the_run_folder(tmp_path):
             run.export_dir(bad)
 
 
+@pytest.mark.parametrize("all_networks", [False, True])
+def test_2_an_export_link_in_a_run_folder_does_not_lead_out(tmp_path, run_cli, all_networks):
+    """A downloaded run folder whose export/ is a link to a folder elsewhere: nothing is written there."""
+    run = _tiny_run(tmp_path / "run")
+    victim = tmp_path / "elsewhere"
+    (victim / "onnx").mkdir(parents=True)
+    (victim / "onnx" / "precious.txt").write_text("keep me")
+    (run / "export").symlink_to(victim, target_is_directory=True)
+    if all_networks:
+        (run / "networks.json").write_text(json.dumps({"networks": {"student": "model.pt"}}))
+    before = _tree(victim)
+    args = ["export", str(run), "--format", "onnx", "--quiet"] + ["--all-networks"] * all_networks
+    code, err = run_cli(args)
+    _one_line_error(code, err, str(run), "'export'", "outside")
+    assert _tree(victim) == before
+
+
 # 5. names that are paths --------------------------------------------------------------------------------
 BOARD = {"kind": "mcu", "cpu": "Cortex-M4", "clock_mhz": 64, "ram_kb": 256, "flash_kb": 1024,
          "runtime": "tflite-micro", "quantization": "int8"}  # fmt: skip

@@ -93,6 +93,7 @@ def command(source: str, target: str | None, fmt: str | None, firmware: bool, qu
         if not Path(source).is_dir() or out:
             raise EdgekdError("--all-networks takes a run folder and writes into its export/ (no --output)")
         label = target or fmt or "export"
+        child_path(Path(source), "export", source, "folder")  # a link named export/ must not lead out
         for name, model_file in list_networks(source).items():
             dest = child_path(
                 Path(source) / "export", f"{Path(label).stem}-{name}", "--target", "export folder"
