@@ -306,7 +306,7 @@ class ChildWorker:
     ) -> None:
         self.what, self.hint = what, hint
         self.memory = default_memory() if memory_bytes is None else int(memory_bytes)
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115  (closed by close())
         req_r, self._req_w = os.pipe()
         self._res_r, res_w = os.pipe()
         own = (self._req_w, self._res_r)
@@ -327,10 +327,8 @@ class ChildWorker:
         """``state(*args)`` in the child; raises ChildFailed if it crashes or takes over ``timeout_s``."""
         if self.pid is None:
             raise ChildFailed(f"{self.what} is no longer running; {self.hint}", "exit")
-        try:
+        with contextlib.suppress(OSError):  # the child is gone: _answer reports how it ended
             _write_all(self._req_w, _encode(("call", args)))
-        except OSError:
-            pass  # the child is gone: _answer reports how it ended
         return self._answer(default_timeout() if timeout_s is None else float(timeout_s))
 
     def _answer(self, timeout: float) -> Any:
@@ -338,7 +336,9 @@ class ChildWorker:
             frame = _read_frame(self._res_r, time.monotonic() + timeout)
         except TimeoutError:
             self.close()
-            raise ChildFailed(f"{self.what} did not answer within {timeout:g} s; {self.hint}", "timeout") from None
+            raise ChildFailed(
+                f"{self.what} did not answer within {timeout:g} s; {self.hint}", "timeout"
+            ) from None
         if frame is None:
             status = _reap(self.pid, kill=True) if self.pid is not None else None
             self.pid = None

@@ -15,6 +15,9 @@ from types import ModuleType
 from typing import Any
 
 from edgekd.errors import EdgekdError
+from edgekd.files import MAX_TFLITE_BYTES, read_bytes_capped
+
+MAX_RANK = 8  # dimensions per tensor; TFLite Micro kernels handle at most 6
 
 # TensorType enum value -> (numpy-style dtype name, bytes per element as TFLM counts them).
 _DTYPES: dict[int, tuple[str, int]] = {
@@ -82,6 +85,7 @@ class Tensor:
     buffer: int = 0
     has_data: bool = False
     is_variable: bool = False
+    sparse: bool = False
 
     @property
     def is_constant(self) -> bool:
@@ -140,6 +144,7 @@ class TFLiteModel:
     num_subgraphs: int
     metadata: dict[str, bytes] = field(default_factory=dict, repr=False)
     subgraphs: list[SubGraph] = field(default_factory=list, repr=False)
+    buffer_sizes: list[int] = field(default_factory=list, repr=False)  # bytes of data per buffer
 
     # ---- ops ---------------------------------------------------------------------------------
     def op_names(self) -> list[str]:
@@ -248,20 +253,26 @@ class TFLiteModel:
         }
 
 
+def read_tflite_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of a ``.tflite`` file: a regular file (no FIFO, device or link to one) under
+    :data:`edgekd.files.MAX_TFLITE_BYTES`, else one EdgekdError line naming it."""
+    return read_bytes_capped(path, MAX_TFLITE_BYTES, "TFLite model")
+
+
 def _bytes_of(path_or_bytes: str | os.PathLike | bytes | bytearray | memoryview) -> tuple[bytes, str]:
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         return bytes(path_or_bytes), "<bytes>"
-    p = Path(path_or_bytes)
-    try:
-        return p.read_bytes(), str(p)
-    except FileNotFoundError:
-        raise EdgekdError(f"{p}: file not found; pass the path of a .tflite model") from None
-    except IsADirectoryError:
-        raise EdgekdError(f"{p}: is a directory; pass the path of a .tflite model file") from None
+    return read_tflite_bytes(path_or_bytes), str(Path(path_or_bytes))
 
 
-def read_tflite(path_or_bytes: str | os.PathLike | bytes | bytearray | memoryview) -> TFLiteModel:
-    """Parse a ``.tflite`` file (path) or its bytes. Raises EdgekdError for anything that is not one."""
+def read_tflite(
+    path_or_bytes: str | os.PathLike | bytes | bytearray | memoryview, *, validate: bool = True
+) -> TFLiteModel:
+    """Parse a ``.tflite`` file (path) or its bytes. Raises EdgekdError for anything that is not one.
+
+    With ``validate`` (default) the model is also checked structurally (:mod:`edgekd.graph.validate`:
+    indices, shapes, quantization, op parameters, sizes) so no runtime sees an inconsistent model.
+    """
     data, source = _bytes_of(path_or_bytes)
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise EdgekdError(
@@ -269,13 +280,55 @@ def read_tflite(path_or_bytes: str | os.PathLike | bytes | bytearray | memoryvie
             "export a .tflite model first"
         )
     try:
-        return _parse(data, source)
+        model = _parse(data, source)
     except EdgekdError:
         raise
     except Exception as e:  # flatbuffers raises struct/index errors on corrupt data
         raise EdgekdError(
-            f"{source}: not a TFLite flatbuffer or corrupt ({type(e).__name__}: {e}); re-export the model"
+            f"{source}: not a TFLite flatbuffer or corrupt ({type(e).__name__}: {_one_line(e)}); "
+            "re-export the model"
         ) from None
+    if validate:
+        from edgekd.graph.validate import validate_model
+
+        validate_model(model)
+    return model
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:160]
+
+
+def _vector_end(table: Any, slot: int) -> int:
+    """Byte position just past the vector in field ``slot`` of a flatbuffers table (0 if absent)."""
+    o = table.Offset(slot)
+    if not o:
+        return 0
+    return table.Vector(o) + table.VectorLen(o)
+
+
+def _buffer_sizes(m: Any, data: bytes, source: str) -> list[int]:
+    """Bytes of data in each buffer (inline vector or external offset/size), checked against the file."""
+    sizes = []
+    for b in range(m.BuffersLength()):
+        buf = m.Buffers(b)
+        if buf is None:
+            sizes.append(0)
+            continue
+        if _vector_end(buf._tab, 4) > len(data):
+            raise EdgekdError(
+                f"{source}: buffer {b} runs past the end of the file (truncated?); re-export the model"
+            )
+        n = buf.DataLength()
+        if not n and buf.Offset() > 1:
+            if buf.Offset() + buf.Size() > len(data):
+                raise EdgekdError(
+                    f"{source}: buffer {b} points at bytes {buf.Offset()}..{buf.Offset() + buf.Size()} past "
+                    f"the end of the {len(data)}-byte file (truncated?); re-export the model"
+                )
+            n = buf.Size()
+        sizes.append(int(n))
+    return sizes
 
 
 def _parse(data: bytes, source: str) -> TFLiteModel:
@@ -284,11 +337,15 @@ def _parse(data: bytes, source: str) -> TFLiteModel:
     version = m.Version()
     if m.SubgraphsLength() < 1:
         raise EdgekdError(f"{source}: TFLite flatbuffer has no subgraph; re-export the model")
+    for what, n in (("subgraphs", m.SubgraphsLength()), ("buffers", m.BuffersLength()),
+                    ("operator codes", m.OperatorCodesLength())):  # fmt: skip
+        if n * 4 > len(data):
+            raise EdgekdError(
+                f"{source}: declares {n} {what} in {len(data)} bytes (corrupt); re-export the model"
+            )
     n_buffers = m.BuffersLength()
-    buf_has_data: list[bool] = []
-    for b in range(n_buffers):
-        buf = m.Buffers(b)
-        buf_has_data.append(buf is not None and (buf.DataLength() > 0 or buf.Offset() > 1))
+    buffer_sizes = _buffer_sizes(m, data, source)
+    buf_has_data = [n > 0 for n in buffer_sizes]
 
     codes: list[tuple[int, str | None]] = []
     for i in range(m.OperatorCodesLength()):
@@ -298,7 +355,7 @@ def _parse(data: bytes, source: str) -> TFLiteModel:
         codes.append((code, custom.decode("utf-8", "replace") if custom is not None else None))
 
     subgraphs = [
-        _parse_subgraph(s, m.Subgraphs(k), k, codes, buf_has_data) for k in range(m.SubgraphsLength())
+        _parse_subgraph(s, m.Subgraphs(k), k, codes, buf_has_data, source) for k in range(m.SubgraphsLength())
     ]
     main = subgraphs[0]
 
@@ -323,6 +380,7 @@ def _parse(data: bytes, source: str) -> TFLiteModel:
         num_subgraphs=m.SubgraphsLength(),
         metadata=metadata,
         subgraphs=subgraphs,
+        buffer_sizes=buffer_sizes,
     )
 
 
@@ -349,13 +407,26 @@ def _subgraph_calls(s: ModuleType, o: Any) -> tuple[int, ...]:
 
 
 def _parse_subgraph(
-    s: ModuleType, sg: Any, k: int, codes: list[tuple[int, str | None]], buf_has_data: list[bool]
+    s: ModuleType,
+    sg: Any,
+    k: int,
+    codes: list[tuple[int, str | None]],
+    buf_has_data: list[bool],
+    source: str = "<bytes>",
 ) -> SubGraph:
     n_buffers = len(buf_has_data)
+    where = f"subgraph {k} " if k else ""
+    n_bytes = len(sg._tab.Bytes)
+    if (sg.TensorsLength() + sg.OperatorsLength()) * 4 > n_bytes:
+        raise EdgekdError(f"{source}: {where}declares {sg.TensorsLength()} tensors and {sg.OperatorsLength()} "
+                          "operators, more than the file can hold (corrupt); re-export the model")  # fmt: skip
     tensors: list[Tensor] = []
     for i in range(sg.TensorsLength()):
         t = sg.Tensors(i)
         dtype, item = _DTYPES.get(t.Type(), (f"type{t.Type()}", 1))
+        if t.ShapeLength() > MAX_RANK:
+            raise EdgekdError(f"{source}: {where}tensor {i} has {t.ShapeLength()} dimensions (more than "
+                              f"{MAX_RANK}; corrupt?); re-export the model")  # fmt: skip
         shape = tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
         n = 1
         for d in shape:
@@ -386,11 +457,15 @@ def _parse_subgraph(
                 buffer=bidx,
                 has_data=0 <= bidx < n_buffers and buf_has_data[bidx],
                 is_variable=bool(t.IsVariable()),
+                sparse=t.Sparsity() is not None,
             )
         )
     operators: list[Operator] = []
     for i in range(sg.OperatorsLength()):
         o = sg.Operators(i)
+        if not 0 <= o.OpcodeIndex() < len(codes):
+            raise EdgekdError(f"{source}: {where}operator {i} uses operator code {o.OpcodeIndex()} but the "
+                              f"model has {len(codes)} (corrupt); re-export the model")  # fmt: skip
         code, custom = codes[o.OpcodeIndex()]
         operators.append(
             Operator(
