@@ -48,14 +48,26 @@ _HINT = "the file is corrupt or the runtime cannot run it; re-export the model"
 
 
 class ChildFailed(EdgekdError):
-    """The child crashed, ran out of memory or time. ``kind``: signal | memory | timeout | exit."""
+    """The child crashed, ran out of memory or time: ``"<what> <how><at> (<said>); <hint>"``.
 
-    def __init__(self, message: str, kind: str = "signal") -> None:
-        super().__init__(message)
-        self.kind = kind
+    ``kind``: signal | memory | timeout | exit; ``sig``: the signal number that ended it (or None);
+    ``at``: where it happened when known (e.g. `` at operator 3 (CONV_2D)``); ``said``: the last lines
+    the child printed.
+    """
+
+    def __init__(self, what: str, how: str, hint: str, kind: str = "signal", sig: int | None = None,
+                 said: str = "", at: str = "") -> None:  # fmt: skip
+        self.what, self.how, self.hint, self.kind, self.sig, self.said, self.at = (
+            what, how, hint, kind, sig, said, at)  # fmt: skip
+        super().__init__(f"{what} {how}{at}{f' ({said})' if said else ''}; {hint}")
+
+    def replace(self, **changes: Any) -> ChildFailed:
+        """A copy with some fields changed (e.g. ``at=`` once the failing operator is known)."""
+        fields = {k: getattr(self, k) for k in ("what", "how", "hint", "kind", "sig", "said", "at")}
+        return ChildFailed(**{**fields, **changes})
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ChildFailed, (str(self), self.kind))
+        return (ChildFailed, (self.what, self.how, self.hint, self.kind, self.sig, self.said, self.at))
 
 
 def default_timeout() -> float:
@@ -195,26 +207,34 @@ def _log_tail(log: Any) -> str:
     return ""
 
 
-def _failure(status: int | None, what: str, hint: str, tail: str, memory_bytes: int | None) -> ChildFailed:
-    said = f" ({tail})" if tail else ""
+def _failure(status: int | None, what: str, hint: str, tail: str) -> ChildFailed:
     if status is not None and os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         try:
             name = signal.Signals(sig).name
         except ValueError:
             name = f"signal {sig}"
-        why = _SIGNALS.get(sig, "killed")
-        return ChildFailed(f"{what} crashed ({name}, {why}){said}; {hint}")
+        return ChildFailed(what, f"crashed ({name}, {_SIGNALS.get(sig, 'killed')})", hint, sig=sig, said=tail)
     code = os.WEXITSTATUS(status) if status is not None else -1
-    return ChildFailed(f"{what} stopped without an answer (exit code {code}){said}; {hint}", "exit")
+    return ChildFailed(what, f"stopped without an answer (exit code {code})", hint, "exit", said=tail)
 
 
 def _memory_error(what: str, memory_bytes: int | None) -> ChildFailed:
     limit = f"{memory_bytes / GiB:.1f} GiB" if memory_bytes else "available"
     return ChildFailed(
-        f"{what} needs more than the {limit} memory limit; the model declares too much memory "
-        f"(corrupt?); raise {MEMORY_ENV} if it is genuine",
+        what,
+        f"needs more than the {limit} memory limit",
+        f"the model declares too much memory (corrupt?); raise {MEMORY_ENV} if it is genuine",
         "memory",
+    )
+
+
+def _timeout(what: str, timeout: float) -> ChildFailed:
+    return ChildFailed(
+        what,
+        f"did not finish within {timeout:g} s",
+        f"the model is corrupt or far too big (raise {TIMEOUT_ENV} if it is genuine)",
+        "timeout",
     )
 
 
@@ -277,13 +297,9 @@ def run_in_child(
             os.close(r)
             status = _reap(pid, kill=frame is None)
         if timed_out:
-            raise ChildFailed(
-                f"{what} did not finish within {timeout:g} s; the model is corrupt or far too big "
-                f"(raise {TIMEOUT_ENV} if it is genuine)",
-                "timeout",
-            )
+            raise _timeout(what, timeout)
         if frame is None:
-            raise _failure(status, what, hint, _log_tail(log), memory)
+            raise _failure(status, what, hint, _log_tail(log))
     return _unpack(frame, what, memory)
 
 
@@ -326,7 +342,7 @@ class ChildWorker:
     def call(self, *args: Any, timeout_s: float | None = None) -> Any:
         """``state(*args)`` in the child; raises ChildFailed if it crashes or takes over ``timeout_s``."""
         if self.pid is None:
-            raise ChildFailed(f"{self.what} is no longer running; {self.hint}", "exit")
+            raise ChildFailed(self.what, "is no longer running", self.hint, "exit")
         with contextlib.suppress(OSError):  # the child is gone: _answer reports how it ended
             _write_all(self._req_w, _encode(("call", args)))
         return self._answer(default_timeout() if timeout_s is None else float(timeout_s))
@@ -336,13 +352,11 @@ class ChildWorker:
             frame = _read_frame(self._res_r, time.monotonic() + timeout)
         except TimeoutError:
             self.close()
-            raise ChildFailed(
-                f"{self.what} did not answer within {timeout:g} s; {self.hint}", "timeout"
-            ) from None
+            raise _timeout(self.what, timeout) from None
         if frame is None:
             status = _reap(self.pid, kill=True) if self.pid is not None else None
             self.pid = None
-            err = _failure(status, self.what, self.hint, _log_tail(self._log), self.memory)
+            err = _failure(status, self.what, self.hint, _log_tail(self._log))
             self.close()
             raise err
         return _unpack(frame, self.what, self.memory)

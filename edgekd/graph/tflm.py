@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import sys
 import tempfile
 import threading
@@ -20,14 +21,15 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.child import LOG_ENV, ChildFailed, run_in_child
 from edgekd.errors import EdgekdError
 from edgekd.graph.quant import dequantize, quantize
-from edgekd.graph.tflite_model import read_tflite
+from edgekd.graph.tflite_model import read_tflite, read_tflite_bytes
 
 ModelSource = str | os.PathLike | bytes | bytearray | memoryview
 
 _FD_LOCK = threading.Lock()
-_LOG_ENV = "EDGEKD_TFLM_LOG"  # set in the child process: native output goes to this file
+_CRASH_HINT = "it cannot run on TFLite Micro as exported (corrupt file?); re-export it or report the file"
 _PROBE_CACHE: dict[str, dict[str, Any]] = {}
 _MAX_ARENA = 1 << 30
 _ALLOC_FAIL = re.compile(
@@ -47,7 +49,7 @@ class _Captured:
 def _capture_native_output() -> Iterator[_Captured]:
     """Redirect the process' stdout/stderr file descriptors to a temp file (C++ prints land there)."""
     cap = _Captured()
-    log = os.environ.get(_LOG_ENV)
+    log = os.environ.get(LOG_ENV)  # in a child of edgekd.child: its log, quoted if it crashes
     sink = open(log, "a+b") if log else tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115
     with _FD_LOCK, sink as tmp:
         start = tmp.seek(0, os.SEEK_END)
@@ -81,13 +83,7 @@ def _flush_libc() -> None:
 def _load(model: ModelSource) -> tuple[bytes, str]:
     if isinstance(model, (bytes, bytearray, memoryview)):
         return bytes(model), "<bytes>"
-    p = Path(model)
-    try:
-        return p.read_bytes(), str(p)
-    except OSError as e:
-        raise EdgekdError(
-            f"{p}: cannot read model file ({e.strerror}); pass the path of a .tflite model"
-        ) from None
+    return read_tflite_bytes(model), str(Path(model))
 
 
 def _initial_arena(data: bytes, source: str) -> int:
@@ -217,45 +213,16 @@ def _measure_in_process(data: bytes, source: str) -> dict[str, int]:
 
 
 def _probe(data: bytes, source: str) -> dict[str, int]:
-    """Load + measure the model in a child Python process; cached by content hash."""
+    """Load + measure the model in a forked child (time and memory limits); cached by content hash."""
     import hashlib
-    import json
-    import signal
-    import subprocess
 
     key = hashlib.sha1(data).hexdigest()
     hit = _PROBE_CACHE.get(key)
     if hit is None:
-        with tempfile.TemporaryDirectory(prefix="edgekd-tflm-") as d:
-            model_path, out_path, log_path = (
-                Path(d) / n for n in ("model.tflite", "result.json", "native.log")
-            )
-            model_path.write_bytes(data)
-            env = dict(os.environ, **{_LOG_ENV: str(log_path)})
-            code = (
-                "import sys; from edgekd.graph.tflm import _child_main; sys.exit(_child_main(sys.argv[1:]))"
-            )
-            cmd = [sys.executable, "-c", code, str(model_path), str(out_path), source]
-            try:
-                proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-            except subprocess.TimeoutExpired:
-                raise EdgekdError(f"{source}: TFLite Micro did not load the model within 600 s") from None
-            if out_path.exists():
-                hit = json.loads(out_path.read_text())
-            else:
-                code = proc.returncode
-                how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-                log = log_path.read_text(errors="replace") if log_path.exists() else ""
-                tail = " | ".join(ln.strip() for ln in (log + proc.stderr).splitlines() if ln.strip())[-200:]
-                hint = _crash_hint(data)
-                hit = {
-                    "error": f"{source}: TFLite Micro crashed ({how}) while loading the model"
-                    f"{f' ({tail})' if tail else ''}; "
-                    + (
-                        hint
-                        or "it cannot run on TFLite Micro as exported, try another op mix or report the file"
-                    )
-                }
+        try:
+            hit = {"arena": _isolated(_measure_in_process, data, source)}
+        except EdgekdError as e:
+            hit = {"error": str(e)}
         hit["source"] = source
         if len(_PROBE_CACHE) > 256:
             _PROBE_CACHE.clear()
@@ -263,6 +230,73 @@ def _probe(data: bytes, source: str) -> dict[str, int]:
     if "error" in hit:  # cached by content: name the file the caller passed
         raise EdgekdError(str(hit["error"]).replace(hit["source"], source, 1))
     return hit["arena"]
+
+
+def _isolated(fn: Any, data: bytes, source: str, *args: Any) -> Any:
+    """``fn(data, source, *args)`` in a child process (time and memory limits); a crash names the file,
+    the operator it happened in (found by running shorter prefixes of the model) and a likely cause."""
+    _read_named(data, source)  # structural validation first: a corrupt model never reaches TFLM
+    try:
+        return run_in_child(fn, data, source, *args, what=f"{source}: TFLite Micro", hint=_CRASH_HINT)
+    except ChildFailed as e:
+        if e.kind != "signal":
+            raise
+        hint = (_crash_hint(data) if e.sig == signal.SIGABRT else None) or e.hint
+        op = crash_operator(data, source, args[0] if fn is _invoke_all else None)
+        raise e.replace(hint=hint, at=f" in {op}" if op else "") from None
+
+
+def crash_operator(data: bytes, source: str, x: np.ndarray | None = None) -> str | None:
+    """``"operator K (NAME)"``: the first operator whose model prefix (operators 0..K, K's outputs made
+    the model outputs) crashes TFLite Micro in a child process on ``x`` (default: zeros); None if the
+    model has control flow, external buffers or no prefix crashes."""
+    m = _read_named(data, source)
+    if m.num_subgraphs != 1 or not m.operators or len(m.inputs) != 1:
+        return None
+    ind = m.input_details()[0]
+    shape = (1, *ind["shape"][1:]) if ind["shape"] else ()
+    x1 = np.zeros(shape, np.dtype(ind["dtype"])) if x is None else np.asarray(x)[:1].reshape(shape)
+
+    def crashes(k: int) -> bool:
+        prefix = _prefix_model(data, k)
+        if prefix is None:
+            return False
+        try:
+            run_in_child(_invoke_all, prefix, source, x1, shape, timeout_s=60)
+        except ChildFailed as e:
+            return e.kind == "signal"
+        except EdgekdError:
+            return False
+        return False
+
+    lo, hi = 0, len(m.operators) - 1
+    if not crashes(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if crashes(mid) else (mid + 1, hi)
+    return f"operator {lo} ({m.operators[lo].name})"
+
+
+def _prefix_model(data: bytes, k: int) -> bytes | None:
+    """The model cut after operator ``k`` of subgraph 0 (its outputs become the model outputs)."""
+    import flatbuffers
+
+    from edgekd.graph.tflite_model import _schema_module
+
+    s = _schema_module()
+    mt = s.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    if any(b.offset > 1 for b in mt.buffers or []):
+        return None
+    sg = mt.subgraphs[0]
+    sg.operators = sg.operators[: k + 1]
+    outs = [int(i) for i in sg.operators[k].outputs if i >= 0]
+    if not outs:
+        return None
+    sg.outputs = outs[:1]
+    b = flatbuffers.Builder(len(data) + 4096)
+    b.Finish(mt.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
 
 
 def _crash_hint(data: bytes) -> str | None:
@@ -281,20 +315,6 @@ def _crash_hint(data: bytes) -> str | None:
     return None
 
 
-def _child_main(argv: list[str]) -> int:
-    """Entry point of the probe child: load, measure, write JSON (never reached if TFLM aborts)."""
-    import json
-
-    model_path, out_path, source = argv
-    data = Path(model_path).read_bytes()
-    try:
-        result: dict[str, Any] = {"arena": _measure_in_process(data, source)}
-    except EdgekdError as e:
-        result = {"error": str(e)}
-    Path(out_path).write_text(json.dumps(result))
-    return 0
-
-
 def run_tflm(
     model: ModelSource, x: np.ndarray, *, quantize_io: bool = False, isolate: bool = True
 ) -> np.ndarray:
@@ -303,8 +323,8 @@ def run_tflm(
     ``x`` is a stack of samples ``(N, *input_shape[1:])`` or one sample without the batch axis. With
     ``quantize_io=True`` float ``x`` is quantized with the input tensor's scale/zero point and the
     int output is dequantized to float32; otherwise ``x`` must already have the input dtype.
-    Returns the stacked outputs, shape ``(N, *output_shape[1:])``. ``isolate`` first loads the model
-    in a child process (cached) so that a TFLM abort at load time raises EdgekdError instead.
+    Returns the stacked outputs, shape ``(N, *output_shape[1:])``. ``isolate`` (default) loads and runs
+    the model in a child process, so a TFLM crash, hang or runaway allocation raises EdgekdError.
     """
     data, source = _load(model)
     m = _read_named(data, source)
@@ -313,9 +333,6 @@ def run_tflm(
             f"{source}: run_tflm supports one input and one output, the model has "
             f"{len(m.inputs)} and {len(m.outputs)}; use tflm_interpreter() directly"
         )
-    if isolate:
-        _probe(data, source)
-    interp, _ = _build(data, source, None)
     ind = m.input_details()[0]
     outd = m.output_details()[0]
     in_shape = tuple(ind["shape"])
@@ -335,6 +352,17 @@ def run_tflm(
             f"{source}: input dtype {x.dtype} but the model expects {in_dtype}; "
             "quantize the input or pass quantize_io=True"
         )
+    run = _isolated if isolate else (lambda fn, *a: fn(*a))
+    outs = run(_invoke_all, data, source, x, sample_shape)
+    y = np.concatenate([o.reshape(1, *o.shape[1:]) if o.ndim else o.reshape(1) for o in outs], axis=0)
+    if quantize_io and np.dtype(outd["dtype"]).kind in "iu" and outd["scale"]:
+        y = dequantize(y, float(outd["scale"]), int(outd["zero_point"]))
+    return y
+
+
+def _invoke_all(data: bytes, source: str, x: np.ndarray, sample_shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Build the interpreter and run it on every sample of ``x``; the outputs."""
+    interp, _ = _build(data, source, None)
     outs = []
     failed = False
     with _capture_native_output() as cap:
@@ -347,7 +375,4 @@ def run_tflm(
             failed = True
     if failed:
         raise _diagnose(cap.text, source, data)
-    y = np.concatenate([o.reshape(1, *o.shape[1:]) if o.ndim else o.reshape(1) for o in outs], axis=0)
-    if quantize_io and np.dtype(outd["dtype"]).kind in "iu" and outd["scale"]:
-        y = dequantize(y, float(outd["scale"]), int(outd["zero_point"]))
-    return y
+    return outs

@@ -27,6 +27,7 @@ from edgekd.profile.runtimes import RUNTIMES, open_runtime, runtimes_for
 from edgekd.runfolder import RunFolder
 
 SCHEMA = "edgekd-report/1"
+NATIVE_SUFFIXES = (".tflite",)  # run by native runtimes that trust the file: profiled in a child process
 
 
 @dataclass
@@ -177,7 +178,9 @@ def _file_facts(path: Path) -> dict[str, Any]:
     elif ext == ".onnx":
         facts["macs"] = macs_mod.onnx_macs(path)
     elif ext == ".tflite":
-        data = path.read_bytes()
+        from edgekd.profile.runtimes import read_model_bytes
+
+        data = read_model_bytes(path)
         facts["macs"] = macs_mod.tflite_macs(data)
         from edgekd.profile.runtimes import tflite_precision
 
@@ -254,6 +257,50 @@ def _profile_row(
         "error": None,
         **{k: v for k, v in facts.items() if k != "facts_error"},
     }
+    if art.path.suffix.lower() in NATIVE_SUFFIXES:
+        return _native_row(row, art, runtime, facts, data, teacher_outputs, settings, targets)
+    return _measure_row(row, art, runtime, facts, data, teacher_outputs, settings, targets)
+
+
+def _native_row(row: dict[str, Any], art: Artifact, runtime: str, *args: Any) -> tuple[dict[str, Any], Any]:
+    """:func:`_measure_row` in a forked child with a time and memory limit (LiteRT / TFLite Micro crash
+    on corrupt models); a crash becomes the row's one-line error."""
+    from edgekd.child import ChildFailed, run_in_child
+
+    try:
+        return run_in_child(_measure_row, row, art, runtime, *args, what=f"{art.path}: {runtime}")
+    except ChildFailed as e:
+        row["error"] = str(_located(e, art.path) if runtime == "tflm" else e)
+    except EdgekdError as e:
+        row["error"] = str(e)
+    return row, None
+
+
+def _located(e: Any, path: Path) -> Any:
+    """A TFLite Micro crash with the operator it happened in, when a model prefix reproduces it."""
+    from edgekd.graph.tflm import crash_operator
+    from edgekd.profile.runtimes import read_model_bytes
+
+    if e.kind != "signal":
+        return e
+    try:
+        op = crash_operator(read_model_bytes(path), str(path))
+    except EdgekdError:
+        return e
+    return e.replace(at=f" in {op}") if op else e
+
+
+def _measure_row(
+    row: dict[str, Any],
+    art: Artifact,
+    runtime: str,
+    facts: dict[str, Any],
+    data: EvalData | None,
+    teacher_outputs: np.ndarray | None,
+    settings: dict[str, Any],
+    targets: list[dict[str, Any]],
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Load, time and evaluate one artifact on one runtime, filling ``row``."""
     rt = None
     ref_outputs = None
     try:
@@ -345,9 +392,16 @@ def _host() -> dict[str, Any]:
 
 
 def _sha(path: Path) -> str | None:
+    from edgekd.files import regular_file
+
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
+        regular_file(path)  # a FIFO or a link to /dev/zero is never read
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    except (OSError, EdgekdError):
         return None
 
 

@@ -219,10 +219,10 @@ def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
 
 
 def read_model_bytes(path: Path, magic: bytes | None = None) -> bytes:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise EdgekdError(f"{path}: cannot read ({e.strerror})") from None
+    """A ``.tflite`` file's bytes: a regular file under the size cap (:func:`edgekd.files.read_bytes_capped`)."""
+    from edgekd.files import MAX_TFLITE_BYTES, read_bytes_capped
+
+    data = read_bytes_capped(path, MAX_TFLITE_BYTES, "TFLite model")
     if magic is not None and (len(data) < 8 or data[4:8] != magic):
         raise EdgekdError(f"{path}: not a TFLite flatbuffer (missing 'TFL3' identifier)")
     return data
@@ -337,7 +337,7 @@ class TFLMRuntime(_TfliteBase):
     @classmethod
     def applicable(cls, path: Path) -> str | None:
         try:
-            _, full = tflite_precision(path.read_bytes())
+            _, full = tflite_precision(read_model_bytes(path))
         except Exception:  # noqa: BLE001  (load() reports the real error)
             return None
         return None if full else "not a full-integer model (TFLite Micro targets need int8)"
