@@ -118,6 +118,30 @@ def _limit(memory_bytes: int | None) -> None:
             resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
+def limit_preexec(memory_bytes: int | None = None) -> Callable[[], None]:
+    """A ``subprocess`` ``preexec_fn`` for a fresh native program run on an untrusted model: at most
+    ``memory_bytes`` of address space (default :func:`default_memory`), no core file."""
+    memory = default_memory() if memory_bytes is None else int(memory_bytes)
+
+    def preexec() -> None:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            resource.setrlimit(resource.RLIMIT_AS, (memory, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+    return preexec
+
+
+def exit_reason(returncode: int) -> str:
+    """``SIGSEGV, invalid memory access`` for a process killed by a signal, else ``exit code N``."""
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"{name}, {_SIGNALS.get(-returncode, 'killed')}"
+
+
 def _portable(e: BaseException) -> BaseException:
     """``e`` if it survives pickling, else a RuntimeError with its text."""
     try:
@@ -408,5 +432,7 @@ __all__ = [
     "ChildWorker",
     "default_memory",
     "default_timeout",
+    "exit_reason",
+    "limit_preexec",
     "run_in_child",
 ]

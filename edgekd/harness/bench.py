@@ -98,11 +98,20 @@ def _connect(model_path: Path, target: str, port: str | None, emulate: bool, sof
     if port is not None:
         yield port, {"device": "port"}
     elif software:
-        from edgekd.harness.softdevice import SoftwareDevice, pty_device, tflm_model_fn
+        from edgekd.harness.runner import DeviceError
+        from edgekd.harness.softdevice import SoftwareDevice, TflmModelFn, pty_device
 
-        run, nbytes = tflm_model_fn(model_path)
-        with pty_device(SoftwareDevice(run, nbytes, faults=dict(faults or {}))) as name:
-            yield name, {"device": "software (host TFLite Micro on a pseudo-terminal)"}
+        run = TflmModelFn(model_path)
+        device = SoftwareDevice(run, run.input_nbytes, faults=dict(faults or {}))
+        try:
+            with pty_device(device) as name:
+                yield name, {"device": "software (host TFLite Micro on a pseudo-terminal)"}
+        except DeviceError:
+            if device.failure is not None:  # the model crashed the interpreter: say that, not "e-[...]"
+                raise device.failure from None
+            raise
+        finally:
+            run.close()
     else:
         from edgekd.harness.qemu import emulated_board
 

@@ -16,21 +16,23 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from edgekd.errors import EdgekdError
 from edgekd.harness import protocol as p
 
 FIRMWARE = "edgekd-softdevice"
 
 
-def tflm_model_fn(model_path: str | os.PathLike) -> tuple[Callable[[bytes], list[int]], int]:
-    """(run, input_nbytes): ``run(input_bytes) -> output ints`` with the host TFLite Micro interpreter."""
+def _tflm_runner(model_path: str) -> tuple[Callable[[bytes], list[int]], int]:
+    """(run, input_nbytes) with an in-process host TFLite Micro interpreter (run in a ChildWorker)."""
     from edgekd.graph import read_tflite, tflm_interpreter
 
     m = read_tflite(model_path)
     ind = m.input_details()[0]
-    interp = tflm_interpreter(model_path)
+    interp = tflm_interpreter(model_path, isolate=False)
     shape, dtype = tuple(ind["shape"]), np.dtype(ind["dtype"])
 
     def run(data: bytes) -> list[int]:
@@ -39,6 +41,44 @@ def tflm_model_fn(model_path: str | os.PathLike) -> tuple[Callable[[bytes], list
         return [int(v) for v in np.asarray(interp.get_output(0)).reshape(-1)]
 
     return run, int(ind["nbytes"])
+
+
+class TflmModelFn:
+    """``run(input_bytes) -> output ints`` on the host TFLite Micro interpreter, which lives in a forked
+    child (:class:`edgekd.child.ChildWorker`): a model that crashes TFLM raises one EdgekdError line
+    instead of killing the benchmark. ``close()`` stops the child."""
+
+    def __init__(self, model_path: str | os.PathLike) -> None:
+        from edgekd.child import ChildWorker
+        from edgekd.graph import read_tflite
+
+        read_tflite(model_path)  # structural validation before the interpreter sees the file
+        self.path = str(model_path)
+        self._worker = ChildWorker(
+            _tflm_runner, self.path, what=f"{self.path}: TFLite Micro (software device)"
+        )
+        self.input_nbytes = int(self._worker.info)
+
+    def __call__(self, data: bytes) -> list[int]:
+        from edgekd.child import ChildFailed
+
+        try:
+            return self._worker.call(data)
+        except ChildFailed as e:
+            from edgekd.graph.tflm import crash_operator
+
+            op = crash_operator(Path(self.path).read_bytes(), self.path) if e.kind == "signal" else None
+            raise e.replace(at=f" in {op}") if op else e from None
+
+    def close(self) -> None:
+        self._worker.close()
+
+
+def tflm_model_fn(model_path: str | os.PathLike) -> tuple[TflmModelFn, int]:
+    """(run, input_nbytes): ``run(input_bytes) -> output ints`` with the host TFLite Micro interpreter
+    (in a child process; ``run.close()`` stops it)."""
+    fn = TflmModelFn(model_path)
+    return fn, fn.input_nbytes
 
 
 @dataclass
@@ -52,6 +92,7 @@ class SoftwareDevice:
     _results: list[int] = field(default_factory=list)
     _count: int = 0
     _t0: float = field(default_factory=time.monotonic)
+    failure: Exception | None = None  # why running the model failed (answered as e-[...])
 
     # ---- protocol ------------------------------------------------------------------------------
     def boot(self) -> list[str]:
@@ -71,6 +112,9 @@ class SoftwareDevice:
             out = self._dispatch(p.parse_command(text))
         except p.ProtocolError as e:
             out = [f"e-[{str(e)}]"]
+        except EdgekdError as e:  # the model run failed (a crash in the interpreter's child process)
+            self.failure = e
+            out = ["e-[model run failed]"]
         return [*out, p.READY]
 
     def _dispatch(self, cmd: p.Command) -> list[str]:

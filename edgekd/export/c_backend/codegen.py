@@ -421,6 +421,21 @@ def plan_arena(m: TFLiteModel, optimize: bool = True) -> tuple[list[int], dict[i
     return list(best.order), dict(best.offsets), tensor_head(best), name, greedy.head
 
 
+_MALFORMED = (ArithmeticError, AttributeError, IndexError, KeyError, TypeError, ValueError)
+
+
+def _emit(ctx: _Ctx, op: Operator) -> str:
+    """One operator's C call; parameters a validated model should not have become one line naming it."""
+    try:
+        return EMITTERS[op.name](ctx, op, ctx.options(op))
+    except _MALFORMED as e:
+        why = " ".join(str(e).split())[:120] or type(e).__name__
+        raise EdgekdError(
+            f"{ctx.m.source}: operator {op.index} ({op.opcode}) has parameters the C backend cannot use "
+            f"({type(e).__name__}: {why}); the file is corrupt or hand-edited, re-export the model"
+        ) from None
+
+
 def generate_c(
     model: str | os.PathLike | bytes | TFLiteModel, *, optimize_plan: bool = True, prefix: str = "edgekd"
 ) -> CModel:
@@ -429,11 +444,10 @@ def generate_c(
     _check(m)
     order, offsets, arena, method, greedy_head = plan_arena(m, optimize_plan)
     ctx = _Ctx(m, offsets)
-    calls = []
-    for i in order:
-        op = m.operators[i]
-        calls.append(f"    /* {i}: {op.opcode} */\n    " + EMITTERS[op.name](ctx, op, ctx.options(op)))
+    calls = [f"    /* {i}: {m.operators[i].opcode} */\n    " + _emit(ctx, m.operators[i]) for i in order]
     ti, to = m.tensors[m.inputs[0]], m.tensors[m.outputs[0]]
+    if ti.index not in offsets or to.index not in offsets:
+        raise EdgekdError(f"{m.source}: the model input or output is a constant tensor; re-export the model")
     io = {
         "input": {"offset": offsets[ti.index], "bytes": ti.nbytes, "shape": list(ti.shape), "scale": _scale(ti), "zero_point": _zp(ti)},
         "output": {"offset": offsets[to.index], "bytes": to.nbytes, "shape": list(to.shape), "scale": _scale(to), "zero_point": _zp(to)},

@@ -14,6 +14,7 @@ from edgekd.errors import EdgekdError
 
 C_TARGETS = ("cortex-m4-qemu",)
 CHECK_SAMPLES = 32
+MAX_CHECK_BYTES = 64 << 20  # random input bytes of the host check, all samples together
 
 
 def wants_c_export(source: str | os.PathLike, target: str | None, fmt: str | None, firmware: bool) -> bool:
@@ -28,7 +29,15 @@ def host_check(model_path: Path, cm: Any, n: int = CHECK_SAMPLES) -> dict[str, A
 
     if gcc() is None:
         return {"bit_exact": None, "note": "no host gcc: not checked"}
-    shape = read_tflite(model_path).input_details()[0]["shape"]
+    ind = read_tflite(model_path).input_details()[0]
+    shape = ind["shape"]
+    if ind["nbytes"] > MAX_CHECK_BYTES:  # bounded before anything is allocated
+        raise EdgekdError(
+            f"{model_path}: the model input declares {ind['nbytes']:,} bytes ({ind['dtype']} {shape}), over "
+            f"the {MAX_CHECK_BYTES >> 20} MiB the host check feeds; a microcontroller model takes far less "
+            "(corrupt file?); re-export the model"
+        )
+    n = max(1, min(n, MAX_CHECK_BYTES // max(int(ind["nbytes"]), 1)))
     x = np.random.default_rng(0).integers(-128, 128, size=(n, *shape[1:])).astype(np.int8)
     ref = run_tflm(model_path, x).reshape(n, -1)
     with HostBuild(cm) as hb:
@@ -61,8 +70,9 @@ def export_c(source: str | os.PathLike, *, target: str | None = None, fmt: str |
     src = Path(source)
     name = target or "c"
     if src.suffix.lower() == ".tflite":
-        if not src.is_file():
-            raise EdgekdError(f"{src}: not found; pass an int8 .tflite model")
+        from edgekd.graph import read_tflite
+
+        read_tflite(src)  # a regular file under the size cap, structurally valid; else one line
         model, out_dir = src, Path(out) if out else src.parent / f"{src.stem}_export" / Path(name).stem
         out_dir.mkdir(parents=True, exist_ok=True)
     else:

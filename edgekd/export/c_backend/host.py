@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.child import TIMEOUT_ENV, default_timeout, exit_reason, limit_preexec
 from edgekd.errors import EdgekdError
 from edgekd.export.c_backend.codegen import CModel
 
@@ -69,11 +70,18 @@ class HostBuild:
             str(self.exe),
             *srcs,
         ]
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=default_timeout())
+        except subprocess.TimeoutExpired:
+            raise EdgekdError(
+                f"{cmodel.source}: {cc} did not compile the generated C within {default_timeout():g} s "
+                f"(model far too big?); raise {TIMEOUT_ENV} if it is genuine"
+            ) from None
         if r.returncode != 0:
             raise EdgekdError(
                 f"{cmodel.source}: the generated C does not compile with {cc}: {r.stderr.strip()[:400]}"
             )
+        self.source = cmodel.source
         self.in_bytes, self.out_bytes = cmodel.input["bytes"], cmodel.output["bytes"]
         self.ns_per_inference = 0.0
 
@@ -81,12 +89,20 @@ class HostBuild:
         data = np.ascontiguousarray(x).astype(np.int8, copy=False).reshape(len(x), -1)
         if data.shape[1] != self.in_bytes:
             raise EdgekdError(f"input samples have {data.shape[1]} bytes, the model takes {self.in_bytes}")
-        r = subprocess.run(
-            [str(self.exe), str(repeats)], input=data.tobytes(), capture_output=True, timeout=600
-        )
-        if r.returncode != 0:
+        try:  # the generated code trusts the model: its own process, with time and memory limits
+            r = subprocess.run([str(self.exe), str(repeats)], input=data.tobytes(), capture_output=True,
+                               timeout=default_timeout(), preexec_fn=limit_preexec())  # fmt: skip
+        except subprocess.TimeoutExpired:
             raise EdgekdError(
-                f"the host build of the C model crashed (exit {r.returncode}): {r.stderr[:200]!r}"
+                f"{self.source}: the host build of the generated C did not finish within "
+                f"{default_timeout():g} s; raise {TIMEOUT_ENV} if the model is genuinely that slow"
+            ) from None
+        if r.returncode != 0:
+            said = " ".join(r.stderr.decode("utf-8", "replace").split())[:160]
+            raise EdgekdError(
+                f"{self.source}: the host build of the generated C crashed ({exit_reason(r.returncode)})"
+                f"{f' ({said})' if said else ''}; the model is corrupt or the C backend mishandles it, "
+                "please report the model"
             )
         for line in r.stderr.decode().splitlines():
             if line.startswith("ns_per_inference"):
