@@ -173,6 +173,9 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _enter_child(log_fd: int, memory_bytes: int | None) -> None:
+    import faulthandler
+
+    faulthandler.disable()  # a crash is reported by the parent, not as a Python stack dump (pytest's)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops the child
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)

@@ -20,6 +20,7 @@ from edgekd.harness.runner import Device, run_accuracy, run_performance
 
 BENCH_VERSION = 1
 MODES = ("accuracy", "performance", "all")
+MAX_INPUT_BYTES = 256 << 20  # all benchmark samples together (a microcontroller model takes KiBs each)
 
 
 def find_model(source: str | Path, target: str) -> tuple[Path, Path | None]:
@@ -62,6 +63,12 @@ def bench_inputs(model_path: Path, run: Path | None, data: str | None, samples: 
     m = read_tflite(model_path)
     ind = m.input_details()[0]
     shape = tuple(ind["shape"][1:])
+    if int(ind["nbytes"]) * samples > MAX_INPUT_BYTES:  # bounded before anything is allocated
+        raise EdgekdError(
+            f"{model_path}: {samples} samples of the declared input ({ind['dtype']} {ind['shape']}) take "
+            f"{int(ind['nbytes']) * samples:,} bytes, over the {MAX_INPUT_BYTES >> 20} MiB limit; pass fewer "
+            "--samples or check the model (corrupt?)"
+        )
     if data is None and run is not None and (run / "data.json").is_file():
         data = str(run / "data.json")
     ev = None

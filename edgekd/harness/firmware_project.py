@@ -47,9 +47,10 @@ def write_tflm_project(
 ) -> dict[str, Any]:
     from edgekd.export.micro import write_c_files
     from edgekd.graph import measure_arena, read_tflite
+    from edgekd.graph.tflite_model import read_tflite_bytes
 
-    data = Path(model_path).read_bytes()
-    m = read_tflite(data)
+    data = read_tflite_bytes(model_path)
+    m = read_tflite(model_path)
     arena = (measure_arena(data)["total"] + 15) // 16 * 16
     src = dst / "src"
     src.mkdir(parents=True, exist_ok=True)
