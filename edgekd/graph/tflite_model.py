@@ -334,6 +334,7 @@ def _buffer_sizes(m: Any, data: bytes, source: str) -> list[int]:
 def _parse(data: bytes, source: str) -> TFLiteModel:
     s = _schema_module()
     m = s.Model.GetRootAs(data, 0)
+    s.ModelT.InitFromPackedBuf(bytearray(data), 0)  # every table decodes (signatures, metadata, ...)
     version = m.Version()
     if m.SubgraphsLength() < 1:
         raise EdgekdError(f"{source}: TFLite flatbuffer has no subgraph; re-export the model")
