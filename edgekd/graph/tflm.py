@@ -243,38 +243,42 @@ def _isolated(fn: Any, data: bytes, source: str, *args: Any) -> Any:
             raise
         hint = (_crash_hint(data) if e.sig == signal.SIGABRT else None) or e.hint
         op = crash_operator(data, source, args[0] if fn is _invoke_all else None)
-        raise e.replace(hint=hint, at=f" in {op}" if op else "") from None
+        raise e.replace(hint=hint, at=f" at or before {op}" if op else "") from None
 
 
 def crash_operator(data: bytes, source: str, x: np.ndarray | None = None) -> str | None:
-    """``"operator K (NAME)"``: the first operator whose model prefix (operators 0..K, K's outputs made
-    the model outputs) crashes TFLite Micro in a child process on ``x`` (default: zeros); None if the
-    model has control flow, external buffers or no prefix crashes."""
+    """``"operator K (NAME)"``: the last operator of the shortest model prefix (operators 0..K, K's output
+    made the model output) that crashes TFLite Micro in a child process on ``x`` (default: one zero
+    sample), found by bisection. A kernel that corrupts memory may crash only in a later operator, so
+    callers say "at or before". None for models with control flow or external buffers, or if no
+    prefix crashes (memory corruption does not always crash)."""
     m = _read_named(data, source)
     if m.num_subgraphs != 1 or not m.operators or len(m.inputs) != 1:
         return None
     ind = m.input_details()[0]
     shape = (1, *ind["shape"][1:]) if ind["shape"] else ()
-    x1 = np.zeros(shape, np.dtype(ind["dtype"])) if x is None else np.asarray(x)[:1].reshape(shape)
+    xs = np.zeros((1, *shape[1:]), np.dtype(ind["dtype"])) if x is None else np.asarray(x)
+    crashed: set[int] = set()
 
     def crashes(k: int) -> bool:
         prefix = _prefix_model(data, k)
         if prefix is None:
             return False
         try:
-            run_in_child(_invoke_all, prefix, source, x1, shape, timeout_s=60)
+            run_in_child(_invoke_all, prefix, source, xs, shape, timeout_s=60)
         except ChildFailed as e:
-            return e.kind == "signal"
+            if e.kind == "signal":
+                crashed.add(k)
         except EdgekdError:
-            return False
-        return False
+            pass
+        return k in crashed
 
-    lo, hi = 0, len(m.operators) - 1
-    if not crashes(hi):
-        return None
+    lo, hi = 0, len(m.operators) - 1  # the whole model crashed: the first crashing prefix is in lo..hi
     while lo < hi:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if crashes(mid) else (mid + 1, hi)
+    if lo not in crashed and not crashes(lo):
+        return None
     return f"operator {lo} ({m.operators[lo].name})"
 
 

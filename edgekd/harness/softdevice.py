@@ -68,7 +68,7 @@ class TflmModelFn:
             from edgekd.graph.tflm import crash_operator
 
             op = crash_operator(Path(self.path).read_bytes(), self.path) if e.kind == "signal" else None
-            raise e.replace(at=f" in {op}") if op else e from None
+            raise e.replace(at=f" at or before {op}") if op else e from None
 
     def close(self) -> None:
         self._worker.close()

@@ -287,7 +287,7 @@ def _located(e: Any, path: Path) -> Any:
         op = crash_operator(read_model_bytes(path), str(path))
     except EdgekdError:
         return e
-    return e.replace(at=f" in {op}") if op else e
+    return e.replace(at=f" at or before {op}") if op else e
 
 
 def _measure_row(

@@ -10,6 +10,7 @@ from typing import Any
 
 from edgekd.errors import EdgekdError
 from edgekd.graph.tflite_model import TFLiteModel, read_tflite
+from edgekd.graph.validate import control_flow_visits
 
 ALIGN = 16
 OFFLINE_METADATA = "OfflineMemoryAllocation"
@@ -193,6 +194,7 @@ def _mark(
     """TFLM's AllocationInfoBuilder: buffers with lifetimes, each subgraph-0 op's scope span, and
     the number of scopes. Control-flow ops open one nested scope per subgraph they call."""
     sgs = _subgraphs(model)
+    control_flow_visits(model)  # bounded work: exponentially nested IF/WHILE is refused in one line
     n_ops = len(sgs[0].operators)
     order = list(range(n_ops)) if order is None else list(order)
     if sorted(order) != list(range(n_ops)):
