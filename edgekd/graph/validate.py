@@ -252,11 +252,30 @@ def _check_operator(o: _Op) -> None:
         check(o)
 
 
-def _conv_common(o: _Op, opt: Any) -> None:
+def _conv_common(o: _Op, opt: Any, inp: Tensor, flt: Tensor, out: Tensor) -> None:
     if opt.StrideH() < 1 or opt.StrideW() < 1:
         raise o.fail(f"stride {opt.StrideH()}x{opt.StrideW()} (must be >= 1)")
     if opt.DilationHFactor() < 1 or opt.DilationWFactor() < 1:
         raise o.fail(f"dilation {opt.DilationHFactor()}x{opt.DilationWFactor()} (must be >= 1)")
+    _spatial(o, opt.Padding(), inp, out, (flt.shape[1], flt.shape[2]), (opt.StrideH(), opt.StrideW()),
+             (opt.DilationHFactor(), opt.DilationWFactor()))  # fmt: skip
+
+
+def _spatial(o: _Op, padding: int, inp: Tensor, out: Tensor, window: tuple[int, int],
+             stride: tuple[int, int], dilation: tuple[int, int] = (1, 1)) -> None:  # fmt: skip
+    """Output height/width as TFLite computes them (``ComputeOutSize``): SAME ceil(in / stride),
+    VALID ceil((in - dilated window + 1) / stride)."""
+    if padding not in (0, 1):
+        raise o.fail(f"padding {padding} is neither SAME (0) nor VALID (1)")
+    want = []
+    for k in (1, 2):
+        size, st = inp.shape[k], stride[k - 1]
+        eff = (window[k - 1] - 1) * dilation[k - 1] + 1
+        want.append((size + st - 1) // st if padding == 0 else max((size + st - eff) // st, 0))
+    if list(out.shape[1:3]) != want:
+        raise o.fail(f"output {list(out.shape)} should be {want[0]}x{want[1]} for input {list(inp.shape)}, "
+                     f"window {window[0]}x{window[1]}, stride {stride[0]}x{stride[1]} and "
+                     f"{'SAME' if padding == 0 else 'VALID'} padding")  # fmt: skip
 
 
 def _bias(o: _Op, inp: Tensor, channels: int, pos: int = 2) -> None:
@@ -284,7 +303,7 @@ def _conv(o: _Op) -> None:
     for t, what in ((inp, "input"), (flt, "filter"), (out, "output")):
         o.rank(t, 4, what)
     opt = o.options()
-    _conv_common(o, opt)
+    _conv_common(o, opt, inp, flt, out)
     oc, ic, fc = out.shape[3], inp.shape[3], flt.shape[3]
     if flt.shape[0] != oc:
         raise o.fail(
@@ -304,7 +323,7 @@ def _depthwise(o: _Op) -> None:
     for t, what in ((inp, "input"), (flt, "filter"), (out, "output")):
         o.rank(t, 4, what)
     opt = o.options()
-    _conv_common(o, opt)
+    _conv_common(o, opt, inp, flt, out)
     dm, ic, oc = opt.DepthMultiplier(), inp.shape[3], out.shape[3]
     if flt.shape[0] != 1 or flt.shape[3] != oc:
         raise o.fail(f"filter shape {list(flt.shape)} does not match the output's {oc} channels")
@@ -363,6 +382,9 @@ def _pool(o: _Op) -> None:
                      "(all must be >= 1)")  # fmt: skip
     if inp.shape[0] != out.shape[0] or inp.shape[3] != out.shape[3]:
         raise o.fail(f"input {list(inp.shape)} and output {list(out.shape)} differ in batch or channels")
+    _spatial(
+        o, opt.Padding(), inp, out, (opt.FilterHeight(), opt.FilterWidth()), (opt.StrideH(), opt.StrideW())
+    )
     o.quantized(inp, out)
 
 
