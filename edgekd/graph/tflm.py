@@ -15,6 +15,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -246,12 +247,14 @@ def _isolated(fn: Any, data: bytes, source: str, *args: Any) -> Any:
         raise e.replace(hint=hint, at=f" at or before {op}" if op else "") from None
 
 
-def crash_operator(data: bytes, source: str, x: np.ndarray | None = None) -> str | None:
+def crash_operator(
+    data: bytes, source: str, x: np.ndarray | None = None, budget_s: float = 30.0
+) -> str | None:
     """``"operator K (NAME)"``: the last operator of the shortest model prefix (operators 0..K, K's output
     made the model output) that crashes TFLite Micro in a child process on ``x`` (default: one zero
     sample), found by bisection. A kernel that corrupts memory may crash only in a later operator, so
     callers say "at or before". None for models with control flow or external buffers, or if no
-    prefix crashes (memory corruption does not always crash)."""
+    prefix crashes (memory corruption does not always crash) within ``budget_s`` seconds in all."""
     m = _read_named(data, source)
     if m.num_subgraphs != 1 or not m.operators or len(m.inputs) != 1:
         return None
@@ -259,13 +262,15 @@ def crash_operator(data: bytes, source: str, x: np.ndarray | None = None) -> str
     shape = (1, *ind["shape"][1:]) if ind["shape"] else ()
     xs = np.zeros((1, *shape[1:]), np.dtype(ind["dtype"])) if x is None else np.asarray(x)
     crashed: set[int] = set()
+    deadline = time.monotonic() + budget_s
 
     def crashes(k: int) -> bool:
         prefix = _prefix_model(data, k)
-        if prefix is None:
+        left = deadline - time.monotonic()
+        if prefix is None or left < 0.5:
             return False
         try:
-            run_in_child(_invoke_all, prefix, source, xs, shape, timeout_s=60)
+            run_in_child(_invoke_all, prefix, source, xs, shape, timeout_s=left)
         except ChildFailed as e:
             if e.kind == "signal":
                 crashed.add(k)
