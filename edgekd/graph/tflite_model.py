@@ -259,21 +259,28 @@ def read_tflite_bytes(path: str | os.PathLike) -> bytes:
     return read_bytes_capped(path, MAX_TFLITE_BYTES, "TFLite model")
 
 
-def _bytes_of(path_or_bytes: str | os.PathLike | bytes | bytearray | memoryview) -> tuple[bytes, str]:
+def _bytes_of(
+    path_or_bytes: str | os.PathLike | bytes | bytearray | memoryview, source: str | None = None
+) -> tuple[bytes, str]:
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        return bytes(path_or_bytes), "<bytes>"
-    return read_tflite_bytes(path_or_bytes), str(Path(path_or_bytes))
+        return bytes(path_or_bytes), source or "<bytes>"
+    return read_tflite_bytes(path_or_bytes), source or str(Path(path_or_bytes))
 
 
 def read_tflite(
-    path_or_bytes: str | os.PathLike | bytes | bytearray | memoryview, *, validate: bool = True
+    path_or_bytes: str | os.PathLike | bytes | bytearray | memoryview,
+    *,
+    validate: bool = True,
+    source: str | None = None,
 ) -> TFLiteModel:
     """Parse a ``.tflite`` file (path) or its bytes. Raises EdgekdError for anything that is not one.
+
+    ``source`` names the model in messages (default: the path, or ``<bytes>``).
 
     With ``validate`` (default) the model is also checked structurally (:mod:`edgekd.graph.validate`:
     indices, shapes, quantization, op parameters, sizes) so no runtime sees an inconsistent model.
     """
-    data, source = _bytes_of(path_or_bytes)
+    data, source = _bytes_of(path_or_bytes, source)
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise EdgekdError(
             f"{source}: not a TFLite flatbuffer (no 'TFL3' identifier in {len(data)} bytes); "
@@ -293,6 +300,12 @@ def read_tflite(
 
         validate_model(model)
     return model
+
+
+def decode_everything(data: bytes) -> None:
+    """Decode every table of the flatbuffer (signatures, metadata, options, ...) with the object API;
+    raises what flatbuffers raises on a corrupt one."""
+    _schema_module().ModelT.InitFromPackedBuf(bytearray(data), 0)
 
 
 def _one_line(e: BaseException) -> str:
@@ -334,7 +347,6 @@ def _buffer_sizes(m: Any, data: bytes, source: str) -> list[int]:
 def _parse(data: bytes, source: str) -> TFLiteModel:
     s = _schema_module()
     m = s.Model.GetRootAs(data, 0)
-    s.ModelT.InitFromPackedBuf(bytearray(data), 0)  # every table decodes (signatures, metadata, ...)
     version = m.Version()
     if m.SubgraphsLength() < 1:
         raise EdgekdError(f"{source}: TFLite flatbuffer has no subgraph; re-export the model")

@@ -25,7 +25,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from edgekd.errors import EdgekdError
-from edgekd.graph.tflite_model import SubGraph, Tensor, TFLiteModel, _schema_module
+from edgekd.graph.tflite_model import (
+    SubGraph,
+    Tensor,
+    TFLiteModel,
+    _one_line,
+    _schema_module,
+    decode_everything,
+)
 
 MAX_ELEMENTS = 1 << 30  # per tensor (zero dimensions counted as 1)
 MAX_TENSOR_BYTES = 1 << 30
@@ -34,6 +41,7 @@ MAX_CONTROL_FLOW_VISITS = 100_000  # operator visits when IF/WHILE/CALL_ONCE sub
 _FIX = "the file is corrupt or hand-edited; re-export the model"
 _INT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767), "int4": (-8, 7)}
 _NO_FIXED_SIZE = {"string", "resource", "variant"}
+_VALID: dict[str, None] = {}  # content hashes of models that passed (validation is pure)
 
 
 def _fail(m: TFLiteModel, what: str) -> EdgekdError:
@@ -495,7 +503,24 @@ _CHECKS: dict[str, Callable[[_Op], None]] = {
 
 
 def validate_model(m: TFLiteModel) -> None:
-    """Raise one EdgekdError line for the first structural problem of ``m`` (see the module doc)."""
+    """Raise one EdgekdError line for the first structural problem of ``m`` (see the module doc).
+    A model that passed once (same bytes) is not checked again."""
+    import hashlib
+
+    key = hashlib.sha1(m.data).hexdigest()
+    if key in _VALID:
+        return
+    try:
+        decode_everything(m.data)  # tables edgekd does not read itself must decode too (signatures, ...)
+    except Exception as e:  # noqa: BLE001  (flatbuffers raises struct/index/type errors)
+        raise _fail(m, f"a table does not decode ({type(e).__name__}: {_one_line(e)})") from None
+    _validate(m)
+    if len(_VALID) > 1024:
+        _VALID.clear()
+    _VALID[key] = None
+
+
+def _validate(m: TFLiteModel) -> None:
     sgs = m.subgraphs
     activations = 0
     for sg in sgs:

@@ -178,9 +178,11 @@ def _file_facts(path: Path) -> dict[str, Any]:
     elif ext == ".onnx":
         facts["macs"] = macs_mod.onnx_macs(path)
     elif ext == ".tflite":
+        from edgekd.graph import read_tflite
         from edgekd.profile.runtimes import read_model_bytes
 
         data = read_model_bytes(path)
+        read_tflite(data, source=str(path))  # structural validation, the file named in the message
         facts["macs"] = macs_mod.tflite_macs(data)
         from edgekd.profile.runtimes import tflite_precision
 
@@ -258,6 +260,13 @@ def _profile_row(
         **{k: v for k, v in facts.items() if k != "facts_error"},
     }
     if art.path.suffix.lower() in NATIVE_SUFFIXES:
+        from edgekd.graph import read_tflite
+
+        try:
+            read_tflite(art.path)  # a corrupt file never reaches a runtime (nor costs a child process)
+        except EdgekdError as e:
+            row["error"] = str(e)
+            return row, None
         return _native_row(row, art, runtime, facts, data, teacher_outputs, settings, targets)
     return _measure_row(row, art, runtime, facts, data, teacher_outputs, settings, targets)
 

@@ -236,7 +236,7 @@ _GRAPH_KINDS = {
 }
 
 
-def tflite_precision(model_content: bytes) -> tuple[str, bool]:
+def tflite_precision(model_content: bytes, source: str | None = None) -> tuple[str, bool]:
     """``(precision label, full_integer)`` of a ``.tflite``: int8/int16 (full integer), fp16,
     dynamic-range, int8-float-io, fp32 or mixed. Uses :mod:`edgekd.graph` when available."""
     try:
@@ -244,7 +244,7 @@ def tflite_precision(model_content: bytes) -> tuple[str, bool]:
     except ImportError:
         read_tflite = None
     if read_tflite is not None:
-        g = read_tflite(model_content)
+        g = read_tflite(model_content, source=source)
         kind = g.kind
         if kind == "full_integer":
             io = {d["dtype"] for d in g.input_details() + g.output_details()}
@@ -274,7 +274,7 @@ class _TfliteBase(Runtime):
     def _read(self) -> bytes:
         data = read_model_bytes(self.path, magic=b"TFL3")
         try:
-            self.precision, self.full_integer = tflite_precision(data)
+            self.precision, self.full_integer = tflite_precision(data, str(self.path))
         except EdgekdError:
             raise
         except Exception as e:  # noqa: BLE001
