@@ -172,9 +172,20 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _enter_child(log_fd: int, memory_bytes: int | None) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this process when its parent ends (a killed child takes its own children along)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent ended before the call above
+        os._exit(1)
+
+
+def _enter_child(log_fd: int, memory_bytes: int | None, parent: int) -> None:
     import faulthandler
 
+    _die_with_parent(parent)
     faulthandler.disable()  # a crash is reported by the parent, not as a Python stack dump (pytest's)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops the child
     os.dup2(log_fd, 1)
@@ -187,10 +198,11 @@ def _fork(log_fd: int, memory_bytes: int | None, body: Callable[[], None]) -> in
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: run the body and leave, whatever happens
         try:
-            _enter_child(log_fd, memory_bytes)
+            _enter_child(log_fd, memory_bytes, parent)
             body()
         finally:
             os._exit(0)
