@@ -350,7 +350,8 @@ def _measure_row(
             if art.role == "teacher":  # the reference the others compare with
                 ref_outputs = outputs
     except Exception as e:  # noqa: BLE001  (one artifact's failure must not stop the others)
-        row["error"] = _error_text(e)
+        text = _error_text(e)  # a runtime's own exception does not name the file: say which one failed
+        row["error"] = text if isinstance(e, EdgekdError) else f"{art.path}: {runtime} failed ({text})"
     finally:
         if rt is not None:
             rt.close()
