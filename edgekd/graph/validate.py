@@ -158,7 +158,8 @@ def control_flow_visits(m: TFLiteModel, limit: int = MAX_CONTROL_FLOW_VISITS) ->
 
 # ---- operators -------------------------------------------------------------------------------------
 
-# op name -> (required inputs that must be present, outputs that must be present)
+# op name -> (leading inputs that must be present, leading outputs that must be present); other ops:
+# only their index ranges are checked
 _ARITY: dict[str, tuple[int, int]] = {
     "CONV_2D": (2, 1), "DEPTHWISE_CONV_2D": (2, 1), "FULLY_CONNECTED": (2, 1), "TRANSPOSE_CONV": (3, 1),
     "AVERAGE_POOL_2D": (1, 1), "MAX_POOL_2D": (1, 1), "L2_POOL_2D": (1, 1),
@@ -170,6 +171,7 @@ _ARITY: dict[str, tuple[int, int]] = {
     "STRIDED_SLICE": (4, 1), "GATHER": (2, 1), "SPLIT": (2, 1), "SPLIT_V": (3, 1), "ARG_MAX": (2, 1),
     "ARG_MIN": (2, 1), "BATCH_MATMUL": (2, 1), "RESIZE_BILINEAR": (2, 1), "RESIZE_NEAREST_NEIGHBOR": (2, 1),
     "UNIDIRECTIONAL_SEQUENCE_LSTM": (1, 1), "IF": (1, 0), "WHILE": (0, 0), "CALL_ONCE": (0, 0),
+    "ASSIGN_VARIABLE": (2, 0), "READ_VARIABLE": (1, 1), "VAR_HANDLE": (0, 1),
 }  # fmt: skip
 _ELEMENTWISE = {
     "RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "LOGISTIC", "TANH", "QUANTIZE", "DEQUANTIZE",
@@ -246,7 +248,7 @@ def _check_operator(o: _Op) -> None:
     for i in op.outputs:
         if i >= 0 and o.sg.tensors[i].has_data and not o.sg.tensors[i].is_variable:
             raise o.fail(f"writes tensor {i} ({o.sg.tensors[i].name!r}), which holds constant data")
-    n_in, n_out = _ARITY.get(op.opcode, (0, 1 if op.custom_code is None else 0))
+    n_in, n_out = _ARITY.get(op.opcode, (0, 0))
     for k in range(n_in):
         o.need(k)
     for k in range(n_out):
