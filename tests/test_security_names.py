@@ -298,6 +298,24 @@ def test_10b_a_second_run_on_a_locked_folder_is_refused_at_once(tmp_path, run_cl
     assert (runs / "r" / "model.pt").exists()
 
 
+def test_10b_export_profile_bench_refuse_a_folder_being_written(tmp_path, run_cli):
+    """A train/distill still writing RUN: export, profile and bench of RUN stop at once, write nothing."""
+    run = _tiny_run(tmp_path / "run")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=REPO)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = _tree(tmp_path)
+        for args in (["export", str(run), "--format", "onnx", "--quiet"], ["profile", str(run)],
+                     ["bench", str(run), "--target", "tflite-micro", "--software", "-q"]):  # fmt: skip
+            code, err = run_cli(args)
+            _one_line_error(code, err, str(run), "another edgekd process is writing")
+        assert _tree(tmp_path) == before
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
 def test_10b_the_lock_is_reentrant_in_one_process_and_released_after(tmp_path):
     import fcntl
     import os

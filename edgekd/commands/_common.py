@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -92,3 +94,17 @@ def run_and_report(
     click.echo(f"run folder: {run.root}")
     if acc is not None:
         click.echo(f"test accuracy: {acc:.4f} ({final.get('test_errors')} errors)")
+
+
+@contextlib.contextmanager
+def run_folder_locked(source: str | Path) -> Iterator[None]:
+    """Hold the run folder's lock while a command reads and writes it (export, profile, bench), so a
+    ``train``/``distill`` writing the same folder is refused at once instead of changing its model
+    mid-way; a file source needs no lock."""
+    if not Path(source).is_dir():
+        yield
+        return
+    from edgekd.runfolder import RunFolder
+
+    with RunFolder(source).lock():
+        yield

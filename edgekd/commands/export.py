@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgekd.commands._common import trust_option
+from edgekd.commands._common import run_folder_locked, trust_option
 from edgekd.errors import set_interrupt_message
 
 
@@ -68,14 +68,23 @@ def command(source: str, target: str | None, fmt: str | None, firmware: bool, qu
     set_interrupt_message(
         "export cancelled; exports are built in a temporary folder, so the previous export is intact"
     )
-    from edgekd.export.api import export_model
-    from edgekd.export.c_backend.export import export_c, wants_c_export
-
     if source.lower().endswith(".tflite"):
         click.echo(str(_export_tflite(source, target, fmt, quant, out, firmware, quiet, {
             "--calibration": calibration, "--eval": eval_data, "--route": route,
             "--method": _given("method") and method, "--all-networks": all_networks})))  # fmt: skip
         return
+    with run_folder_locked(source):
+        _export_source(source, target, fmt, firmware, quant, calibration, eval_data, route, method, out, quiet,
+                       all_networks)  # fmt: skip
+
+
+def _export_source(source: str, target: str | None, fmt: str | None, firmware: bool, quant: str | None,
+                   calibration: str | None, eval_data: str | None, route: str | None, method: str,
+                   out: str | None, quiet: bool, all_networks: bool) -> None:  # fmt: skip
+    """A run folder, .onnx or .pt: C backend sources, every network of the run, or one export."""
+    from edgekd.export.api import export_model
+    from edgekd.export.c_backend.export import export_c, wants_c_export
+
     if wants_c_export(source, target, fmt, firmware):
         kw = {"quant": quant, "calibration": calibration, "method": method}
         click.echo(

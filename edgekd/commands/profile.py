@@ -107,6 +107,7 @@ def command(
         from edgekd.runfolder import RunFolder
 
         run = RunFolder(paths[0])
+        run.check_unlocked()  # a train/distill still writing it: refused at once
         for model_file in (run.student, run.model, run.teacher):
             if model_file.exists():
                 check_model_file(model_file)  # a corrupt run file is an input error (exit 2), not a row
