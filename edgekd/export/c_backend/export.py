@@ -69,27 +69,29 @@ def export_c(source: str | os.PathLike, *, target: str | None = None, fmt: str |
     console = Console(stderr=True, quiet=quiet)
     src = Path(source)
     name = target or "c"
-    if src.suffix.lower() == ".tflite":
-        from edgekd.graph import read_tflite
+    if src.suffix.lower() == ".tflite":  # one path for a .tflite: checked options, atomic, one level
+        from edgekd.export.from_tflite import export_tflite
 
-        read_tflite(src)  # a regular file under the size cap, structurally valid; else one line
-        model, out_dir = src, Path(out) if out else src.parent / f"{src.stem}_export" / Path(name).stem
-        out_dir.mkdir(parents=True, exist_ok=True)
+        writer = None
+        if firmware:
+            from edgekd.harness.firmware_project import write_firmware
+
+            writer = write_firmware
+        fmt = fmt or ("c" if target is None else None)
+        return export_tflite(src, target=target, fmt=None if target else fmt, quant=export_kwargs.get("quant"),
+                             out=out, firmware=writer, quiet=quiet)  # fmt: skip
+    from edgekd.export.api import export_model
+
+    if fmt == "c":
+        if export_kwargs.pop("quant", None) not in (None, "int8"):
+            raise EdgekdError("--format c needs a full-integer model: --quant int8 (or leave --quant out)")
+        default = src / "export" / "c" if src.is_dir() else src.parent / f"{src.stem}_export" / "c"
+        out_dir = export_model(
+            src, fmt="tflite", quant="int8", out=out or default, quiet=quiet, **export_kwargs
+        )
     else:
-        from edgekd.export.api import export_model
-
-        if fmt == "c":
-            if export_kwargs.pop("quant", None) not in (None, "int8"):
-                raise EdgekdError(
-                    "--format c needs a full-integer model: --quant int8 (or leave --quant out)"
-                )
-            default = src / "export" / "c" if src.is_dir() else src.parent / f"{src.stem}_export" / "c"
-            out_dir = export_model(
-                src, fmt="tflite", quant="int8", out=out or default, quiet=quiet, **export_kwargs
-            )
-        else:
-            out_dir = export_model(src, target=target, out=out, quiet=quiet, **export_kwargs)
-        model = out_dir / "model_int8.tflite"
+        out_dir = export_model(src, target=target, out=out, quiet=quiet, **export_kwargs)
+    model = out_dir / "model_int8.tflite"
     if fmt == "c" or Path(name).stem in C_TARGETS or target is None:
         info = write_c_folder(model, out_dir)
         console.print(f"C backend: {len(info['ops'])} op types, arena {info['arena_bytes']:,} B "
