@@ -275,8 +275,9 @@ def test_10_bench_emulate_leaves_no_qemu_when_it_is_ended(tmp_path, how):
         cmd = [shutil.which("timeout") or pytest.skip("no timeout(1)"), "-s", "TERM", "8", *cmd]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
 
-    def default_sigint() -> None:  # a shell may start background jobs with SIGINT ignored
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    def default_sigint() -> None:  # a shell starts background jobs with SIGINT ignored, nohup SIGHUP
+        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
 
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             preexec_fn=default_sigint)  # fmt: skip
