@@ -52,8 +52,6 @@ DATA: dict[str, dict[str, Any]] = {
         "augment": [{"name": "translate", "params": {"max_shift": 1}}],
         "train": {"epochs": 60, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4}, "views": 32,
         "maps": ("features.1", "features.1"), "embedding": ("flatten", "flatten"),
-        "patient": {"alone": {"weight_decay": 5e-4, "epochs": 200}, "kd": {"T": 4.0, "alpha": 0.9, "epochs": 200},
-                    "dkd": {"T": 4.0, "beta": 8.0, "epochs": 200}},
     },
     "mnist": {
         "teacher": "mnist-cnn", "sweep_size": "10k", "seeds": [0, 1, 2], "val_fraction": 0.05,
@@ -83,8 +81,6 @@ def grid(data: str) -> dict[str, list[dict[str, Any]]]:
         "dist": [{"T": 1.0, "beta": 1.0}, {"T": 4.0, "beta": 2.0}],
         "feature": feats,
     }  # fmt: skip
-    for row, cfg in d.get("patient", {}).items():  # a longer schedule ("a good teacher is patient")
-        grid[row].append(cfg)
     return grid
 
 
