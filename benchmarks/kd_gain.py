@@ -211,10 +211,38 @@ class Budget:
         return self.deadline is None or time.time() < self.deadline
 
 
+def probe_config(data: str) -> dict[str, Any]:
+    """The schedule check: "alone" (its first configuration) at twice the data set's epochs."""
+    return {**grid(data)["alone"][0], "epochs": 2 * DATA[data]["train"]["epochs"]}
+
+
+def schedule_check(data: str, runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Has "alone" converged at the benchmark's epochs? Its seed-0 validation accuracy at twice the epochs
+    (a cosine schedule always moves in its last fifth, so the fair test is a longer schedule)."""
+    size = DATA[data]["sweep_size"]
+    by_key = {r["key"]: r for r in runs}
+    base = by_key.get(key_of(data, size, "alone", grid(data)["alone"][0], 0))
+    longer = by_key.get(key_of(data, size, "alone", probe_config(data), 0))
+    if base is None or longer is None:
+        return None
+    moved = 100 * (longer["val_accuracy"] - base["val_accuracy"])
+    return {"size": size, "epochs": base["epochs"], "val_accuracy": base["val_accuracy"],
+            "val_accuracy_at_twice_the_epochs": longer["val_accuracy"], "moved_points": round(moved, 3),
+            "converged": moved < 0.2, "rule": "alone at 2x the epochs gains < 0.2 validation points"}  # fmt: skip
+
+
 def sweep(data: str, budget: Budget) -> dict[str, Any] | None:
-    """Seed-0 validation runs of every configuration at the sweep size; None until all have run."""
+    """Seed-0 validation runs of every configuration at the sweep size, after the schedule check of
+    "alone" at twice the epochs; None until all have run."""
     chosen = {}
     size = DATA[data]["sweep_size"]
+    probe = probe_config(data)
+    if not (OUT / data / f"{key_of(data, size, 'alone', probe, 0)}.json").exists() and not budget.left():
+        return None
+    r = run_one(data, size, "alone", probe, 0, "probe")
+    print(
+        f"{data} schedule check, alone at {probe['epochs']} epochs: val {r['val_accuracy']:.4f}", flush=True
+    )
     for row, cfgs in grid(data).items():
         results = []
         for cfg in cfgs:
@@ -282,12 +310,15 @@ def summarise(datas: list[str]) -> dict[str, Any]:
         chosen = choose(data, runs)
         teacher = json.loads((TEACHERS_DIR / DATA[data]["teacher"] / "teacher.json").read_text())
         entry: dict[str, Any] = {"teacher": {"name": DATA[data]["teacher"], "test_accuracy": teacher["test_accuracy"]},
-                                 "chosen": chosen, "sweep": sweep_table(data, runs), "sizes": {}}  # fmt: skip
+                                 "chosen": chosen, "schedule_check": schedule_check(data, runs),
+                                 "sweep": sweep_table(data, runs), "sizes": {}}  # fmt: skip
         pending = []
         for size in SIZES:
             table, missing = size_table(data, size, chosen, runs, teacher["test_accuracy"])
             entry["sizes"][size] = table
             pending += missing
+        if entry["schedule_check"] is None:
+            pending.append(f"{data} schedule check (alone at {probe_config(data)['epochs']} epochs)")
         entry["pending"] = pending
         entry["complete"] = chosen is not None and not pending
         complete &= entry["complete"]
@@ -324,6 +355,8 @@ def size_table(data: str, size: str, chosen: dict[str, Any] | None, runs: list[d
     missing = [
         key_of(data, size, row, chosen[row], s) for row in ROWS for s in seeds if per_row[row][s] is None
     ]
+    missing += [f"export-{key_of(data, size, row, chosen[row], 0)}" for row in ROWS
+                if not (OUT / data / f"export-{key_of(data, size, row, chosen[row], 0)}.json").exists()]  # fmt: skip
     alone = per_row["alone"]
     table: dict[str, Any] = {}
     for row in ROWS:

@@ -43,3 +43,18 @@ def test_choice_is_made_on_validation_never_test():
         {"val_accuracy": 0.97, "val_loss": 0.1, "test_accuracy": 0.80, "config": {"T": 8.0}},
     ]
     assert kd_gain.best(runs)["config"] == {"T": 8.0}  # best val accuracy, ties by val loss
+
+
+def test_schedule_check_runs_alone_at_twice_the_epochs():
+    cfg = kd_gain.probe_config("mnist")
+    assert cfg["epochs"] == 2 * kd_gain.DATA["mnist"]["train"]["epochs"]
+    assert cfg not in kd_gain.grid("mnist")["alone"]  # never a candidate of the choice
+    size = kd_gain.DATA["mnist"]["sweep_size"]
+    base = kd_gain.grid("mnist")["alone"][0]
+    runs = [
+        {"key": kd_gain.key_of("mnist", size, "alone", base, 0), "epochs": 30, "val_accuracy": 0.9820},
+        {"key": kd_gain.key_of("mnist", size, "alone", cfg, 0), "epochs": 60, "val_accuracy": 0.9853},
+    ]
+    check = kd_gain.schedule_check("mnist", runs)
+    assert check["converged"] is False and abs(check["moved_points"] - 0.33) < 1e-9
+    assert kd_gain.schedule_check("mnist", runs[:1]) is None
