@@ -68,19 +68,20 @@ RECIPES: dict[str, dict[str, Any]] = {
         },
     },  # fmt: skip
     "fashion-mnist": {
+        # cnn-teacher (4 plain 3x3 convs, global average pooling) underfits Fashion-MNIST: v1 (crop 2, hflip,
+        # erase 0.35 p 0.5, 40 epochs) 91.97% test at 91.7% training accuracy; v2 (no erase, 60 epochs) 92.65%
+        # (2026-12-03). v3: a VGG of 6 convs (2x the MACs of cnn-teacher), dropout, the same augmentation.
         "name": "teacher-fashion-mnist",
         "seed": 0,
         "data": {
             "name": "fashion-mnist",
             "val_fraction": 0.1,
             **SPLIT,
-            # v1 (2026-12-03) also had erase(size 0.35, p 0.5) and 40 epochs: 91.97% test with a training
-            # accuracy of 91.7% under augmentation, i.e. underfit; v2 drops erase and trains 60 epochs
             "augment": [{"name": "crop", "params": {"padding": 2}}, {"name": "hflip"}],
         },
-        "model": {"name": "cnn-teacher"},
+        "model": {"name": "vgg", "kwargs": {"stages": [[32, 32], [64, 64], [128, 128]], "dropout": 0.3}},
         "train": {
-            "epochs": 60,
+            "epochs": 40,
             "batch_size": 128,
             "optimizer": "sgd",
             "lr": 0.05,
