@@ -381,9 +381,17 @@ def size_table(data: str, size: str, chosen: dict[str, Any] | None, runs: list[d
             "cost_ratio_to_alone": (sum(secs) / sum(a_secs)) if a_secs and row != "alone" else None,
             "params": next(iter(done.values()))["params"] if done else None,
             "convergence": [r["convergence"] for r in done.values()] if row == "alone" else None,
-            "int8": json.loads(export.read_text())["export"] if export.exists() else None,
+            "int8": int8_summary(json.loads(export.read_text())["export"]) if export.exists() else None,
         }  # fmt: skip
     return table, missing
+
+
+def int8_summary(export: dict[str, Any]) -> dict[str, Any]:
+    """The seed-0 student on TFLite Micro: int8 test accuracy beside its float one, flash and arena."""
+    checks = export["checks"]
+    return {"float_accuracy": checks["float_accuracy"], "int8_accuracy": checks["int8_accuracy"],
+            "runtime": checks["int8_runtime"], "flash_bytes": export["tflite"]["int8"]["bytes"],
+            "arena_bytes": export["micro"]["arena"]["tflm"]["total"]}  # fmt: skip
 
 
 def goals(summary: dict[str, Any]) -> dict[str, Any]:
@@ -481,10 +489,19 @@ def print_summary(summary: dict[str, Any]) -> None:
                 rows.append([row, f"{m:.2f} ± {sd:.2f}", f"{g[0]:+.2f} ± {g[1]:.2f}" if g else "",
                              f"{t['gap_closed']:.0%}" if t["gap_closed"] is not None else "",
                              f"{t['train_seconds']:.0f}", f"{t['cost_ratio_to_alone']:.2f}" if t["cost_ratio_to_alone"] else "",
-                             len(t["seeds"])])  # fmt: skip
+                             len(t["seeds"]), int8_cell(t["int8"])])  # fmt: skip
             teacher = entry["teacher"]["test_accuracy"] * 100
             print_table(f"{data} {size} (teacher {teacher:.2f}%)",
-                        ["row", "test %", "gain", "gap closed", "train s", "cost x", "seeds"], rows)  # fmt: skip
+                        ["row", "test %", "gain", "gap closed", "train s", "cost x", "seeds", "seed 0 int8 (flash, arena)"],
+                        rows)  # fmt: skip
+
+
+def int8_cell(i: dict[str, Any] | None) -> str:
+    if not i:
+        return ""
+    return (
+        f"{100 * i['int8_accuracy']:.2f} ({i['flash_bytes'] / 1024:.1f}, {i['arena_bytes'] / 1024:.1f} KiB)"
+    )
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
