@@ -492,7 +492,7 @@ def print_summary(summary: dict[str, Any]) -> None:
                              len(t["seeds"]), int8_cell(t["int8"])])  # fmt: skip
             teacher = entry["teacher"]["test_accuracy"] * 100
             print_table(f"{data} {size} (teacher {teacher:.2f}%)",
-                        ["row", "test %", "gain", "gap closed", "train s", "cost x", "seeds", "seed 0 int8 (flash, arena)"],
+                        ["row", "test %", "gain", "gap closed", "train s", "cost x", "seeds", "int8 s0 (flash, arena)"],
                         rows)  # fmt: skip
 
 
