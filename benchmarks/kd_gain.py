@@ -319,7 +319,7 @@ def summarise(datas: list[str]) -> dict[str, Any]:
             pending += missing
         if entry["schedule_check"] is None:
             pending.append(f"{data} schedule check (alone at {probe_config(data)['epochs']} epochs)")
-        entry["pending"] = pending
+        entry["pending"] = list(dict.fromkeys(pending))
         entry["complete"] = chosen is not None and not pending
         complete &= entry["complete"]
         summary["data"][data] = entry
