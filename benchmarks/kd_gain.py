@@ -8,7 +8,8 @@ FitNet hint, chosen on validation), beside the committed reference teacher (``be
 Phases (each run is one JSON under ``benchmarks/results/kd_gain/<data>/``, so a killed or later session
 continues where the last stopped; ``--budget-minutes`` stops launching runs after that time):
 
-1. ``sweep``: seed 0 on the validation split, every configuration of every row at the sweep size
+1. ``sweep``: first the schedule check ("alone" at twice the epochs, seed 0: converged when it gains less
+   than 0.2 validation points), then seed 0 on the validation split, every configuration of every row at the sweep size
    (``10k``; ``2k`` for digits); the best configuration per row by validation accuracy, ties by validation loss (test never read for the choice).
 2. ``final``: the chosen configuration of every row at every size, for every seed (3; 5 for digits).
    One data split (``data.split_seed: 0``) for all seeds: no seed's test examples are in the teacher's
