@@ -446,7 +446,7 @@ def same_training(demo: dict[str, Any], bench: dict[str, Any]) -> bool:
         "schedule",
         "teacher_views",
     )
-    b_losses = [{k: v for k, v in loss.items()} for loss in bench.get("losses", [])]
+    b_losses = bench.get("losses", [])
     d_losses = [{k: v for k, v in loss.items() if k in ("name", "weight", "params", "student", "teacher") and v}
                 for loss in demo.get("losses", [])]  # fmt: skip
     return (

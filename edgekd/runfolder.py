@@ -129,6 +129,16 @@ class RunFolder:
             if not _HELD[key][1]:
                 os.close(_HELD.pop(key)[0])  # closing the file drops the lock
 
+    @contextlib.contextmanager
+    def lock_if_used(self) -> Iterator[RunFolder]:
+        """:meth:`lock` for a reader that also writes (export, bench): held only when a locking run made the
+        lock file, so nothing is added to a folder that never had one (a downloaded run)."""
+        if not self.lock_file.exists():
+            yield self
+            return
+        with self.lock():
+            yield self
+
     def check_unlocked(self) -> None:
         """Refuse at once (one line) if another process is writing this folder; creates nothing."""
         if not self.lock_file.exists() or _held_key(self.lock_file) is not None:

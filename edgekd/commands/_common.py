@@ -98,16 +98,11 @@ def run_and_report(
 
 @contextlib.contextmanager
 def run_folder_locked(source: str | Path) -> Iterator[None]:
-    """Hold the run folder's lock while a command reads and writes it (export, profile, bench), so a
-    ``train``/``distill`` writing the same folder is refused at once instead of changing its model
-    mid-way; a file source, or a folder no locking run ever wrote, needs no lock (nothing is added to it)."""
-    from edgekd.runfolder import RunFolder
-
-    run = RunFolder(source)
-    if (
-        not Path(source).is_dir() or not run.lock_file.exists()
-    ):  # never written by a locking run: no file added
+    """A run-folder SOURCE of export / bench under :meth:`RunFolder.lock_if_used`; a file needs no lock."""
+    if not Path(source).is_dir():
         yield
         return
-    with run.lock():
+    from edgekd.runfolder import RunFolder
+
+    with RunFolder(source).lock_if_used():
         yield

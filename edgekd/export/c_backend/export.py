@@ -77,9 +77,8 @@ def export_c(source: str | os.PathLike, *, target: str | None = None, fmt: str |
             from edgekd.harness.firmware_project import write_firmware
 
             writer = write_firmware
-        fmt = fmt or ("c" if target is None else None)
-        return export_tflite(src, target=target, fmt=None if target else fmt, quant=export_kwargs.get("quant"),
-                             out=out, firmware=writer, quiet=quiet)  # fmt: skip
+        return export_tflite(src, target=target, fmt=None if target else (fmt or "c"),
+                             quant=export_kwargs.get("quant"), out=out, firmware=writer, quiet=quiet)  # fmt: skip
     from edgekd.export.api import export_model
 
     if fmt == "c":
