@@ -23,28 +23,13 @@ from typing import Any
 
 import pytest
 import yaml
+from _checks import one_line_error as _one_line_error
+from _checks import tree as _tree
 
 from edgekd.graph import measure_arena, read_tflite
 from edgekd.graph.sample_models import sample_models
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _tree(root: Path) -> dict[str, str]:
-    """Every file and folder under ``root`` with its content hash: what 'nothing changed' compares."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        key = str(p.relative_to(root))
-        out[key] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-    return out
-
-
-def _one_line_error(code: int, err: str, *parts: str) -> None:
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    assert "Traceback" not in err
-    for part in parts:
-        assert part in err, (part, err)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ nothing outside the run folder changed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -16,25 +15,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _checks import one_line_error as _one_line_error
+from _checks import tree as _tree
+from _checks import write_yaml as _write
 
 from edgekd.errors import EdgekdError
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _write(path: Path, data: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def _tree(root: Path) -> dict[str, str]:
-    """Every file and folder under ``root`` with its content hash: what 'nothing changed' compares."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        key = str(p.relative_to(root))
-        out[key] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-    return out
 
 
 def _recipe(**over) -> dict:
@@ -46,14 +33,6 @@ def _recipe(**over) -> dict:
     }
     base.update(over)
     return base
-
-
-def _one_line_error(code: int, err: str, *parts: str) -> None:
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    assert "Traceback" not in err
-    for part in parts:
-        assert part in err, (part, err)
 
 
 def _tiny_run(root: Path) -> Path:

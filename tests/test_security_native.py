@@ -23,6 +23,7 @@ import flatbuffers
 import numpy as np
 import psutil
 import pytest
+from _checks import one_line_error as _one_line_error
 
 from edgekd.child import ChildFailed, ChildWorker, run_in_child
 from edgekd.errors import EdgekdError
@@ -127,14 +128,6 @@ COMMANDS = ("profile", "export-c", "bench-software")
 
 def _tree(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): (p.lstat().st_size if p.is_file() else -1) for p in root.rglob("*")}
-
-
-def _one_line_error(code: int, err: str, *parts: str) -> None:
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    assert "Traceback" not in err
-    for part in parts:
-        assert part in err, (part, err)
 
 
 def _no_children() -> None:

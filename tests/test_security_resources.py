@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import threading
 import time
@@ -22,32 +21,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from _checks import one_line_error
+from _checks import tree as _tree
+from _checks import write_yaml as _write
 
 from edgekd.errors import EdgekdError
 
 
-def _write(path: Path, data: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def _tree(root: Path) -> dict[str, str]:
-    """Every file and folder under ``root`` with its content hash: what 'nothing changed' compares."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        key = str(p.relative_to(root))
-        out[key] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-    return out
-
-
 def _one_line_error(code: int, err: str, *parts: str) -> None:
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    assert "Traceback" not in err and "\x1b" not in err
-    for part in parts:
-        assert part in err, (part, err)
+    one_line_error(code, err, *parts, no_escapes=True)
 
 
 def _recipe(**over) -> dict:
