@@ -44,7 +44,7 @@ for _p in (str(ROOT), str(ROOT / "benchmarks")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from _common import machine, mean_std  # noqa: E402
+from _common import RunStore, machine, mean_std  # noqa: E402
 
 from edgekd.atomic import atomic_write_json  # noqa: E402
 from edgekd.data import ArrayDataset, DataSplits, load_data  # noqa: E402
@@ -263,11 +263,15 @@ def run_one(
     """Train one student (or read its stored result); returns val and test top-1 (%) and the wall time.
     With ``ctx["train"]`` false a run that is not stored yet is None."""
     key = run_key(size, method, seed, params, steps, ctx["teacher_hash"])
-    store = ctx["store"] / f"{key}.json"
-    if store.exists():
-        return json.loads(store.read_text())
-    if not ctx["train"]:
-        return None
+    found = ctx["store"].get(key)
+    if found is not None or not ctx["train"]:
+        return found
+    return ctx["store"].put(key, measure(ctx, size, method, seed, params, steps, key))
+
+
+def measure(
+    ctx: dict[str, Any], size: str, method: str, seed: int, params: dict[str, Any], steps: int, key: str
+) -> dict[str, Any]:
     splits, teacher = ctx["splits"], ctx["teacher"]
     if size == "full":
         idx = np.arange(len(splits.train))
@@ -287,7 +291,6 @@ def run_one(
            "test_acc": round(100 * evaluate(net, splits.test)["accuracy"], 2),
            "wall_s": round(out["seconds"], 1), "teacher_cache": out["teacher_cache"], "key": key,
            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
-    atomic_write_json(store, rec)
     return rec
 
 
@@ -497,7 +500,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     store = runs_dir / ("fewshot-runs-quick" if args.quick else "fewshot-runs")
     store.mkdir(parents=True, exist_ok=True)
-    ctx = {"splits": splits, "teacher": teacher, "store": store, "cache_dir": runs_dir / ".teacher-cache",
+    ctx = {"splits": splits, "teacher": teacher, "store": RunStore(store), "cache_dir": runs_dir / ".teacher-cache",
            "log": lambda s: print(s, flush=True), "train": not args.no_train, "teacher_hash": tinfo["state_hash"]}  # fmt: skip
     if full_epochs > 0:
         sizes = sizes + ["full"]

@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import REPO, machine, mean_std, print_table, write_results  # noqa: E402
+from _common import REPO, machine, mean_std, print_table, train_run, write_results  # noqa: E402
 
 PAPER = {"teacher_errors": 67, "student_errors": 146, "distilled_errors": 74}
 VAL_IMAGES = 10_000
@@ -85,16 +85,9 @@ def cfg_name(kind: str, cfg: dict[str, Any]) -> str:
 
 def train(r: dict[str, Any], runs: Path, distill: bool) -> dict[str, Any]:
     """Train (or reuse) one run; return its figures read back from the run folder."""
-    from edgekd.distill.runner import prepare_data, run_training
     from edgekd.recipe import recipe_from_dict
 
-    rec = recipe_from_dict(r, "benchmark")
-    run = runs / rec.name
-    if not (run / "metrics.json").exists():
-        t0 = time.time()
-        run_training(rec, runs, distill=distill, resume=(run / "checkpoint.pt").exists(),
-                     progress=sys.stdout.isatty(), splits=prepare_data(rec))  # fmt: skip
-        (run / "wall_seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
+    run, _ = train_run(recipe_from_dict(r, "benchmark"), runs, distill=distill, progress=sys.stdout.isatty())
     m = json.loads((run / "metrics.json").read_text())
     hist = m["history"]
     last = hist[-1]

@@ -29,14 +29,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._common import REPO, RESULTS, machine, mean_std, print_table  # noqa: E402
+from benchmarks._common import (
+    REPO,
+    RESULTS,
+    RunStore,
+    machine,
+    mean_std,
+    print_table,
+    train_run,
+    write_results,
+)  # noqa: E402
 from benchmarks.teachers import TEACHERS_DIR  # noqa: E402
 
 OUT = RESULTS / "kd_gain"
@@ -146,32 +154,30 @@ def convergence(history: list[dict[str, Any]]) -> dict[str, Any]:
             "rule": "mean val accuracy of the last 10% of epochs vs the 10% before the last fifth, < 0.2 points"}  # fmt: skip
 
 
+def store(data: str) -> RunStore:
+    """The committed record of every finished run (and export) of data set ``data``."""
+    return RunStore(OUT / data)
+
+
 def run_one(data: str, size: str, row: str, cfg: dict[str, Any], seed: int, phase: str) -> dict[str, Any]:
-    """Train one configuration (or read its JSON if it already ran) and record what it measured."""
+    """Train one configuration (or read its record if it already ran) and record what it measured."""
     key = key_of(data, size, row, cfg, seed)
-    path = OUT / data / f"{key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    from edgekd.atomic import atomic_write_json
-    from edgekd.distill.runner import run_training
+    return store(data).get_or_run(key, lambda: measure_run(data, size, row, cfg, seed, phase))
+
+
+def measure_run(data: str, size: str, row: str, cfg: dict[str, Any], seed: int, phase: str) -> dict[str, Any]:
     from edgekd.recipe import recipe_from_dict
 
+    key = key_of(data, size, row, cfg, seed)
     recipe = recipe_from_dict(recipe_dict(data, size, row, cfg, seed), key)
-    runs = RUNS / data
-    folder = runs / key
-    resume = (folder / "checkpoint.pt").exists() and not (folder / "metrics.json").exists()
-    if folder.exists() and not resume:
-        shutil.rmtree(folder)
-    t0 = time.perf_counter()
-    run = run_training(recipe, runs, distill=row != "alone", resume=resume, progress=False)
-    wall = time.perf_counter() - t0
-    metrics = json.loads(run.metrics.read_text())
-    speed = json.loads((run.root / "speed.json").read_text()) if (run.root / "speed.json").exists() else {}
+    folder, wall = train_run(recipe, RUNS / data, distill=row != "alone")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    speed = json.loads((folder / "speed.json").read_text()) if (folder / "speed.json").exists() else {}
     history = metrics.get("history", [])
     cache = speed.get("teacher_cache")
-    result = {
+    return {
         "data": data, "size": size, "row": row, "config": cfg, "seed": seed, "phase": phase, "key": key,
-        "params": sum(p.numel() for p in _student(run.root).parameters()),
+        "params": sum(p.numel() for p in _student(folder).parameters()),
         "epochs": len(history),
         "val_accuracy": history[-1].get("val_accuracy") if history else None,
         "val_loss": history[-1].get("val_loss") if history else None,
@@ -188,8 +194,6 @@ def run_one(data: str, size: str, row: str, cfg: dict[str, Any], seed: int, phas
         "device": speed.get("device", "cpu"),
         "machine": machine(),
     }  # fmt: skip
-    atomic_write_json(path, result)
-    return result
 
 
 def _student(root: Path):
@@ -238,7 +242,7 @@ def sweep(data: str, budget: Budget) -> dict[str, Any] | None:
     chosen = {}
     size = DATA[data]["sweep_size"]
     probe = probe_config(data)
-    if not (OUT / data / f"{key_of(data, size, 'alone', probe, 0)}.json").exists() and not budget.left():
+    if key_of(data, size, "alone", probe, 0) not in store(data) and not budget.left():
         return None
     r = run_one(data, size, "alone", probe, 0, "probe")
     print(
@@ -247,7 +251,7 @@ def sweep(data: str, budget: Budget) -> dict[str, Any] | None:
     for row, cfgs in grid(data).items():
         results = []
         for cfg in cfgs:
-            if not (OUT / data / f"{key_of(data, size, row, cfg, 0)}.json").exists() and not budget.left():
+            if key_of(data, size, row, cfg, 0) not in store(data) and not budget.left():
                 return None
             results.append(run_one(data, size, row, cfg, 0, "sweep"))
             print(f"{data} sweep {row} {cfg}: val {results[-1]['val_accuracy']:.4f}", flush=True)
@@ -262,7 +266,7 @@ def final(data: str, chosen: dict[str, Any], budget: Budget) -> list[str]:
         for size in SIZES:
             for row in ROWS:
                 key = key_of(data, size, row, chosen[row], seed)
-                if (OUT / data / f"{key}.json").exists():
+                if key in store(data):
                     continue
                 if not budget.left():
                     pending.append(key)
@@ -275,20 +279,19 @@ def final(data: str, chosen: dict[str, Any], budget: Budget) -> list[str]:
 def export_one(data: str, size: str, row: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """int8 TFLite Micro accuracy, flash and arena of the seed-0 student (retrained if its folder is gone)."""
     key = key_of(data, size, row, cfg, 0)
-    path = OUT / data / f"export-{key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    from edgekd.atomic import atomic_write_json
+    return store(data).get_or_run(f"export-{key}", lambda: {"key": key, "export": measure_export(data, key, size,
+                                                                                                 row, cfg)})  # fmt: skip
+
+
+def measure_export(data: str, key: str, size: str, row: str, cfg: dict[str, Any]) -> dict[str, Any]:
     from edgekd.export.api import export_model
 
     folder = RUNS / data / key
     if not ((folder / "student.pt").exists() or (folder / "model.pt").exists()):
-        (OUT / data / f"{key}.json").unlink(missing_ok=True)
+        store(data).path(key).unlink(missing_ok=True)
         run_one(data, size, row, cfg, 0, "final")
     out = export_model(str(folder), target="tflite-micro", quiet=True)
-    info = json.loads((Path(out) / "export.json").read_text())
-    atomic_write_json(path, {"key": key, "export": info})
-    return {"key": key, "export": info}
+    return json.loads((Path(out) / "export.json").read_text())
 
 
 def load_all(data: str) -> list[dict[str, Any]]:
@@ -357,7 +360,7 @@ def size_table(data: str, size: str, chosen: dict[str, Any] | None, runs: list[d
         key_of(data, size, row, chosen[row], s) for row in ROWS for s in seeds if per_row[row][s] is None
     ]
     missing += [f"export-{key_of(data, size, row, chosen[row], 0)}" for row in ROWS
-                if not (OUT / data / f"export-{key_of(data, size, row, chosen[row], 0)}.json").exists()]  # fmt: skip
+                if f"export-{key_of(data, size, row, chosen[row], 0)}" not in store(data)]  # fmt: skip
     alone = per_row["alone"]
     table: dict[str, Any] = {}
     for row in ROWS:
@@ -370,7 +373,7 @@ def size_table(data: str, size: str, chosen: dict[str, Any] | None, runs: list[d
         gap = 100 * teacher_acc - a_m
         secs = [r["train_seconds"] for r in done.values()]
         a_secs = [alone[s]["train_seconds"] for s in done if alone[s]]
-        export = OUT / data / f"export-{key_of(data, size, row, chosen[row], 0)}.json"
+        export = store(data).get(f"export-{key_of(data, size, row, chosen[row], 0)}")
         table[row] = {
             "config": chosen[row], "seeds": sorted(done), "test_accuracy": [m, sd],
             "val_accuracy": mean_std([100 * r["val_accuracy"] for r in done.values()]),
@@ -382,7 +385,7 @@ def size_table(data: str, size: str, chosen: dict[str, Any] | None, runs: list[d
             "cost_ratio_to_alone": (sum(secs) / sum(a_secs)) if a_secs and row != "alone" else None,
             "params": next(iter(done.values()))["params"] if done else None,
             "convergence": [r["convergence"] for r in done.values()] if row == "alone" else None,
-            "int8": int8_summary(json.loads(export.read_text())["export"]) if export.exists() else None,
+            "int8": int8_summary(export["export"]) if export else None,
         }  # fmt: skip
     return table, missing
 
@@ -557,14 +560,10 @@ def main() -> None:
         if "export" in args.phase and budget.left():
             for size in SIZES:
                 for row in ROWS:
-                    if (
-                        OUT / data / f"{key_of(data, size, row, chosen[row], 0)}.json"
-                    ).exists() and budget.left():
+                    if key_of(data, size, row, chosen[row], 0) in store(data) and budget.left():
                         export_one(data, size, row, chosen[row])
-    from edgekd.atomic import atomic_write_json
-
     summary = summarise(list(DATA))
-    atomic_write_json(RESULTS / "kd_gain.json", summary)
+    write_results("kd_gain", summary)
     print_summary(summary)
     plot(summary, REPO / "docs" / "kd_gain.png")
     print(f"complete: {summary['complete']}; results in {RESULTS / 'kd_gain.json'}")

@@ -28,7 +28,7 @@ for p in (str(ROOT), str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from _common import machine, mean_std  # noqa: E402
+from _common import machine, mean_std, train_run  # noqa: E402
 
 STUDENT = {"name": "cnn", "kwargs": {"channels": [16, 32, 64], "depthwise": False}}
 TEACHER = {"name": "cnn", "kwargs": {"channels": [32, 64, 128], "depthwise": False, "dropout": 0.1}}
@@ -141,22 +141,11 @@ COLLECT = {"on": False}
 
 def train(rec: dict, runs: Path, distill: bool) -> tuple[Path, float]:
     """One run (cached: a finished run folder is reused); returns its folder and training seconds."""
-    from edgekd.distill.runner import run_training
     from edgekd.recipe import recipe_from_dict
 
-    folder = runs / rec["name"]
-    if COLLECT["on"] and not (folder / "metrics.json").exists():
+    if COLLECT["on"] and not (runs / rec["name"] / "metrics.json").exists():
         raise NotCached(rec["name"])
-    if (folder / "metrics.json").exists():
-        if (folder / "time.json").exists():
-            return folder, float(json.loads((folder / "time.json").read_text())["seconds"])
-        hist = json.loads((folder / "metrics.json").read_text()).get("history", [])
-        return folder, float(sum(h.get("seconds", 0.0) for h in hist))
-    t0 = time.perf_counter()
-    run_training(recipe_from_dict(rec), runs, distill=distill, progress=False, overwrite=True)
-    seconds = time.perf_counter() - t0
-    (folder / "time.json").write_text(json.dumps({"seconds": seconds}))
-    return folder, seconds
+    return train_run(recipe_from_dict(rec), runs, distill=distill)
 
 
 def test_acc(folder: Path) -> float:

@@ -23,7 +23,6 @@ rewritten after every run.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import REPO, machine, mean_std, print_table  # noqa: E402
+from _common import REPO, RunStore, machine, mean_std, print_table, spec_key  # noqa: E402
 
 from edgekd.atomic import atomic_write_json  # noqa: E402
 from edgekd.data import ArrayDataset, DataSplits, load_data  # noqa: E402
@@ -76,15 +75,12 @@ def n_params(channels: list[int], splits: DataSplits) -> int:
     return sum(p.numel() for p in build_model("cnn", **student_kwargs(channels, splits)).parameters())
 
 
-def run_key(spec: dict[str, Any]) -> str:
-    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def train_one(spec: dict[str, Any], splits: DataSplits, train: ArrayDataset, cache: Path) -> dict[str, Any]:
     """One training run through edgekd's engine; cached as ``cache/<key>.json``."""
-    path = cache / f"{run_key(spec)}.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    return RunStore(cache).get_or_run(spec_key(spec), lambda: measure(spec, splits, train))
+
+
+def measure(spec: dict[str, Any], splits: DataSplits, train: ArrayDataset) -> dict[str, Any]:
     seed = spec["seed"]
     seed_everything(seed)
     student = build_model("cnn", **student_kwargs(spec["channels"], splits))
@@ -104,7 +100,7 @@ def train_one(spec: dict[str, Any], splits: DataSplits, train: ArrayDataset, cac
     assert type(model).__name__ == "TinyCNN"
     rec = {
         **spec,
-        "key": run_key(spec),
+        "key": spec_key(spec),
         "train_n": len(train),
         "wall_s": round(wall, 1),  # 1 thread on a 2-core machine shared with other jobs
         "s_per_epoch": round(wall / spec["epochs"], 2),
@@ -122,13 +118,11 @@ def train_one(spec: dict[str, Any], splits: DataSplits, train: ArrayDataset, cac
             for r in fit.history
         ],
     }
-    atomic_write_json(path, rec)
     return rec
 
 
 def cached(spec: dict[str, Any], cache: Path) -> dict[str, Any] | None:
-    path = cache / f"{run_key(spec)}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return RunStore(cache).get(spec_key(spec))
 
 
 def summarise(base: list[dict[str, Any]], aug: list[dict[str, Any]]) -> dict[str, Any]:

@@ -25,9 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import REPO, machine, mean_std, print_table, write_results  # noqa: E402
+from _common import REPO, machine, mean_std, print_table, train_run, write_results  # noqa: E402
 
-from edgekd.distill.runner import run_training  # noqa: E402
 from edgekd.recipe import load_recipe  # noqa: E402
 
 
@@ -36,15 +35,7 @@ def run_example(name: str, runs: Path, seed: int, teacher: Path, distill: bool, 
     if distill:
         over.append(f"teacher.path={teacher}")
     rec = load_recipe(REPO / "examples" / name, over)
-    folder = runs / rec.name
-    if not (folder / "metrics.json").exists():
-        run_training(
-            rec,
-            runs,
-            distill=distill,
-            progress=sys.stdout.isatty(),
-            resume=(folder / "checkpoint.pt").exists(),
-        )
+    folder, _ = train_run(rec, runs, distill=distill, progress=sys.stdout.isatty())
     return json.loads((folder / "metrics.json").read_text())
 
 
