@@ -2,7 +2,7 @@
 
 ``torchrun --nproc_per_node N -m edgekd distill RECIPE`` (or ``edgekd distill --nproc N RECIPE``) starts N
 processes; each reads ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` from the environment and joins one process
-group (NCCL on GPUs, gloo on the CPU). The rules the engine follows:
+group (NCCL on GPUs, gloo on the CPU). The rules the training loop (``edgekd.distill.train``) follows:
 
 - every rank draws the same seeded permutation; the step's global batch (``train.batch_size``) is split
   across ranks the way ``DistributedSampler`` splits an epoch (rank r takes rows r, r+N, r+2N, ...), so the
