@@ -51,8 +51,9 @@ from edgekd.data import ArrayDataset, DataSplits, load_data  # noqa: E402
 from edgekd.data.fewshot import few_shot_indices  # noqa: E402
 from edgekd.distill.cache import hash_module  # noqa: E402
 from edgekd.distill.compose import LossSpec  # noqa: E402
-from edgekd.distill.engine import Stage, Trainer, evaluate, seed_everything  # noqa: E402
 from edgekd.distill.methods import Distiller, build_method  # noqa: E402
+from edgekd.distill.train import Stage, Trainer, seed_everything  # noqa: E402
+from edgekd.metrics.evaluate import evaluate  # noqa: E402
 from edgekd.models import build_model, load_model, save_model  # noqa: E402
 from edgekd.recipe import TrainConfig  # noqa: E402
 from edgekd.runfolder import RunFolder  # noqa: E402
@@ -209,7 +210,7 @@ def get_cnn_teacher(splits: DataSplits, runs_dir: Path, quick: bool) -> tuple[nn
         "kwargs": TEACHER["kwargs"],
         "params": sum(p.numel() for p in teacher.parameters()),
         "data": "54k training split (+ its mirror image: flip), validation held out",
-        "loop": "edgekd.distill.engine.Trainer, method supervised",
+        "loop": "edgekd.distill.train.Trainer, method supervised",
         "phases": meta["phases"],
         "train_wall_s": round(sum(epoch_s), 1),
         "s_per_epoch_of_flipped_set": round(float(np.mean(epoch_s)), 1) if epoch_s else None,
@@ -527,7 +528,7 @@ def main(argv: list[str] | None = None) -> None:
                         "ops": "3x3 conv, BN (folded at export), ReLU, 2x2 max pool, global average pool, linear"},
             "training": {**STUDENT_TRAIN, "steps_per_size": steps, "batch": "min(64, size)",
                          "schedule_note": f"cosine over {VIRTUAL_EPOCHS} virtual epochs of the engine",
-                         "loop": "edgekd.distill.engine.Trainer (the loop of edgekd distill)",
+                         "loop": "edgekd.distill.train.Trainer (the loop of edgekd distill)",
                          "feature_methods": FEATURE_METHODS, "feature_stage_fraction": FEATURE_STAGE_FRACTION,
                          "full_set": {"epochs": full_epochs, "seeds": full_seeds,
                                       "note": "one short pass (CPU budget); its settings are the largest few-shot size's choice"}},

@@ -39,8 +39,9 @@ from _common import REPO, RunStore, machine, mean_std, print_table, spec_key  # 
 
 from edgekd.atomic import atomic_write_json  # noqa: E402
 from edgekd.data import ArrayDataset, DataSplits, load_data  # noqa: E402
-from edgekd.distill.engine import Stage, Trainer, evaluate, seed_everything  # noqa: E402
 from edgekd.distill.methods import build_method  # noqa: E402
+from edgekd.distill.train import Stage, Trainer, seed_everything  # noqa: E402
+from edgekd.metrics.evaluate import evaluate  # noqa: E402
 from edgekd.models import build_model  # noqa: E402
 from edgekd.recipe import TrainConfig  # noqa: E402
 from edgekd.runfolder import RunFolder  # noqa: E402
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
             "pool, linear; NetAug exports the same plain model",
         },
         "training": {
-            "engine": "edgekd.distill.engine.Trainer via build_method",
+            "engine": "edgekd.distill.train.Trainer via build_method",
             "optimizer": "adam",
             "lr": args.lr,
             "schedule": "cosine per epoch",

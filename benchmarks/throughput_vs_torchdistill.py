@@ -137,8 +137,8 @@ def edgekd_trainer(teacher, student, a, epochs, cache_dir, **augment):
     """edgekd's Trainer for the recipe: Hinton KD from ``teacher``, or labels only when it is None."""
     import shutil
 
-    from edgekd.distill.engine import Stage, Trainer
     from edgekd.distill.methods import build_method
+    from edgekd.distill.train import Stage, Trainer
     from edgekd.recipe import TrainConfig
     from edgekd.runfolder import RunFolder
 
@@ -410,8 +410,8 @@ def prepare_aug_teacher(work: Path) -> str:
 def train_teacher(spec: dict, train, work: Path):
     import torch
 
-    from edgekd.distill.engine import Stage, Trainer
     from edgekd.distill.methods import build_method
+    from edgekd.distill.train import Stage, Trainer
     from edgekd.recipe import TrainConfig
     from edgekd.runfolder import RunFolder
 
@@ -461,7 +461,7 @@ def accuracy(work: Path, spec: dict, weights: Path) -> float:
     import torch
 
     from edgekd.data import ArrayDataset
-    from edgekd.distill.engine import evaluate
+    from edgekd.metrics.evaluate import evaluate
 
     a = load_arrays(work)
     m = build(spec)

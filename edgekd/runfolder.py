@@ -198,3 +198,53 @@ def _acquire(lock_file: Path, root: Path, create: bool = True) -> int:
             ) from None
         raise EdgekdError(f"{lock_file}: cannot lock the run folder ({e.strerror})") from None
     return fd
+
+
+def write_metrics(run: RunFolder, result: Any, extra: dict[str, Any] | None = None) -> None:
+    """``metrics.json``: the epochs' rows and final figures of ``result`` (a ``FitResult``), plus ``extra``."""
+    from edgekd.atomic import atomic_write_json
+
+    atomic_write_json(run.metrics, {"history": result.history, "final": result.final, **(extra or {})})
+
+
+def plot_curves(run: RunFolder, history: list[dict[str, Any]], title: str) -> None:
+    """Training curves (loss terms and accuracies per epoch) as ``curves.png``, written atomically."""
+    if not history:
+        return
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgekd.atomic import atomic_write_bytes
+
+    epochs = [r["epoch"] for r in history]
+    keys = list(dict.fromkeys(k for r in history for k in r))  # stages may log different terms
+    fig, (losses, metrics) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for k in keys:
+        if k.startswith("train_") and k != "train_accuracy":
+            losses.plot(epochs, [r.get(k, float("nan")) for r in history], label=k[6:])
+    if "val_loss" in keys:
+        losses.plot(epochs, [r.get("val_loss", float("nan")) for r in history], "--", label="val loss")
+    losses.set_xlabel("epoch"), losses.set_ylabel("loss"), losses.legend(), losses.set_title("loss terms")
+    metric_keys = [k for k in CURVE_METRICS if k in keys]
+    for k in metric_keys:
+        metrics.plot(epochs, [r.get(k, float("nan")) for r in history], label=k)
+    for r0, r1 in zip(history, history[1:]):  # stage boundaries
+        if r0.get("stage") != r1.get("stage"):
+            for ax in (losses, metrics):
+                ax.axvline(r0["epoch"] + 0.5, color="grey", lw=0.8, ls=":")
+    metrics.set_xlabel("epoch"), metrics.set_title("metrics")
+    if metric_keys:
+        metrics.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(run.curves, buf.getvalue())
+
+
+CURVE_METRICS = ("train_accuracy", "val_accuracy", "test_accuracy", "val_auc", "val_recon_error")

@@ -213,3 +213,15 @@ def test_a_run_recorded_before_augment_existed_still_resumes():
     assert resume_differences(old, current) == []
     changed = recipe_from_dict({"name": "a", "data": {"name": "digits", "jitter": 1, "augment": ["erase"]}})
     assert resume_differences(old, changed.to_dict()) == ["data.augment"]
+
+
+def test_batch_shows_each_example_the_view_of_its_epoch():
+    aug = Augmentation.translation(2, seed=3)
+    x, y = torch.rand(10, 1, 6, 6), torch.arange(10)
+    idx = torch.tensor([4, 1, 7])
+    xb, yb, views = aug.batch(x, y, idx, 5, 0, 10)
+    assert views.tolist() == [5, 5, 5] and torch.equal(yb, y[idx])
+    want, _ = aug.apply(x, y, idx.numpy(), np.full(3, 5), 10)
+    assert torch.equal(xb, want)
+    _, _, cached = aug.batch(x, y, idx, 5, 2, 10)  # two stored views: each example shows one of them
+    assert set(cached.tolist()) <= {0, 1}

@@ -13,10 +13,10 @@ import yaml
 
 from edgekd.cli import main
 from edgekd.distill.compose import LossComposer
-from edgekd.distill.engine import Stage, Trainer, TrainingInterrupted
 from edgekd.distill.losses import Step
 from edgekd.distill.methods.base import Distiller
 from edgekd.distill.runner import run_training
+from edgekd.distill.train import Stage, Trainer, TrainingInterrupted
 from edgekd.errors import EdgekdError
 from edgekd.models import build_model, load_model
 from edgekd.recipe import LossConfig, TrainConfig, recipe_from_dict

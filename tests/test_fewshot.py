@@ -86,11 +86,11 @@ def test_apply_few_shot_keeps_exactly_the_sampled_rows() -> None:
 
 
 def test_runner_gives_the_engine_only_the_sampled_rows(tmp_path: Path, monkeypatch) -> None:
-    from edgekd.distill import engine, runner
+    from edgekd.distill import runner, train
     from edgekd.recipe import recipe_from_dict
 
     seen = {}
-    real_fit = engine.Trainer.fit
+    real_fit = train.Trainer.fit
 
     def spy(self, train, val=None, test=None, **kw):
         seen["train"] = (train.x.copy(), train.y.copy())

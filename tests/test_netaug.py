@@ -213,8 +213,8 @@ def test_netaug_resume_is_exact(tmp_path):
     """The augmented-width sampler's RNG is checkpointed: interrupted + resumed == uninterrupted."""
     import torch as _torch
 
-    from edgekd.distill.engine import TrainingInterrupted
     from edgekd.distill.runner import run_training
+    from edgekd.distill.train import TrainingInterrupted
     from edgekd.models import load_model
     from edgekd.recipe import recipe_from_dict
 

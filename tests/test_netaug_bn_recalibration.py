@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from edgekd.data import ArrayDataset
-from edgekd.distill.engine import Stage, Trainer
 from edgekd.distill.methods import build_method
+from edgekd.distill.train import Stage, Trainer
 from edgekd.models import build_model
 from edgekd.recipe import TrainConfig
 from edgekd.runfolder import RunFolder

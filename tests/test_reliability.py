@@ -15,8 +15,8 @@ import torch
 import yaml
 
 from edgekd.atomic import atomic_torch_save, atomic_write_bytes, atomic_write_text
-from edgekd.distill.engine import TrainingInterrupted, non_finite_tensors
 from edgekd.distill.runner import run_training
+from edgekd.distill.train import TrainingInterrupted, non_finite_tensors
 from edgekd.errors import EdgekdError
 from edgekd.models import load_model, save_model, trust_model_code
 from edgekd.recipe import load_recipe, recipe_from_dict

@@ -249,6 +249,11 @@ class Augmentation:
         self.specs = specs
         self.seed = int(seed)
 
+    @classmethod
+    def translation(cls, max_shift: int, seed: int) -> Augmentation:
+        """A random translation of up to ``max_shift`` pixels (``data.jitter``, Hinton's jitter)."""
+        return cls([AugmentSpec("translate", {"max_shift": int(max_shift)})], seed)
+
     def __bool__(self) -> bool:
         return bool(self.specs)
 
@@ -281,6 +286,14 @@ class Augmentation:
             draws = Draws(self.seed, np.asarray(view), b.index, k * DRAWS_PER_TRANSFORM)
             b = t.fn(b, draws, ctx, **spec.params)
         return b.x.contiguous(), b.y
+
+    def batch(self, x_all: Tensor, y_all: Tensor, idx: Tensor, epoch: int, k_views: int,
+              num_classes: int) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        """Inputs, labels and view numbers of the examples ``idx`` in ``epoch``: the view each example shows
+        this epoch (a fresh one, or one of the ``k_views`` cached views)."""
+        views = self.pick_views(epoch, idx.numpy(), k_views)
+        xb, yb = self.apply(x_all, y_all, idx.numpy(), views, num_classes)
+        return xb, yb, torch.from_numpy(views)
 
 
 def _check_param(t: Transform, key: str, value: Any, where: str) -> Any:

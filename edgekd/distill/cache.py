@@ -23,8 +23,11 @@ memory-mapped tensor, never unpickled objects.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,11 @@ import torch
 from torch import Tensor, nn
 
 from edgekd.atomic import atomic_torch_save
+from edgekd.data import ArrayDataset
+from edgekd.data.augment import Augmentation
+from edgekd.distill.distributed import DistContext
+from edgekd.distill.methods.base import Distiller
+from edgekd.errors import EdgekdError
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +70,6 @@ def hash_array(a: np.ndarray) -> str:
 
 
 def hash_obj(obj: Any) -> str:
-    import json
-
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -160,10 +166,116 @@ class TeacherCache:
 def compute_outputs(fn: Callable[[Tensor], Tensor], x: Tensor, device: torch.device, batch: int = 1024,
                     autocast: Callable[[], Any] | None = None) -> Tensor:  # fmt: skip
     """``fn`` over ``x`` in batches of ``batch`` (no autograd graph), concatenated on the CPU."""
-    import contextlib
-
     outs = []
     for i in range(0, len(x), batch):
         with autocast() if autocast else contextlib.nullcontext():
             outs.append(fn(x[i : i + batch].to(device)).float().cpu())
     return torch.cat(outs)
+
+
+class TeacherOutputs:
+    """The teachers' stored outputs during one fit: built (or found) once per teacher, then sliced by the
+    batch's indices; what was decided is recorded in ``speed`` (the run folder's ``speed.json``).
+
+    Without augmentation: the outputs on every training example ``(N, ...)``. With augmentation and
+    ``train.teacher_views = K``: the outputs on K views of every example ``(K, N, ...)`` in fp16; the
+    student then draws one of those views each epoch. The teacher always scores the student's view.
+    """
+
+    def __init__(self, cache_dir: str | Path | None, preprocessing: dict[str, Any], augment: Augmentation | None,
+                 teacher_views: int, num_classes: int, speed: dict[str, Any]) -> None:  # fmt: skip
+        self.cache_dir = cache_dir  # None: no teacher-output cache
+        self.preprocessing, self.augment = preprocessing, augment
+        self.teacher_views, self.num_classes, self.speed = teacher_views, num_classes, speed
+        self._stored: dict[int, Tensor] = {}  # id(teacher) -> its outputs on the training set
+
+    def for_stage(self, distiller: Distiller, train: ArrayDataset, device: torch.device,
+                  autocast: Callable[[], Any], ctx: DistContext) -> Tensor | None:  # fmt: skip
+        """The teacher's stored outputs (on ``device``), or None when the teacher runs on every step."""
+        teacher = getattr(distiller, "teacher", None)
+        if teacher is None:
+            return None
+        t_in = getattr(distiller, "teacher_input", "x")
+        views = self.teacher_views if t_in == "x" else 0
+        if self.augment is not None:
+            self.speed["teaching"] = ("consistent: the teacher scores the student's augmented view" if t_in == "x"
+                                      else f"the teacher reads the unaugmented privileged input {t_in!r}")  # fmt: skip
+            self.speed["augment"] = self.augment.describe()
+            self.speed["teacher_views"] = views or "online (every view is new)"
+        why_not = self._why_not(distiller, t_in, views)
+        if why_not:
+            self.speed["teacher_cache"] = f"off: {why_not}"
+            log.info("teacher-output cache off: %s", why_not)
+            return None
+        if id(teacher) not in self._stored:
+            self._stored[id(teacher)] = self._load_or_build(
+                distiller, train, t_in, views, device, autocast, ctx
+            )
+        return self._stored[id(teacher)]
+
+    def batch(self, outputs: Tensor, idx: Tensor, views: Tensor) -> Tensor:
+        """The stored outputs of examples ``idx``, each on the view ``views`` it shows (float32)."""
+        if outputs.dim() == 2 or self.augment is None:
+            return outputs[idx].float()
+        return outputs[views.to(outputs.device), idx].float()
+
+    def _why_not(self, distiller: Distiller, t_in: str, views: int) -> str | None:
+        if self.cache_dir is None:
+            return "train.cache_teacher is off"
+        if self.augment is not None and t_in == "x" and not views:
+            return (
+                "data.augment shows new views every epoch (train.teacher_views: 0): the teacher runs online"
+            )
+        if not distiller.cacheable_teacher():
+            return (
+                f"method {type(distiller).__name__} runs the teacher itself (teacher features, input "
+                "gradients, or no cached-output support)"
+            )
+        return None
+
+    def _load_or_build(self, distiller: Distiller, train: ArrayDataset, t_in: str, views: int,
+                       device: torch.device, autocast: Callable[[], Any], ctx: DistContext) -> Tensor:  # fmt: skip
+        assert self.cache_dir is not None
+        t_x = train.x if t_in == "x" else train.extra[t_in]
+        prep = {**self.preprocessing, "teacher_input": t_in, "device": device.type,
+                "amp": self.speed.get("amp", "off")}  # fmt: skip
+        if views:
+            prep.update(
+                {"augment": self.augment.describe(), "augment_seed": self.augment.seed, "views": views}
+            )
+        cache = TeacherCache(self.cache_dir, make_key(distiller.teacher, t_x, prep))
+        t0 = time.perf_counter()
+        compute = lambda: self._compute(distiller, t_x, train.y, views, device, autocast)  # noqa: E731
+        out = cache.get(compute, write=ctx.is_main) if ctx.is_main else None
+        ctx.barrier()  # rank 0 has written it: the others read it (or compute it without writing)
+        if not ctx.is_main:
+            out = cache.get(compute, write=False)
+        if out.shape[int(bool(views))] != len(train) or (views and out.shape[0] != views):
+            raise EdgekdError(f"{cache.path}: holds outputs of shape {tuple(out.shape)} for {len(train)} "
+                              f"training samples and {views or 1} view(s); delete it")  # fmt: skip
+        self.speed["teacher_cache"] = {**cache.record(), "seconds": round(time.perf_counter() - t0, 3)}
+        return out.to(device)
+
+    def _compute(self, distiller: Distiller, t_x: np.ndarray, y: np.ndarray, views: int,
+                 device: torch.device, autocast: Callable[[], Any]) -> Tensor:  # fmt: skip
+        """The teacher (in eval mode) on every example: ``(N, ...)``, or on K views of each ``(K, N, ...)``
+        in fp16."""
+        teacher = distiller.teacher
+        was = teacher.training
+        teacher.eval()
+        x_all = torch.from_numpy(t_x)
+        try:
+            if not views:
+                return compute_outputs(distiller.teacher_outputs, x_all, device, autocast=autocast)
+            y_all, n, chunk = torch.from_numpy(y), len(x_all), 4096
+            out = []
+            for v in range(views):
+                parts = []
+                for i in range(0, n, chunk):
+                    idx = np.arange(i, min(n, i + chunk))
+                    xv, _ = self.augment.apply(x_all, y_all, idx, np.full(len(idx), v), self.num_classes)
+                    parts.append(compute_outputs(distiller.teacher_outputs, xv, device, autocast=autocast))
+                out.append(torch.cat(parts).half())
+            return torch.stack(out)
+        finally:
+            teacher.train(was)

@@ -2,7 +2,7 @@
 
 ``torchrun --nproc_per_node N -m edgekd distill RECIPE`` (or ``edgekd distill --nproc N RECIPE``) starts N
 processes; each reads ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` from the environment and joins one process
-group (NCCL on GPUs, gloo on the CPU). The rules the engine follows:
+group (NCCL on GPUs, gloo on the CPU). The rules the training loop (``edgekd.distill.train``) follows:
 
 - every rank draws the same seeded permutation; the step's global batch (``train.batch_size``) is split
   across ranks the way ``DistributedSampler`` splits an epoch (rank r takes rows r, r+N, r+2N, ...), so the
@@ -51,6 +51,12 @@ class DistContext:
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
         return t
 
+    def describe(self) -> str:
+        """The backend as recorded in ``speed.json``."""
+        if not self.enabled:
+            return "single process"
+        return f"torch.distributed ({torch.distributed.get_backend()}), DistributedDataParallel"
+
 
 def env_world() -> tuple[int, int, int]:
     """``(rank, world_size, local_rank)`` as torchrun sets them (``(0, 1, 0)`` outside torchrun)."""
@@ -96,6 +102,20 @@ def check_batch(batch_size: int, world: int, where: str = "train.batch_size") ->
 def local_rows(n: int, ctx: DistContext) -> slice:
     """The rows of a global batch of ``n`` that this rank trains on (the DistributedSampler split)."""
     return slice(ctx.rank, n, ctx.world_size) if ctx.enabled else slice(None)
+
+
+def reduce_step(loss: Tensor, terms: dict[str, Tensor], logits: Tensor, labels: Tensor, n_local: int,
+                n_global: int, ctx: DistContext, task: str) -> tuple[Tensor, dict[str, Tensor], int]:  # fmt: skip
+    """The global batch's mean loss and terms and its correct count, from every rank's local ones."""
+    correct = (logits.argmax(1) == labels).sum().float() if task == "classification" else loss.new_zeros(())
+    vec = torch.stack([loss.detach().float() * n_local, *(v.detach().float() * n_local for v in terms.values()),
+                       correct.detach()]).cpu()  # fmt: skip
+    if torch.distributed.get_backend() == "nccl":
+        vec = ctx.all_reduce_sum(vec.to(loss.device)).cpu()
+    else:
+        vec = ctx.all_reduce_sum(vec)
+    mean = vec[:-1] / n_global
+    return mean[0], dict(zip(terms, mean[1:])), int(vec[-1])
 
 
 class TrainStep(nn.Module):

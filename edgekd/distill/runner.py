@@ -16,21 +16,19 @@ from edgekd.atomic import atomic_write_bytes, atomic_write_json, atomic_write_te
 from edgekd.data import DataSplits, load_data
 from edgekd.data.augment import Augmentation, check_shapes
 from edgekd.distill.bias import tune_class_bias
-from edgekd.distill.engine import (
+from edgekd.distill.methods import build_method
+from edgekd.distill.train import (
     Stage,
     Trainer,
     TrainingDiverged,
-    plot_curves,
     resolve_device,
     seed_everything,
     stage_param_groups,
-    write_metrics,
 )
-from edgekd.distill.methods import build_method
 from edgekd.errors import EdgekdError
 from edgekd.models import build_model, load_model, save_model
 from edgekd.recipe import Recipe, augment_specs, dump_recipe
-from edgekd.runfolder import LOCK_FILE, RunFolder
+from edgekd.runfolder import LOCK_FILE, RunFolder, plot_curves, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +286,7 @@ def write_results(run: RunFolder, recipe: Recipe, splits: DataSplits, distiller:
     }
     if recipe.eval.tune_bias_for_classes:
         extra["bias_correction"] = tune_class_bias(final_model, recipe.eval.tune_bias_for_classes, splits.val)
-        from edgekd.distill.engine import evaluate
+        from edgekd.metrics.evaluate import evaluate
 
         result.final.update({f"test_{k}": v for k, v in evaluate(final_model, splits.test).items()})
     if recipe.data.exclude_classes:

@@ -17,7 +17,6 @@ from edgekd.distill.losses import (  # noqa: F401  (registration)
 )
 from edgekd.distill.losses.base import LOSSES, TASKS, LossInfo, Step, check_params, register_loss
 from edgekd.distill.losses.logits import cross_entropy, kd_loss, kd_per_example, soft_cross_entropy
-from edgekd.distill.losses.reconstruction import reconstruction_error
 
 __all__ = [
     "LOSSES",
@@ -30,5 +29,4 @@ __all__ = [
     "kd_loss",
     "kd_per_example",
     "soft_cross_entropy",
-    "reconstruction_error",
 ]

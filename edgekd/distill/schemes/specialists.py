@@ -88,9 +88,9 @@ class Specialists(Scheme):
         self.fraction, self.top_n, self.seed = float(dustbin_fraction), int(top_n), int(seed)
 
     def run(self, recipe: Any, root: Path, train: TrainOnce, teacher: str | None) -> Any:
-        from edgekd.distill.engine import Trainer
         from edgekd.distill.methods import build_method
         from edgekd.distill.runner import prepare_data
+        from edgekd.distill.train import Trainer
         from edgekd.runfolder import RunFolder
 
         path = self.generalist or teacher
