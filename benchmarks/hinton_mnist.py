@@ -85,7 +85,8 @@ def cfg_name(kind: str, cfg: dict[str, Any]) -> str:
 
 def train(r: dict[str, Any], runs: Path, distill: bool) -> dict[str, Any]:
     """Train (or reuse) one run; return its figures read back from the run folder."""
-    from edgekd.distill.runner import prepare_data, run_training
+    from edgekd.data.prepare import prepare_data
+    from edgekd.distill.runner import run_training
     from edgekd.recipe import recipe_from_dict
 
     rec = recipe_from_dict(r, "benchmark")

@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
+from edgekd.data.prepare import prepare_data
 from edgekd.distill.engine import TrainingInterrupted
-from edgekd.distill.runner import prepare_data, run_training
+from edgekd.distill.runner import run_training
 from edgekd.errors import EdgekdError
 from edgekd.models import load_model
 from edgekd.recipe import recipe_from_dict
