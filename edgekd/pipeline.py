@@ -83,13 +83,12 @@ def run_pipeline(
         )
 
 
-def _run_stages(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: Any, skip_export: bool,
-                skip_profile: bool, progress: bool, console: Console, resume: bool) -> dict[str, Any]:  # fmt: skip
-    summary: dict[str, Any] = {"run": str(run.root), "task": splits.task}
-
+def _teacher_stage(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: Any, progress: bool,
+                   console: Console, resume: bool, summary: dict[str, Any]) -> str | None:  # fmt: skip
+    """Stage 1: the teacher's path (``teacher.path``, or trained into ``run/teacher/`` from
+    ``teacher.model``); its accuracy goes into ``summary``. None: no teacher, or an ensemble (``paths``)."""
     teacher_path = recipe.teacher.path if recipe.teacher else None
-    teacher_paths = list(recipe.teacher.paths) if recipe.teacher else []  # an ensemble of trained teachers
-    if recipe.teacher is not None and not teacher_path and not teacher_paths:
+    if recipe.teacher is not None and not teacher_path and not recipe.teacher.paths:
         if recipe.teacher.model is None:
             raise EdgekdError(
                 "recipe: key 'teacher' needs either 'path' (a trained teacher) or 'model' (to train one)"
@@ -98,12 +97,21 @@ def _run_stages(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: An
         t_run = run_or_reuse(
             _teacher_recipe(recipe), run.root, resume=resume, distill=False, progress=progress, splits=splits
         )
-        teacher_path = str(t_run.root)
         summary["teacher_accuracy"] = _final_accuracy(t_run)
-    elif teacher_path:
+        return str(t_run.root)
+    if teacher_path:
         teacher_file = RunFolder.resolve_model(teacher_path, runs_dir)
-        teacher_path = str(teacher_file)
         summary["teacher_accuracy"] = _final_accuracy(RunFolder(teacher_file.parent))
+        return str(teacher_file)
+    return None
+
+
+def _run_stages(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: Any, skip_export: bool,
+                skip_profile: bool, progress: bool, console: Console, resume: bool) -> dict[str, Any]:  # fmt: skip
+    summary: dict[str, Any] = {"run": str(run.root), "task": splits.task}
+
+    teacher_path = _teacher_stage(recipe, run, runs_dir, splits, progress, console, resume, summary)
+    teacher_paths = list(recipe.teacher.paths) if recipe.teacher else []  # an ensemble of trained teachers
 
     if recipe.baseline:
         console.rule("[bold]2. baseline student (labels only)")

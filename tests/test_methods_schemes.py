@@ -262,8 +262,7 @@ def test_bad_method_input_is_one_line(runs, tmp_path, capsys, cmd, over, pattern
 def test_example_recipes_are_valid_and_name_registered_parts():
     from pathlib import Path
 
-    from edgekd.distill.losses import LOSSES
-    from edgekd.distill.losses import is_preset
+    from edgekd.distill.losses import LOSSES, is_preset
     from edgekd.distill.methods import METHODS
     from edgekd.distill.schemes import SCHEMES
     from edgekd.recipe import load_recipe
