@@ -133,7 +133,7 @@ def sha256(path: Path) -> str:
 
 def evaluate_teacher(name: str, limit: int | None = None) -> dict[str, Any]:
     """Test accuracy of the committed teacher on its recipe's test split (the first ``limit`` examples)."""
-    from edgekd.distill.runner import prepare_data
+    from edgekd.data.prepare import prepare_data
     from edgekd.metrics.evaluate import evaluate
     from edgekd.models import load_model
     from edgekd.recipe import recipe_from_dict

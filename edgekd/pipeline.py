@@ -16,10 +16,11 @@ from typing import Any
 
 from rich.console import Console
 
-from edgekd.distill.runner import claim_run_folder, prepare_data, run_state, run_training
+from edgekd.data.prepare import prepare_data
+from edgekd.distill.runner import run_or_reuse
 from edgekd.errors import EdgekdError
 from edgekd.recipe import MethodConfig, Recipe, SchemeConfig, recipe_from_dict
-from edgekd.runfolder import LOCK_FILE, RunFolder
+from edgekd.runfolder import RunFolder
 from edgekd.safetext import markup
 
 
@@ -66,22 +67,14 @@ def run_pipeline(
     from edgekd.models.registry import trust_model_code
 
     console = console or Console()
-    if resume and overwrite:
-        raise EdgekdError("--resume and --overwrite exclude each other: continue the run, or start it again")
-    run = RunFolder(Path(runs_dir) / recipe.name)
-    run.check_unlocked()
-    occupied = _occupied(run)
-    if occupied and not (resume or overwrite):
-        raise EdgekdError(
-            f"{run.root}: holds a previous run; pass --resume to continue it (finished stages are reused), "
-            "--overwrite to move it aside and start again, or choose another name (--set name=...)"
-        )
+    run = RunFolder.named(runs_dir, recipe.name)
+    claim = run.claim(resume, overwrite, epochs=recipe.train.epochs)  # the whole folder: teacher/ included
     splits = prepare_data(recipe)
     names = [recipe.model.name] + (
         [recipe.teacher.model.name] if recipe.teacher and recipe.teacher.model else []
     )
     with contextlib.ExitStack() as held:  # the run folder is locked while the stages write it
-        moved = claim_run_folder(run, held, lambda: _occupied(run), occupied, move=occupied and overwrite)
+        moved = held.enter_context(claim.hold())
         if moved is not None:
             console.print(f"moved the previous run to {moved}")
         held.enter_context(trust_model_code(names))
@@ -90,50 +83,44 @@ def run_pipeline(
         )
 
 
-def _occupied(run: RunFolder) -> bool:
-    """True when the folder holds anything but its lock file."""
-    return run.root.is_dir() and any(p.name != LOCK_FILE for p in run.root.iterdir())
-
-
-def _stage(recipe: Recipe, runs_dir: Path, resume: bool, **kw: Any) -> RunFolder:
-    """One training stage; with ``resume`` a finished stage is reused and an interrupted one continues."""
-    folder = RunFolder(kw.get("run_dir") or runs_dir / recipe.name)
-    state = run_state(folder, recipe.train.epochs)
-    if resume and state == "finished":
-        return folder
-    return run_training(recipe, runs_dir, resume=resume and state == "interrupted", **kw)
+def _teacher_stage(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: Any, progress: bool,
+                   console: Console, resume: bool, summary: dict[str, Any]) -> str | None:  # fmt: skip
+    """Stage 1: the teacher's path (``teacher.path``, or trained into ``run/teacher/`` from
+    ``teacher.model``); its accuracy goes into ``summary``. None: no teacher, or an ensemble (``paths``)."""
+    teacher_path = recipe.teacher.path if recipe.teacher else None
+    if recipe.teacher is not None and not teacher_path and not recipe.teacher.paths:
+        if recipe.teacher.model is None:
+            raise EdgekdError(
+                "recipe: key 'teacher' needs either 'path' (a trained teacher) or 'model' (to train one)"
+            )
+        console.rule("[bold]1. teacher")
+        t_run = run_or_reuse(
+            _teacher_recipe(recipe), run.root, resume=resume, distill=False, progress=progress, splits=splits
+        )
+        summary["teacher_accuracy"] = _final_accuracy(t_run)
+        return str(t_run.root)
+    if teacher_path:
+        teacher_file = RunFolder.resolve_model(teacher_path, runs_dir)
+        summary["teacher_accuracy"] = _final_accuracy(RunFolder(teacher_file.parent))
+        return str(teacher_file)
+    return None
 
 
 def _run_stages(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: Any, skip_export: bool,
                 skip_profile: bool, progress: bool, console: Console, resume: bool) -> dict[str, Any]:  # fmt: skip
     summary: dict[str, Any] = {"run": str(run.root), "task": splits.task}
 
-    teacher_path = recipe.teacher.path if recipe.teacher else None
+    teacher_path = _teacher_stage(recipe, run, runs_dir, splits, progress, console, resume, summary)
     teacher_paths = list(recipe.teacher.paths) if recipe.teacher else []  # an ensemble of trained teachers
-    if recipe.teacher is not None and not teacher_path and not teacher_paths:
-        if recipe.teacher.model is None:
-            raise EdgekdError(
-                "recipe: key 'teacher' needs either 'path' (a trained teacher) or 'model' (to train one)"
-            )
-        console.rule("[bold]1. teacher")
-        t_run = _stage(
-            _teacher_recipe(recipe), run.root, resume, distill=False, progress=progress, splits=splits
-        )
-        teacher_path = str(t_run.root)
-        summary["teacher_accuracy"] = _final_accuracy(t_run)
-    elif teacher_path:
-        from edgekd.distill.runner import resolve_teacher_path
-
-        teacher_file = resolve_teacher_path(teacher_path, runs_dir)
-        teacher_path = str(teacher_file)
-        summary["teacher_accuracy"] = _final_accuracy(RunFolder(teacher_file.parent))
 
     if recipe.baseline:
         console.rule("[bold]2. baseline student (labels only)")
         b_recipe = replace(
             recipe, name="baseline", method=MethodConfig("supervised"), teacher=None, **_LABELS_ONLY
         )
-        b_run = _stage(b_recipe, run.root, resume, distill=False, progress=progress, splits=splits)
+        b_run = run_or_reuse(
+            b_recipe, run.root, resume=resume, distill=False, progress=progress, splits=splits
+        )
         summary["baseline_accuracy"] = _final_accuracy(b_run)
 
     distill = bool(teacher_path or teacher_paths) and (
@@ -144,8 +131,8 @@ def _run_stages(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: An
     # keep the recipe's teacher settings (input, combine, paths); only a teacher trained here sets the path
     s_recipe = replace(recipe, teacher=replace(recipe.teacher, path=teacher_path, model=None, train={})
                        if teacher_path or teacher_paths else None)  # fmt: skip
-    _stage(
-        s_recipe, Path(runs_dir), resume, distill=distill, progress=progress, splits=splits, run_dir=run.root
+    run_or_reuse(
+        s_recipe, runs_dir, resume=resume, distill=distill, progress=progress, splits=splits, run_dir=run.root
     )
     summary["student_accuracy"] = _final_accuracy(run)
     summary["student_distilled"] = distill

@@ -17,6 +17,11 @@ runs/<name>/
 A run holds an exclusive ``fcntl.flock`` on ``.edgekd.lock`` while it writes the folder
 (:meth:`RunFolder.lock`); a second edgekd process on the same folder is refused at once. The OS drops the
 lock when the process ends, also on a crash or ``kill -9``, so a stale lock file is harmless.
+
+Lifecycle: :meth:`RunFolder.state` says what a folder holds (empty, a partial run and its last epoch, a
+finished run); :meth:`RunFolder.claim` applies the one rule for a new run (a folder that holds a run is
+refused unless ``resume`` or ``overwrite``) before anything is loaded, and :meth:`RunClaim.hold` locks the
+folder, re-checks it and moves the previous run aside (:meth:`RunFolder.move_aside`) when overwriting.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +45,69 @@ LOCK_FILE = ".edgekd.lock"
 # Locks this process holds: (device, inode) of the lock file -> [fd, depth]. Re-entrant: `edgekd run`
 # holds the run folder and the student's training, in the same folder, takes it again.
 _HELD: dict[tuple[int, int], list[int]] = {}
+# The runs `edgekd run` trains inside its student's folder (runs/<name>/teacher/, baseline/): not the student's run.
+CHAIN_RUNS = ("teacher", "baseline")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What a run folder holds: ``empty``, ``partial`` (started, not finished) or ``finished``; ``epoch`` is
+    the checkpoint's last complete epoch (None: no checkpoint, -1: one that cannot be read)."""
+
+    holds: str
+    epoch: int | None = None
+
+    def describe(self) -> str:
+        """``a finished run`` / ``an interrupted run (checkpointed at epoch 2)``, for messages."""
+        if self.holds == "finished":
+            return "a finished run"
+        return "an interrupted run" + (f" (checkpointed at epoch {self.epoch})" if self.epoch else "")
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The last complete epoch recorded in the training checkpoint ``path`` (None: no checkpoint, -1: not
+    readable). Only the pickled header is read: the tensors are memory-mapped, never loaded."""
+    if not path.exists():
+        return None
+    if not path.is_file():
+        return -1
+    import torch
+
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(ck.get("epoch", -1)) if isinstance(ck, dict) else -1
+    except Exception:  # noqa: BLE001  (any unreadable checkpoint is the same to the state: not complete)
+        return -1
+
+
+@dataclass(frozen=True)
+class RunClaim:
+    """A run folder checked by :meth:`RunFolder.claim`, to be held while the run writes it."""
+
+    run: RunFolder
+    state: RunState
+    move: bool  # overwrite a folder that holds a run: move it aside when held
+    keep: tuple[str, ...] = ()
+    epochs: int | None = None
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[Path | None]:
+        """Lock the folder while the block runs (another edgekd process is refused), check that it still
+        holds what was claimed, and move the previous run aside if overwriting (yields where it went)."""
+        with contextlib.ExitStack() as held:
+            held.enter_context(self.run.lock())
+            if self.run.state(self.epochs, self.keep) != self.state:
+                raise EdgekdError(
+                    f"{self.run.root}: changed while this run was being prepared (another edgekd process?); "
+                    "run again"
+                )
+            moved = None
+            if self.move:
+                moved = self.run.move_aside()
+                log.info("moved the previous run to %s", moved)
+                held.enter_context(self.run.lock())  # the new, empty folder
+            yield moved
 
 
 @dataclass(frozen=True)
@@ -46,6 +116,42 @@ class RunFolder:
 
     def __init__(self, root: str | Path) -> None:
         object.__setattr__(self, "root", Path(root))
+
+    @classmethod
+    def named(cls, runs_dir: str | Path, name: str, run_dir: str | Path | None = None) -> RunFolder:
+        """The run folder of run ``name`` in ``runs_dir`` (``runs_dir/<name>``), or ``run_dir`` when given."""
+        return cls(run_dir if run_dir is not None else Path(runs_dir) / name)
+
+    @staticmethod
+    def resolve_model(path: str | Path, runs_dir: str | Path | None = None) -> Path:
+        """The model file a recipe names (a teacher, a library member): a run folder (its trained model) or
+        a checkpoint file.
+
+        A relative path is looked up in the runs folder the user gave first: ``runs/hinton-teacher`` with
+        ``--runs-dir /data/runs`` means ``/data/runs/hinton-teacher``; a bare name (``hinton-teacher``) is a
+        run in ``--runs-dir``; otherwise the path is taken relative to the current folder.
+        """
+        p = Path(path)
+        candidates: list[Path] = []
+        if runs_dir is not None and not p.is_absolute():
+            rd = Path(runs_dir)
+            if p.parts and p.parts[0] == "runs" and len(p.parts) > 1:
+                candidates.append(rd.joinpath(*p.parts[1:]))
+            candidates.append(rd / p)
+        candidates.append(p)
+        for c in candidates:
+            if c.is_dir():
+                return RunFolder(c).trained_model()
+            if c.exists():
+                return c
+        where = (
+            f" (looked in {', '.join(str(c) for c in dict.fromkeys(candidates))})"
+            if len(candidates) > 1
+            else ""
+        )
+        raise EdgekdError(
+            f"teacher.path={str(p)!r}: no such run folder or checkpoint{where}; train a teacher first"
+        )
 
     # --- files -------------------------------------------------------------------------------
     @property
@@ -100,6 +206,59 @@ class RunFolder:
 
     def report(self, ext: str) -> Path:
         return self.root / f"report.{ext}"
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def state(self, epochs: int | None = None, keep: Iterable[str] = ()) -> RunState:
+        """What the folder holds besides its lock file and the entries named in ``keep`` (e.g. the
+        ``teacher/`` and ``baseline/`` runs `edgekd run` trains beside its student): ``empty``;
+        ``finished`` (a final network, and a checkpoint, if any, that reached ``epochs``); else ``partial``."""
+        skip = {LOCK_FILE, *keep}
+        if not self.root.is_dir() or all(p.name in skip for p in self.root.iterdir()):
+            return RunState("empty")
+        epoch = checkpoint_epoch(self.checkpoint)
+        reached = epoch is None or epoch >= (0 if epochs is None else epochs)
+        final = self.model.exists() or self.student.exists()
+        return RunState("finished" if final and reached else "partial", epoch)
+
+    def claim(
+        self,
+        resume: bool,
+        overwrite: bool,
+        keep: Iterable[str] = (),
+        epochs: int | None = None,
+        check_lock: bool = True,
+    ) -> RunClaim:
+        """Check, before anything is loaded or written, that a run may start here: a folder that holds a
+        run is refused unless ``resume`` (continue it) or ``overwrite`` (move it aside first), and a
+        ``resume`` needs a run to continue. ``check_lock``: refuse at once if another process writes it.
+        Returns the claim to :meth:`RunClaim.hold` once everything else is validated."""
+        if resume and overwrite:
+            raise EdgekdError(
+                "--resume and --overwrite exclude each other: continue the run, or start it again"
+            )
+        if check_lock:
+            self.check_unlocked()
+        keep = tuple(keep)
+        state = self.state(epochs, keep)
+        if resume and state.holds == "empty":
+            raise EdgekdError(f"{self.root}: nothing to resume (no run in this folder); run without --resume")
+        if state.holds != "empty" and not (resume or overwrite):
+            raise EdgekdError(
+                f"{self.root}: holds {state.describe()}; pass --resume to continue it, --overwrite to move it "
+                "aside and start again, or choose another name (--set name=...)"
+            )
+        return RunClaim(self, state, overwrite and state.holds != "empty", keep, epochs)
+
+    def move_aside(self) -> Path:
+        """Rename the folder to ``<name>.old-<timestamp>`` (never deleting anything); returns the new path."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = self.root.with_name(f"{self.root.name}.old-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.root.with_name(f"{self.root.name}.old-{stamp}-{n}")
+        self.root.rename(target)
+        return target
 
     # --- helpers -----------------------------------------------------------------------------
     def ensure(self) -> RunFolder:

@@ -388,7 +388,8 @@ def test_methods_json_names_papers(capsys):
     out = json.loads(capsys.readouterr().out)
     losses = {r["name"]: r for r in out["losses"]}
     assert losses["kd"]["paper"].startswith("Hinton") and losses["hint"]["features"]
-    assert {"kd", "dml", "netaug", "compose"} <= {m["name"] for m in out["methods"]}
+    assert {"dml", "netaug"} <= {m["name"] for m in out["methods"]}
+    assert {"kd", "supervised", "compose"} <= {p["name"] for p in out["presets"]}
     assert {"single", "born-again"} <= {s["name"] for s in out["schemes"]}
 
 

@@ -262,7 +262,7 @@ def test_bad_method_input_is_one_line(runs, tmp_path, capsys, cmd, over, pattern
 def test_example_recipes_are_valid_and_name_registered_parts():
     from pathlib import Path
 
-    from edgekd.distill.losses import LOSSES
+    from edgekd.distill.losses import LOSSES, is_preset
     from edgekd.distill.methods import METHODS
     from edgekd.distill.schemes import SCHEMES
     from edgekd.recipe import load_recipe
@@ -271,6 +271,7 @@ def test_example_recipes_are_valid_and_name_registered_parts():
     assert len(paths) >= 5
     for p in paths:
         r = load_recipe(p)
-        METHODS.get(r.method.name), SCHEMES.get(r.scheme.name)
+        assert is_preset(r.method.name) or r.method.name in METHODS, r.method.name
+        SCHEMES.get(r.scheme.name)
         for spec in [*r.losses, *(x for st in r.stages for x in st.losses)]:
             LOSSES.get(spec.name)

@@ -5,7 +5,8 @@ import json
 import pytest
 from _train import digits_recipe as _recipe
 
-from edgekd.distill.runner import prepare_data, run_training
+from edgekd.data.prepare import prepare_data
+from edgekd.distill.runner import run_training
 from edgekd.errors import EdgekdError
 from edgekd.models import load_model
 

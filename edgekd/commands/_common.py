@@ -65,11 +65,8 @@ def run_and_report(
     distill: bool,
     overwrite: bool = False,
 ) -> None:
-    from edgekd.errors import EdgekdError
     from edgekd.recipe import load_recipe
 
-    if resume and overwrite:
-        raise EdgekdError("--resume and --overwrite exclude each other: continue the run, or start it again")
     recipe = load_recipe(recipe_path, list(overrides))  # before torch: a bad recipe fails fast
     from edgekd.distill.runner import run_training
 

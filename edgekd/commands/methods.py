@@ -1,8 +1,14 @@
-"""``edgekd methods``: every registered loss, method and scheme, with a line each and its paper."""
+"""``edgekd methods``: the three things a recipe combines, with a line each and its paper.
+
+losses (what is minimised: ``losses:``), methods (what changes the training loop: ``method.name``) and
+how runs chain (``scheme.name``); the loss presets (``method.name`` naming a ready loss list) beside them.
+"""
 
 from __future__ import annotations
 
 import inspect
+from operator import itemgetter
+from typing import Any
 
 import click
 
@@ -12,11 +18,10 @@ def _first_line(obj: object) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
-@click.command("methods")
-@click.option("--json", "as_json", is_flag=True, help="Print the lists as JSON.")
-def command(as_json: bool) -> None:
-    """List losses (for `losses:`), methods (`method.name`) and schemes (`scheme.name`)."""
-    from edgekd.distill.losses import LOSSES
+def registry_rows() -> dict[str, list[dict[str, Any]]]:
+    """Every registered loss, method, loss preset and scheme, as plain rows."""
+    from edgekd.distill.losses import LOSSES, PRESETS
+    from edgekd.distill.losses.presets import COMPOSE
     from edgekd.distill.methods import METHODS
     from edgekd.distill.methods.base import method_params
     from edgekd.distill.schemes import SCHEMES
@@ -28,31 +33,55 @@ def command(as_json: bool) -> None:
     ]  # fmt: skip
     methods = [{"name": n, "params": method_params(METHODS.get(n)), "what": _first_line(METHODS.get(n))}
                for n in METHODS.names()]  # fmt: skip
+    presets = [{"name": n, "teacher": p.needs_teacher, "params": p.params(), "what": p.summary, "paper": p.paper}
+               for n, p in ((n, PRESETS.get(n)) for n in PRESETS.names())]  # fmt: skip
+    presets.append({"name": COMPOSE, "teacher": False, "params": [], "paper": "",
+                    "what": "the recipe's `losses:` list as it stands (the default when `losses:` is given)"})  # fmt: skip
     schemes = [{"name": n, "what": _first_line(SCHEMES.get(n))} for n in SCHEMES.names()]
+    return {"losses": losses, "methods": methods, "presets": presets, "schemes": schemes}
+
+
+def _table(title: str, rows: list[dict[str, Any]], columns: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col)
+    for r in rows:
+        t.add_row(*(str(get(r)) for get in columns.values()))
+    return t
+
+
+def _needs(r: dict[str, Any]) -> str:
+    return ", ".join(k for k in ("teacher", "features") if r.get(k)) or "-"
+
+
+def _params(r: dict[str, Any]) -> str:
+    return ", ".join(r["params"]) or "-"
+
+
+@click.command("methods")
+@click.option("--json", "as_json", is_flag=True, help="Print the lists as JSON.")
+def command(as_json: bool) -> None:
+    """List losses (`losses:`), methods (`method.name`), loss presets (`method.name`) and schemes (`scheme.name`)."""
+    rows = registry_rows()
     if as_json:
         import json
 
-        click.echo(json.dumps({"losses": losses, "methods": methods, "schemes": schemes}, indent=2))
+        click.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
-    t = Table(title="losses (recipe `losses:` list)")
-    for col in ("name", "task", "needs", "params", "formula", "paper"):
-        t.add_column(col)
-    for r in losses:
-        needs = ", ".join(k for k in ("teacher", "features") if r[k]) or "-"
-        t.add_row(
-            r["name"], "/".join(r["tasks"]), needs, ", ".join(r["params"]) or "-", r["what"], r["paper"]
-        )
-    console.print(t)
-    for title, rows in (("methods (`method.name`)", methods), ("schemes (`scheme.name`)", schemes)):
-        t = Table(title=title)
-        t.add_column("name")
-        t.add_column("what")
-        if rows is methods:
-            t.add_column("params")
-        for r in rows:
-            t.add_row(r["name"], r["what"], *([", ".join(r["params"]) or "-"] if rows is methods else []))
-        console.print(t)
+    name, what, paper = itemgetter("name"), itemgetter("what"), itemgetter("paper")
+    console.print(_table("losses: what is minimised (recipe `losses:` list)", rows["losses"],
+                         {"name": name, "task": lambda r: "/".join(r["tasks"]), "needs": _needs, "params": _params,
+                          "formula": what, "paper": paper}))  # fmt: skip
+    console.print(_table("methods: what changes the training loop (`method.name`)", rows["methods"],
+                         {"name": name, "what": what, "params": _params}))  # fmt: skip
+    console.print(_table("loss presets: a named `losses:` list (`method.name`)", rows["presets"],
+                         {"name": name, "needs": _needs, "params": _params, "formula": what,
+                          "paper": paper}))  # fmt: skip
+    console.print(
+        _table("schemes: how runs chain (`scheme.name`)", rows["schemes"], {"name": name, "what": what})
+    )

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from edgekd.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from edgekd.data import DataSplits, load_data
+from edgekd.atomic import atomic_write_json, atomic_write_text
+from edgekd.data import DataSplits
 from edgekd.data.augment import Augmentation, check_shapes
-from edgekd.distill.bias import tune_class_bias
+from edgekd.data.prepare import prepare_data
 from edgekd.distill.methods import build_method
+from edgekd.distill.results import write_results, write_run_inputs, write_scheme_results
+from edgekd.distill.schemes import SchemeContext, build_scheme
+from edgekd.distill.schemes.base import TrainOnce
 from edgekd.distill.train import (
     Stage,
     Trainer,
@@ -27,58 +27,14 @@ from edgekd.distill.train import (
 )
 from edgekd.errors import EdgekdError
 from edgekd.models import build_model, load_model, save_model
-from edgekd.recipe import Recipe, augment_specs, dump_recipe
-from edgekd.runfolder import LOCK_FILE, RunFolder, plot_curves, write_metrics
-
-log = logging.getLogger(__name__)
-
-
-def prepare_data(recipe: Recipe) -> DataSplits:
-    """Load the recipe's data set with its seeded splits (and few-shot subset when asked)."""
-    d = recipe.data
-    splits = load_data(
-        d.name, seed=recipe.seed if d.split_seed is None else d.split_seed, val_fraction=d.val_fraction,
-        test_fraction=d.test_fraction, train_fraction=d.train_fraction, exclude_classes=d.exclude_classes, options=d.options,
-    )  # fmt: skip
-    if d.few_shot is not None:
-        from edgekd.data.fewshot import apply_few_shot
-
-        splits = apply_few_shot(splits, d.few_shot)
-    return splits
-
-
-def resolve_teacher_path(path: str | Path, runs_dir: str | Path | None = None) -> Path:
-    """A teacher is a run folder (its trained model) or a checkpoint file.
-
-    A relative path is looked up in the runs folder the user gave first: ``runs/hinton-teacher`` with
-    ``--runs-dir /data/runs`` means ``/data/runs/hinton-teacher``; a bare name (``hinton-teacher``) is a
-    run in ``--runs-dir``; otherwise the path is taken relative to the current folder.
-    """
-    p = Path(path)
-    candidates: list[Path] = []
-    if runs_dir is not None and not p.is_absolute():
-        rd = Path(runs_dir)
-        if p.parts and p.parts[0] == "runs" and len(p.parts) > 1:
-            candidates.append(rd.joinpath(*p.parts[1:]))
-        candidates.append(rd / p)
-    candidates.append(p)
-    for c in candidates:
-        if c.is_dir():
-            return RunFolder(c).trained_model()
-        if c.exists():
-            return c
-    where = (
-        f" (looked in {', '.join(str(c) for c in dict.fromkeys(candidates))})" if len(candidates) > 1 else ""
-    )
-    raise EdgekdError(
-        f"teacher.path={str(p)!r}: no such run folder or checkpoint{where}; train a teacher first"
-    )
+from edgekd.recipe import Recipe, TeacherConfig, augment_specs, dump_recipe
+from edgekd.runfolder import CHAIN_RUNS, RunFolder
 
 
 def load_teacher(
     path: str | Path, splits: DataSplits, runs_dir: str | Path | None = None
 ) -> tuple[nn.Module, Path]:
-    ckpt = resolve_teacher_path(path, runs_dir)
+    ckpt = RunFolder.resolve_model(path, runs_dir)
     teacher, record = load_model(ckpt)
     kw = record.get("kwargs", {})
     if "num_classes" in kw and int(kw["num_classes"]) != splits.num_classes:
@@ -126,57 +82,66 @@ def run_training(
     if recipe.scheme.name != "single":
         return run_scheme(recipe, runs_dir, distill=distill, resume=resume, overwrite=overwrite, progress=progress,
                           run_dir=run_dir, splits=splits)  # fmt: skip
-    run = RunFolder(run_dir or Path(runs_dir) / recipe.name)
-    if ctx.is_main:
-        run.check_unlocked()  # another process writing it: refuse before loading anything
-    state = run_state(run, recipe.train.epochs)
-    if resume and state == "empty":
-        raise EdgekdError(f"{run.root}: nothing to resume (no checkpoint.pt); run without --resume")
+    run = RunFolder.named(runs_dir, recipe.name, run_dir)
+    claim = run.claim(resume, overwrite, keep=CHAIN_RUNS, epochs=recipe.train.epochs, check_lock=ctx.is_main)
     if resume:
         check_resume_recipe(run, recipe)
-    elif state != "empty" and not overwrite:
-        what = "an interrupted run" if state == "interrupted" else "a finished run"
-        raise EdgekdError(
-            f"{run.root}: holds {what}; pass --resume to continue it, --overwrite to move it aside and start "
-            "again, or choose another name (--set name=...)"
-        )
     splits = splits or prepare_data(recipe)
-    teacher, teacher_files = None, []
-    method = recipe.method
-    composed = bool(recipe.losses or recipe.stages)
-    if distill:
-        tc = recipe.teacher
-        if tc is None or not (tc.path or tc.paths):
-            raise EdgekdError(
-                "recipe: key 'teacher.path' is required for distill (a run folder or checkpoint)"
-            )
-        if method.name == "supervised" and not composed:
-            raise EdgekdError(
-                "recipe: key 'method.name' is 'supervised'; choose a distillation method, e.g. kd, or list `losses`"
-            )
-        teacher, teacher_files = load_teachers(tc, splits, runs_dir)
+    teacher, teacher_files = load_run_teachers(recipe, splits, runs_dir) if distill else (None, [])
     kwargs = model_kwargs(recipe.model.kwargs, splits)
     seed_everything(recipe.seed)  # model initialisation is part of the recorded seed
     student = build_model(recipe.model.name, **kwargs)
     stages = build_stages(recipe, student, teacher, splits, kwargs)
-    for k, st in enumerate(stages):  # fail before writing: parameters to train, the device
-        stage_param_groups(st, f"stages[{k}]" if recipe.stages else "train")
-        resolve_device(st.cfg.device)
-        distributed.check_batch(st.cfg.batch_size, ctx.world_size,
-                                f"stages[{k}].train.batch_size" if recipe.stages else "train.batch_size")  # fmt: skip
+    check_stages(recipe, stages, ctx.world_size)
     augmentation = run_augmentation(recipe, splits)  # transforms that fit this data, checked before writing
     ctx.barrier()  # every rank has validated the same state before rank 0 changes the folder
 
     # --- validated: from here on the run folder changes (rank 0 only writes, holding its lock) ------
     with contextlib.ExitStack() as held:
         if ctx.is_main:
-            claim_run_folder(run, held, lambda: run_state(run, recipe.train.epochs), state,
-                             move=overwrite and state != "empty" and not resume)  # fmt: skip
+            held.enter_context(claim.hold())
             write_run_inputs(run, recipe, splits, teacher_files)
         _fit_and_write(run, recipe, splits, stages, kwargs, distill, resume, progress, runs_dir,
                        stop_after_epoch, augmentation)  # fmt: skip
     ctx.barrier()  # the other ranks return once the run folder is complete
     return run
+
+
+def run_or_reuse(recipe: Recipe, runs_dir: str | Path, *, resume: bool, run_dir: str | Path | None = None,
+                 **kw: Any) -> RunFolder:  # fmt: skip
+    """One run of a chain (a scheme's runs, the stages of `edgekd run`): with ``resume`` a finished run is
+    reused and a partial one continues from its checkpoint; ``kw`` go to :func:`run_training`."""
+    holds = RunFolder.named(runs_dir, recipe.name, run_dir).state(recipe.train.epochs, CHAIN_RUNS).holds
+    if resume and holds == "finished":
+        return RunFolder.named(runs_dir, recipe.name, run_dir)
+    return run_training(recipe, runs_dir, resume=resume and holds == "partial", run_dir=run_dir, **kw)
+
+
+def load_run_teachers(
+    recipe: Recipe, splits: DataSplits, runs_dir: str | Path
+) -> tuple[nn.Module, list[Path]]:
+    """The teacher(s) ``edgekd distill`` needs, checked against the recipe's method and the data."""
+    tc = recipe.teacher
+    if tc is None or not (tc.path or tc.paths):
+        raise EdgekdError("recipe: key 'teacher.path' is required for distill (a run folder or checkpoint)")
+    if recipe.method.name == "supervised" and not (recipe.losses or recipe.stages):
+        raise EdgekdError(
+            "recipe: key 'method.name' is 'supervised'; choose a distillation method, e.g. kd, or list `losses`"
+        )
+    return load_teachers(tc, splits, runs_dir)
+
+
+def check_stages(recipe: Recipe, stages: list[Stage], world_size: int) -> None:
+    """Fail before writing: every stage has parameters to train, a usable device and a batch that the
+    world size divides."""
+    from edgekd.distill import distributed
+
+    for k, st in enumerate(stages):
+        where = f"stages[{k}]" if recipe.stages else "train"
+        stage_param_groups(st, where)
+        resolve_device(st.cfg.device)
+        distributed.check_batch(st.cfg.batch_size, world_size, f"{where}.train.batch_size" if recipe.stages
+                                else "train.batch_size")  # fmt: skip
 
 
 def _fit_and_write(run: RunFolder, recipe: Recipe, splits: DataSplits, stages: list[Stage], kwargs: dict[str, Any],
@@ -242,70 +207,6 @@ def teacher_cache_dir(recipe: Recipe, runs_dir: str | Path) -> Path | None:
     return Path(recipe.train.cache_dir) if recipe.train.cache_dir else Path(runs_dir) / ".teacher-cache"
 
 
-def claim_run_folder(
-    run: RunFolder, held: contextlib.ExitStack, state_now: Callable[[], Any], state: Any, move: bool
-) -> Path | None:
-    """Lock ``run`` for this process until ``held`` closes (another edgekd process is refused), check that
-    its state (``state_now()``) is still the validated ``state``, and move the previous run aside if asked
-    (returns where it went)."""
-    held.enter_context(run.lock())
-    if state_now() != state:
-        raise EdgekdError(
-            f"{run.root}: changed while this run was being prepared (another edgekd process?); run again"
-        )
-    if not move:
-        return None
-    moved = move_aside(run.root)
-    log.info("moved the previous run to %s", moved)
-    held.enter_context(run.lock())  # the new, empty folder
-    return moved
-
-
-def write_run_inputs(run: RunFolder, recipe: Recipe, splits: DataSplits, teacher_files: list[Path]) -> None:
-    """The run folder before training: teachers, recipe, seeds, data."""
-    run.ensure()
-    for i, f in enumerate(teacher_files):  # copies of the teachers used (teacher.pt, teacher-2.pt, ...)
-        dst = run.teacher if i == 0 else run.root / f"teacher-{i + 1}.pt"
-        if not (dst.exists() and dst.samefile(f)):
-            atomic_write_bytes(dst, Path(f).read_bytes())
-    atomic_write_text(run.recipe, dump_recipe(recipe))
-    atomic_write_json(run.seeds, {"seed": recipe.seed, "data_split_seed": recipe.seed,
-                                  "few_shot_seed": recipe.data.few_shot.seed if recipe.data.few_shot else None})  # fmt: skip
-    atomic_write_json(run.data_info, splits.describe())
-
-
-def write_results(run: RunFolder, recipe: Recipe, splits: DataSplits, distiller: Any, result: Any, out: Path,
-                  kwargs: dict[str, Any], label: str, speed: dict[str, Any]) -> None:  # fmt: skip
-    """The run folder after training: final network(s), metrics, curves and what made it fast."""
-    method = recipe.method
-    final_model = distiller.export_student()
-    extra: dict[str, Any] = {
-        "method": method.name,
-        "model": recipe.model.name,
-        "params": sum(p.numel() for p in final_model.parameters()),
-    }
-    if recipe.eval.tune_bias_for_classes:
-        extra["bias_correction"] = tune_class_bias(final_model, recipe.eval.tune_bias_for_classes, splits.val)
-        from edgekd.metrics.evaluate import evaluate
-
-        result.final.update({f"test_{k}": v for k, v in evaluate(final_model, splits.test).items()})
-    if recipe.data.exclude_classes:
-        extra["test_errors_on_excluded"] = _errors_on_classes(
-            final_model, splits, recipe.data.exclude_classes
-        )
-    save_model(
-        out,
-        final_model,
-        recipe.model.name,
-        kwargs,
-        meta={"method": method.name, "seed": recipe.seed, **result.final},
-    )
-    save_networks(run, distiller, recipe, kwargs, out, final_model)
-    write_metrics(run, result, extra)
-    atomic_write_json(run.root / "speed.json", speed)
-    plot_curves(run, result.history, label)
-
-
 def load_teachers(tc: Any, splits: DataSplits, runs_dir: str | Path | None) -> tuple[nn.Module, list[Path]]:
     """One teacher, or an ensemble combined by ``teacher.combine``; checks the privileged input name."""
     from edgekd.distill.teachers import EnsembleTeacher
@@ -343,13 +244,10 @@ def build_stages(
     }
 
     def method_for(losses: list, where: str) -> Any:
-        name = recipe.method.name
-        if losses and name == "supervised":
-            name = "compose"
-        if name == "compose" and not losses:
-            raise EdgekdError(f"{where}: method 'compose' needs a `losses:` list")
-        return build_method(name, student, teacher, recipe.method.params, losses=losses or None, where=where,
-                            **context)  # fmt: skip
+        """The recipe's method, or its loss preset; a `losses:` list replaces the default preset
+        (:mod:`edgekd.distill.losses.presets`)."""
+        return build_method(recipe.method.name, student, teacher, recipe.method.params, losses=losses or None,
+                            where=where, **context)  # fmt: skip
 
     if not recipe.stages:
         return [Stage("train", method_for(recipe.losses, "losses"), recipe.train)]
@@ -361,48 +259,6 @@ def build_stages(
         d = method_for(list(sc.losses) or list(recipe.losses), f"{where}.losses")
         stages.append(Stage(sc.name or f"stage{i + 1}", d, cfg, sc.trainable))
     return stages
-
-
-def save_networks(
-    run: RunFolder,
-    distiller: Any,
-    recipe: Recipe,
-    kwargs: dict[str, Any],
-    final: Path,
-    final_model: nn.Module,
-) -> None:
-    """Record every network the method produced in ``networks.json``; extra ones (peers, branches) are
-    saved beside the final student as ``network-<name>.pt``. The final student is the one that
-    ``edgekd export`` / ``edgekd profile`` pick (``student.pt``, else ``model.pt``)."""
-    nets = distiller.networks() or {"student": final_model}
-    record = {"final": final.name, "rule": "export and profile use student.pt, else model.pt", "networks": {}}
-    for name, net in nets.items():
-        if net is final_model:
-            record["networks"][name] = final.name
-            continue
-        path = run.root / f"network-{name}.pt"
-        # a network of another architecture (e.g. an early-exit head) names itself as (model, kwargs)
-        model_name, model_kw = getattr(net, "edgekd_model", (recipe.model.name, kwargs))
-        save_model(path, net, model_name, model_kw, meta={"network": name, "method": recipe.method.name})
-        record["networks"][name] = path.name
-    atomic_write_json(run.root / "networks.json", record)
-
-
-# Files that make a folder a run: a new run never mixes with them.
-RUN_ARTIFACTS = ("recipe.yaml", "checkpoint.pt", "model.pt", "student.pt", "metrics.json", "export",
-                 "report.json", "report.html", "report.md")  # fmt: skip
-
-
-def run_state(run: RunFolder, epochs: int) -> str:
-    """``"empty"`` (no run artifacts), ``"interrupted"`` (a checkpoint short of ``epochs`` or no final
-    model) or ``"finished"``."""
-    if not any((run.root / a).exists() for a in RUN_ARTIFACTS):
-        return "empty"
-    if run.checkpoint.exists() and not _checkpoint_complete(run, epochs):
-        return "interrupted"
-    if not (run.model.exists() or run.student.exists()):
-        return "interrupted"  # started (recipe written) but no final network yet
-    return "finished"
 
 
 def check_resume_recipe(run: RunFolder, recipe: Recipe) -> None:
@@ -426,43 +282,6 @@ def check_resume_recipe(run: RunFolder, recipe: Recipe) -> None:
         )
 
 
-def move_aside(root: Path) -> Path:
-    """Rename ``root`` to ``root.old-<timestamp>`` (never deleting anything)."""
-    import time
-
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = root.with_name(f"{root.name}.old-{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = root.with_name(f"{root.name}.old-{stamp}-{n}")
-    root.rename(target)
-    return target
-
-
-def _errors_on_classes(model: nn.Module, splits: DataSplits, classes: list[int]) -> dict[str, int]:
-    import numpy as np
-    import torch
-
-    with torch.no_grad():
-        model.eval()
-        pred = model(torch.from_numpy(splits.test.x)).argmax(1).numpy()
-    return {str(c): int(((splits.test.y == c) & (pred != c)).sum()) for c in classes} | {
-        "all": int((pred != splits.test.y).sum()),
-        "count": int(np.isin(splits.test.y, classes).sum()),
-    }
-
-
-def _checkpoint_complete(run: RunFolder, epochs: int) -> bool:
-    """True when the checkpoint has reached ``epochs`` (run_state also asks for the final network)."""
-    from edgekd.models.checkpoint import read_checkpoint
-
-    try:
-        return int(read_checkpoint(run.checkpoint).get("epoch", -1)) >= epochs
-    except EdgekdError:
-        return False
-
-
 def run_scheme(
     recipe: Recipe,
     runs_dir: str | Path,
@@ -480,23 +299,13 @@ def run_scheme(
     run's network is listed in ``networks.json``; ``metrics.json`` holds each run's final metrics.
     """
     from edgekd.distill import distributed
-    from edgekd.distill.schemes import build_scheme
 
     scheme = build_scheme(recipe.scheme.name, recipe.scheme.params)
-    run = RunFolder(run_dir or Path(runs_dir) / recipe.name)
+    run = RunFolder.named(runs_dir, recipe.name, run_dir)
     ctx = distributed.current()
-    if ctx.is_main:
-        run.check_unlocked()
-    occupied = _scheme_occupied(run)
-    if resume and not occupied:
-        raise EdgekdError(f"{run.root}: nothing to resume; run without --resume")
+    claim = run.claim(resume, overwrite, keep=CHAIN_RUNS, check_lock=ctx.is_main)
     if resume:
         check_resume_recipe(run, recipe)
-    elif occupied and not overwrite:
-        raise EdgekdError(
-            f"{run.root}: holds a previous run; pass --resume to continue it, --overwrite to move it aside and "
-            "start again, or choose another name (--set name=...)"
-        )
     splits = splits or prepare_data(recipe)
     teacher = None
     if distill:
@@ -504,63 +313,35 @@ def run_scheme(
             raise EdgekdError(
                 f"scheme {recipe.scheme.name!r}: needs one teacher in 'teacher.path' to start the chain"
             )
-        teacher = str(resolve_teacher_path(recipe.teacher.path, runs_dir))
+        teacher = str(RunFolder.resolve_model(recipe.teacher.path, runs_dir))
     build_model(recipe.model.name, **model_kwargs(recipe.model.kwargs, splits))  # fail before writing
     ctx.barrier()
     with contextlib.ExitStack() as held:
         if ctx.is_main:
-            claim_run_folder(run, held, lambda: _scheme_occupied(run), occupied,
-                             move=occupied and overwrite and not resume)  # fmt: skip
+            held.enter_context(claim.hold())
             atomic_write_text(run.recipe, dump_recipe(recipe))
             atomic_write_json(
                 run.seeds, {"seed": recipe.seed, "data_split_seed": recipe.seed, "scheme": recipe.scheme.name}
             )
             atomic_write_json(run.data_info, splits.describe())
-        return _run_scheme_runs(scheme, recipe, run, splits, teacher, distill, resume, progress)
+        train_once = _chain_trainer(splits, resume, progress)
+        runs = scheme.run(SchemeContext(recipe, run.root, splits, train_once, teacher))
+        if ctx.is_main:
+            write_scheme_results(recipe, run, runs, teacher, distill)
+    ctx.barrier()
+    return run
 
 
-def _scheme_occupied(run: RunFolder) -> bool:
-    """True when ``run`` holds anything but what `edgekd run` trains first (teacher/, baseline/) and the lock."""
-    keep = ("teacher", "baseline", LOCK_FILE)
-    return run.root.is_dir() and any(p.name not in keep for p in run.root.iterdir())
-
-
-def _run_scheme_runs(scheme: Any, recipe: Recipe, run: RunFolder, splits: DataSplits, teacher: str | None,
-                     distill: bool, resume: bool, progress: bool) -> RunFolder:  # fmt: skip
-    """The scheme's runs inside the locked ``run``, then its final network, networks.json and metrics."""
-    from edgekd.distill import distributed
-    from edgekd.recipe import TeacherConfig
-
-    ctx = distributed.current()
+def _chain_trainer(splits: DataSplits, resume: bool, progress: bool) -> TrainOnce:
+    """A scheme's ``train_once(recipe, folder, teacher)``: one ordinary run on the loaded ``splits``;
+    ``teacher`` is a model path, or several (an ensemble, outputs averaged)."""
 
     def train_once(r: Recipe, folder: Path, t: str | list[str] | None) -> RunFolder:
-        """One ordinary run; ``t`` is a teacher path, or several (an ensemble, outputs averaged)."""
-        sub = RunFolder(folder)
-        state = run_state(sub, r.train.epochs)
-        if resume and state == "finished":
-            return sub
         if isinstance(t, list):
             r = replace(r, teacher=TeacherConfig(paths=t, combine="mean-logits"))
         else:
             r = replace(r, teacher=TeacherConfig(path=t) if t else None)
-        return run_training(r, folder.parent, distill=t is not None, resume=resume and state == "interrupted",
-                            progress=progress, run_dir=folder, splits=splits)  # fmt: skip
+        return run_or_reuse(r, folder.parent, resume=resume, distill=t is not None, progress=progress,
+                            run_dir=folder, splits=splits)  # fmt: skip
 
-    runs = scheme.run(recipe, run.root, train_once, teacher)
-    if not ctx.is_main:
-        ctx.barrier()
-        return run
-    final = runs[-1].trained_model()
-    out = run.student if distill else run.model
-    atomic_write_bytes(out, final.read_bytes())
-    if teacher is not None:
-        atomic_write_bytes(run.teacher, Path(teacher).read_bytes())
-    nets = {r.root.name: str(r.trained_model().relative_to(run.root)) for r in runs}
-    atomic_write_json(run.root / "networks.json", {"final": out.name, "copied_from": nets[runs[-1].root.name],
-                      "rule": "export and profile use student.pt, else model.pt", "networks": nets})  # fmt: skip
-    per_run = {r.root.name: json.loads(r.metrics.read_text()).get("final", {}) for r in runs}
-    history = json.loads(runs[-1].metrics.read_text()).get("history", [])
-    atomic_write_json(run.metrics, {"scheme": recipe.scheme.name, "runs": per_run, "final": per_run[runs[-1].root.name],
-                                    "history": history})  # fmt: skip
-    ctx.barrier()
-    return run
+    return train_once

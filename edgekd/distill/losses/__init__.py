@@ -8,6 +8,7 @@ from edgekd.distill.losses import (  # noqa: F401  (registration)
     factor,
     features,
     logits,
+    presets,
     privileged,
     reconstruction,
     relational,
@@ -17,13 +18,17 @@ from edgekd.distill.losses import (  # noqa: F401  (registration)
 )
 from edgekd.distill.losses.base import LOSSES, TASKS, LossInfo, Step, check_params, register_loss
 from edgekd.distill.losses.logits import cross_entropy, kd_loss, kd_per_example, soft_cross_entropy
+from edgekd.distill.losses.presets import PRESETS, is_preset, preset_losses
 
 __all__ = [
     "LOSSES",
     "TASKS",
     "LossInfo",
+    "PRESETS",
     "Step",
     "check_params",
+    "is_preset",
+    "preset_losses",
     "register_loss",
     "cross_entropy",
     "kd_loss",

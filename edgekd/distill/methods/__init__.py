@@ -1,16 +1,14 @@
-"""Training schemes, one file each, registered by name (``@register_method``)."""
+"""Methods: what changes the training loop, one file each, registered by name (``@register_method``).
+
+What is minimised is a loss list (``losses:``, or a preset of :mod:`edgekd.distill.losses.presets`)."""
 
 from edgekd.distill.methods import (  # noqa: F401  (registration)
     byot,
-    hinton,
     mutual,
     netaug,
     noisy_sequential,
     one,
-    privileged,
-    supervised,
-    wasserstein_kd,
 )
-from edgekd.distill.methods.base import METHODS, Distiller, build_method, register_method
+from edgekd.distill.methods.base import METHODS, Distiller, build_method, needs_teacher, register_method
 
-__all__ = ["METHODS", "Distiller", "build_method", "register_method"]
+__all__ = ["METHODS", "Distiller", "build_method", "needs_teacher", "register_method"]

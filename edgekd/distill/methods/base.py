@@ -1,6 +1,9 @@
 """The distiller base class (mdistiller style), the composed distiller and the method registry.
 
-A method wraps the student (and teacher). ``forward_train(x, y)`` returns the student's outputs and a
+A method changes the training loop (several networks, branches, a supernet, noise); what is minimised
+is a list of losses (:mod:`edgekd.distill.losses.presets` names the usual ones: ``kd``, ``supervised``,
+``privileged``, ``wasserstein-kd``), trained by :class:`ComposedDistiller`. A method wraps the student
+(and teacher). ``forward_train(x, y)`` returns the student's outputs and a
 dict of *weighted* named loss terms; the engine sums them, back-propagates and logs each term. The
 teacher is frozen and always in ``eval()``. A distiller that trains several networks (a scheme) returns
 one optimizer parameter group per network from :meth:`Distiller.param_groups`; the engine then keeps one
@@ -18,7 +21,7 @@ from torch import Tensor, nn
 
 from edgekd.distill.compose import LossComposer, LossSpec
 from edgekd.distill.features import tap_features
-from edgekd.distill.losses import Step
+from edgekd.distill.losses import PRESETS, Step, is_preset, preset_losses
 from edgekd.errors import EdgekdError
 from edgekd.registry import Registry
 
@@ -154,33 +157,8 @@ class ComposedDistiller(Distiller):
         return out, c(step)
 
 
-def check_unit(key: str, value: float) -> None:
-    """``method.params.<key>`` must lie in ``[0, 1]`` (a weight or a fraction)."""
-    if not 0.0 <= value <= 1.0:
-        raise EdgekdError(f"method.params.{key}={value}: must be in [0, 1]")
-
-
-def check_positive(key: str, value: float) -> None:
-    """``method.params.<key>`` must be > 0 (e.g. a temperature)."""
-    if value <= 0:
-        raise EdgekdError(f"method.params.{key}={value}: must be > 0")
-
-
-def with_ce(name: str, alpha: float, params: dict[str, Any]) -> list[LossSpec]:
-    """``alpha * loss name + (1 - alpha) * CE(y, softmax(z_s))`` (no CE term when ``alpha`` is 1)."""
-    return [LossSpec(name, alpha, params)] + ([LossSpec("ce", 1.0 - alpha)] if alpha < 1.0 else [])
-
-
-class Compose(ComposedDistiller):
-    """The recipe's ``losses:`` list as it stands (selected automatically when ``losses`` is given)."""
-
-    needs_teacher = False
-    own_losses = False
-
-
 METHODS: Registry[Callable[..., Distiller]] = Registry("method")
 register_method = METHODS.register
-register_method("compose")(Compose)
 
 
 def method_params(cls: Callable[..., Distiller]) -> list[str]:
@@ -192,12 +170,15 @@ def method_params(cls: Callable[..., Distiller]) -> list[str]:
 def build_method(
     name: str, student: nn.Module, teacher: nn.Module | None, params: dict[str, Any], **context: Any
 ) -> Distiller:
-    """Build a registered method; unknown parameters are reported with the valid ones.
+    """Build a registered method, or a :class:`ComposedDistiller` for a loss preset (or ``compose``, the
+    ``losses`` list); unknown parameters are reported with the valid ones.
 
     ``context`` (``losses``, ``task``, ``sample_x``, ``teacher_input``) is passed to methods whose
     constructor takes it (by name or ``**context``).
     """
-    cls = METHODS.get(name)
+    if is_preset(name):
+        return build_composed(name, student, teacher, params, **context)
+    cls = method_class(name)
     allowed = method_params(cls)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
@@ -208,10 +189,40 @@ def build_method(
     takes_all = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
     ctx = {k: v for k, v in context.items() if v is not None and (takes_all or k in sig.parameters)}
     if context.get("losses") and cls.own_losses:
-        raise EdgekdError(
-            f"recipe: method {name!r} defines its own losses; remove `losses:` or use method compose"
-        )
+        raise EdgekdError(f"recipe: method {name!r} defines its own losses; remove `losses:` (or the method)")
     try:
         return cls(student=student, teacher=teacher, **params, **ctx)
     except TypeError as e:
         raise EdgekdError(f"method {name!r}: bad parameters ({e})") from None
+
+
+def method_class(name: str) -> Callable[..., Distiller]:
+    """The registered method ``name``; an unknown name lists the methods and the loss presets."""
+    if name not in METHODS:
+        raise EdgekdError(
+            f"unknown method {name!r}; valid names: {', '.join(METHODS.names())} (methods), "
+            f"{', '.join(PRESETS.names())} (loss presets)"
+        )
+    return METHODS.get(name)
+
+
+def needs_teacher(name: str) -> bool:
+    """True when method or loss preset ``name`` cannot train without a teacher."""
+    if is_preset(name):
+        return name in PRESETS and PRESETS.get(name).needs_teacher
+    return method_class(name).needs_teacher
+
+
+def build_composed(
+    name: str, student: nn.Module, teacher: nn.Module | None, params: dict[str, Any], **context: Any
+) -> ComposedDistiller:
+    """The student trained on preset ``name``'s losses, or on ``context["losses"]`` (``compose``)."""
+    where, given = context.get("where") or "losses", context.get("losses")
+    losses = preset_losses(name, params, given, context.get("task") or "classification", where)
+    preset = None if given else PRESETS.get(name)
+    if preset is not None and preset.needs_teacher and teacher is None:
+        raise EdgekdError(f"method {name!r} needs a teacher: set `teacher.path` in the recipe")
+    if preset is not None and not preset.needs_teacher:
+        teacher = None  # a labels-only preset never runs the teacher
+    kw = {k: context[k] for k in ("task", "sample_x", "teacher_input") if context.get(k) is not None}
+    return ComposedDistiller(student, teacher, losses=losses, where=where, **kw)

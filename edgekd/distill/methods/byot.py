@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgekd.distill.losses import cross_entropy, kd_loss
-from edgekd.distill.methods.base import Distiller, check_unit, register_method
+from edgekd.distill.losses.presets import check_unit
+from edgekd.distill.methods.base import Distiller, register_method
 from edgekd.distill.methods.blocks import block_channels, check_blocks, classify, embed
 from edgekd.errors import EdgekdError
 from edgekd.models.early_exit import AuxHead, EarlyExitCNN, cnn_config

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 from edgekd.distill.compose import LossComposer, LossSpec
 from edgekd.distill.losses import Step
-from edgekd.distill.methods.base import Distiller, check_positive, check_unit, register_method, with_ce
+from edgekd.distill.losses.presets import check_positive, check_unit, with_ce
+from edgekd.distill.methods.base import Distiller, register_method
 from edgekd.errors import EdgekdError
 from edgekd.models.dynamic import SuperNet
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edgekd.distill.methods.base import Distiller, check_unit, register_method
+from edgekd.distill.losses.presets import check_unit
+from edgekd.distill.methods.base import Distiller, register_method
 from edgekd.errors import EdgekdError
 from edgekd.timeseries.sequential import DEFAULT_SIGMA, noisy_fraction
 

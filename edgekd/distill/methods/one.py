@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgekd.distill.losses import cross_entropy, kd_loss
-from edgekd.distill.methods.base import Distiller, check_positive, register_method
+from edgekd.distill.losses.presets import check_positive
+from edgekd.distill.methods.base import Distiller, register_method
 from edgekd.distill.methods.blocks import block_channels, check_blocks, classify, embed, run_blocks
 from edgekd.errors import EdgekdError
 

@@ -6,6 +6,6 @@ from edgekd.distill.schemes import (  # noqa: F401  (registration)
     ensemble_selection,
     specialists,
 )
-from edgekd.distill.schemes.base import SCHEMES, Scheme, build_scheme, register_scheme
+from edgekd.distill.schemes.base import SCHEMES, Scheme, SchemeContext, build_scheme, register_scheme
 
-__all__ = ["SCHEMES", "Scheme", "build_scheme", "register_scheme"]
+__all__ = ["SCHEMES", "Scheme", "SchemeContext", "build_scheme", "register_scheme"]

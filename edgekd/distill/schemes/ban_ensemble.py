@@ -8,26 +8,22 @@ ensemble of generations 1..k for every k. The last generation stays the exported
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import torch
 
 from edgekd.atomic import atomic_write_json
-from edgekd.distill.schemes.base import TrainOnce, register_scheme
+from edgekd.distill.schemes.base import SchemeContext, register_scheme
 from edgekd.distill.schemes.born_again import BornAgain
 from edgekd.distill.schemes.library import accuracy, load_members, log_probs, save_ensemble
+from edgekd.runfolder import RunFolder
 
 
 @register_scheme("born-again-ensemble")
 class BornAgainEnsemble(BornAgain):
     """Born-Again generations plus the ensemble of generations (recorded, saved as ``ensemble.pt``)."""
 
-    def run(self, recipe: Any, root: Path, train: TrainOnce, teacher: str | None) -> Any:
-        from edgekd.distill.runner import prepare_data
-
-        runs = super().run(recipe, root, train, teacher)
-        splits = prepare_data(recipe)
+    def run(self, ctx: SchemeContext) -> list[RunFolder]:
+        runs = super().run(ctx)
+        root, splits = ctx.root, ctx.splits
         members = load_members([str(r.trained_model()) for r in runs], root)
         lps = [log_probs(m, splits.test.x) for m, _, _ in members]
         rows = []

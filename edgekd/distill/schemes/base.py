@@ -1,27 +1,46 @@
 """Schemes: how runs are organised above the training loop (one file each, ``@register_scheme``).
 
-A scheme gets the recipe and a ``train(recipe, run_dir, teacher_path)`` callback that performs one
-ordinary run (validated, checkpointed, resumable) and returns its run folder; it decides how many runs
-there are and which teacher each one gets, then names the final network. ``single`` is one run.
+A scheme gets a :class:`SchemeContext`: the recipe, the scheme's root folder, the data splits the runner
+already loaded, the teacher and a ``train_once(recipe, run_dir, teacher)`` callback that performs one
+ordinary run (validated, checkpointed, resumable) and returns its run folder. It decides how many runs
+there are and which teacher each one gets; the last run it returns is the final network. ``single`` is
+one run.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekd.data import DataSplits
 from edgekd.errors import EdgekdError
+from edgekd.recipe import Recipe
 from edgekd.registry import Registry
+from edgekd.runfolder import RunFolder
 
-TrainOnce = Callable[..., Any]  # (recipe, run_dir: Path, teacher: str | None) -> RunFolder
+# (recipe, run_dir, teacher: a model path, several (an ensemble) or None) -> the finished run folder
+TrainOnce = Callable[[Recipe, Path, "str | list[str] | None"], RunFolder]
+
+
+@dataclass(frozen=True)
+class SchemeContext:
+    """What a scheme works with; the data is loaded once, by the runner."""
+
+    recipe: Recipe
+    root: Path  # the scheme's run folder: every run and file it makes lives inside
+    splits: DataSplits
+    train_once: TrainOnce
+    teacher: str | None  # the recipe's teacher (a model file), or None
 
 
 class Scheme:
     """Base class; subclasses validate their params in ``__init__`` and implement :meth:`run`."""
 
-    def run(self, recipe: Any, root: Path, train: TrainOnce, teacher: str | None) -> Any:
+    def run(self, ctx: SchemeContext) -> list[RunFolder]:
+        """Train the scheme's runs inside ``ctx.root``; the last one is the final network."""
         raise NotImplementedError
 
 
@@ -44,5 +63,5 @@ def build_scheme(name: str, params: dict[str, Any]) -> Scheme:
 class Single(Scheme):
     """One run: the recipe's method trains one student (default)."""
 
-    def run(self, recipe: Any, root: Path, train: TrainOnce, teacher: str | None) -> Any:
-        return train(recipe, root, teacher)
+    def run(self, ctx: SchemeContext) -> list[RunFolder]:
+        return [ctx.train_once(ctx.recipe, ctx.root, ctx.teacher)]

@@ -12,11 +12,12 @@ autoencoders) instead of generation k-1 alone.
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
-from edgekd.distill.schemes.base import Scheme, TrainOnce, register_scheme
+from edgekd.distill.methods import needs_teacher
+from edgekd.distill.schemes.base import Scheme, SchemeContext, register_scheme
 from edgekd.errors import EdgekdError
+from edgekd.recipe import MethodConfig, SchemeConfig
+from edgekd.runfolder import RunFolder
 
 
 @register_scheme("born-again")
@@ -29,17 +30,15 @@ class BornAgain(Scheme):
         self.generations = int(generations)
         self.ensemble = bool(ensemble)
 
-    def run(self, recipe: Any, root: Path, train: TrainOnce, teacher: str | list[str] | None) -> Any:
-        from edgekd.distill.methods import METHODS
-        from edgekd.recipe import MethodConfig, SchemeConfig
-
-        runs = []
+    def run(self, ctx: SchemeContext) -> list[RunFolder]:
+        recipe, teacher = ctx.recipe, ctx.teacher
+        runs: list[RunFolder] = []
         for k in range(1, self.generations + 1):
             r = replace(recipe, name=f"gen-{k}", seed=recipe.seed + k - 1, scheme=SchemeConfig())
-            if teacher is None and METHODS.get(recipe.method.name).needs_teacher:
+            if teacher is None and needs_teacher(recipe.method.name):
                 # generation 1 without a teacher learns from labels (methods that need no teacher, e.g.
                 # noisy-sequential, run as they are)
                 r = replace(r, method=MethodConfig("supervised"), losses=[], teacher=None)
-            runs.append(train(r, root / f"gen-{k}", teacher))
+            runs.append(ctx.train_once(r, ctx.root / f"gen-{k}", teacher))
             teacher = [str(g.root) for g in runs] if self.ensemble and len(runs) > 1 else str(runs[-1].root)
         return runs

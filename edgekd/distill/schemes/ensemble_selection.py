@@ -11,14 +11,13 @@ the library, every step and the weights.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from edgekd.atomic import atomic_write_json
-from edgekd.distill.schemes.base import Scheme, TrainOnce, register_scheme
+from edgekd.distill.schemes.base import Scheme, SchemeContext, register_scheme
 from edgekd.distill.schemes.library import (
     accuracy,
     load_members,
@@ -29,6 +28,7 @@ from edgekd.distill.schemes.library import (
 )
 from edgekd.errors import EdgekdError
 from edgekd.models import load_model
+from edgekd.runfolder import RunFolder
 
 METRICS = ("accuracy", "log-loss")
 
@@ -96,10 +96,8 @@ class EnsembleSelection(Scheme):
         self.library, self.size, self.init, self.metric = library, int(size), int(init), metric
         self.bags, self.bag_fraction, self.seed = int(bags), float(bag_fraction), int(seed)
 
-    def run(self, recipe: Any, root: Path, train: TrainOnce, teacher: str | None) -> Any:
-        from edgekd.distill.runner import prepare_data
-
-        splits = prepare_data(recipe)
+    def run(self, ctx: SchemeContext) -> list[RunFolder]:
+        root, splits = ctx.root, ctx.splits
         need_val(splits, "ensemble-selection")
         members = load_members(self.library, root)
         for _, rec, f in members:
@@ -134,4 +132,4 @@ class EnsembleSelection(Scheme):
             "ensemble_test_accuracy": accuracy(log_probs(ens, splits.test.x), splits.test.y),
         }  # fmt: skip
         atomic_write_json(root / "selection.json", record)
-        return train_student(recipe, root, train, ens_path)
+        return train_student(ctx, ens_path)

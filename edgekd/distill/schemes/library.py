@@ -12,22 +12,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekd.distill.schemes.base import TrainOnce
+from edgekd.distill.schemes.base import SchemeContext
 from edgekd.errors import EdgekdError
 from edgekd.models import load_model, save_model
-
-
-def resolve_model(path: str, root: Path) -> Path:
-    """A run folder or checkpoint; relative paths are looked up in the runs folder holding ``root``."""
-    from edgekd.distill.runner import resolve_teacher_path
-
-    return resolve_teacher_path(path, root.parent)
+from edgekd.models.ensemble import WeightedEnsemble
+from edgekd.recipe import SchemeConfig
+from edgekd.runfolder import RunFolder
 
 
 def load_members(paths: Sequence[str], root: Path) -> list[tuple[nn.Module, dict[str, Any], Path]]:
+    """Each run folder or checkpoint of ``paths`` loaded; relative paths are looked up in the runs folder
+    holding ``root``."""
     out = []
     for p in paths:
-        f = resolve_model(p, root)
+        f = RunFolder.resolve_model(p, root.parent)
         model, record = load_model(f)
         out.append((model, record, f))
     return out
@@ -54,8 +52,6 @@ def save_ensemble(
     combine: str = "mean-probs",
 ) -> Path:  # fmt: skip
     """Save the weighted ensemble of ``members`` as one rebuildable ``ensemble`` model file."""
-    from edgekd.models.ensemble import WeightedEnsemble
-
     kwargs = {"members": [member_spec(r) for _, r in members], "weights": [float(w) for w in weights],
               "combine": combine, "input_shape": list(splits.input_shape), "num_classes": splits.num_classes}  # fmt: skip
     ens = WeightedEnsemble(**kwargs)
@@ -69,8 +65,7 @@ def need_val(splits: Any, scheme: str) -> None:
         raise EdgekdError(f"scheme {scheme}: needs a validation split; set data.val_fraction > 0")
 
 
-def train_student(recipe: Any, root: Path, train: TrainOnce, teacher: Path) -> list[Any]:
+def train_student(ctx: SchemeContext, teacher: Path) -> list[RunFolder]:
     """The recipe's own method trains ``root/student`` with ``teacher``, the model file the scheme built."""
-    from edgekd.recipe import SchemeConfig
-
-    return [train(replace(recipe, name="student", scheme=SchemeConfig()), root / "student", str(teacher))]
+    recipe = replace(ctx.recipe, name="student", scheme=SchemeConfig())
+    return [ctx.train_once(recipe, ctx.root / "student", str(teacher))]

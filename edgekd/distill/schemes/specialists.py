@@ -13,14 +13,13 @@ specialists, combined per example (:class:`edgekd.models.ensemble.SpecialistEnse
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from edgekd.atomic import atomic_write_json
 from edgekd.data import ArrayDataset
-from edgekd.distill.schemes.base import Scheme, TrainOnce, register_scheme
+from edgekd.distill.methods import build_method
+from edgekd.distill.schemes.base import Scheme, SchemeContext, register_scheme
 from edgekd.distill.schemes.library import (
     accuracy,
     load_members,
@@ -29,9 +28,11 @@ from edgekd.distill.schemes.library import (
     need_val,
     train_student,
 )
+from edgekd.distill.train import Trainer
 from edgekd.errors import EdgekdError
 from edgekd.models import build_model, load_model, save_model
 from edgekd.models.ensemble import SpecialistEnsemble
+from edgekd.runfolder import RunFolder
 
 
 def cluster_classes(cov: np.ndarray, k: int, iters: int = 50) -> list[list[int]]:
@@ -87,18 +88,13 @@ class Specialists(Scheme):
         self.k, self.generalist, self.epochs = int(subsets), generalist, epochs
         self.fraction, self.top_n, self.seed = float(dustbin_fraction), int(top_n), int(seed)
 
-    def run(self, recipe: Any, root: Path, train: TrainOnce, teacher: str | None) -> Any:
-        from edgekd.distill.methods import build_method
-        from edgekd.distill.runner import prepare_data
-        from edgekd.distill.train import Trainer
-        from edgekd.runfolder import RunFolder
-
-        path = self.generalist or teacher
+    def run(self, ctx: SchemeContext) -> list[RunFolder]:
+        recipe, root, splits = ctx.recipe, ctx.root, ctx.splits
+        path = self.generalist or ctx.teacher
         if path is None:
             raise EdgekdError(
                 "scheme specialists: needs a generalist: set teacher.path or scheme.params.generalist"
             )
-        splits = prepare_data(recipe)
         need_val(splits, "specialists")
         if self.k * 2 > splits.num_classes:
             raise EdgekdError(
@@ -147,4 +143,4 @@ class Specialists(Scheme):
             "combined_test_accuracy": accuracy(log_probs(combined, splits.test.x), splits.test.y),
         }  # fmt: skip
         atomic_write_json(root / "specialists.json", record_out)
-        return train_student(recipe, root, train, ens_path)
+        return train_student(ctx, ens_path)
