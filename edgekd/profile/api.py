@@ -20,7 +20,7 @@ from edgekd.data.evalset import EvalSet, data_from_info, resolve_data
 from edgekd.errors import EdgekdError
 from edgekd.profile.fit import fit_table, load_targets, non_mcu_notes
 from edgekd.profile.options import ProfileOptions
-from edgekd.profile.rows import Artifact, error_text, file_facts, profile_row
+from edgekd.profile.rows import Artifact, RowContext, error_text, file_facts, profile_row
 from edgekd.runfolder import RunFolder
 from edgekd.runtimes import runtimes_for
 
@@ -89,9 +89,8 @@ class _Profiler:
             if skip_reason:
                 self.notes.append(f"{art.label}: {runtime} skipped ({skip_reason})")
                 continue
-            row, ref = profile_row(
-                art, runtime, facts, self.data, self.teacher_outputs, self.opts, self.targets
-            )
+            ctx = RowContext(self.data, self.teacher_outputs, self.opts, self.targets)
+            row, ref = profile_row(art, runtime, facts, ctx)
             if facts.get("facts_error") and not row["error"]:
                 self.notes.append(f"{art.label}: MACs/params/arena not available ({facts['facts_error']})")
             if ref is not None and self.teacher_outputs is None:

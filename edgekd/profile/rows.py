@@ -33,6 +33,17 @@ class Artifact:
     label: str
 
 
+@dataclass(frozen=True)
+class RowContext:
+    """What every row of one report shares: the test data, the teacher's outputs on it (once the
+    teacher row has run), the options and the targets for MCU estimates."""
+
+    data: EvalSet | None
+    teacher_outputs: np.ndarray | None
+    opts: ProfileOptions
+    targets: list[dict[str, Any]]
+
+
 def error_text(e: BaseException) -> str:
     if isinstance(e, EdgekdError):
         return str(e)
@@ -111,13 +122,7 @@ def _accuracy(rt: Any, data: EvalSet, outputs: np.ndarray, teacher: np.ndarray |
 
 
 def profile_row(
-    art: Artifact,
-    runtime: str,
-    facts: dict[str, Any],
-    data: EvalSet | None,
-    teacher_outputs: np.ndarray | None,
-    opts: ProfileOptions,
-    targets: list[dict[str, Any]],
+    art: Artifact, runtime: str, facts: dict[str, Any], ctx: RowContext
 ) -> tuple[dict[str, Any], np.ndarray | None]:
     """Profile one artifact on one runtime. Returns ``(row, outputs used as the teacher reference)``."""
     row: dict[str, Any] = {
@@ -138,8 +143,8 @@ def profile_row(
         except EdgekdError as e:
             row["error"] = str(e)
             return row, None
-        return _native_row(row, art, runtime, facts, data, teacher_outputs, opts, targets)
-    return _measure_row(row, art, runtime, facts, data, teacher_outputs, opts, targets)
+        return _native_row(row, art, runtime, facts, ctx)
+    return _measure_row(row, art, runtime, facts, ctx)
 
 
 def _native_row(row: dict[str, Any], art: Artifact, runtime: str, *args: Any) -> tuple[dict[str, Any], Any]:
@@ -193,16 +198,10 @@ def _load_measuring_rss(
 
 
 def _measure_row(
-    row: dict[str, Any],
-    art: Artifact,
-    runtime: str,
-    facts: dict[str, Any],
-    data: EvalSet | None,
-    teacher_outputs: np.ndarray | None,
-    opts: ProfileOptions,
-    targets: list[dict[str, Any]],
+    row: dict[str, Any], art: Artifact, runtime: str, facts: dict[str, Any], ctx: RowContext
 ) -> tuple[dict[str, Any], np.ndarray | None]:
     """Load, time and evaluate one artifact on one runtime, filling ``row``."""
+    data, opts = ctx.data, ctx.opts
     rt = None
     ref_outputs = None
     try:
@@ -215,12 +214,14 @@ def _measure_row(
         if runtime == "tflm" and "macs" in facts:
             row["mcu_estimate"] = {
                 t["name"]: mcu_latency_estimate(facts["macs"]["total"], t["clock_hz"], t["cycles_per_mac"])
-                for t in targets
+                for t in ctx.targets
                 if t.get("clock_hz") and t.get("cycles_per_mac")
             }
         if data is not None:
             outputs = rt.predict(data.x)
-            row["accuracy"] = _accuracy(rt, data, outputs, None if art.role == "teacher" else teacher_outputs)
+            row["accuracy"] = _accuracy(
+                rt, data, outputs, None if art.role == "teacher" else ctx.teacher_outputs
+            )
             if art.role == "teacher":  # the reference the others compare with
                 ref_outputs = outputs
     except Exception as e:  # noqa: BLE001  (one artifact's failure must not stop the others)
