@@ -148,11 +148,10 @@ def _run_stages(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: An
         summary["exports"] = exports
 
     if not skip_profile:
-        from edgekd.profile import profile_run
+        from edgekd.profile import ProfileOptions, profile_run
 
         console.rule("[bold]5. profile")
-        targets = recipe.profile.targets or [t for t in recipe.export.targets]
-        profile_run(run.root, targets=targets, runs=recipe.profile.runs, threads=recipe.profile.threads)
+        profile_run(run.root, ProfileOptions.from_recipe(recipe))
         summary["report"] = str(run.report("html"))
     return summary
 

@@ -177,7 +177,7 @@ def test_calibration_warns_below_100(tmp_path: Path) -> None:
 
 
 def test_task_record_and_inference(tmp_path: Path) -> None:
-    from edgekd.export.checks import normalize_task
+    from edgekd.data.evalset import normalize_task
     from edgekd.export.quantize import read_npz
     from edgekd.export.source import infer_task
 

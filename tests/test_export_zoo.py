@@ -169,7 +169,7 @@ def test_zoo_classifier_exports_to_tflite_micro(name: str, tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_autoencoder_reconstruction_checks_in_export_and_profile(tmp_path: Path) -> None:
-    from edgekd.profile import profile_files
+    from edgekd.profile import ProfileOptions, profile_files
 
     onnx_path, x = _build("fc_autoencoder", tmp_path)
     calib, test = tmp_path / "calib.npz", tmp_path / "test.npz"
@@ -188,7 +188,9 @@ def test_autoencoder_reconstruction_checks_in_export_and_profile(tmp_path: Path)
     assert c["int8_runtime"] == "tflite-micro" and c["tflm_samples"] == 50
     assert 0 < c["int8_max_abs_error"] < 1.0 and c["int8_sqnr_db"] > 10
     assert c["int8_score_spearman"] > 0.9 and c["litert_reference_int8_score_spearman"] > 0.9
-    rep = profile_files([out / "model_int8.tflite"], data=test, teacher=onnx_path, runs=2, warmup=0)
+    rep = profile_files(
+        [out / "model_int8.tflite"], data=test, teacher=onnx_path, options=ProfileOptions(runs=2, warmup=0)
+    )
     t_row, rows = rep["artifacts"][0], rep["artifacts"][1:]
     assert t_row["accuracy"]["auc"] == pytest.approx(1.0)
     for row in rows:
@@ -332,7 +334,7 @@ def test_lowering_is_exact(net: Any, shape: tuple[int, ...], op: str, tmp_path: 
     import onnx
 
     from edgekd.export.lower import lower
-    from edgekd.profile.runtimes import run_outputs
+    from edgekd.runtimes import run_outputs
 
     torch.manual_seed(0)
     path = tmp_path / "m.onnx"

@@ -22,7 +22,7 @@ from edgekd.export.c_backend import host
 from edgekd.export.c_backend.export import export_c
 from edgekd.graph.sample_models import sample_models
 from edgekd.graph.tflite_model import _schema_module
-from edgekd.profile import profile_files
+from edgekd.profile import ProfileOptions, profile_files
 
 MUTANTS_PER_MODEL = 100
 PER_MUTANT_S = 60
@@ -85,7 +85,9 @@ def _both_commands(path: Path, out: Path, litert: bool, host_c: bool) -> list[tu
     if not host_c:
         host.gcc = lambda: None  # this child only: no compile (the host check then runs nothing)
     runtimes = ["tflm", "litert"] if litert else ["tflm"]
-    prof = _outcome(lambda: profile_files([path], runs=1, warmup=0, runtimes=runtimes))
+    prof = _outcome(
+        lambda: profile_files([path], options=ProfileOptions(runs=1, warmup=0, runtimes=runtimes))
+    )
     exp = _outcome(lambda: export_c(path, fmt="c", out=out, quiet=True))
     return [("profile", *prof), ("export-c", *exp)]
 

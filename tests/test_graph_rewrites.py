@@ -11,7 +11,7 @@ import pytest
 from edgekd.errors import EdgekdError
 from edgekd.graph import read_tflite, run_tflm
 from edgekd.graph.rewrites import split_wide_concatenations
-from edgekd.profile.runtimes import run_outputs
+from edgekd.runtimes import run_outputs
 
 
 def _wide_concat_int8(parts: int = 12) -> bytes:

@@ -18,7 +18,7 @@ from edgekd.cli import main as cli_main
 from edgekd.data import load_data
 from edgekd.errors import EdgekdError
 from edgekd.models import build_model, save_model
-from edgekd.profile import profile_files, profile_run
+from edgekd.profile import ProfileOptions, profile_files, profile_run
 
 SHAPE = (1, 8, 8)  # digits: 8x8 grey images, 10 classes
 
@@ -85,7 +85,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(run_dir: Path) -> dict:
-    return profile_run(run_dir, runs=5, warmup=1, samples=60, targets=["stm32f746-disco", "rp2040-pico"])
+    return profile_run(
+        run_dir, ProfileOptions(runs=5, warmup=1, samples=60, targets=["stm32f746-disco", "rp2040-pico"])
+    )
 
 
 def test_run_folder_report_rows(report: dict, run_dir: Path) -> None:
@@ -159,7 +161,7 @@ def test_profile_files_without_data_measures_latency_only(run_dir: Path, tmp_pat
     onnx = run_dir / "export" / "onnx" / "model.onnx"
     copy = tmp_path / "m.onnx"
     copy.write_bytes(onnx.read_bytes())
-    rep = profile_files([copy], runs=3, warmup=0, html_path=tmp_path / "r.html")
+    rep = profile_files([copy], options=ProfileOptions(runs=3, warmup=0, html_path=tmp_path / "r.html"))
     (row,) = rep["artifacts"]
     assert row["error"] is None and row["latency"]["runs"] == 3 and "accuracy" not in row
     assert (tmp_path / "r.html").exists()
@@ -169,20 +171,20 @@ def test_profile_files_mismatched_data_is_an_error(run_dir: Path, tmp_path: Path
     npz = tmp_path / "wrong.npz"
     np.savez(npz, x=np.zeros((4, 1, 5, 5), np.float32), y=np.zeros(4, np.int64))
     with pytest.raises(EdgekdError, match="does not match"):
-        profile_files([run_dir / "student.pt"], data=npz, runs=2, warmup=0)
+        profile_files([run_dir / "student.pt"], data=npz, options=ProfileOptions(runs=2, warmup=0))
 
 
 def test_float_model_on_tflm_is_a_clear_error(run_dir: Path) -> None:
     fp32 = run_dir / "export" / "stm32f746-disco" / "model_fp32.tflite"
     with pytest.raises(EdgekdError, match="cannot run on TFLite Micro"):
-        profile_files([fp32], runtimes=["tflm"], runs=2, warmup=0)
+        profile_files([fp32], options=ProfileOptions(runtimes=["tflm"], runs=2, warmup=0))
 
 
 def test_not_a_model_is_a_clear_error(tmp_path: Path) -> None:
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 64)
     with pytest.raises(EdgekdError, match="junk.tflite"):
-        profile_files([junk], runs=2, warmup=0)
+        profile_files([junk], options=ProfileOptions(runs=2, warmup=0))
 
 
 def test_cli_exit_codes(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -245,7 +247,7 @@ def test_anomaly_autoencoder_gets_auc_and_f1(tmp_path: Path) -> None:
         ae[1].weight.mul_(0.9)  # a slightly worse "teacher" that still ranks the anomalies first
     teacher = tmp_path / "teacher_ae.onnx"
     torch.onnx.export(ae, torch.zeros(1, f), str(teacher), dynamo=False)
-    rep = profile_files([path], data=npz, teacher=teacher, runs=2, warmup=0)
+    rep = profile_files([path], data=npz, teacher=teacher, options=ProfileOptions(runs=2, warmup=0))
     t_row, row = rep["artifacts"]
     assert t_row["role"] == "teacher" and t_row["accuracy"]["auc"] == pytest.approx(1.0)
     assert row["accuracy"]["vs_teacher"]["agreement"] == pytest.approx(1.0)
@@ -257,7 +259,10 @@ def test_anomaly_autoencoder_gets_auc_and_f1(tmp_path: Path) -> None:
 
 
 def test_rss_in_a_fresh_subprocess(run_dir: Path) -> None:
-    rep = profile_files([run_dir / "export" / "onnx" / "model.onnx"], runs=2, warmup=0, rss="subprocess")
+    rep = profile_files(
+        [run_dir / "export" / "onnx" / "model.onnx"],
+        options=ProfileOptions(runs=2, warmup=0, rss="subprocess"),
+    )
     rss = rep["artifacts"][0]["rss"]
     assert rss["method"].startswith("fresh subprocess")
     assert rss["peak_bytes"] >= rss["baseline_bytes"] > 0 and rss["delta_bytes"] > 0

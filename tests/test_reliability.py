@@ -284,7 +284,7 @@ def test_11_litert_does_not_print_its_delegate_banner(tmp_path):
 
     model = sample_models(["mlp"])["mlp"]
     code = (
-        "import sys\nfrom edgekd.profile.runtimes import LiteRTRuntime\n"
+        "import sys\nfrom edgekd.runtimes import LiteRTRuntime\n"
         f"r = LiteRTRuntime({str(model)!r})\nr.load()\nprint('loaded', r.input_shape)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

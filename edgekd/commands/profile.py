@@ -87,15 +87,13 @@ def command(
     """
     set_interrupt_message("profiling cancelled; reports are written atomically, so earlier ones are intact")
     from edgekd.inputs import check_model_file
-    from edgekd.profile import profile_files, profile_run
+    from edgekd.profile import ProfileOptions, profile_files, profile_networks, profile_run
     from edgekd.profile.report import print_summary
-    from edgekd.profile.runtimes import RUNTIMES
 
-    for r in runtimes:
-        if r not in RUNTIMES:
-            raise EdgekdError(f"--runtime {r}: unknown runtime; valid: {', '.join(sorted(RUNTIMES))}")
-    common = dict(targets=list(targets) or None, runs=runs, warmup=warmup, threads=threads, samples=samples,
-                  runtimes=list(runtimes) or None, rss=rss, json_path=json_path, md_path=md_path, html_path=html_path)  # fmt: skip
+    opts = ProfileOptions(targets=list(targets) or None, runs=runs, warmup=warmup, threads=threads, samples=samples,
+                          runtimes=list(runtimes) or None, rss=rss, json_path=json_path, md_path=md_path,
+                          html_path=html_path)  # fmt: skip
+    opts.check_runtimes()
     dirs = [p for p in paths if p.is_dir()]
     if dirs:
         if len(paths) > 1:
@@ -112,18 +110,10 @@ def command(
             if model_file.exists():
                 check_model_file(model_file)  # a corrupt run file is an input error (exit 2), not a row
         if all_networks:
-            from edgekd.networks import list_networks
-
-            nets = list(list_networks(run.root).values())
-            for f in nets:
-                check_model_file(f)
-            for ext in ("json", "md", "html"):
-                common[f"{ext}_path"] = common[f"{ext}_path"] or run.root / f"report-networks.{ext}"
-            report = profile_files(nets, str(run.data_info), teacher=run.teacher if run.teacher.exists() else None,
-                                   **common)  # fmt: skip
+            report = profile_networks(run.root, opts)
             click.echo(f"reports: {run.root / 'report-networks.html'}, .md, .json", err=True)
         else:
-            report = profile_run(paths[0], **common)
+            report = profile_run(paths[0], opts)
             click.echo(f"reports: {paths[0] / 'report.html'}, report.md, report.json", err=True)
     else:
         bad = []
@@ -136,7 +126,7 @@ def command(
             raise bad[0]
         if teacher is not None:
             check_model_file(teacher)
-        report = profile_files(paths, data, teacher=teacher, **common)
+        report = profile_files(paths, data, teacher=teacher, options=opts)
     print_summary(report)
     from edgekd.safetext import plain
 

@@ -20,6 +20,8 @@ from edgekd.errors import EdgekdError
 from edgekd.registry import Registry
 
 DEFAULT_DATA_DIR = "~/.cache/edgekd/datasets"
+#: what a data set is for: class labels, or reconstruction (autoencoders; labels = anomaly flags)
+TASKS = ("classification", "reconstruction")
 
 
 def data_dir() -> Path:
@@ -202,8 +204,6 @@ def load_data(
         raise EdgekdError(f"data.train_fraction={train_fraction}: must be in (0, 1]")
     check_options(name, options, "load_data")
     raw = DATASETS.get(name)(**(options or {}))
-    from edgekd.distill.losses.base import TASKS
-
     if raw.task not in TASKS:
         raise EdgekdError(f"data set {name!r}: task {raw.task!r}; valid: {', '.join(TASKS)}")
     rng = np.random.default_rng(seed)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.atomic import atomic_directory, atomic_write_json
+from edgekd.data.evalset import EvalSet
 from edgekd.errors import EdgekdError
 from edgekd.export import checks as ck
 from edgekd.export import micro, routes
@@ -24,9 +25,10 @@ from edgekd.export import onnx as ox
 from edgekd.export import tflite as tfl
 from edgekd.export.context import ExportContext, Log
 from edgekd.export.outdir import check_output_folder
-from edgekd.export.quantize import MIN_SAMPLES, Samples, calibration_samples, train_range
-from edgekd.export.source import EvalSet, declared_task, eval_set, infer_task, load_source
-from edgekd.profile.runtimes import input_layout, run_outputs
+from edgekd.export.quantize import MIN_SAMPLES, calibration_samples, train_range
+from edgekd.export.source import declared_task, eval_set, infer_task, load_source
+from edgekd.metrics.classification import accuracy, top1_agreement
+from edgekd.runtimes import input_layout, run_outputs
 from edgekd.safetext import markup
 from edgekd.targets import Target, load_target
 
@@ -215,7 +217,7 @@ def export_model(
     return out_dir
 
 
-def _onnx_stage(ctx: ExportContext, eval_npz: Samples | None) -> None:
+def _onnx_stage(ctx: ExportContext, eval_npz: EvalSet | None) -> None:
     """Write the ONNX model, run it on the evaluation set (the float reference) and settle the task."""
     src, checks, ev = ctx.src, ctx.checks, ctx.eval
     ctx.onnx_path = ctx.work / "model.onnx"
@@ -287,7 +289,7 @@ def _tflite_stage(ctx: ExportContext) -> None:
     diff, tol = ck.check_fp32("TFLite fp32", fp32_out, ctx.ref, ctx.ref_name)
     checks.update(fp32_max_abs_diff=diff, fp32_tolerance=tol)
     if ctx.task == "classification":
-        checks["tflite_fp32_accuracy"] = ck.accuracy(fp32_out, ev.y)
+        checks["tflite_fp32_accuracy"] = accuracy(fp32_out, ev.y)
     checks["host_runtime"] = "ai-edge-litert"
     ctx.log.step(f"TFLite fp32 matches {ctx.ref_name} (max |diff| {diff:.2e} <= {tol:.1e})")
     ctx.record["tflite"] = {}
@@ -363,8 +365,8 @@ def _micro_stage(ctx: ExportContext, data: bytes, path: Path, model: Any, litert
     checks.update(ck.compare(ctx.task, tflm_out, ctx.ref, ev.x, ev.y, "int8"))
     checks.update(ck.compare(ctx.task, litert_out, ctx.ref, ev.x, ev.y, "litert_int8"))
     checks.update(ck.compare(ctx.task, ref_kernels, ctx.ref, ev.x, ev.y, "litert_reference_int8"))
-    checks["tflm_vs_litert_agreement"] = ck.top1_agreement(tflm_out, litert_out)
-    checks["tflm_vs_litert_reference_kernels_agreement"] = ck.top1_agreement(tflm_out, ref_kernels)
+    checks["tflm_vs_litert_agreement"] = top1_agreement(tflm_out, litert_out)
+    checks["tflm_vs_litert_reference_kernels_agreement"] = top1_agreement(tflm_out, ref_kernels)
     checks["tflm_vs_litert_reference_kernels_max_abs_diff"] = ck.max_abs_diff(tflm_out, ref_kernels)
     ctx.log.step(f"TFLite Micro arena {arena['total']:,} B (head {arena['head']:,}, tail {arena['tail']:,}); "
                  f"TFLM vs LiteRT reference kernels max |diff| {checks['tflm_vs_litert_reference_kernels_max_abs_diff']:.3g} on {n}")  # fmt: skip

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import EdgekdError
+from edgekd.metrics.classification import accuracy, top1_agreement
+from edgekd.metrics.reconstruction import reconstruction_metrics, reconstruction_scores
 
 FP32_ATOL = 1e-3
 FP32_RTOL = 1e-3
@@ -22,17 +24,6 @@ def fp32_tolerance(reference: np.ndarray) -> float:
     return FP32_ATOL + FP32_RTOL * float(np.max(np.abs(reference))) if reference.size else FP32_ATOL
 
 
-def accuracy(logits: np.ndarray, y: np.ndarray | None) -> float | None:
-    if y is None or len(y) == 0:
-        return None
-    return float(np.mean(logits.reshape(len(logits), -1).argmax(1) == y[: len(logits)]))
-
-
-def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    n = min(len(a), len(b))
-    return float(np.mean(a[:n].reshape(n, -1).argmax(1) == b[:n].reshape(n, -1).argmax(1))) if n else 0.0
-
-
 def check_fp32(name: str, got: np.ndarray, reference: np.ndarray, ref_name: str) -> tuple[float, float]:
     """Max |diff| of float outputs; EdgekdError when beyond :func:`fp32_tolerance`."""
     diff = max_abs_diff(got, reference)
@@ -44,24 +35,6 @@ def check_fp32(name: str, got: np.ndarray, reference: np.ndarray, ref_name: str)
     return diff, tol
 
 
-TASKS = ("classification", "reconstruction")
-
-
-def normalize_task(value: Any, where: str) -> str | None:
-    """``classification`` | ``reconstruction`` from a ``task`` record (``anomaly`` counts as reconstruction)."""
-    if value is None:
-        return None
-    if isinstance(value, np.ndarray):
-        value = value.item() if value.size == 1 else None
-    text = value.decode() if isinstance(value, bytes) else str(value)
-    text = text.strip().lower()
-    if text.startswith("anomal") or text == "reconstruction":
-        return "reconstruction"
-    if text == "classification":
-        return "classification"
-    raise EdgekdError(f"{where}: task {text!r} is not one of {', '.join(TASKS)}")
-
-
 def compare(task: str, got: np.ndarray, reference: np.ndarray, x: np.ndarray, y: np.ndarray | None,
             prefix: str) -> dict[str, Any]:  # fmt: skip
     """Metrics of converted/quantized outputs ``got`` against the float ``reference`` on inputs ``x``.
@@ -71,8 +44,6 @@ def compare(task: str, got: np.ndarray, reference: np.ndarray, x: np.ndarray, y:
     correlation of per-sample anomaly scores = reconstruction MSE).
     """
     if task == "reconstruction":
-        from edgekd.profile.accuracy import reconstruction_metrics
-
         try:
             m = reconstruction_metrics(got, reference, x)
         except ValueError as e:
@@ -87,8 +58,6 @@ def compare(task: str, got: np.ndarray, reference: np.ndarray, x: np.ndarray, y:
 def float_summary(task: str, reference: np.ndarray, x: np.ndarray, y: np.ndarray | None) -> dict[str, Any]:
     """What the float model itself scores: accuracy, or the mean reconstruction MSE."""
     if task == "reconstruction":
-        from edgekd.profile.accuracy import reconstruction_scores
-
         try:
             return {"float_score_mean": float(reconstruction_scores(reference, x).mean())}
         except ValueError as e:

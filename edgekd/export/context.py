@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.export.quantize import Samples
-from edgekd.export.source import EvalSet, Source
+from edgekd.data.evalset import EvalSet
+from edgekd.export.source import Source
 from edgekd.safetext import markup
 from edgekd.targets import Target
 
@@ -46,7 +46,7 @@ class ExportContext:
     record: dict[str, Any]
     log: Log
     eval: EvalSet
-    calib: Samples | None = None
+    calib: EvalSet | None = None
     tflm_samples: int = 1000
     route: str | None = None  # requested route (None: automatic order)
     task: str = "classification"

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.data.evalset import EvalSet, normalize_task
 from edgekd.data.registry import check_labels
 from edgekd.errors import EdgekdError
 from edgekd.files import MAX_EVAL_NPZ_BYTES, load_npz
@@ -107,25 +108,14 @@ def select(x: np.ndarray, y: np.ndarray | None, recipe: CalibrationRecipe) -> np
     return np.ascontiguousarray(x[idx], dtype=np.float32)
 
 
-@dataclass
-class Samples:
-    """Preprocessed inputs from an ``.npz``: ``x``, optional integer labels ``y`` and the ``task`` it declares."""
-
-    x: np.ndarray
-    y: np.ndarray | None = None
-    task: str | None = None
-
-
 def read_npz(
     path: str | Path, input_shape: tuple[int, ...], ref_range: tuple[float, float] | None = None
-) -> Samples:
+) -> EvalSet:
     """Read ``x`` (or the only array), optional ``y`` and ``task`` from an ``.npz`` and check ``x`` against the model.
 
     ``y``: one integer label per row (classification) or 0/1 anomaly flags; ``task``: a string array
     ``classification`` | ``reconstruction`` (autoencoders; ``anomaly`` is accepted as a synonym).
     """
-    from edgekd.export.checks import normalize_task
-
     p = Path(path)
     expected = f"(N, {', '.join(str(s) for s in input_shape)}) float32"
     # the .npy headers are checked first: a zip bomb is refused before anything is allocated
@@ -165,7 +155,7 @@ def read_npz(
                 f"{p}: array 'y' must hold one integer label per row of x ({len(x)}), got {y.dtype} {y.shape}"
             )
         y = check_labels(y, str(p), "y", len(x))
-    return Samples(x, y, normalize_task(task_arr, f"{p}: array 'task'"))
+    return EvalSet(x, y, p.name, task=normalize_task(task_arr, f"{p}: array 'task'"))
 
 
 def train_range(splits: Any | None) -> tuple[float, float] | None:
@@ -180,7 +170,7 @@ def calibration_samples(
     input_shape: tuple[int, ...],
     splits: Any | None,
     ref_range: tuple[float, float] | None = None,
-) -> tuple[Samples, dict[str, Any]]:
+) -> tuple[EvalSet, dict[str, Any]]:
     """Calibration samples (an ``.npz``'s labels and task kept) and a description for ``export.json``;
     warns (in the info) below :data:`MIN_SAMPLES` samples. ``ref_range``: :func:`train_range` when known."""
     ref = ref_range if ref_range is not None else train_range(splits)
@@ -206,4 +196,4 @@ def calibration_samples(
             )
     if len(x) < MIN_SAMPLES:
         info["warning"] = f"only {len(x)} calibration samples (< {MIN_SAMPLES}); int8 ranges may be poor"
-    return (samples or Samples(x)), info
+    return (samples or EvalSet(x, name=f"recipe {recipe.name}")), info

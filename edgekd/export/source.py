@@ -11,17 +11,16 @@ removed from the calibration set), else random inputs (numerics only, no accurac
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgekd.data.evalset import EvalSet, normalize_task, read_data_info
 from edgekd.errors import EdgekdError
 from edgekd.export import onnx as ox
-from edgekd.export.checks import normalize_task
-from edgekd.export.quantize import Samples, read_npz
+from edgekd.export.quantize import read_npz
 
 HOLDOUT_FRACTION = 0.2
 MIN_HOLDOUT_SOURCE = 5
@@ -40,24 +39,6 @@ class Source:
     splits: Any = None
     run: Any = None
     data_info: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class EvalSet:
-    """The samples every check runs on, with labels when known and where they came from."""
-
-    x: np.ndarray
-    y: np.ndarray | None
-    name: str
-    note: str = ""
-
-
-def read_data_info(path: Path) -> dict[str, Any]:
-    """A ``data.json`` data description; one-line EdgekdError when unreadable."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise EdgekdError(f"{path}: cannot read data description ({e})") from None
 
 
 def _data_and_splits(path: Path) -> tuple[dict[str, Any], Any]:
@@ -112,7 +93,7 @@ def load_source(path: Any, input_shape: tuple[int, ...] | None = None) -> Source
     raise EdgekdError(f"{p}: not a run folder, a .onnx file or an edgekd .pt model")
 
 
-def declared_task(src: Source, *npz: Samples | None) -> tuple[str | None, str]:
+def declared_task(src: Source, *npz: EvalSet | None) -> tuple[str | None, str]:
     """The task an ``.npz`` or ``data.json`` declares, and where it was found (None if none does)."""
     for s in npz:
         if s is not None and s.task:
@@ -131,8 +112,8 @@ def infer_task(input_shape: tuple[int, ...], output_values: int) -> tuple[str, s
     return "classification", "inferred: default"
 
 
-def eval_set(src: Source, eval_path: str | Path | None, calib: Samples | None, calib_path: str | Path | None,
-             ref_range: tuple[float, float] | None) -> tuple[EvalSet, Samples | None, Samples | None]:  # fmt: skip
+def eval_set(src: Source, eval_path: str | Path | None, calib: EvalSet | None, calib_path: str | Path | None,
+             ref_range: tuple[float, float] | None) -> tuple[EvalSet, EvalSet | None, EvalSet | None]:  # fmt: skip
     """The evaluation samples, the (possibly shortened) calibration samples and the ``--eval`` samples."""
     if eval_path is not None:
         if not str(eval_path).endswith(".npz"):
@@ -143,7 +124,7 @@ def eval_set(src: Source, eval_path: str | Path | None, calib: Samples | None, c
         return EvalSet(src.splits.test.x, src.splits.test.y, "test"), calib, None
     if calib is not None and calib_path is not None and len(calib.x) >= MIN_HOLDOUT_SOURCE:
         k = max(1, int(round(len(calib.x) * HOLDOUT_FRACTION)))
-        keep = Samples(calib.x[:-k], None if calib.y is None else calib.y[:-k], calib.task)
+        keep = calib.rows(slice(None, -k))
         note = (
             f"the last {k} of {len(calib.x)} samples of {Path(calib_path).name}, held out: not used to calibrate "
             "(pass --eval data.npz to judge on other data and calibrate on all)"

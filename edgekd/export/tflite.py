@@ -1,6 +1,6 @@
 """ONNX -> TFLite with onnx2tf (fp32, fp16, dynamic-range, full-integer int8 with int8 I/O).
 
-Models run on the host through :mod:`edgekd.profile.runtimes` (the one runtime layer).
+Models run on the host through :mod:`edgekd.runtimes` (the one runtime layer).
 
 onnx2tf converts NCHW inputs to NHWC; calibration samples are written as NHWC ``.npy`` and passed with
 mean 0 / std 1 because they already carry the training preprocessing. TensorFlow is imported lazily.

@@ -73,7 +73,7 @@ def bench_inputs(model_path: Path, run: Path | None, data: str | None, samples: 
         data = str(run / "data.json")
     ev = None
     if data is not None:
-        from edgekd.profile.api import resolve_data
+        from edgekd.data.evalset import resolve_data
 
         ev = resolve_data(data, samples)
     if ev is None:

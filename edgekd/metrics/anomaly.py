@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import EdgekdError
-from edgekd.profile.accuracy import precision_recall_f1
-from edgekd.profile.accuracy import roc_auc as _rank_auc
+from edgekd.metrics.ranks import average_ranks
 
 DEFAULT_VAL_QUANTILE = 0.99
 
@@ -56,9 +55,15 @@ def point_adjust(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def prf1(pred: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Precision, recall, F1 (0 when undefined) and the counts."""
-    return precision_recall_f1(labels, pred)
+def precision_recall_f1(pred: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Binary precision, recall and F1 with class 1 as positive (0.0 where undefined), and the counts."""
+    y = np.asarray(labels).astype(bool)
+    p = np.asarray(pred).astype(bool)
+    tp, fp, fn = int((y & p).sum()), int((~y & p).sum()), int((y & ~p).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
 
 
 def evaluate_threshold(
@@ -69,7 +74,7 @@ def evaluate_threshold(
     pred = (scores >= threshold).astype(np.int64)
     if adjust:
         pred = point_adjust(pred, labels)
-    return {**prf1(pred, labels), "threshold": float(threshold)}
+    return {**precision_recall_f1(pred, labels), "threshold": float(threshold)}
 
 
 def best_f1(scores: np.ndarray, labels: np.ndarray, *, adjust: bool = False) -> dict[str, float]:
@@ -120,14 +125,16 @@ def val_threshold(val_scores: np.ndarray, quantile: float = DEFAULT_VAL_QUANTILE
     return float(np.quantile(v, quantile))
 
 
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     """Area under the ROC curve = P(score of an anomaly > score of a normal step), ties count 1/2
-    (the profiler's Mann-Whitney rank statistic; here both classes are required)."""
+    (the Mann-Whitney rank statistic with average ranks); ``None`` when one class is missing."""
     scores, labels = _check(scores, labels)
-    auc = _rank_auc(labels, scores)
-    if auc is None:
-        raise EdgekdError("roc_auc: needs both normal and anomalous steps")
-    return auc
+    y = labels.astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = average_ranks(scores)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def anomaly_report(
@@ -145,7 +152,10 @@ def anomaly_report(
         "pa_best": best_f1(test_scores, test_labels, adjust=True),
         "pa_val": evaluate_threshold(test_scores, test_labels, thr, adjust=True),
     }
-    out: dict[str, Any] = {"auc": roc_auc(test_scores, test_labels), "val_quantile": quantile}
+    auc = roc_auc(test_scores, test_labels)
+    if auc is None:
+        raise EdgekdError("roc_auc: needs both normal and anomalous steps")
+    out: dict[str, Any] = {"auc": auc, "val_quantile": quantile}
     for name, r in rows.items():
         out[f"f1_{name}"] = r["f1"]
         out[f"p_{name}"] = r["precision"]

@@ -174,7 +174,7 @@ def _child(argv: list[str]) -> None:
 
     import numpy as np
 
-    from edgekd.profile.runtimes import RUNTIMES, _quiet_fd
+    from edgekd.runtimes import RUNTIMES, _quiet_fd
 
     runtime, path, threads = argv[0], argv[1], int(argv[2])
     base = _status_kb("VmRSS") or 0

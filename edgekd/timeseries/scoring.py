@@ -76,7 +76,7 @@ def torch_predictor(paths: Sequence[str | Path], batch: int = 512) -> Predictor:
 
 def tflm_predictor(path: str | Path) -> Predictor:
     """The int8 ``.tflite`` on the host TFLite Micro interpreter (quantized input, dequantized output)."""
-    from edgekd.profile.runtimes import TFLMRuntime
+    from edgekd.runtimes import TFLMRuntime
 
     rt = TFLMRuntime(path)
     rt.load()

@@ -24,10 +24,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from edgekd.data.registry import TASKS
 from edgekd.errors import EdgekdError
 from edgekd.registry import Registry
-
-TASKS = ("classification", "reconstruction")
 
 
 @dataclass
