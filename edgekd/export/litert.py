@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, error_line
 
 
 def available() -> str | None:
@@ -25,11 +25,6 @@ def available() -> str | None:
     except ImportError as e:
         return f"{e.name} is not installed (pip install 'edgekd[litert]')"
     return None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
 
 
 def convert(model: Any, input_shape: tuple[int, ...], quants: list[str], calib_x: np.ndarray | None,
@@ -56,7 +51,7 @@ def convert(model: Any, input_shape: tuple[int, ...], quants: list[str], calib_x
             edge = litert_torch.convert(model.eval(), (torch.zeros((1, *input_shape), dtype=torch.float32),))
             edge.export(str(fp32_path))
         except Exception as e:  # noqa: BLE001  (the converter raises many types)
-            raise EdgekdError(_first_line(e)) from None
+            raise EdgekdError(error_line(e)) from None
         # unrolled recurrent layers concatenate every step at once: TFLite Micro takes at most 10 inputs
         out["fp32"], _ = split_wide_concatenations(fp32_path.read_bytes())
         if "int8" in quants:
@@ -67,7 +62,7 @@ def convert(model: Any, input_shape: tuple[int, ...], quants: list[str], calib_x
             except EdgekdError:
                 raise
             except Exception as e:  # noqa: BLE001
-                raise EdgekdError(f"ai-edge-quantizer: {_first_line(e)}") from None
+                raise EdgekdError(f"ai-edge-quantizer: {error_line(e)}") from None
     return out
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, error_line
 from edgekd.files import MAX_TFLITE_BYTES, read_bytes_capped
 
 MAX_RANK = 8  # dimensions per tensor; TFLite Micro kernels handle at most 6
@@ -292,7 +292,7 @@ def read_tflite(
         raise
     except Exception as e:  # flatbuffers raises struct/index errors on corrupt data
         raise EdgekdError(
-            f"{source}: not a TFLite flatbuffer or corrupt ({type(e).__name__}: {_one_line(e)}); "
+            f"{source}: not a TFLite flatbuffer or corrupt ({error_line(e, 160)}); "
             "re-export the model"
         ) from None
     if validate:
@@ -306,10 +306,6 @@ def decode_everything(data: bytes) -> None:
     """Decode every table of the flatbuffer (signatures, metadata, options, ...) with the object API;
     raises what flatbuffers raises on a corrupt one."""
     _schema_module().ModelT.InitFromPackedBuf(bytearray(data), 0)
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:160]
 
 
 def _vector_end(table: Any, slot: int) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, error_line
 from edgekd.profile import accuracy as acc
 from edgekd.profile import macs as macs_mod
 from edgekd.profile.latency import latency_stats, mcu_latency_estimate
@@ -154,13 +154,6 @@ def load_targets(names: Iterable[str] | None) -> tuple[list[dict[str, Any]], lis
 
 # --------------------------------------------------------------------------------------------------
 # per-file and per-row work
-
-
-def _error_text(e: BaseException) -> str:
-    if isinstance(e, EdgekdError):
-        return str(e)
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
 
 
 def _file_facts(path: Path) -> dict[str, Any]:
@@ -350,7 +343,7 @@ def _measure_row(
             if art.role == "teacher":  # the reference the others compare with
                 ref_outputs = outputs
     except Exception as e:  # noqa: BLE001  (one artifact's failure must not stop the others)
-        text = _error_text(e)  # a runtime's own exception does not name the file: say which one failed
+        text = error_line(e)  # a runtime's own exception does not name the file: say which one failed
         row["error"] = text if isinstance(e, EdgekdError) else f"{art.path}: {runtime} failed ({text})"
     finally:
         if rt is not None:
@@ -455,7 +448,7 @@ def profile_artifacts(
         except Exception as e:  # noqa: BLE001
             # keep going: the runtime's own load error (if any) names the problem best
             facts = {
-                "facts_error": f"{art.path}: {_error_text(e)}",
+                "facts_error": f"{art.path}: {error_line(e)}",
                 "format": art.path.suffix.lstrip(".").lower(),
             }
             if art.path.exists():
