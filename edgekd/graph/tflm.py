@@ -23,7 +23,8 @@ import numpy as np
 from edgekd.child import LOG_ENV, ChildFailed, run_in_child
 from edgekd.errors import EdgekdError
 from edgekd.graph.quant import dequantize, quantize
-from edgekd.graph.tflite_model import read_tflite, read_tflite_bytes
+from edgekd.graph.reader import read_tflite
+from edgekd.graph.tflite_model import read_tflite_bytes
 from edgekd.native_io import redirect_fds
 
 ModelSource = str | os.PathLike | bytes | bytearray | memoryview
