@@ -107,7 +107,7 @@ def test_bench_cli_with_the_software_device_writes_bench_json(tmp_path, capsys):
     # the measured device row edgekd profile shows for the run folder
     from rich.console import Console
 
-    from edgekd.harness.bench import device_row, device_table
+    from edgekd.profile.report.bench_file import device_row, device_table
 
     (row,) = device_row(tmp_path / "run")
     assert row["target"] == "tflite-micro" and row["bit_exact"] is True and not row["emulated"]

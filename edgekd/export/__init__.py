@@ -52,10 +52,11 @@ def export_run(
     (ORT QDQ int8), ``model_<quant>.tflite``; for TFLite Micro targets also ``model_data.cc``/``.h``
     (``alignas(16) const unsigned char g_model[]``, ``g_model_len``), ``op_resolver.h``
     (``MicroMutableOpResolver<kNumOps>`` + ``RegisterOps()``), ``arena.json``; and ``export.json``
-    (schema ``edgekd_export`` 2):
+    (schema ``edgekd-export/3``):
 
+    * the provenance header (:mod:`edgekd.provenance`): ``schema``, ``edgekd`` (package version), ``created``
     * ``name``, ``format`` (``onnx|tflite|tflite-micro``), ``quantizations``, ``target`` (profile dict or
-      null), ``created``, ``wall_time_s``; ``source``: ``type`` (run|checkpoint|onnx|module), ``path``,
+      null), ``wall_time_s``; ``source``: ``type`` (run|checkpoint|onnx|module), ``path``,
       ``input_shape`` (C,H,W), ``model`` (name, kwargs)
     * ``task``: ``task`` (``classification`` | ``reconstruction``) and ``source`` (npz array ``task``,
       ``data.json``'s ``task`` key (missing = classification), or inferred: reconstruction when the

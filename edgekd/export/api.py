@@ -6,7 +6,6 @@ See :func:`edgekd.export.export_run` for the folder layout and ``export.json``'s
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import hashlib
 import shutil
 import tempfile
@@ -27,12 +26,13 @@ from edgekd.export.outdir import check_output_folder
 from edgekd.export.quantize import MIN_SAMPLES, Samples, calibration_samples, train_range
 from edgekd.export.source import EvalSet, declared_task, eval_set, infer_task, load_source
 from edgekd.profile.runtimes import input_layout, run_outputs
+from edgekd.provenance import provenance
 from edgekd.safetext import markup
 from edgekd.targets import Target, load_target
 
 FORMATS = ("onnx", "tflite")
 ONNX_QUANTS = ("fp32", "int8")
-EXPORT_VERSION = 2
+EXPORT_VERSION = 3  # 3: the provenance header (edgekd.provenance) instead of "edgekd_export": 2
 TFLM_MAX_SAMPLES = 1000
 
 
@@ -167,7 +167,7 @@ def export_model(
         ev = EvalSet(ev.x[:cap], None if ev.y is None else ev.y[:cap], ev.name, ev.note)
 
     record: dict[str, Any] = {
-        "edgekd_export": EXPORT_VERSION,
+        **provenance("export", EXPORT_VERSION),
         "name": name,
         "format": fmt or ("tflite-micro" if tgt is not None and tgt.is_mcu else "tflite"),
         "quantizations": quants,
@@ -180,7 +180,6 @@ def export_model(
             if src.record
             else None,
         },  # fmt: skip
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "files": {},
         "checks": {"eval_split": ev.name, "eval_samples": int(len(ev.x))},
         "versions": package_versions(),

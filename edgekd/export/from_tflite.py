@@ -10,14 +10,13 @@ are refused with the reason, never ignored. The folder is ``<model>_export/<targ
 Folder contents: for a target ``model_int8.tflite`` (the input, unchanged), ``model_data.cc``/``.h``,
 ``op_resolver.h``, ``arena.json``, ``c/`` (C backend targets: cortex-m4-qemu) and ``export.json``;
 for ``--format c`` the C backend's sources, ``c_model.json`` and ``export.json``; ``firmware/`` with
-``--firmware``. ``export.json``: ``edgekd_export``, ``name``, ``format`` (``tflite-micro`` | ``c``),
+``--firmware``. ``export.json``: the provenance header (``schema`` ``edgekd-export/3``, ``edgekd``, ``created``), ``name``, ``format`` (``tflite-micro`` | ``c``),
 ``quantizations`` (``["int8"]``), ``target``, ``source`` (``type`` tflite, ``path``, ``sha256``,
-``kind``), ``tflite``, ``micro``, ``fit``, ``c``, ``firmware``, ``files``, ``versions``, ``created``.
+``kind``), ``tflite``, ``micro``, ``fit``, ``c``, ``firmware``, ``files``, ``versions``.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import os
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from edgekd.export.api import EXPORT_VERSION, files_record, package_versions
 from edgekd.export.context import Log
 from edgekd.export.outdir import check_output_folder
 from edgekd.files import MAX_TFLITE_BYTES, read_bytes_capped
+from edgekd.provenance import provenance
 from edgekd.targets import Target, list_targets, load_target
 
 FORMATS = ("c",)
@@ -159,7 +159,7 @@ def _firmware(writer: FirmwareWriter, path: Path, stage: Path, out_dir: Path, bo
 
 def _record(path: Path, data: bytes, model: Any, name: str, tgt: Target | None) -> dict[str, Any]:
     return {
-        "edgekd_export": EXPORT_VERSION,
+        **provenance("export", EXPORT_VERSION),
         "name": name,
         "format": "tflite-micro" if tgt is not None else "c",
         "quantizations": ["int8"],
@@ -170,7 +170,6 @@ def _record(path: Path, data: bytes, model: Any, name: str, tgt: Target | None) 
             "sha256": hashlib.sha256(data).hexdigest(),
             "kind": model.kind,
         },
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "tflite": {
             "int8": {
                 "file": "model_int8.tflite" if tgt is not None else None,

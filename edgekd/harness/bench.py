@@ -4,9 +4,7 @@ the software device), run accuracy and performance modes, write ``bench/<target>
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import hashlib
-import json
 import platform
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +15,9 @@ import numpy as np
 from edgekd.atomic import atomic_write_json
 from edgekd.errors import EdgekdError
 from edgekd.harness.runner import Device, run_accuracy, run_performance
+from edgekd.provenance import provenance
 
-BENCH_VERSION = 1
+BENCH_VERSION = 2  # 2: the provenance header (edgekd.provenance) instead of "edgekd_bench": 1
 MODES = ("accuracy", "performance", "all")
 MAX_INPUT_BYTES = 256 << 20  # all benchmark samples together (a microcontroller model takes KiBs each)
 
@@ -148,7 +147,7 @@ def run_bench(source: str | Path, *, target: str, port: str | None = None, emula
     x, y, data_name = bench_inputs(model_path, run, data, samples)
     host = run_tflm(model_path, x) if mode in ("accuracy", "all") else None  # the reference outputs
     record: dict[str, Any] = {
-        "edgekd_bench": BENCH_VERSION,
+        **provenance("bench", BENCH_VERSION),
         "target": tgt.as_dict(),
         "model": {
             "path": str(model_path),
@@ -158,7 +157,6 @@ def run_bench(source: str | Path, *, target: str, port: str | None = None, emula
         },  # fmt: skip
         "data": {"source": data_name, "samples": int(len(x))},
         "mode": mode,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "host": {"machine": platform.machine(), "python": platform.python_version()},
     }
     with _connect(model_path, tgt.name, port, emulate, software, base / "build", faults, quiet) as (
@@ -221,46 +219,3 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
         out.append(f"memory: flash {mem['flash_bytes']:,} B, RAM {mem['ram_bytes']:,} B "
                    f"(data {mem['data']:,} + bss {mem['bss']:,} + stack {mem['stack']:,})")  # fmt: skip
     return out
-
-
-def device_row(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Measured device rows for ``edgekd profile``: one per ``bench/<target>/bench.json``."""
-    rows = []
-    for f in sorted(Path(run_dir).glob("bench/*/bench.json")):
-        try:
-            r = json.loads(f.read_text())
-        except (OSError, ValueError):
-            continue
-        perf, acc, mem = r.get("performance") or {}, r.get("accuracy") or {}, r.get("memory") or {}
-        rows.append({
-            "target": (r.get("target") or {}).get("name", f.parent.name),
-            "device": r.get("device"),
-            "emulated": bool(r.get("emulated")),
-            "ms_per_inference": perf.get("us_per_inference", 0) / 1000 if perf else None,
-            "top1_accuracy": acc.get("top1_accuracy"),
-            "bit_exact": acc.get("bit_exact"),
-            "flash_bytes": mem.get("flash_bytes"),
-            "ram_bytes": mem.get("ram_bytes"),
-            "file": str(f),
-        })  # fmt: skip
-    return rows
-
-
-def device_table(rows: list[dict[str, Any]]) -> Any:
-    """A rich table of :func:`device_row` rows (``edgekd profile`` prints it under its estimates)."""
-    from rich.table import Table
-
-    from edgekd.safetext import markup
-
-    t = Table(title="measured on device (edgekd bench)", header_style="bold")
-    for h in ("target", "device", "ms/inference", "top-1", "bit-exact", "flash B", "RAM B"):
-        t.add_column(h, justify="left" if h in ("target", "device") else "right")
-    for r in rows:
-        ms = r["ms_per_inference"]
-        top1 = r["top1_accuracy"]
-        t.add_row(markup(r["target"]), markup(str(r["device"] or "").split(" (")[0]),
-                  "" if ms is None else f"{ms:.3f}" + (" (emulated)" if r["emulated"] else ""),
-                  "" if top1 is None else f"{100 * top1:.2f}%", str(r["bit_exact"]),
-                  "" if r["flash_bytes"] is None else f"{r['flash_bytes']:,}",
-                  "" if r["ram_bytes"] is None else f"{r['ram_bytes']:,}")  # fmt: skip
-    return t

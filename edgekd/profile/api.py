@@ -7,7 +7,6 @@ when nothing could be profiled is an :class:`EdgekdError` raised.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import os
 import platform
@@ -24,9 +23,10 @@ from edgekd.profile import macs as macs_mod
 from edgekd.profile.latency import latency_stats, mcu_latency_estimate
 from edgekd.profile.memory import flash_bytes, measure_peak_rss, ram_needed, subprocess_peak_rss, tflite_arena
 from edgekd.profile.runtimes import RUNTIMES, open_runtime, runtimes_for
+from edgekd.provenance import provenance
 from edgekd.runfolder import RunFolder
 
-SCHEMA = "edgekd-report/1"
+REPORT_VERSION = 1  # report.json's provenance header: schema edgekd-report/1
 NATIVE_SUFFIXES = (".tflite",)  # run by native runtimes that trust the file: profiled in a child process
 
 
@@ -472,8 +472,7 @@ def profile_artifacts(
     if not rows:
         raise EdgekdError("nothing to profile: no model files found")
     report = {
-        "schema": SCHEMA,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        **provenance("report", REPORT_VERSION),
         "source": source or {},
         "host": _host(),
         "settings": settings,
@@ -567,7 +566,7 @@ def profile_run(
         notes.append(f"{run.data_info} missing: accuracy not measured (latency and memory only)")
     report = profile_artifacts(arts, data, targets=targets, runs=runs, warmup=warmup, threads=threads,
                                runtimes=runtimes, rss=rss, source={"run_dir": str(run.root)}, notes=notes)  # fmt: skip
-    from edgekd.harness.bench import device_row  # measured on a device: bench/<target>/bench.json
+    from edgekd.profile.report.bench_file import device_row  # measured on a device: bench/<target>/bench.json
 
     report["device_measured"] = device_row(run.root)
     if write:
