@@ -279,13 +279,13 @@ def export_one(data: str, size: str, row: str, cfg: dict[str, Any]) -> dict[str,
     if path.exists():
         return json.loads(path.read_text())
     from edgekd.atomic import atomic_write_json
-    from edgekd.export.api import export_model
+    from edgekd.export import export_run
 
     folder = RUNS / data / key
     if not ((folder / "student.pt").exists() or (folder / "model.pt").exists()):
         (OUT / data / f"{key}.json").unlink(missing_ok=True)
         run_one(data, size, row, cfg, 0, "final")
-    out = export_model(str(folder), target="tflite-micro", quiet=True)
+    out = export_run(str(folder), target="tflite-micro", quiet=True)
     info = json.loads((Path(out) / "export.json").read_text())
     atomic_write_json(path, {"key": key, "export": info})
     return {"key": key, "export": info}

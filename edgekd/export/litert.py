@@ -29,17 +29,13 @@ def available() -> str | None:
 
 def convert(model: Any, input_shape: tuple[int, ...], quants: list[str], calib_x: np.ndarray | None,
             log: Path) -> dict[str, bytes]:  # fmt: skip
-    """``{"fp32": bytes, "int8": bytes?}``; converter output goes to ``log``."""
+    """``{"fp32": bytes, "int8": bytes?}``; converter output goes to ``log``. Needs :func:`available`."""
     import warnings
 
-    from edgekd.export.routes import RouteUnavailable
+    import torch
+
     from edgekd.export.tflite import captured_output
     from edgekd.graph.rewrites import split_wide_concatenations
-
-    why = available()
-    if why:
-        raise RouteUnavailable(why)
-    import torch
 
     out: dict[str, bytes] = {}
     fp32_path = log.with_name("litert_fp32.tflite")

@@ -1,7 +1,7 @@
 """Teachers made of several saved networks, rebuildable from ``(name, kwargs)`` like any model.
 
 ``ensemble``: a weighted ensemble (e.g. the one ensemble selection chose, Born-Again generations, or
-the several teachers of a recipe); 
+the several teachers of a recipe);
 ``specialist-ensemble``: a generalist plus specialists on class subsets, combined as in Hinton et al.
 2015. Member names come from files, so they must be registered models (never code references).
 """

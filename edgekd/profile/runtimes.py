@@ -160,7 +160,9 @@ class OnnxRuntime(Runtime):
         try:
             self.sess = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001  (onnxruntime raises many types)
-            raise EdgekdError(f"{self.path}: not a loadable ONNX model ({error_line(e, 200, with_type=False)})") from None
+            raise EdgekdError(
+                f"{self.path}: not a loadable ONNX model ({error_line(e, 200, with_type=False)})"
+            ) from None
         inp = self.sess.get_inputs()[0]
         self.input_name = inp.name
         self._dynamic_batch = not isinstance(inp.shape[0], int)
@@ -273,7 +275,9 @@ class _TfliteBase(Runtime):
         except EdgekdError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise EdgekdError(f"{self.path}: not a valid TFLite model ({error_line(e, 200, with_type=False)})") from None
+            raise EdgekdError(
+                f"{self.path}: not a valid TFLite model ({error_line(e, 200, with_type=False)})"
+            ) from None
         return data
 
 
@@ -299,7 +303,9 @@ class LiteRTRuntime(_TfliteBase):
                 )
                 self.it.allocate_tensors()
         except Exception as e:  # noqa: BLE001
-            raise EdgekdError(f"{self.path}: LiteRT cannot load it ({error_line(e, 200, with_type=False)})") from None
+            raise EdgekdError(
+                f"{self.path}: LiteRT cannot load it ({error_line(e, 200, with_type=False)})"
+            ) from None
         self.inp = self.it.get_input_details()[0]
         self.out = self.it.get_output_details()[0]
         self.input_shape = tuple(int(s) for s in self.inp["shape"])
@@ -361,7 +367,9 @@ class TFLMRuntime(_TfliteBase):
         except EdgekdError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise EdgekdError(f"{self.path}: TFLite Micro cannot load it ({error_line(e, 200, with_type=False)})") from None
+            raise EdgekdError(
+                f"{self.path}: TFLite Micro cannot load it ({error_line(e, 200, with_type=False)})"
+            ) from None
         self.inp = self.it.get_input_details(0)
         self.out = self.it.get_output_details(0)
         self.input_shape = tuple(int(s) for s in self.inp["shape"])
