@@ -58,7 +58,7 @@ def train_students(root: Path) -> dict[str, Path]:
     from torch import nn
 
     from edgekd.data import load_data
-    from edgekd.export.c_backend.export import export_c
+    from edgekd.export import export_run
     from edgekd.models import build_model, save_model
 
     splits = load_data("digits")
@@ -85,7 +85,7 @@ def train_students(root: Path) -> dict[str, Path]:
         model.eval()
         save_model(run / "model.pt", model, arch, kw)
         (run / "data.json").write_text(json.dumps(splits.describe()))
-        export_c(run, target="cortex-m4-qemu", quiet=True)
+        export_run(run, target="cortex-m4-qemu", quiet=True)
         runs[name] = run
     return runs
 

@@ -42,7 +42,7 @@ def run_one(name: str, factory: Any, shape: tuple[int, ...], route: str, folder:
     import numpy as np
     import torch
 
-    from edgekd.export.api import export_model
+    from edgekd.export import export_run
 
     torch.manual_seed(0)
     model = factory().eval()
@@ -54,7 +54,7 @@ def run_one(name: str, factory: Any, shape: tuple[int, ...], route: str, folder:
     row: dict[str, Any] = {"model": name, "route": route, "input_shape": list(shape)}
     t0 = time.perf_counter()
     try:
-        out = export_model(model, input_shape=shape, target="tflite-micro", calibration=calib, eval_data=ev,
+        out = export_run(model, input_shape=shape, target="tflite-micro", calibration=calib, eval_data=ev,
                            route=route, out=folder / f"{name}_{route}", quiet=True)  # fmt: skip
     except Exception as e:  # noqa: BLE001  (a failed route is a result)
         row.update(ok=False, error=str(e).splitlines()[0][:400], export_s=round(time.perf_counter() - t0, 2))

@@ -70,10 +70,10 @@ def train_run(key: str, root: Path, seed: int = 0) -> tuple[Path, float]:
 
 
 def bench_one(key: str, run: Path, train_s: float | None) -> dict[str, Any]:
-    from edgekd.export.api import export_model
+    from edgekd.export import export_run
 
     t0 = time.perf_counter()
-    out = export_model(
+    out = export_run(
         run, target="tflite-micro", out=run / "export" / "tflite-micro", tflm_samples=10**9, quiet=True
     )
     wall = time.perf_counter() - t0

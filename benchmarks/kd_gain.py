@@ -284,13 +284,13 @@ def export_one(data: str, size: str, row: str, cfg: dict[str, Any]) -> dict[str,
 
 
 def measure_export(data: str, key: str, size: str, row: str, cfg: dict[str, Any]) -> dict[str, Any]:
-    from edgekd.export.api import export_model
+    from edgekd.export import export_run
 
     folder = RUNS / data / key
     if not ((folder / "student.pt").exists() or (folder / "model.pt").exists()):
         store(data).path(key).unlink(missing_ok=True)
         run_one(data, size, row, cfg, 0, "final")
-    out = export_model(str(folder), target="tflite-micro", quiet=True)
+    out = export_run(str(folder), target="tflite-micro", quiet=True)
     return json.loads((Path(out) / "export.json").read_text())
 
 

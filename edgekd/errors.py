@@ -20,3 +20,16 @@ def set_interrupt_message(message: str) -> None:
 
 def interrupt_message() -> str:
     return _interrupt_message
+
+
+def error_line(e: BaseException, limit: int = 300, *, with_type: bool = True) -> str:
+    """One line saying what ``e`` is: its first line of text cut to ``limit`` characters, after its
+    type name (``with_type``); the type name alone when it has no text. An :class:`EdgekdError` is
+    already a line for the user and is returned as it is."""
+    if isinstance(e, EdgekdError):
+        return str(e)
+    text = str(e).strip()
+    first = text.splitlines()[0][:limit] if text else ""
+    if not with_type:
+        return first or type(e).__name__
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__

@@ -38,7 +38,7 @@ def check_model_file(path: str | Path) -> None:
     elif suffix == ".onnx":
         check_onnx_file(p)
     elif suffix == ".tflite":
-        from edgekd.graph.tflite_model import read_tflite
+        from edgekd.graph.reader import read_tflite
 
         read_tflite(p)
     else:

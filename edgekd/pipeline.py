@@ -139,12 +139,12 @@ def _run_stages(recipe: Recipe, run: RunFolder, runs_dir: str | Path, splits: An
     summary["method"] = recipe.method.name
 
     if not skip_export:
-        from edgekd.export import export_run
+        from edgekd.export import ExportOptions, export_run
 
         exports = {}
         for target in recipe.export.targets:
             console.rule(f"[bold]4. export for {target}")
-            exports[target] = str(export_run(run.root, target=target, calibration=recipe.export.calibration))
+            exports[target] = str(export_run(run.root, ExportOptions.for_recipe(recipe.export, target)))
         summary["exports"] = exports
 
     if not skip_profile:

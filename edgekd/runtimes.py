@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, error_line
 from edgekd.graph.quant import dequantize, quantize
 
 RUNTIMES: dict[str, type[Runtime]] = {}
@@ -30,11 +30,6 @@ def register_runtime(cls: type[Runtime]) -> type[Runtime]:
     for ext in cls.extensions:
         RUNTIMES_BY_EXTENSION.setdefault(ext, []).append(cls.name)
     return cls
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:200]
 
 
 def adapt_input(
@@ -165,7 +160,9 @@ class OnnxRuntime(Runtime):
         try:
             self.sess = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001  (onnxruntime raises many types)
-            raise EdgekdError(f"{self.path}: not a loadable ONNX model ({_first_line(e)})") from None
+            raise EdgekdError(
+                f"{self.path}: not a loadable ONNX model ({error_line(e, 200, with_type=False)})"
+            ) from None
         inp = self.sess.get_inputs()[0]
         self.input_name = inp.name
         self._dynamic_batch = not isinstance(inp.shape[0], int)
@@ -252,9 +249,9 @@ def tflite_precision(model_content: bytes, source: str | None = None) -> tuple[s
         return _GRAPH_KINDS.get(kind, kind), False
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgekd.quiet import native_stderr_silenced
+    from edgekd.native_io import redirect_fds
 
-    with native_stderr_silenced():
+    with redirect_fds(fds=(2,)):
         it = Interpreter(model_content=model_content)
     dtypes = {np.dtype(t["dtype"]) for t in it.get_tensor_details()}
     io = {np.dtype(d["dtype"]) for d in it.get_input_details() + it.get_output_details()}
@@ -278,7 +275,9 @@ class _TfliteBase(Runtime):
         except EdgekdError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise EdgekdError(f"{self.path}: not a valid TFLite model ({_first_line(e)})") from None
+            raise EdgekdError(
+                f"{self.path}: not a valid TFLite model ({error_line(e, 200, with_type=False)})"
+            ) from None
         return data
 
 
@@ -292,11 +291,11 @@ class LiteRTRuntime(_TfliteBase):
     def load(self) -> None:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        from edgekd.quiet import native_stderr_silenced
+        from edgekd.native_io import redirect_fds
 
         data = self._read()
         try:
-            with native_stderr_silenced():  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+            with redirect_fds(fds=(2,)):  # "Created TensorFlow Lite XNNPACK delegate for CPU."
                 self.it = Interpreter(
                     model_content=data,
                     num_threads=max(1, self.threads),
@@ -304,7 +303,9 @@ class LiteRTRuntime(_TfliteBase):
                 )
                 self.it.allocate_tensors()
         except Exception as e:  # noqa: BLE001
-            raise EdgekdError(f"{self.path}: LiteRT cannot load it ({_first_line(e)})") from None
+            raise EdgekdError(
+                f"{self.path}: LiteRT cannot load it ({error_line(e, 200, with_type=False)})"
+            ) from None
         self.inp = self.it.get_input_details()[0]
         self.out = self.it.get_output_details()[0]
         self.input_shape = tuple(int(s) for s in self.inp["shape"])
@@ -359,12 +360,16 @@ class TFLMRuntime(_TfliteBase):
             else:
                 from tflite_micro.python.tflite_micro import runtime as tflm
 
-                with _quiet_fd(1):
+                from edgekd.native_io import redirect_fds
+
+                with redirect_fds(fds=(1,)):
                     self.it = tflm.Interpreter.from_bytes(data)
         except EdgekdError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise EdgekdError(f"{self.path}: TFLite Micro cannot load it ({_first_line(e)})") from None
+            raise EdgekdError(
+                f"{self.path}: TFLite Micro cannot load it ({error_line(e, 200, with_type=False)})"
+            ) from None
         self.inp = self.it.get_input_details(0)
         self.out = self.it.get_output_details(0)
         self.input_shape = tuple(int(s) for s in self.inp["shape"])
@@ -376,24 +381,6 @@ class TFLMRuntime(_TfliteBase):
         self.it.set_input(x, 0)
         self.it.invoke()
         return _dequantize(self.it.get_output(0), self.out)
-
-
-@contextlib.contextmanager
-def _quiet_fd(fd: int) -> Iterator[None]:
-    """Silence a C-level file descriptor (TFLM prints allocation logs to stdout)."""
-    import os
-    import sys
-
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-    saved = os.dup(fd)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
 
 
 def runtimes_for(path: str | Path, requested: list[str] | None = None) -> list[tuple[str, str | None]]:

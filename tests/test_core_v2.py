@@ -258,13 +258,13 @@ def test_a_two_step_teacher_chain(teacher, tmp_path):
 
 
 def test_an_ensemble_of_teachers_is_combined_by_the_rule(teacher, tmp_path):
-    from edgekd.distill.teachers import EnsembleTeacher
+    from edgekd.models.ensemble import WeightedEnsemble
 
     a, b = torch.nn.Linear(3, 4), torch.nn.Linear(3, 4)
     x = torch.randn(5, 3)
-    assert torch.allclose(EnsembleTeacher([a, b], "mean-logits")(x), (a(x) + b(x)) / 2)
+    assert torch.allclose(WeightedEnsemble([a, b], "mean-logits")(x), (a(x) + b(x)) / 2)
     probs = (a(x).softmax(1) + b(x).softmax(1)) / 2
-    assert torch.allclose(EnsembleTeacher([a, b], "mean-probs")(x).softmax(1), probs, atol=1e-6)
+    assert torch.allclose(WeightedEnsemble([a, b], "mean-probs")(x).softmax(1), probs, atol=1e-6)
     r = recipe_from_dict(_recipe(teacher={"paths": [str(teacher), str(teacher)], "combine": "mean-probs"},
                                  method={"name": "kd"}))  # fmt: skip
     run = run_training(r, tmp_path, distill=True, progress=False)

@@ -193,3 +193,17 @@ def test_task_record_and_inference(tmp_path: Path) -> None:
     np.savez(p, x=np.zeros((4, 6), np.float32), y=np.zeros(3, np.int64))
     with pytest.raises(EdgekdError, match="ae.npz: array 'y' must hold one integer label per row"):
         read_npz(p, (6,))
+
+
+def test_export_options_are_frozen_and_refuse_unknown_names():
+    import dataclasses
+
+    from edgekd.export import ExportOptions
+
+    base = ExportOptions(target="tflite-micro")
+    changed = ExportOptions.of(base, quant="int8")
+    assert changed.target == "tflite-micro" and changed.quant == "int8" and base.quant is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        base.quant = "fp32"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        ExportOptions.of(base, quantization="int8")

@@ -18,8 +18,8 @@ import pytest
 
 from edgekd.child import ChildFailed, run_in_child
 from edgekd.errors import EdgekdError
+from edgekd.export import export_run
 from edgekd.export.c_backend import host
-from edgekd.export.c_backend.export import export_c
 from edgekd.graph.sample_models import sample_models
 from edgekd.graph.tflite_model import _schema_module
 from edgekd.profile import ProfileOptions, profile_files
@@ -88,7 +88,7 @@ def _both_commands(path: Path, out: Path, litert: bool, host_c: bool) -> list[tu
     prof = _outcome(
         lambda: profile_files([path], options=ProfileOptions(runs=1, warmup=0, runtimes=runtimes))
     )
-    exp = _outcome(lambda: export_c(path, fmt="c", out=out, quiet=True))
+    exp = _outcome(lambda: export_run(path, fmt="c", out=out, quiet=True))
     return [("profile", *prof), ("export-c", *exp)]
 
 

@@ -107,7 +107,7 @@ def test_bench_cli_with_the_software_device_writes_bench_json(tmp_path, capsys):
     # the measured device row edgekd profile shows for the run folder
     from rich.console import Console
 
-    from edgekd.harness.bench import device_row, device_table
+    from edgekd.profile.report.bench_file import device_row, device_table
 
     (row,) = device_row(tmp_path / "run")
     assert row["target"] == "tflite-micro" and row["bit_exact"] is True and not row["emulated"]
@@ -125,3 +125,11 @@ def test_bench_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert ei.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "nope.tflite" in err and "\n" not in err
+
+
+def test_bench_options_need_a_target():
+    from edgekd.harness.bench import BenchOptions
+
+    assert BenchOptions.of(None, target="tflite-micro", samples=3).samples == 3
+    with pytest.raises(TypeError):
+        BenchOptions.of(None, samples=3)

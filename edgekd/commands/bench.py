@@ -50,12 +50,13 @@ def command(source: str, target: str, port: str | None, emulate: bool, software:
         "benchmark cancelled; an emulator is always stopped and bench.json is only written complete"
     )
     from edgekd.commands._common import run_folder_locked
-    from edgekd.harness.bench import run_bench, summary_lines
+    from edgekd.harness.bench import BenchOptions, run_bench, summary_lines
 
+    options = BenchOptions(target=target, port=port, emulate=emulate, software=software, mode=mode, samples=samples,
+                           data=data, windows=windows, window_s=window_s, timeout=timeout,
+                           infer_timeout=infer_timeout, output=output, quiet=quiet, baudrate=baud)  # fmt: skip
     with run_folder_locked(source):
-        path, record = run_bench(source, target=target, port=port, emulate=emulate, software=software, mode=mode,
-                                 samples=samples, data=data, windows=windows, window_s=window_s, timeout=timeout,
-                                 infer_timeout=infer_timeout, output=output, quiet=quiet, baudrate=baud)  # fmt: skip
+        path, record = run_bench(source, options)
     from edgekd.safetext import plain
 
     for line in summary_lines(record):  # the device's name is the device's text

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from edgekd.commands._common import run_folder_locked, trust_option
 from edgekd.errors import set_interrupt_message
+
+if TYPE_CHECKING:
+    from edgekd.export.options import FirmwareWriter
 
 
 @click.command("export")
@@ -65,55 +70,29 @@ def command(source: str, target: str | None, fmt: str | None, firmware: bool, qu
     edgekd export model_int8.tflite --format c              (model_int8_export/c/)
     edgekd export model_int8.tflite --target nucleo-l4r5zi  (C array, op resolver, arena, fit check)
     """
+    from edgekd.export import ExportOptions, export_networks, export_run
+
     set_interrupt_message(
         "export cancelled; exports are built in a temporary folder, so the previous export is intact"
     )
+    options = ExportOptions(target=target, fmt=fmt, quant=quant, calibration=calibration, eval_data=eval_data,
+                            route=route, method=method, out=out, quiet=quiet,
+                            firmware=_firmware_writer() if firmware else None)  # fmt: skip
     if source.lower().endswith(".tflite"):
-        click.echo(str(_export_tflite(source, target, fmt, quant, out, firmware, quiet, {
-            "--calibration": calibration, "--eval": eval_data, "--route": route,
-            "--method": _given("method") and method, "--all-networks": all_networks})))  # fmt: skip
-        return
-    with run_folder_locked(source):
-        _export_source(source, target, fmt, firmware, quant, calibration, eval_data, route, method, out, quiet,
-                       all_networks)  # fmt: skip
-
-
-def _export_source(source: str, target: str | None, fmt: str | None, firmware: bool, quant: str | None,
-                   calibration: str | None, eval_data: str | None, route: str | None, method: str,
-                   out: str | None, quiet: bool, all_networks: bool) -> None:  # fmt: skip
-    """A run folder, .onnx or .pt: C backend sources, every network of the run, or one export."""
-    from edgekd.export.api import export_model
-    from edgekd.export.c_backend.export import export_c, wants_c_export
-
-    if wants_c_export(source, target, fmt, firmware):
-        kw = {"quant": quant, "calibration": calibration, "method": method}
-        click.echo(
-            str(export_c(source, target=target, fmt=fmt, out=out, firmware=firmware, quiet=quiet, **kw))
-        )
-        return
-
-    if all_networks:
         from pathlib import Path
 
-        from edgekd.errors import EdgekdError
-        from edgekd.names import child_path
-        from edgekd.networks import list_networks
+        from edgekd.export.from_tflite import check_options
 
-        if not Path(source).is_dir() or out:
-            raise EdgekdError("--all-networks takes a run folder and writes into its export/ (no --output)")
-        label = target or fmt or "export"
-        child_path(Path(source), "export", source, "folder")  # a link named export/ must not lead out
-        for name, model_file in list_networks(source).items():
-            dest = child_path(
-                Path(source) / "export", f"{Path(label).stem}-{name}", "--target", "export folder"
-            )
-            folder = export_model(str(model_file), target=target, fmt=fmt, quant=quant, calibration=calibration,
-                                  out=str(dest), eval_data=eval_data, route=route, method=method, quiet=quiet)  # fmt: skip
-            click.echo(f"{name}: {folder}")
+        check_options(Path(source), {"--calibration": calibration, "--eval": eval_data, "--route": route,
+                                     "--method": _given("method") and method, "--all-networks": all_networks})  # fmt: skip
+        click.echo(str(export_run(source, options)))
         return
-    folder = export_model(source, target=target, fmt=fmt, quant=quant, calibration=calibration, out=out,
-                          eval_data=eval_data, route=route, method=method, quiet=quiet)  # fmt: skip
-    click.echo(str(folder))
+    with run_folder_locked(source):
+        if all_networks:
+            for name, folder in export_networks(source, options).items():
+                click.echo(f"{name}: {folder}")
+        else:
+            click.echo(str(export_run(source, options)))
 
 
 def _given(param: str) -> bool:
@@ -123,17 +102,8 @@ def _given(param: str) -> bool:
     return click.get_current_context().get_parameter_source(param) is not ParameterSource.DEFAULT
 
 
-def _export_tflite(source: str, target: str | None, fmt: str | None, quant: str | None, out: str | None,
-                   firmware: bool, quiet: bool, other: dict[str, object]) -> object:  # fmt: skip
-    """A ``.tflite``: TFLite Micro artifacts for --target, C sources for --format c (edgekd.export.from_tflite)."""
-    from pathlib import Path
+def _firmware_writer() -> FirmwareWriter:
+    """``--firmware``: the harness's project writer, handed to the export (which sits below the harness)."""
+    from edgekd.harness.firmware_project import write_firmware
 
-    from edgekd.export.from_tflite import check_options, export_tflite
-
-    check_options(Path(source), other)
-    writer = None
-    if firmware:
-        from edgekd.harness.firmware_project import write_firmware
-
-        writer = write_firmware
-    return export_tflite(source, target=target, fmt=fmt, quant=quant, out=out, firmware=writer, quiet=quiet)
+    return write_firmware

@@ -209,7 +209,7 @@ def teacher_cache_dir(recipe: Recipe, runs_dir: str | Path) -> Path | None:
 
 def load_teachers(tc: Any, splits: DataSplits, runs_dir: str | Path | None) -> tuple[nn.Module, list[Path]]:
     """One teacher, or an ensemble combined by ``teacher.combine``; checks the privileged input name."""
-    from edgekd.distill.teachers import EnsembleTeacher
+    from edgekd.models.ensemble import WeightedEnsemble
 
     if tc.input != "x" and tc.input not in splits.train.extra:
         have = ", ".join(sorted(splits.train.extra)) or "none"
@@ -224,7 +224,7 @@ def load_teachers(tc: Any, splits: DataSplits, runs_dir: str | Path | None) -> t
     files = [f for _, f in loaded]
     if len(loaded) == 1:
         return loaded[0][0], files
-    return EnsembleTeacher([m for m, _ in loaded], tc.combine), files
+    return WeightedEnsemble([m for m, _ in loaded], tc.combine), files
 
 
 def build_stages(

@@ -7,30 +7,23 @@ full-integer int8 TFLite file. TensorFlow is imported only when a TFLite export 
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["export_run"]
+from edgekd.export.options import ExportOptions
+
+__all__ = ["ExportOptions", "export_networks", "export_run"]
 
 
-def export_run(
-    run_dir: str | Path | Any,
-    *,
-    target: str | Path | None = None,
-    fmt: str | None = None,
-    quant: str | list[str] | None = None,
-    calibration: str | Path | None = None,
-    eval_data: str | Path | None = None,
-    route: str | None = None,
-    input_shape: tuple[int, ...] | None = None,
-    out: str | Path | None = None,
-    method: str = "minmax",
-    quiet: bool = True,
-) -> Path:
-    """Export ``run_dir`` (a run folder, an ``.onnx`` file or an edgekd ``.pt``); returns the export folder.
+def export_run(source: str | os.PathLike | Any, options: ExportOptions | None = None, **changes: Any) -> Path:
+    """Export ``source`` (a run folder, an ``.onnx`` file, an edgekd ``.pt`` or an int8 ``.tflite``) as
+    ``options`` (:class:`ExportOptions`; keyword ``changes`` override its fields); returns the folder.
 
     Exactly one of ``target`` (a profile name in ``targets/`` or a board ``.yaml``) or ``fmt``
-    (``"onnx"`` | ``"tflite"``) is given. ``quant``: ``"fp32" | "fp16" | "dynamic" | "int8"``, a comma
+    (``"onnx"`` | ``"tflite"`` | ``"c"``) is given; ``fmt="c"``, a C backend target (``cortex-m4-qemu``)
+    and ``firmware`` go through :func:`edgekd.export.c_backend.export.export_c` (``c/``, ``firmware/``). ``quant``: ``"fp32" | "fp16" | "dynamic" | "int8"``, a comma
     list or ``"all"`` (ONNX: ``fp32``/``int8``; default: the target's quantization, ``fp32,int8`` for
     tflite, ``fp32`` for onnx). ``calibration``: a recipe ``.yaml`` (``calibration/``) or an ``.npz``
     with ``x`` (N, *input_shape) preprocessed float inputs; default ``calibration/default.yaml``.
@@ -52,10 +45,11 @@ def export_run(
     (ORT QDQ int8), ``model_<quant>.tflite``; for TFLite Micro targets also ``model_data.cc``/``.h``
     (``alignas(16) const unsigned char g_model[]``, ``g_model_len``), ``op_resolver.h``
     (``MicroMutableOpResolver<kNumOps>`` + ``RegisterOps()``), ``arena.json``; and ``export.json``
-    (schema ``edgekd_export`` 2):
+    (schema ``edgekd-export/3``):
 
+    * the provenance header (:mod:`edgekd.provenance`): ``schema``, ``edgekd`` (package version), ``created``
     * ``name``, ``format`` (``onnx|tflite|tflite-micro``), ``quantizations``, ``target`` (profile dict or
-      null), ``created``, ``wall_time_s``; ``source``: ``type`` (run|checkpoint|onnx|module), ``path``,
+      null), ``wall_time_s``; ``source``: ``type`` (run|checkpoint|onnx|module), ``path``,
       ``input_shape`` (C,H,W), ``model`` (name, kwargs)
     * ``task``: ``task`` (``classification`` | ``reconstruction``) and ``source`` (npz array ``task``,
       ``data.json``'s ``task`` key (missing = classification), or inferred: reconstruction when the
@@ -84,25 +78,36 @@ def export_run(
       ``..._max_abs_diff``. Accuracies are fractions.
     * ``files``: name -> ``bytes``, ``sha256``; ``versions``: package versions
     """
-    if isinstance(run_dir, (str, Path)) and str(run_dir).lower().endswith(".tflite"):
-        from edgekd.export.from_tflite import check_options, export_tflite
+    opts = ExportOptions.of(options, **changes)
+    if isinstance(source, (str, os.PathLike)) and str(source).lower().endswith(".tflite"):
+        from edgekd.export.from_tflite import export_tflite
 
-        check_options(Path(run_dir), {"calibration": calibration, "eval_data": eval_data, "route": route,
-                                      "input_shape": input_shape, "method": method != "minmax" and method})  # fmt: skip
-        q = ",".join(quant) if isinstance(quant, list) else quant
-        return export_tflite(run_dir, target=target, fmt=fmt, quant=q, out=out, quiet=quiet)
+        return export_tflite(source, opts)
+    from edgekd.export.c_backend.export import export_c, wants_c_export
+
+    if wants_c_export(opts):
+        return export_c(source, opts)
     from edgekd.export.api import export_model
 
-    return export_model(
-        run_dir,
-        target=target,
-        fmt=fmt,
-        quant=quant,
-        calibration=calibration,
-        eval_data=eval_data,
-        route=route,
-        input_shape=input_shape,
-        out=out,
-        method=method,
-        quiet=quiet,
-    )
+    return export_model(source, opts)
+
+
+def export_networks(run_dir: str | os.PathLike, options: ExportOptions | None = None,
+                    **changes: Any) -> dict[str, Path]:  # fmt: skip
+    """Export every network a run produced (``networks.json``: peers, generations; see
+    :mod:`edgekd.networks`) into ``RUN_DIR/export/<target or format>-<network>/``; returns name -> folder."""
+    from edgekd.errors import EdgekdError
+    from edgekd.names import child_path
+    from edgekd.networks import list_networks
+
+    opts = ExportOptions.of(options, **changes)
+    run = Path(run_dir)
+    if not run.is_dir() or opts.out:
+        raise EdgekdError("--all-networks takes a run folder and writes into its export/ (no --output)")
+    label = Path(str(opts.target or opts.fmt or "export")).stem
+    child_path(run, "export", str(run_dir), "folder")  # a link named export/ must not lead out
+    folders = {}
+    for name, model_file in list_networks(run_dir).items():
+        dest = child_path(run / "export", f"{label}-{name}", "--target", "export folder")
+        folders[name] = export_run(str(model_file), dataclasses.replace(opts, out=str(dest)))
+    return folders

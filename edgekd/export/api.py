@@ -6,7 +6,6 @@ See :func:`edgekd.export.export_run` for the folder layout and ``export.json``'s
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import hashlib
 import shutil
 import tempfile
@@ -24,18 +23,19 @@ from edgekd.export import micro, routes
 from edgekd.export import onnx as ox
 from edgekd.export import tflite as tfl
 from edgekd.export.context import ExportContext, Log
+from edgekd.export.options import ExportOptions
 from edgekd.export.outdir import check_output_folder
 from edgekd.export.quantize import MIN_SAMPLES, calibration_samples, train_range
 from edgekd.export.source import declared_task, eval_set, infer_task, load_source
 from edgekd.metrics.classification import accuracy, top1_agreement
+from edgekd.provenance import provenance
 from edgekd.runtimes import input_layout, run_outputs
 from edgekd.safetext import markup
 from edgekd.targets import Target, load_target
 
 FORMATS = ("onnx", "tflite")
 ONNX_QUANTS = ("fp32", "int8")
-EXPORT_VERSION = 2
-TFLM_MAX_SAMPLES = 1000
+EXPORT_VERSION = 3  # 3: the provenance header (edgekd.provenance) instead of "edgekd_export": 2
 
 
 def _quants(fmt: str | None, target: Target | None, quant: str | list[str] | None) -> list[str]:
@@ -111,47 +111,65 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def export_model(
-    source: str | Path | Any,
-    *,
-    input_shape: tuple[int, ...] | None = None,
-    target: str | Path | None = None,
-    fmt: str | None = None,
-    quant: str | list[str] | None = None,
-    calibration: str | Path | None = None,
-    eval_data: str | Path | None = None,
-    route: str | None = None,
-    out: str | Path | None = None,
-    method: str = "minmax",
-    max_eval: int | None = None,
-    tflm_samples: int = TFLM_MAX_SAMPLES,
-    quiet: bool = False,
-) -> Path:
-    """Implementation of :func:`edgekd.export.export_run` (which documents it)."""
+def export_model(source: str | Path | Any, options: ExportOptions) -> Path:
+    """A run folder, ``.onnx``, ``.pt`` or ``torch.nn.Module`` to ONNX / TFLite / TFLite Micro
+    (:func:`edgekd.export.export_run`, which picks this route, documents it)."""
     t_start = time.perf_counter()
-    log = Log(quiet)
-    if (target is None) == (fmt is None):
+    o = options
+    log = Log(o.quiet)
+    if (o.target is None) == (o.fmt is None):
         raise EdgekdError("pass exactly one of --target NAME or --format onnx|tflite")
-    if fmt is not None and fmt not in FORMATS:
-        raise EdgekdError(f"--format {fmt}: valid: {', '.join(FORMATS)}")
-    tgt = load_target(target) if target is not None else None
-    quants = _quants(fmt, tgt, quant)
-    src = load_source(source, input_shape)
-    name = tgt.name if tgt is not None else str(fmt)
+    if o.fmt is not None and o.fmt not in FORMATS:
+        raise EdgekdError(f"--format {o.fmt}: valid: {', '.join(FORMATS)}")
+    tgt = load_target(o.target) if o.target is not None else None
+    quants = _quants(o.fmt, tgt, o.quant)
+    src = load_source(source, o.input_shape)
+    out_dir = _output_folder(src, tgt.name if tgt is not None else str(o.fmt), o.out)
+    ev, calib_used, calib_info, eval_npz = _samples(src, o, tgt, quants, log)
+    record = _record(src, tgt, o.fmt, quants, ev, calib_info)
+    with tempfile.TemporaryDirectory(prefix="edgekd-export-") as work_s, atomic_directory(out_dir) as stage:
+        ctx = ExportContext(src=src, tgt=tgt, quants=quants, work=Path(work_s), stage=stage, out_dir=out_dir,
+                            record=record, log=log, eval=ev, calib=calib_used, tflm_samples=o.tflm_samples,
+                            route=o.route)  # fmt: skip
+        _onnx_stage(ctx, eval_npz)
+        if o.fmt == "onnx" or (tgt is not None and ("onnxruntime" in tgt.runtimes or tgt.is_mcu)):
+            shutil.copy2(ctx.onnx_path, stage / "model.onnx")
+        if o.fmt == "onnx":
+            ctx.checks["fp32_max_abs_diff"] = ctx.checks.get("onnx_max_abs_diff", 0.0)
+            if "int8" in quants:
+                _onnx_int8(ctx, o.method, key="int8")
+        else:
+            _tflite_stage(ctx)
+            if tgt is not None and "onnxruntime" in tgt.runtimes and "int8" in quants:
+                _onnx_int8(ctx, o.method, key="onnx_int8")
+        record["files"] = files_record(stage)
+        record["wall_time_s"] = round(time.perf_counter() - t_start, 3)
+        atomic_write_json(stage / "export.json", record)
+    log.step(f"export written to {out_dir} ({record['wall_time_s']:.1f}s)", style="green")
+    if not o.quiet:
+        log.console.print(checks_table(record))
+    return out_dir
+
+
+def _output_folder(src: Any, name: str, out: str | Path | None) -> Path:
+    """``out``, else the run folder's ``export/<name>``, else ``<file>_export/<name>`` beside the file."""
     if out is None and src.kind == "module":
         raise EdgekdError("exporting a torch.nn.Module needs out=FOLDER")
     if out is not None:
-        out_dir = check_output_folder(out)
-    elif src.run is not None:
-        out_dir = src.run.export_dir(name)
-    else:
-        out_dir = check_output_folder(src.path.parent / f"{src.path.stem}_export" / name, "output folder")
+        return check_output_folder(out)
+    if src.run is not None:
+        return src.run.export_dir(name)
+    return check_output_folder(src.path.parent / f"{src.path.stem}_export" / name, "output folder")
 
+
+def _samples(src: Any, o: ExportOptions, tgt: Target | None, quants: list[str], log: Log
+             ) -> tuple[EvalSet, EvalSet | None, dict[str, Any] | None, EvalSet | None]:  # fmt: skip
+    """The evaluation set (capped), the calibration samples used, their record and the eval ``.npz``."""
     ref_range = train_range(src.splits)
     calib, calib_info = (None, None)
     if "int8" in quants:
-        calib, calib_info = calibration_samples(calibration, src.input_shape, src.splits, ref_range)
-    ev, calib_used, eval_npz = eval_set(src, eval_data, calib, calibration, ref_range)
+        calib, calib_info = calibration_samples(o.calibration, src.input_shape, src.splits, ref_range)
+    ev, calib_used, eval_npz = eval_set(src, o.eval_data, calib, o.calibration, ref_range)
     if calib is not None and calib_used is not None and len(calib_used.x) != len(calib.x):
         calib_info.update(
             samples=int(len(calib_used.x)), held_out_for_eval=int(len(calib.x) - len(calib_used.x))
@@ -162,15 +180,20 @@ def export_model(
             )
     if calib_info is not None and "warning" in calib_info:
         log.warn(calib_info["warning"])
-    cap = max_eval
+    cap = o.max_eval
     if tgt is not None and tgt.is_mcu:  # every headline figure on the samples TFLite Micro runs
-        cap = min(cap or tflm_samples, tflm_samples)
+        cap = min(cap or o.tflm_samples, o.tflm_samples)
     if cap is not None and len(ev.x) > cap:
-        ev = EvalSet(ev.x[:cap], None if ev.y is None else ev.y[:cap], ev.name, ev.note)
+        ev = ev.rows(slice(None, cap))
+    return ev, calib_used, calib_info, eval_npz
 
+
+def _record(src: Any, tgt: Target | None, fmt: str | None, quants: list[str], ev: EvalSet,
+            calib_info: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+    """``export.json`` before the stages fill it."""
     record: dict[str, Any] = {
-        "edgekd_export": EXPORT_VERSION,
-        "name": name,
+        **provenance("export", EXPORT_VERSION),
+        "name": tgt.name if tgt is not None else str(fmt),
         "format": fmt or ("tflite-micro" if tgt is not None and tgt.is_mcu else "tflite"),
         "quantizations": quants,
         "target": tgt.as_dict() if tgt is not None else None,
@@ -182,7 +205,6 @@ def export_model(
             if src.record
             else None,
         },  # fmt: skip
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "files": {},
         "checks": {"eval_split": ev.name, "eval_samples": int(len(ev.x))},
         "versions": package_versions(),
@@ -191,30 +213,7 @@ def export_model(
         record["checks"]["eval_note"] = ev.note
     if calib_info is not None:
         record["calibration"] = calib_info
-
-    with tempfile.TemporaryDirectory(prefix="edgekd-export-") as work_s, atomic_directory(out_dir) as stage:
-        ctx = ExportContext(src=src, tgt=tgt, quants=quants, work=Path(work_s), stage=stage, out_dir=out_dir,
-                            record=record, log=log, eval=ev, calib=calib_used, tflm_samples=tflm_samples,
-                            route=route)  # fmt: skip
-        _onnx_stage(ctx, eval_npz)
-        write_onnx = fmt == "onnx" or (tgt is not None and ("onnxruntime" in tgt.runtimes or tgt.is_mcu))
-        if write_onnx:
-            shutil.copy2(ctx.onnx_path, stage / "model.onnx")
-        if fmt == "onnx":
-            ctx.checks["fp32_max_abs_diff"] = ctx.checks.get("onnx_max_abs_diff", 0.0)
-            if "int8" in quants:
-                _onnx_int8(ctx, method, key="int8")
-        else:
-            _tflite_stage(ctx)
-            if tgt is not None and "onnxruntime" in tgt.runtimes and "int8" in quants:
-                _onnx_int8(ctx, method, key="onnx_int8")
-        record["files"] = files_record(stage)
-        record["wall_time_s"] = round(time.perf_counter() - t_start, 3)
-        atomic_write_json(stage / "export.json", record)
-    log.step(f"export written to {out_dir} ({record['wall_time_s']:.1f}s)", style="green")
-    if not quiet:
-        log.console.print(checks_table(record))
-    return out_dir
+    return record
 
 
 def _onnx_stage(ctx: ExportContext, eval_npz: EvalSet | None) -> None:

@@ -10,33 +10,36 @@ are refused with the reason, never ignored. The folder is ``<model>_export/<targ
 Folder contents: for a target ``model_int8.tflite`` (the input, unchanged), ``model_data.cc``/``.h``,
 ``op_resolver.h``, ``arena.json``, ``c/`` (C backend targets: cortex-m4-qemu) and ``export.json``;
 for ``--format c`` the C backend's sources, ``c_model.json`` and ``export.json``; ``firmware/`` with
-``--firmware``. ``export.json``: ``edgekd_export``, ``name``, ``format`` (``tflite-micro`` | ``c``),
+``--firmware``. ``export.json``: the provenance header (``schema`` ``edgekd-export/3``, ``edgekd``, ``created``), ``name``, ``format`` (``tflite-micro`` | ``c``),
 ``quantizations`` (``["int8"]``), ``target``, ``source`` (``type`` tflite, ``path``, ``sha256``,
-``kind``), ``tflite``, ``micro``, ``fit``, ``c``, ``firmware``, ``files``, ``versions``, ``created``.
+``kind``), ``tflite``, ``micro``, ``fit``, ``c``, ``firmware``, ``files``, ``versions``.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edgekd.atomic import atomic_directory, atomic_write_json
 from edgekd.errors import EdgekdError
 from edgekd.export.api import EXPORT_VERSION, files_record, package_versions
+from edgekd.export.c_backend.export import (
+    C_TARGETS,
+    FIRMWARE_TARGET,
+    c_summary,
+    write_c_folder,
+    write_firmware_folder,
+)
 from edgekd.export.context import Log
+from edgekd.export.options import ExportOptions
 from edgekd.export.outdir import check_output_folder
 from edgekd.files import MAX_TFLITE_BYTES, read_bytes_capped
+from edgekd.provenance import provenance
 from edgekd.targets import Target, list_targets, load_target
 
 FORMATS = ("c",)
-FIRMWARE_TARGET = "cortex-m4-qemu"  # the board --firmware builds for when no --target names one
-
-# (model file, export folder being built, target name) -> firmware.json; given by the command layer
-FirmwareWriter = Callable[[Path, Path, str], dict[str, Any]]
 
 
 def check_options(path: Path, given: dict[str, Any]) -> None:
@@ -102,19 +105,15 @@ def _read_model(path: Path, what: str) -> tuple[bytes, Any]:
     return data, model
 
 
-def export_tflite(
-    source: str | os.PathLike,
-    *,
-    target: str | os.PathLike | None = None,
-    fmt: str | None = None,
-    quant: str | None = None,
-    out: str | os.PathLike | None = None,
-    firmware: FirmwareWriter | None = None,
-    quiet: bool = False,
-) -> Path:
-    """Export the int8 ``.tflite`` ``source`` for ``target`` (TFLite Micro) or ``fmt="c"``; returns the
-    folder. See the module docstring for the layout; every problem is one EdgekdError line."""
+def export_tflite(source: str | os.PathLike, options: ExportOptions) -> Path:
+    """Export the int8 ``.tflite`` ``source`` for ``options.target`` (TFLite Micro) or ``fmt="c"``;
+    returns the folder. See the module docstring for the layout; every problem is one EdgekdError line."""
     path = Path(source)
+    target, fmt, out = options.target, options.fmt, options.out
+    check_options(path, {"calibration": options.calibration, "eval_data": options.eval_data,
+                         "route": options.route, "input_shape": options.input_shape,
+                         "method": options.method != "minmax" and options.method})  # fmt: skip
+    quant = ",".join(options.quant) if isinstance(options.quant, list) else options.quant
     _check_format(path, None if target is None else str(target), fmt)
     tgt = load_target(target) if target is not None else None
     if tgt is not None:
@@ -127,39 +126,26 @@ def export_tflite(
         out_dir = check_output_folder(out)
     else:
         out_dir = check_output_folder(path.parent / f"{path.stem}_export" / name, "output folder")
-    log = Log(quiet)
+    log = Log(options.quiet)
     record = _record(path, data, model, name, tgt)
     with atomic_directory(out_dir) as stage:
         if tgt is not None:
             _micro(path, data, model, tgt, stage, record, log)
         else:
             record["c"] = _c_sources(path, stage, log)
-        if firmware is not None:
+        if options.firmware is not None:
             board = tgt.name if tgt is not None else FIRMWARE_TARGET
-            record["firmware"] = _firmware(firmware, path, stage, out_dir, board, log)
+            fw = write_firmware_folder(options.firmware, path, stage, out_dir, board, log)
+            record["firmware"] = {k: v.get("skipped") or v.get("folder") for k, v in fw.items()}
         record["files"] = files_record(stage)
         atomic_write_json(stage / "export.json", record)
     log.step(f"[green]export written to {out_dir}[/]")
     return out_dir
 
 
-def _firmware(writer: FirmwareWriter, path: Path, stage: Path, out_dir: Path, board: str,
-              log: Log) -> dict[str, Any]:  # fmt: skip
-    """``firmware/`` (projects and ``firmware.json``) in the folder being built."""
-    fw = writer(path, stage, board)
-    for part in fw.values():  # name the folders where they will be, not the temporary build
-        if "folder" in part:
-            part["folder"] = str(out_dir / Path(part["folder"]).relative_to(stage))
-    atomic_write_json(stage / "firmware" / "firmware.json", fw)
-    skipped = fw["c_backend"].get("skipped")
-    log.step(f"firmware projects in {out_dir / 'firmware'}"
-             + (f" (C backend skipped: {skipped})" if skipped else ""))  # fmt: skip
-    return {k: v.get("skipped") or v.get("folder") for k, v in fw.items()}
-
-
 def _record(path: Path, data: bytes, model: Any, name: str, tgt: Target | None) -> dict[str, Any]:
     return {
-        "edgekd_export": EXPORT_VERSION,
+        **provenance("export", EXPORT_VERSION),
         "name": name,
         "format": "tflite-micro" if tgt is not None else "c",
         "quantizations": ["int8"],
@@ -170,7 +156,6 @@ def _record(path: Path, data: bytes, model: Any, name: str, tgt: Target | None) 
             "sha256": hashlib.sha256(data).hexdigest(),
             "kind": model.kind,
         },
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "tflite": {
             "int8": {
                 "file": "model_int8.tflite" if tgt is not None else None,
@@ -187,7 +172,6 @@ def _record(path: Path, data: bytes, model: Any, name: str, tgt: Target | None) 
 def _micro(path: Path, data: bytes, model: Any, tgt: Target, stage: Path, record: dict[str, Any],
            log: Log) -> None:  # fmt: skip
     """TFLite Micro artifacts (shared with a run folder's export) and, for C backend boards, ``c/``."""
-    from edgekd.export.c_backend.export import C_TARGETS
     from edgekd.export.micro import write_micro_artifacts
     from edgekd.graph import measure_arena
 
@@ -205,12 +189,8 @@ def _micro(path: Path, data: bytes, model: Any, tgt: Target, stage: Path, record
 
 def _c_backend(path: Path, folder: Path, log: Log) -> dict[str, Any]:
     """The C backend's sources and ``c_model.json`` in ``folder/c`` (checked bit-exact on the host)."""
-    from edgekd.export.c_backend.export import write_c_folder
-
     info = write_c_folder(path, folder)
-    log.step(f"C backend: {len(info['ops'])} op types, arena {info['arena_bytes']:,} B "
-             f"(TFLite Micro greedy plan {info['tflm_greedy_arena_bytes']:,} B), weights "
-             f"{info['weight_bytes']:,} B, bit-exact on the host: {info['host_check']['bit_exact']}")  # fmt: skip
+    log.step(c_summary(info))
     return {"folder": "c", "arena_bytes": info["arena_bytes"], "bit_exact": info["host_check"]["bit_exact"]}
 
 

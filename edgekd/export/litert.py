@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, error_line
 
 
 def available() -> str | None:
@@ -27,24 +27,15 @@ def available() -> str | None:
     return None
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
-
-
 def convert(model: Any, input_shape: tuple[int, ...], quants: list[str], calib_x: np.ndarray | None,
             log: Path) -> dict[str, bytes]:  # fmt: skip
-    """``{"fp32": bytes, "int8": bytes?}``; converter output goes to ``log``."""
+    """``{"fp32": bytes, "int8": bytes?}``; converter output goes to ``log``. Needs :func:`available`."""
     import warnings
 
-    from edgekd.export.routes import RouteUnavailable
+    import torch
+
     from edgekd.export.tflite import captured_output
     from edgekd.graph.rewrites import split_wide_concatenations
-
-    why = available()
-    if why:
-        raise RouteUnavailable(why)
-    import torch
 
     out: dict[str, bytes] = {}
     fp32_path = log.with_name("litert_fp32.tflite")
@@ -56,7 +47,7 @@ def convert(model: Any, input_shape: tuple[int, ...], quants: list[str], calib_x
             edge = litert_torch.convert(model.eval(), (torch.zeros((1, *input_shape), dtype=torch.float32),))
             edge.export(str(fp32_path))
         except Exception as e:  # noqa: BLE001  (the converter raises many types)
-            raise EdgekdError(_first_line(e)) from None
+            raise EdgekdError(error_line(e)) from None
         # unrolled recurrent layers concatenate every step at once: TFLite Micro takes at most 10 inputs
         out["fp32"], _ = split_wide_concatenations(fp32_path.read_bytes())
         if "int8" in quants:
@@ -67,7 +58,7 @@ def convert(model: Any, input_shape: tuple[int, ...], quants: list[str], calib_x
             except EdgekdError:
                 raise
             except Exception as e:  # noqa: BLE001
-                raise EdgekdError(f"ai-edge-quantizer: {_first_line(e)}") from None
+                raise EdgekdError(f"ai-edge-quantizer: {error_line(e)}") from None
     return out
 
 

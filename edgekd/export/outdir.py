@@ -11,8 +11,10 @@ from pathlib import Path
 
 from edgekd.errors import EdgekdError
 from edgekd.files import MAX_TEXT_BYTES, read_bytes_capped
+from edgekd.provenance import schema_of
 
-# A folder holding one of these (export.json with the key "edgekd_export", or the C backend's
+# A folder holding one of these (an export.json edgekd wrote: schema edgekd-export/N, or the older
+# key "edgekd_export"; or the C backend's
 # c_model.json, alone or in c/ as older versions wrote it) was written by edgekd export.
 C_MARKERS = ("c_model.json", "c/c_model.json")
 
@@ -30,7 +32,7 @@ def is_export_folder(path: str | os.PathLike) -> bool:
             data = json.loads(read_bytes_capped(record, MAX_TEXT_BYTES, "export record"))
         except (EdgekdError, ValueError):  # unreadable, too big, not JSON: not ours
             data = None
-        if isinstance(data, dict) and "edgekd_export" in data:
+        if (schema_of(data) or ("",))[0] == "export":
             return True
     return any((p / m).is_file() for m in C_MARKERS)
 

@@ -93,6 +93,9 @@ def litert_torch_route(ctx: ExportContext, quants: list[str]) -> dict[str, bytes
 
     if ctx.src.torch_model is None:
         raise RouteUnavailable("litert-torch converts PyTorch models; this source is an ONNX file")
+    why = litert.available()
+    if why:
+        raise RouteUnavailable(why)
     log = ctx.work / "litert-torch.log"
     ctx.logs["litert-torch"] = log
     return litert.convert(ctx.src.torch_model, ctx.src.input_shape, quants, ctx.calib_x, log)

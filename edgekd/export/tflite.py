@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import EdgekdError
+from edgekd.native_io import redirect_fds
 
 QUANTS = ("fp32", "fp16", "dynamic", "int8")
 ONNX2TF_SUFFIX = {
@@ -32,23 +32,9 @@ ONNX2TF_SUFFIX = {
 
 @contextlib.contextmanager
 def captured_output(log: Path) -> Iterator[Path]:
-    """Send this process's stdout/stderr (including C++ logging) to ``log`` for the duration."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(log, "a", buffering=1, errors="replace") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        try:  # Python-level streams too (they may not write to fds 1/2, e.g. under pytest)
-            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-                yield log
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+    """Send this process's stdout/stderr (fds and Python streams, so C++ logging too) to ``log``."""
+    with open(log, "a", buffering=1, errors="replace") as f, redirect_fds(f, python_streams=True):
+        yield log
 
 
 def to_channels_last(x: np.ndarray) -> np.ndarray:

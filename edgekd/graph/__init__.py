@@ -7,7 +7,8 @@ Imports nothing from edgekd except :mod:`edgekd.errors` and :mod:`edgekd.atomic`
 from __future__ import annotations
 
 from edgekd.graph.planner import Plan, apply_plan, greedy_plan, optimized_plan, reorder_model
-from edgekd.graph.tflite_model import Operator, SubGraph, Tensor, TFLiteModel, read_tflite
+from edgekd.graph.reader import read_tflite
+from edgekd.graph.tflite_model import Operator, SubGraph, Tensor, TFLiteModel
 from edgekd.graph.tflm import check_tflm_loadable, measure_arena, run_tflm, tflm_interpreter
 
 __all__ = [

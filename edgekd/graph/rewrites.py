@@ -13,7 +13,8 @@ import os
 
 import numpy as np
 
-from edgekd.graph.tflite_model import TFLiteModel, _schema_module, read_tflite
+from edgekd.graph.reader import read_tflite
+from edgekd.graph.tflite_model import TFLiteModel, _schema_module
 
 MAX_CONCAT_INPUTS = 8
 

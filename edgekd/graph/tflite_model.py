@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, error_line
 from edgekd.files import MAX_TFLITE_BYTES, read_bytes_capped
 
 MAX_RANK = 8  # dimensions per tensor; TFLite Micro kernels handle at most 6
@@ -259,7 +259,7 @@ def read_tflite_bytes(path: str | os.PathLike) -> bytes:
     return read_bytes_capped(path, MAX_TFLITE_BYTES, "TFLite model")
 
 
-def _bytes_of(
+def bytes_of(
     path_or_bytes: str | os.PathLike | bytes | bytearray | memoryview, source: str | None = None
 ) -> tuple[bytes, str]:
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
@@ -267,49 +267,28 @@ def _bytes_of(
     return read_tflite_bytes(path_or_bytes), source or str(Path(path_or_bytes))
 
 
-def read_tflite(
-    path_or_bytes: str | os.PathLike | bytes | bytearray | memoryview,
-    *,
-    validate: bool = True,
-    source: str | None = None,
-) -> TFLiteModel:
-    """Parse a ``.tflite`` file (path) or its bytes. Raises EdgekdError for anything that is not one.
-
-    ``source`` names the model in messages (default: the path, or ``<bytes>``).
-
-    With ``validate`` (default) the model is also checked structurally (:mod:`edgekd.graph.validate`:
-    indices, shapes, quantization, op parameters, sizes) so no runtime sees an inconsistent model.
-    """
-    data, source = _bytes_of(path_or_bytes, source)
+def parse_tflite(data: bytes, source: str) -> TFLiteModel:
+    """Parse the bytes of a ``.tflite`` (not checked structurally: :func:`edgekd.graph.read_tflite`
+    does both). Raises EdgekdError naming ``source`` for anything that is not one."""
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise EdgekdError(
             f"{source}: not a TFLite flatbuffer (no 'TFL3' identifier in {len(data)} bytes); "
             "export a .tflite model first"
         )
     try:
-        model = _parse(data, source)
+        return _parse(data, source)
     except EdgekdError:
         raise
     except Exception as e:  # flatbuffers raises struct/index errors on corrupt data
         raise EdgekdError(
-            f"{source}: not a TFLite flatbuffer or corrupt ({type(e).__name__}: {_one_line(e)}); "
-            "re-export the model"
+            f"{source}: not a TFLite flatbuffer or corrupt ({error_line(e, 160)}); re-export the model"
         ) from None
-    if validate:
-        from edgekd.graph.validate import validate_model
-
-        validate_model(model)
-    return model
 
 
 def decode_everything(data: bytes) -> None:
     """Decode every table of the flatbuffer (signatures, metadata, options, ...) with the object API;
     raises what flatbuffers raises on a corrupt one."""
     _schema_module().ModelT.InitFromPackedBuf(bytearray(data), 0)
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:160]
 
 
 def _vector_end(table: Any, slot: int) -> int:

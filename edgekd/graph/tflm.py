@@ -12,9 +12,7 @@ import contextlib
 import os
 import re
 import signal
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +23,12 @@ import numpy as np
 from edgekd.child import LOG_ENV, ChildFailed, run_in_child
 from edgekd.errors import EdgekdError
 from edgekd.graph.quant import dequantize, quantize
-from edgekd.graph.tflite_model import read_tflite, read_tflite_bytes
+from edgekd.graph.reader import read_tflite
+from edgekd.graph.tflite_model import read_tflite_bytes
+from edgekd.native_io import redirect_fds
 
 ModelSource = str | os.PathLike | bytes | bytearray | memoryview
 
-_FD_LOCK = threading.Lock()
 _CRASH_HINT = "it cannot run on TFLite Micro as exported (corrupt file?); re-export it or report the file"
 _PROBE_CACHE: dict[str, dict[str, Any]] = {}
 _MAX_ARENA = 1 << 30
@@ -48,37 +47,18 @@ class _Captured:
 
 @contextlib.contextmanager
 def _capture_native_output() -> Iterator[_Captured]:
-    """Redirect the process' stdout/stderr file descriptors to a temp file (C++ prints land there)."""
+    """What the interpreter prints on fds 1 and 2 inside the block, as ``cap.text`` afterwards."""
     cap = _Captured()
     log = os.environ.get(LOG_ENV)  # in a child of edgekd.child: its log, quoted if it crashes
     sink = open(log, "a+b") if log else tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115
-    with _FD_LOCK, sink as tmp:
+    with sink as tmp:
         start = tmp.seek(0, os.SEEK_END)
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        saved = [os.dup(1), os.dup(2)]
         try:
-            os.dup2(tmp.fileno(), 1)
-            os.dup2(tmp.fileno(), 2)
-            try:
+            with redirect_fds(tmp):
                 yield cap
-            finally:
-                _flush_libc()
-                os.dup2(saved[0], 1)
-                os.dup2(saved[1], 2)
         finally:
-            for fd in saved:
-                os.close(fd)
             tmp.seek(start)
             cap.text = tmp.read().decode("utf-8", "replace")
-
-
-def _flush_libc() -> None:
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None).fflush(None)
 
 
 def _load(model: ModelSource) -> tuple[bytes, str]:

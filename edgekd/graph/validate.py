@@ -24,12 +24,11 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, error_line
 from edgekd.graph.tflite_model import (
     SubGraph,
     Tensor,
     TFLiteModel,
-    _one_line,
     _schema_module,
     decode_everything,
 )
@@ -515,7 +514,7 @@ def validate_model(m: TFLiteModel) -> None:
     try:
         decode_everything(m.data)  # tables edgekd does not read itself must decode too (signatures, ...)
     except Exception as e:  # noqa: BLE001  (flatbuffers raises struct/index/type errors)
-        raise _fail(m, f"a table does not decode ({type(e).__name__}: {_one_line(e)})") from None
+        raise _fail(m, f"a table does not decode ({error_line(e, 160)})") from None
     _validate(m)
     if len(_VALID) > 1024:
         _VALID.clear()

@@ -4,11 +4,11 @@ the software device), run accuracy and performance modes, write ``bench/<target>
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
+import dataclasses
 import hashlib
-import json
 import platform
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,9 @@ import numpy as np
 from edgekd.atomic import atomic_write_json
 from edgekd.errors import EdgekdError
 from edgekd.harness.runner import Device, run_accuracy, run_performance
+from edgekd.provenance import provenance
 
-BENCH_VERSION = 1
+BENCH_VERSION = 2  # 2: the provenance header (edgekd.provenance) instead of "edgekd_bench": 1
 MODES = ("accuracy", "performance", "all")
 MAX_INPUT_BYTES = 256 << 20  # all benchmark samples together (a microcontroller model takes KiBs each)
 
@@ -95,21 +96,56 @@ def bench_inputs(model_path: Path, run: Path | None, data: str | None, samples: 
     return _quantize(x, ind), y, ev.name
 
 
+@dataclass(frozen=True)
+class BenchOptions:
+    """The settings of one ``edgekd bench`` run (built by the CLI or a caller of :func:`run_bench`).
+
+    ``target``: the board profile; exactly one device: ``port`` (serial device or pyserial URL),
+    ``emulate`` (QEMU) or ``software`` (host TFLite Micro on a pty); ``mode`` one of :data:`MODES`;
+    ``samples`` accuracy-mode inputs from ``data`` (default: the run's data.json, else random);
+    ``windows`` x ``window_s`` device seconds of performance mode; ``timeout`` / ``infer_timeout``
+    seconds to wait for an answer; ``output`` the folder for bench.json; ``faults`` injected into the
+    software device (tests).
+    """
+
+    target: str
+    port: str | None = None
+    emulate: bool = False
+    software: bool = False
+    mode: str = "all"
+    samples: int = 50
+    data: str | None = None
+    windows: int = 5
+    window_s: float = 0.5
+    timeout: float = 5.0
+    infer_timeout: float = 120.0
+    output: str | Path | None = None
+    quiet: bool = False
+    baudrate: int = 115200
+    faults: dict[str, int] | None = None
+
+    @classmethod
+    def of(cls, options: BenchOptions | None = None, **changes: Any) -> BenchOptions:
+        """``options`` with ``changes`` (without ``options``, ``changes`` must name the target)."""
+        return dataclasses.replace(options, **changes) if options is not None else cls(**changes)
+
+
 @contextlib.contextmanager
-def _connect(model_path: Path, target: str, port: str | None, emulate: bool, software: bool,
-             build_dir: Path, faults: dict[str, int] | None, quiet: bool) -> Iterator[tuple[str, dict[str, Any]]]:  # fmt: skip
+def _connect(
+    model_path: Path, target: str, o: BenchOptions, build_dir: Path
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yields (port, extra facts for bench.json). Starts and always stops an emulator/software device."""
-    picked = sum([port is not None, emulate, software])
+    picked = sum([o.port is not None, o.emulate, o.software])
     if picked != 1:
         raise EdgekdError("pass exactly one of --port PORT, --emulate (QEMU) or --software (host device)")
-    if port is not None:
-        yield port, {"device": "port"}
-    elif software:
+    if o.port is not None:
+        yield o.port, {"device": "port"}
+    elif o.software:
         from edgekd.harness.runner import DeviceError
         from edgekd.harness.softdevice import SoftwareDevice, TflmModelFn, pty_device
 
         run = TflmModelFn(model_path)
-        device = SoftwareDevice(run, run.input_nbytes, faults=dict(faults or {}))
+        device = SoftwareDevice(run, run.input_nbytes, faults=dict(o.faults or {}))
         try:
             with pty_device(device) as name:
                 yield name, {"device": "software (host TFLite Micro on a pseudo-terminal)"}
@@ -122,33 +158,33 @@ def _connect(model_path: Path, target: str, port: str | None, emulate: bool, sof
     else:
         from edgekd.harness.qemu import emulated_board
 
-        with emulated_board(model_path, target, build_dir, quiet=quiet) as (url, facts):
+        with emulated_board(model_path, target, build_dir, quiet=o.quiet) as (url, facts):
             yield url, facts
 
 
-def run_bench(source: str | Path, *, target: str, port: str | None = None, emulate: bool = False,
-              software: bool = False, mode: str = "all", samples: int = 50, data: str | None = None,
-              windows: int = 5, window_s: float = 0.5, timeout: float = 5.0, infer_timeout: float = 120.0,
-              output: str | Path | None = None, quiet: bool = False, baudrate: int = 115200,
-              faults: dict[str, int] | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
-    """Benchmark the int8 model of a run folder (or a ``.tflite``) on a device; returns (bench.json, record)."""
+def run_bench(
+    source: str | Path, options: BenchOptions | None = None, **changes: Any
+) -> tuple[Path, dict[str, Any]]:
+    """Benchmark the int8 model of a run folder (or a ``.tflite``) on a device as ``options``
+    (:class:`BenchOptions`; keyword ``changes`` override its fields); returns (bench.json, record)."""
     from edgekd.graph import read_tflite, run_tflm
     from edgekd.targets import load_target
 
-    if mode not in MODES:
-        raise EdgekdError(f"--mode {mode}: valid: {', '.join(MODES)}")
-    tgt = load_target(target)
+    o = BenchOptions.of(options, **changes)
+    if o.mode not in MODES:
+        raise EdgekdError(f"--mode {o.mode}: valid: {', '.join(MODES)}")
+    tgt = load_target(o.target)
     model_path, run = find_model(source, tgt.name)
     m = read_tflite(model_path)
     if not m.is_full_integer():
         raise EdgekdError(
             f"{model_path}: the model is {m.kind}; the device harness needs a full-integer int8 model"
         )
-    base = Path(output) if output is not None else (run or model_path.parent) / "bench" / tgt.name
-    x, y, data_name = bench_inputs(model_path, run, data, samples)
-    host = run_tflm(model_path, x) if mode in ("accuracy", "all") else None  # the reference outputs
+    base = Path(o.output) if o.output is not None else (run or model_path.parent) / "bench" / tgt.name
+    x, y, data_name = bench_inputs(model_path, run, o.data, o.samples)
+    host = run_tflm(model_path, x) if o.mode in ("accuracy", "all") else None  # the reference outputs
     record: dict[str, Any] = {
-        "edgekd_bench": BENCH_VERSION,
+        **provenance("bench", BENCH_VERSION),
         "target": tgt.as_dict(),
         "model": {
             "path": str(model_path),
@@ -157,33 +193,35 @@ def run_bench(source: str | Path, *, target: str, port: str | None = None, emula
             "ops": m.op_names(),
         },  # fmt: skip
         "data": {"source": data_name, "samples": int(len(x))},
-        "mode": mode,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "mode": o.mode,
         "host": {"machine": platform.machine(), "python": platform.python_version()},
     }
-    with _connect(model_path, tgt.name, port, emulate, software, base / "build", faults, quiet) as (
-        url,
-        facts,
-    ):
+    with _connect(model_path, tgt.name, o, base / "build") as (url, facts):
         record.update(facts)
         record["port"] = url
-        with Device(url, timeout=timeout, infer_timeout=infer_timeout, baudrate=baudrate) as dev:
-            info = dev.handshake()
-            record["dut"] = {"name": info.name, "profile": info.profile, "model": info.model,
-                             "timestamp_mode": info.timestamp_mode}  # fmt: skip
-            if mode in ("accuracy", "all"):
-                record["accuracy"] = _accuracy(dev, x, host, y, quiet)
-            if mode in ("performance", "all"):
-                w_s = min(window_s, float(facts.get("window_s", window_s)))
-                perf = run_performance(dev, x[0].tobytes(), windows=windows, window_s=w_s)
-                perf["time_base"] = facts.get("time_base", "device clock (m-lap-us)")
-                if "instructions_per_us" in facts:
-                    perf["instructions_per_inference"] = round(
-                        perf["us_per_inference"] * facts["instructions_per_us"]
-                    )
-                record["performance"] = perf
+        with Device(url, timeout=o.timeout, infer_timeout=o.infer_timeout, baudrate=o.baudrate) as dev:
+            _measure(dev, o, facts, x, host, y, record)
     atomic_write_json(base / "bench.json", record)
     return base / "bench.json", record
+
+
+def _measure(dev: Device, o: BenchOptions, facts: dict[str, Any], x: np.ndarray, host: np.ndarray | None,
+             y: np.ndarray | None, record: dict[str, Any]) -> None:  # fmt: skip
+    """Handshake, then the accuracy and performance modes ``o.mode`` asks for, into ``record``."""
+    info = dev.handshake()
+    record["dut"] = {"name": info.name, "profile": info.profile, "model": info.model,
+                     "timestamp_mode": info.timestamp_mode}  # fmt: skip
+    if o.mode in ("accuracy", "all"):
+        record["accuracy"] = _accuracy(dev, x, host, y, o.quiet)
+    if o.mode in ("performance", "all"):
+        w_s = min(o.window_s, float(facts.get("window_s", o.window_s)))
+        perf = run_performance(dev, x[0].tobytes(), windows=o.windows, window_s=w_s)
+        perf["time_base"] = facts.get("time_base", "device clock (m-lap-us)")
+        if "instructions_per_us" in facts:
+            perf["instructions_per_inference"] = round(
+                perf["us_per_inference"] * facts["instructions_per_us"]
+            )
+        record["performance"] = perf
 
 
 def _accuracy(
@@ -221,46 +259,3 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
         out.append(f"memory: flash {mem['flash_bytes']:,} B, RAM {mem['ram_bytes']:,} B "
                    f"(data {mem['data']:,} + bss {mem['bss']:,} + stack {mem['stack']:,})")  # fmt: skip
     return out
-
-
-def device_row(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Measured device rows for ``edgekd profile``: one per ``bench/<target>/bench.json``."""
-    rows = []
-    for f in sorted(Path(run_dir).glob("bench/*/bench.json")):
-        try:
-            r = json.loads(f.read_text())
-        except (OSError, ValueError):
-            continue
-        perf, acc, mem = r.get("performance") or {}, r.get("accuracy") or {}, r.get("memory") or {}
-        rows.append({
-            "target": (r.get("target") or {}).get("name", f.parent.name),
-            "device": r.get("device"),
-            "emulated": bool(r.get("emulated")),
-            "ms_per_inference": perf.get("us_per_inference", 0) / 1000 if perf else None,
-            "top1_accuracy": acc.get("top1_accuracy"),
-            "bit_exact": acc.get("bit_exact"),
-            "flash_bytes": mem.get("flash_bytes"),
-            "ram_bytes": mem.get("ram_bytes"),
-            "file": str(f),
-        })  # fmt: skip
-    return rows
-
-
-def device_table(rows: list[dict[str, Any]]) -> Any:
-    """A rich table of :func:`device_row` rows (``edgekd profile`` prints it under its estimates)."""
-    from rich.table import Table
-
-    from edgekd.safetext import markup
-
-    t = Table(title="measured on device (edgekd bench)", header_style="bold")
-    for h in ("target", "device", "ms/inference", "top-1", "bit-exact", "flash B", "RAM B"):
-        t.add_column(h, justify="left" if h in ("target", "device") else "right")
-    for r in rows:
-        ms = r["ms_per_inference"]
-        top1 = r["top1_accuracy"]
-        t.add_row(markup(r["target"]), markup(str(r["device"] or "").split(" (")[0]),
-                  "" if ms is None else f"{ms:.3f}" + (" (emulated)" if r["emulated"] else ""),
-                  "" if top1 is None else f"{100 * top1:.2f}%", str(r["bit_exact"]),
-                  "" if r["flash_bytes"] is None else f"{r['flash_bytes']:,}",
-                  "" if r["ram_bytes"] is None else f"{r['ram_bytes']:,}")  # fmt: skip
-    return t

@@ -1,6 +1,7 @@
 """Teachers made of several saved networks, rebuildable from ``(name, kwargs)`` like any model.
 
-``ensemble``: a weighted ensemble (e.g. the one ensemble selection chose, or Born-Again generations);
+``ensemble``: a weighted ensemble (e.g. the one ensemble selection chose, Born-Again generations, or
+the several teachers of a recipe);
 ``specialist-ensemble``: a generalist plus specialists on class subsets, combined as in Hinton et al.
 2015. Member names come from files, so they must be registered models (never code references).
 """
@@ -23,13 +24,15 @@ COMBINE_RULES = ("mean-logits", "mean-probs")
 def combine_outputs(outs: Tensor, weights: Tensor, combine: str) -> Tensor:
     """Members' outputs ``(K, N, ...)`` and weights ``(K,)`` summing to 1: ``mean-logits`` gives
     ``sum_k w_k z_k`` (any outputs, e.g. reconstructions), ``mean-probs`` ``log sum_k w_k softmax(z_k)``."""
-    w = weights.to(outs.dtype).view(-1, *[1] * (outs.dim() - 1))
+    w = weights.to(device=outs.device, dtype=outs.dtype).view(-1, *[1] * (outs.dim() - 1))
     if combine == "mean-logits":
         return (w * outs).sum(0)
     return torch.logsumexp(F.log_softmax(outs, dim=-1) + w.clamp(min=1e-30).log(), dim=0)
 
 
 def _member(spec: Any, where: str) -> nn.Module:
+    if isinstance(spec, nn.Module):  # built in memory (a recipe's teachers): not rebuilt from a file
+        return spec
     if not isinstance(spec, dict) or not isinstance(spec.get("kwargs", {}), dict):
         raise EdgekdError(f"{where}: each member must be {{name, kwargs}}")
     return build_model(check_name_from_file(spec.get("name"), where), **spec.get("kwargs", {}))
@@ -37,13 +40,21 @@ def _member(spec: Any, where: str) -> nn.Module:
 
 @register_model("ensemble")
 class WeightedEnsemble(nn.Module):
-    """``mean-probs``: ``log sum_k w_k softmax(z_k)``; ``mean-logits``: ``sum_k w_k z_k`` (weights sum to 1)."""
+    """``mean-probs``: ``log sum_k w_k softmax(z_k)`` (so ``softmax`` of it is the averaged
+    distribution; losses apply their temperature to it); ``mean-logits``: ``sum_k w_k z_k``. Weights
+    sum to 1 (default: equal). ``members``: ``{name, kwargs}`` specs, rebuilt (as a saved file is), or
+    built modules (a recipe's teachers, in memory only).
+
+    The default rule is ``mean-probs``: saved ``ensemble`` files are rebuilt from their kwargs, and one
+    written without ``combine`` has always meant ``mean-probs``; a recipe passes ``teacher.combine``
+    (whose own default is ``mean-logits``) explicitly.
+    """
 
     def __init__(
         self,
-        members: Sequence[dict],
-        weights: Sequence[float] | None = None,
+        members: Sequence[dict | nn.Module],
         combine: str = "mean-probs",
+        weights: Sequence[float] | None = None,
         input_shape: Sequence[int] | None = None,
         num_classes: int | None = None,
     ) -> None:

@@ -8,7 +8,6 @@ runtimes, targets, report paths) is one :class:`~edgekd.profile.options.ProfileO
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import os
 import platform
@@ -17,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.data.evalset import EvalSet, data_from_info, resolve_data
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, error_line
 from edgekd.profile.fit import fit_table, load_targets, non_mcu_notes
 from edgekd.profile.options import ProfileOptions
-from edgekd.profile.rows import Artifact, RowContext, error_text, file_facts, profile_row
+from edgekd.profile.rows import Artifact, RowContext, file_facts, profile_row
+from edgekd.provenance import provenance
 from edgekd.runfolder import RunFolder
 from edgekd.runtimes import runtimes_for
 
-SCHEMA = "edgekd-report/1"
+REPORT_VERSION = 1  # report.json's provenance header: schema edgekd-report/1
 
 
 def _host() -> dict[str, Any]:
@@ -52,7 +52,7 @@ def _facts_or_error(art: Artifact) -> dict[str, Any]:
         return file_facts(art.path)
     except Exception as e:  # noqa: BLE001
         # keep going: the runtime's own load error (if any) names the problem best
-        facts = {"facts_error": f"{art.path}: {error_text(e)}", "format": art.path.suffix.lstrip(".").lower()}
+        facts = {"facts_error": f"{art.path}: {error_line(e)}", "format": art.path.suffix.lstrip(".").lower()}
         if art.path.exists():
             facts["flash_bytes"] = art.path.stat().st_size
         return facts
@@ -114,8 +114,7 @@ def profile_artifacts(
     if not profiler.rows:
         raise EdgekdError("nothing to profile: no model files found")
     return {
-        "schema": SCHEMA,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        **provenance("report", REPORT_VERSION),
         "source": source or {},
         "host": _host(),
         "settings": opts.settings(int(len(data.x)) if data is not None else None),
@@ -201,7 +200,7 @@ def profile_run(
     else:
         notes.append(f"{run.data_info} missing: accuracy not measured (latency and memory only)")
     report = profile_artifacts(arts, data, opts, source={"run_dir": str(run.root)}, notes=notes)
-    from edgekd.harness.bench import device_row  # measured on a device: bench/<target>/bench.json
+    from edgekd.profile.report.bench_file import device_row  # measured on a device: bench/<target>/bench.json
 
     report["device_measured"] = device_row(run.root)
     if write:

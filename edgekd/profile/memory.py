@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgekd.errors import error_line
+
 RSS_METHOD_HWM = "in-process VmHWM after resetting it via /proc/self/clear_refs (Linux)"
 RSS_METHOD_DELTA = "in-process psutil RSS after minus before (no peak reset available)"
 
@@ -96,7 +98,7 @@ def tflite_arena(model_content: bytes) -> dict[str, Any]:
             k: int(v) for k, v in measure_arena(model_content).items() if k in ("head", "tail", "total")
         }
     except Exception as e:  # noqa: BLE001  (one failing part must not hide the others)
-        arena["errors"].append(f"tflm: {_msg(e)}")
+        arena["errors"].append(f"tflm: {error_line(e, 200)}")
     try:
         from edgekd.graph import read_tflite
         from edgekd.graph.planner import greedy_plan, optimized_plan
@@ -116,15 +118,10 @@ def tflite_arena(model_content: bytes) -> dict[str, Any]:
             arena["timeline"] = opt["timeline"]
             arena["timeline_plan"] = "optimized"
         except Exception as e:  # noqa: BLE001
-            arena["errors"].append(f"optimized planner: {_msg(e)}")
+            arena["errors"].append(f"optimized planner: {error_line(e, 200)}")
     except Exception as e:  # noqa: BLE001
-        arena["errors"].append(f"planner: {_msg(e)}")
+        arena["errors"].append(f"planner: {error_line(e, 200)}")
     return arena
-
-
-def _msg(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
 
 
 def ram_needed(arena: dict[str, Any] | None) -> int | None:
@@ -174,11 +171,12 @@ def _child(argv: list[str]) -> None:
 
     import numpy as np
 
-    from edgekd.runtimes import RUNTIMES, _quiet_fd
+    from edgekd.native_io import redirect_fds
+    from edgekd.runtimes import RUNTIMES
 
     runtime, path, threads = argv[0], argv[1], int(argv[2])
     base = _status_kb("VmRSS") or 0
-    with _quiet_fd(1):
+    with redirect_fds(fds=(1,)):
         rt = RUNTIMES[runtime](path, threads=threads)
         rt.load()
         x = np.random.default_rng(0).standard_normal(rt.input_shape).astype(np.float32)

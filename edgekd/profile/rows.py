@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.data.evalset import EvalSet
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, error_line
 from edgekd.metrics.reconstruction import reconstruction_metrics, reconstruction_scores
 from edgekd.metrics.summary import anomaly_metrics, classification_metrics
 from edgekd.profile import macs as macs_mod
@@ -42,13 +42,6 @@ class RowContext:
     teacher_outputs: np.ndarray | None
     opts: ProfileOptions
     targets: list[dict[str, Any]]
-
-
-def error_text(e: BaseException) -> str:
-    if isinstance(e, EdgekdError):
-        return str(e)
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
 
 
 def file_facts(path: Path) -> dict[str, Any]:
@@ -225,7 +218,7 @@ def _measure_row(
             if art.role == "teacher":  # the reference the others compare with
                 ref_outputs = outputs
     except Exception as e:  # noqa: BLE001  (one artifact's failure must not stop the others)
-        text = error_text(e)  # a runtime's own exception does not name the file: say which one failed
+        text = error_line(e)  # a runtime's own exception does not name the file: say which one failed
         row["error"] = text if isinstance(e, EdgekdError) else f"{art.path}: {runtime} failed ({text})"
     finally:
         if rt is not None:

@@ -16,7 +16,8 @@ import numpy as np
 
 from edgekd.errors import EdgekdError
 from edgekd.export.c_backend import quant as q
-from edgekd.graph.tflite_model import Operator, Tensor, TFLiteModel, _schema_module, read_tflite
+from edgekd.graph.reader import read_tflite
+from edgekd.graph.tflite_model import Operator, Tensor, TFLiteModel, _schema_module
 
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 RUNTIME_FILES = ("edgekd_kernels.h", "edgekd_kernels.c")

@@ -3,6 +3,7 @@ part of an export folder (``c/`` with the sources and ``c_model.json``, ``firmwa
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -11,15 +12,17 @@ import numpy as np
 
 from edgekd.atomic import atomic_directory, atomic_write_json
 from edgekd.errors import EdgekdError
+from edgekd.export.options import ExportOptions, FirmwareWriter
 
 C_TARGETS = ("cortex-m4-qemu",)
+FIRMWARE_TARGET = "cortex-m4-qemu"  # the board --firmware builds for when no --target names one
 CHECK_SAMPLES = 32
 MAX_CHECK_BYTES = 64 << 20  # random input bytes of the host check, all samples together
 
 
-def wants_c_export(source: str | os.PathLike, target: str | None, fmt: str | None, firmware: bool) -> bool:
-    """True when ``edgekd export`` should go through the C backend."""
-    return fmt == "c" or firmware or str(source).lower().endswith(".tflite") or (target or "") in C_TARGETS
+def wants_c_export(options: ExportOptions) -> bool:
+    """True when an export (of a run folder, ``.onnx`` or ``.pt``) goes through the C backend."""
+    return options.fmt == "c" or options.firmware is not None or str(options.target or "") in C_TARGETS
 
 
 def host_check(model_path: Path, cm: Any, n: int = CHECK_SAMPLES) -> dict[str, Any]:
@@ -60,48 +63,50 @@ def write_c_folder(model_path: Path, out_dir: Path) -> dict[str, Any]:
     return info
 
 
-def export_c(source: str | os.PathLike, *, target: str | None = None, fmt: str | None = None,
-             out: str | os.PathLike | None = None, firmware: bool = False, quiet: bool = False,
-             **export_kwargs: Any) -> Path:  # fmt: skip
-    """Export SOURCE (a ``.tflite``, run folder, ``.onnx`` or ``.pt``) through the C backend."""
-    from rich.console import Console
-
-    console = Console(stderr=True, quiet=quiet)
-    src = Path(source)
-    name = target or "c"
-    if src.suffix.lower() == ".tflite":  # one path for a .tflite: checked options, atomic, one level
-        from edgekd.export.from_tflite import export_tflite
-
-        writer = None
-        if firmware:
-            from edgekd.harness.firmware_project import write_firmware
-
-            writer = write_firmware
-        return export_tflite(src, target=target, fmt=None if target else (fmt or "c"),
-                             quant=export_kwargs.get("quant"), out=out, firmware=writer, quiet=quiet)  # fmt: skip
+def export_c(source: str | os.PathLike | Any, options: ExportOptions) -> Path:
+    """Export a run folder, ``.onnx`` or ``.pt`` through the C backend: the int8 export, then ``c/``
+    (``--format c``, C backend targets) and ``firmware/`` (``options.firmware``)."""
     from edgekd.export.api import export_model
+    from edgekd.export.context import Log
 
-    if fmt == "c":
-        if export_kwargs.pop("quant", None) not in (None, "int8"):
+    log = Log(options.quiet)
+    src = Path(source)
+    if options.fmt == "c":
+        if options.quant not in (None, "int8"):
             raise EdgekdError("--format c needs a full-integer model: --quant int8 (or leave --quant out)")
         default = src / "export" / "c" if src.is_dir() else src.parent / f"{src.stem}_export" / "c"
-        out_dir = export_model(
-            src, fmt="tflite", quant="int8", out=out or default, quiet=quiet, **export_kwargs
-        )
-    else:
-        out_dir = export_model(src, target=target, out=out, quiet=quiet, **export_kwargs)
+        options = dataclasses.replace(options, fmt="tflite", quant="int8", out=options.out or default)
+    out_dir = export_model(src, options)
     model = out_dir / "model_int8.tflite"
-    if fmt == "c" or Path(name).stem in C_TARGETS or target is None:
+    if options.target is None or Path(str(options.target)).stem in C_TARGETS:
         info = write_c_folder(model, out_dir)
-        console.print(f"C backend: {len(info['ops'])} op types, arena {info['arena_bytes']:,} B "
-                      f"(TFLite Micro greedy plan {info['tflm_greedy_arena_bytes']:,} B), weights "
-                      f"{info['weight_bytes']:,} B, bit-exact on the host: {info['host_check']['bit_exact']}")  # fmt: skip
-    if firmware:
-        from edgekd.harness.firmware_project import write_firmware
-
-        fw = write_firmware(model, out_dir, target or "cortex-m4-qemu")
-        atomic_write_json(out_dir / "firmware" / "firmware.json", fw)
-        skipped = fw["c_backend"].get("skipped")
-        console.print(f"firmware projects in {out_dir / 'firmware'}"
-                      + (f" (C backend skipped: {skipped})" if skipped else ""))  # fmt: skip
+        log.step(c_summary(info))
+    if options.firmware is not None:
+        write_firmware_folder(
+            options.firmware, model, out_dir, out_dir, str(options.target or FIRMWARE_TARGET), log
+        )
     return out_dir
+
+
+def c_summary(info: dict[str, Any]) -> str:
+    """The C backend's one-line summary (op types, arena, weights, host bit-exactness)."""
+    return (f"C backend: {len(info['ops'])} op types, arena {info['arena_bytes']:,} B (TFLite Micro greedy plan "
+            f"{info['tflm_greedy_arena_bytes']:,} B), weights {info['weight_bytes']:,} B, bit-exact on the host: "
+            f"{info['host_check']['bit_exact']}")  # fmt: skip
+
+
+def write_firmware_folder(writer: FirmwareWriter, model: Path, stage: Path, out_dir: Path, board: str,
+                          log: Any) -> dict[str, Any]:  # fmt: skip
+    """``firmware/`` (the projects ``writer`` makes and ``firmware.json``) in the folder being built,
+    ``stage`` (``out_dir`` once renamed); returns firmware.json."""
+    fw = writer(model, stage, board)
+    for part in fw.values():  # name the folders where they will be, not the temporary build
+        if "folder" in part:
+            part["folder"] = str(out_dir / Path(part["folder"]).relative_to(stage))
+    atomic_write_json(stage / "firmware" / "firmware.json", fw)
+    skipped = fw["c_backend"].get("skipped")
+    log.step(
+        f"firmware projects in {out_dir / 'firmware'}"
+        + (f" (C backend skipped: {skipped})" if skipped else "")
+    )
+    return fw

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgekd.errors import EdgekdError
-from edgekd.graph.tflite_model import TFLiteModel, read_tflite
+from edgekd.graph.reader import read_tflite
+from edgekd.graph.tflite_model import TFLiteModel
 from edgekd.graph.validate import control_flow_visits
 
 ALIGN = 16

@@ -36,7 +36,7 @@ def print_summary(report: dict[str, Any], console: Any = None) -> None:
     for e in errors:
         console.print(f"[red]error[/red] {e}", highlight=False, soft_wrap=True)
     if report.get("device_measured"):  # edgekd bench results beside the estimates
-        from edgekd.harness.bench import device_table
+        from edgekd.profile.report.bench_file import device_table
 
         console.print(device_table(report["device_measured"]))
     frows = fit_rows(report)
