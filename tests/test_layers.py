@@ -12,7 +12,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "edgekd"
 
-# top (0) to bottom; a module belongs to the first prefix it starts with
+# top (0) to bottom; a module belongs to the first prefix it starts with. Beyond ARCHITECTURE.md:
+# ``runtimes`` (the host runtimes export and profile both run models on) sits with ``models``, which it
+# loads; the bottom layer also holds the small leaf helpers every layer uses.
 LAYERS: list[tuple[str, ...]] = [
     ("cli", "commands", "__main__"),
     ("pipeline", "search"),
@@ -20,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("profile",),
     ("export",),
     ("distill", "timeseries"),
-    ("models", "data", "metrics", "targets", "recipe", "runfolder", "networks", "inputs"),
+    ("models", "data", "metrics", "targets", "recipe", "runfolder", "networks", "inputs", "runtimes"),
     ("graph",),
     (
         "atomic",
@@ -33,6 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
         "files",
         "names",
         "safetext",
+        "provenance",
     ),
 ]
 
