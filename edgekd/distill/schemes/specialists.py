@@ -13,8 +13,10 @@ specialists, combined per example (:class:`edgekd.models.ensemble.SpecialistEnse
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
+from torch import nn
 
 from edgekd.atomic import atomic_write_json
 from edgekd.data import ArrayDataset
@@ -68,6 +70,22 @@ def specialist_data(
     return ArrayDataset(data.x[idx], y)
 
 
+def _train_specialist(folder: RunFolder, generalist: nn.Module, name: str, kw: dict[str, Any], subset: list[int],
+                      data: tuple[ArrayDataset, ArrayDataset], cfg: Any, seed: int, task: str) -> nn.Module:  # fmt: skip
+    """One specialist, started from the generalist's weights; a resumed scheme reuses a finished one (the
+    folder can hold a model only on resume: a new run starts in an empty folder)."""
+    if folder.model.exists():
+        return load_model(folder.model)[0]
+    net = build_model(name, **kw)
+    own = net.state_dict()
+    net.load_state_dict({k: v for k, v in generalist.state_dict().items() if k in own and v.shape == own[k].shape},
+                        strict=False)  # fmt: skip
+    distiller = build_method("supervised", net, None, {}, task=task)
+    Trainer(distiller, cfg, folder, seed=seed, progress=False).fit(*data)
+    save_model(folder.model, net, name, kw, meta={"subset": subset})
+    return net
+
+
 @register_scheme("specialists")
 class Specialists(Scheme):
     """A generalist plus specialists on confusable class subsets (each with a dustbin class) as the teacher."""
@@ -109,17 +127,12 @@ class Specialists(Scheme):
         specs, nets, report = [], [], []
         for m, subset in enumerate(subsets):
             kw = {**record["kwargs"], "num_classes": len(subset) + 1}
-            net = build_model(record["name"], **kw)
-            own = net.state_dict()
-            net.load_state_dict({k: v for k, v in gen.state_dict().items() if k in own and v.shape == own[k].shape},
-                                strict=False)  # fmt: skip
+            data = (specialist_data(splits.train, subset, self.fraction, rng),
+                    specialist_data(splits.val, subset, self.fraction, rng))  # fmt: skip
             folder = RunFolder(root / f"specialist-{m + 1}").ensure()
-            distiller = build_method("supervised", net, None, {}, task=splits.task)
-            Trainer(distiller, cfg, folder, seed=recipe.seed + m, progress=False).fit(
-                specialist_data(splits.train, subset, self.fraction, rng),
-                specialist_data(splits.val, subset, self.fraction, rng),
+            net = _train_specialist(
+                folder, gen, record["name"], kw, subset, data, cfg, recipe.seed + m, splits.task
             )
-            save_model(folder.model, net, record["name"], kw, meta={"subset": subset})
             specs.append({"name": record["name"], "kwargs": kw})
             nets.append(net)
             val_sub = specialist_data(splits.val, subset, self.fraction, np.random.default_rng(0))
