@@ -82,20 +82,22 @@ def train_run(
     recipe: Any, runs: Path, *, distill: bool, progress: bool = False, **kwargs: Any
 ) -> tuple[Path, float]:
     """Train ``recipe`` (an edgekd ``Recipe``) into ``runs/<name>`` the way ``edgekd train``/``distill`` does,
-    unless that folder already holds a finished run (``metrics.json``); a partial one (a checkpoint and no
-    ``metrics.json``) resumes, anything else there is replaced. Returns the folder and the training
+    unless that folder already holds a finished run (:meth:`edgekd.runfolder.RunFolder.state`); a partial
+    one resumes from its checkpoint, anything else there is replaced. Returns the folder and the training
     seconds (timed and kept in ``time.json``; for older folders, the sum of the epochs' seconds)."""
     from edgekd.distill.runner import run_training
+    from edgekd.runfolder import RunFolder
 
     folder = Path(runs) / recipe.name
     timing = folder / "time.json"
-    if (folder / "metrics.json").exists():
+    state = RunFolder(folder).state(recipe.train.epochs)
+    if state.holds == "finished":
         if timing.exists():
             return folder, float(json.loads(timing.read_text())["seconds"])
         history = json.loads((folder / "metrics.json").read_text()).get("history", [])
         return folder, float(sum(h.get("seconds", 0.0) for h in history))
-    resume = (folder / "checkpoint.pt").exists()
     t0 = time.perf_counter()
+    resume = state.holds == "partial" and (state.epoch or 0) > 0  # else: whatever is there is replaced
     run_training(
         recipe, runs, distill=distill, resume=resume, overwrite=not resume, progress=progress, **kwargs
     )
