@@ -1,3 +1,5 @@
+"""Shared test setup: data directory, one thread, the in-process CLI and a trained CNN teacher."""
+
 import os
 from pathlib import Path
 
@@ -38,3 +40,17 @@ def run_cli(capsys):
         return code, capsys.readouterr().err.strip()
 
     return run
+
+
+@pytest.fixture(scope="session")
+def cnn_teacher(tmp_path_factory) -> Path:
+    """The run folder of a CNN teacher (``CNN_TEACHER``, 6 epochs on digits), trained once per session."""
+    from _train import CNN_TEACHER, cnn_recipe
+
+    from edgekd.distill.runner import run_training
+    from edgekd.recipe import recipe_from_dict
+
+    runs = tmp_path_factory.mktemp("runs")
+    train = {"epochs": 6, "batch_size": 32, "lr": 0.01, "optimizer": "adam"}
+    r = recipe_from_dict(cnn_recipe(name="teacher", model=CNN_TEACHER, train=train))
+    return run_training(r, runs, distill=False, progress=False).root

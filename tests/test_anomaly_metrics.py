@@ -1,4 +1,4 @@
-"""P/R/F1 point-wise and point-adjusted, best-F1 and validation thresholds, ROC AUC."""
+"""edgekd.metrics.anomaly: P/R/F1 point-wise and point-adjusted, best-F1, thresholds, ROC AUC."""
 
 import numpy as np
 import pytest

@@ -1,5 +1,8 @@
-"""Recipe augmentation (edgekd/data/augment.py): every draw a function of (seed, view, example), checks
-that name the key, and the transforms' real effect on real tensors."""
+"""edgekd.data.augment: the recipe's augmentations.
+
+Recipe augmentation (edgekd/data/augment.py): every draw a function of (seed, view, example), checks that
+name the key, and the transforms' real effect on real tensors.
+"""
 
 from __future__ import annotations
 

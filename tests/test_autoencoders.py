@@ -1,4 +1,4 @@
-"""LSTM / FC / Conv1d autoencoders: shapes, MCU-friendly ops, registry, and that they learn."""
+"""edgekd.models.autoencoders (LSTM, FC, Conv1d): shapes, MCU-friendly ops, registry, they learn."""
 
 import pytest
 import torch

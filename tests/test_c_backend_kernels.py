@@ -1,5 +1,8 @@
-"""Bit-exactness of every C-backend kernel against the tflite-micro interpreter, one op per model, with
-random shapes, per-channel scales and edge zero points (single-op flatbuffers built here)."""
+"""edgekd.export.c_backend, kernel by kernel.
+
+Bit-exactness of every C-backend kernel against the tflite-micro interpreter, one op per model, with
+random shapes, per-channel scales and edge zero points (single-op flatbuffers built here).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""The C backend on whole models: bit-exact with the tflite-micro interpreter on the exported test
-models, arena from edgekd's planner, clear errors for unsupported ops and float models."""
+"""edgekd.export.c_backend on whole models.
+
+The C backend on whole models: bit-exact with the tflite-micro interpreter on the exported test models,
+arena from edgekd's planner, clear errors for unsupported ops and float models.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""Teacher-output cache (issue 13): keyed by teacher weights + data + preprocessing, rebuilt when any
-changes or the file is corrupt, and equal to running the teacher every step."""
+"""edgekd.distill.cache: the teacher-output cache.
+
+Teacher-output cache (issue 13): keyed by teacher weights + data + preprocessing, rebuilt when any changes
+or the file is corrupt, and equal to running the teacher every step.
+"""
 
 from __future__ import annotations
 

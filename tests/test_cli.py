@@ -1,4 +1,4 @@
-"""The command line: train/distill end to end and one-line errors with exit code 2."""
+"""edgekd.cli: train/distill end to end, and one-line errors with exit code 2."""
 
 import subprocess
 import sys
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _train import cnn_recipe
 from click.testing import CliRunner
 
 from edgekd.cli import cli, main
@@ -113,3 +114,60 @@ def test_bad_yaml_and_bad_override(tmp_path, capsys):
 def test_console_script_entry_point(tmp_path):
     out = subprocess.run([sys.executable, "-m", "edgekd.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "distill" in out.stdout and "train" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "over, pattern",
+    [
+        (
+            {"losses": [{"name": "hint", "student": "features.9", "teacher": "features.1"}]},
+            r"no module 'features.9' in the student .*nearest: features",
+        ),
+        (
+            {
+                "losses": [
+                    {"name": "hint", "student": "features.1", "teacher": "features.1", "adapter": "none"}
+                ]
+            },
+            r"differ and adapter is 'none'",
+        ),
+        ({"losses": [{"name": "hnt"}]}, r"unknown loss 'hnt'; valid names: .*hint"),
+        ({"scheme": {"name": "born-agian"}}, r"unknown scheme 'born-agian'; valid names: born-again"),
+        (
+            {"stages": [{"epochs": 1, "trainable": "featurs", "losses": [{"name": "ce"}]}]},
+            r"trainable 'featurs' selects no student parameter; nearest module paths: features",
+        ),
+        (
+            {"losses": [{"name": "recon-mse"}]},
+            r"loss 'recon-mse' is for reconstruction and this data set's task is 'classification'",
+        ),
+        ({"method": {"name": "dml", "params": {"peers": 1}}, "teacher": None}, r"at least 2 peers"),
+        ({"scheme": {"name": "born-again", "params": {"generations": 0}}}, r"needs at least 1 generation"),
+        (
+            {"losses": [{"name": "kd", "params": {"temperature": -1}}]},
+            r"params.temperature=-1.0: must be > 0",
+        ),
+        (
+            {"losses": [{"name": "soft-ce", "params": {"temperature": 0}}]},
+            r"params.temperature=0.0: must be > 0",
+        ),
+        (
+            {"losses": [{"name": "wasserstein-kd", "params": {"eps": -0.5}}]},
+            r"params.eps=-0.5: must be >= 0 \(the radius",
+        ),
+    ],
+)
+def test_bad_distillation_input_is_one_line_and_writes_nothing(cnn_teacher, tmp_path, run_cli, over, pattern):
+    import re
+
+    rec = cnn_recipe(teacher={"path": str(cnn_teacher)}, method={"name": "supervised"})
+    rec.update(over)
+    if rec.get("teacher") is None:
+        rec.pop("teacher")
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(rec))
+    cmd = "distill" if "teacher" in rec else "train"
+    code, err = run_cli([cmd, str(p), "--runs-dir", str(tmp_path / "runs"), "-q"])
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert re.search(pattern, err), err
+    assert not (tmp_path / "runs").exists()

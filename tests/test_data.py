@@ -1,4 +1,4 @@
-"""IDX reader, data registry, splits and jitter."""
+"""edgekd.data: the IDX reader, the data registry, splits and jitter."""
 
 import gzip
 import struct

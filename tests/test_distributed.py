@@ -1,4 +1,6 @@
-"""Multi-process training (issue 13): 2 CPU processes under torchrun (gloo, DDP) give the single-process
+"""edgekd.distill.distributed: training under torchrun matches one process.
+
+Multi-process training (issue 13): 2 CPU processes under torchrun (gloo, DDP) give the single-process
 result for the same global batch, resume works, and a batch the world size does not divide is refused.
 
 What is compared: the final student's weights (every tensor, max abs difference <= 1e-5), the per-epoch

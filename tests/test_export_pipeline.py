@@ -1,5 +1,8 @@
-"""End-to-end export tests on a small digits CNN: every format and quantization, TFLite Micro artifacts,
-the ONNX-file entry point, unsupported ops, bad input and atomic failure. Each export runs once."""
+"""edgekd.export end to end (export_run, `edgekd export`) on a small digits CNN.
+
+End-to-end export tests on a small digits CNN: every format and quantization, TFLite Micro artifacts, the
+ONNX-file entry point, unsupported ops, bad input and atomic failure. Each export runs once.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _train import cnn_recipe
 from torch import nn
 
+from edgekd.distill.runner import run_training
 from edgekd.errors import EdgekdError
 from edgekd.export import export_run
+from edgekd.recipe import recipe_from_dict
 
 KW = {"input_shape": (1, 8, 8), "num_classes": 10, "channels": (8, 16), "width": 1.0}
 
@@ -329,3 +335,13 @@ def test_rgb_onnx_converts_without_network(tmp_path: Path, monkeypatch: pytest.M
     rec = json.loads((out / "export.json").read_text())
     assert rec["input_layout"] == "nhwc" and rec["checks"]["fp32_max_abs_diff"] < 1e-3
     assert rec["checks"]["eval_split"] == "random"
+
+
+def test_export_all_networks_of_a_born_again_run(cnn_teacher, tmp_path, run_cli):
+    r = cnn_recipe(teacher={"path": str(cnn_teacher)}, method={"name": "kd"}, scheme={"name": "born-again", "params": {"generations": 2}},
+                   train={"epochs": 1, "batch_size": 64, "lr": 0.01, "optimizer": "adam"})  # fmt: skip
+    run = run_training(recipe_from_dict(r), tmp_path, distill=True, progress=False)
+    code, err = run_cli(["export", str(run.root), "--format", "onnx", "--all-networks", "--quiet"])
+    assert code == 0, err
+    for gen in ("gen-1", "gen-2"):
+        assert (run.root / "export" / f"onnx-{gen}" / "model.onnx").exists()

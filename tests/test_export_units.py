@@ -1,4 +1,4 @@
-"""Fast export tests that need no conversion: targets, calibration, C array, resolver, fit check."""
+"""edgekd.export, fast units needing no conversion: targets, calibration, C array, resolver, fit."""
 
 from __future__ import annotations
 

@@ -1,7 +1,11 @@
-"""Networks TinyML users build, each made here with random weights, exported from ONNX to tflite-micro with
+"""edgekd.export on the networks TinyML users build, from ONNX to tflite-micro.
+
+Networks TinyML users build, each made here with random weights, exported from ONNX to tflite-micro with
 TFLite Micro running the int8 file: DS-CNN, ResNet-8, FC autoencoder (reconstruction checks in export and
 profile), MobileNetV3 squeeze-and-excitation (hardswish, hardsigmoid), Conv1d, LSTM, GRU. Also: the one
-input quantization rule against the interpreter, and a converter failure naming its node and keeping its log."""
+input quantization rule against the interpreter, and a converter failure naming its node and keeping its
+log.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Feature taps by module path (forward hooks), as used by feature-based distillation losses."""
+"""edgekd.distill.features: taps by module path (forward hooks), as feature-based losses use them."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Few-shot sampling and Wasserstein KD (Kong et al., AAAI 2020)."""
+"""edgekd.data.fewshot sampling and the wasserstein-kd loss (Kong et al., AAAI 2020)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""split_wide_concatenations: a 12-input int8 CONCATENATION (TFLite Micro takes at most 10) becomes a tree
-that TFLite Micro runs, with exactly the outputs LiteRT gives for the original file."""
+"""edgekd.graph.rewrites: split_wide_concatenations, checked against LiteRT.
+
+split_wide_concatenations: a 12-input int8 CONCATENATION (TFLite Micro takes at most 10) becomes a tree
+that TFLite Micro runs, with exactly the outputs LiteRT gives for the original file.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
-"""``edgekd export --firmware``: the C-backend Makefile project (built here for Cortex-M4, and for the
-host, where it is driven over a pty by the host runner) and the TFLite Micro variant (files, model
-array, resolver, and its protocol code compiled on the host against a stub model)."""
+"""edgekd.harness.firmware_project: the projects of `edgekd export --firmware`.
+
+``edgekd export --firmware``: the C-backend Makefile project (built here for Cortex-M4, and for the host,
+where it is driven over a pty by the host runner) and the TFLite Micro variant (files, model array,
+resolver, and its protocol code compiled on the host against a stub model).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MLPerf Tiny serial protocol: the line parser, command framing and db hex lines, property-based."""
+"""edgekd.harness.protocol: the MLPerf Tiny line parser, command framing, db hex lines (property-based)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
-"""The emulated Cortex-M4: C-backend firmware cross-compiled with arm-none-eabi-gcc, run on QEMU
-mps2-an386 over a TCP UART, driven by the same host runner. Skips only outside CI when the Debian
-packages are missing; in CI (CI=true) they must be there (scripts/ensure-system-deps.sh)."""
+"""edgekd.harness.qemu: C-backend firmware on an emulated Cortex-M4.
+
+The emulated Cortex-M4: C-backend firmware cross-compiled with arm-none-eabi-gcc, run on QEMU mps2-an386
+over a TCP UART, driven by the same host runner. Skips only outside CI when the Debian packages are
+missing; in CI (CI=true) they must be there (scripts/ensure-system-deps.sh).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The host runner against edgekd's software device over a pseudo-terminal: modes, faults, the CLI."""
+"""edgekd.harness.runner: the host runner against the software device over a pty: modes, faults, CLI."""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""scripts/ensure-system-deps.sh: quiet when everything is there; without root (or apt-get) it says
-what will skip and exits 0, except in CI (CI=true), where missing packages fail `make test`."""
+"""scripts/ensure-system-deps.sh: the system packages the harness tests need.
+
+Quiet when everything is there; without root (or apt-get) it says what will skip and exits 0, except in
+CI (CI=true), where missing packages fail `make test`.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""Golden values for every loss of the method library (issue 11): small fixed tensors, expected values
-computed here by plain numpy / Python formulas written from the papers, never by the implementation."""
+"""edgekd.distill.losses: golden values for every loss of the method library, from the papers.
+
+Small fixed tensors; expected values computed here by plain numpy / Python formulas written from the
+papers, never by the implementation (issue 11).
+"""
 
 from __future__ import annotations
 

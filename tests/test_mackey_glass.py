@@ -1,4 +1,4 @@
-"""Mackey-Glass generator against an exact solution and an independent integrator."""
+"""edgekd.data.mackey_glass: the generator against an exact solution and an independent integrator."""
 
 import math
 

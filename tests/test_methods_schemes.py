@@ -1,6 +1,9 @@
-"""Method library (issue 11): feature losses in recipes, ONE, BYOT, privileged, ensemble selection,
-specialists and Born-Again ensembles, end to end from the CLI on digits with tiny CNNs; ONE and BYOT
-students export to TFLite Micro; bad input is one clear line."""
+"""edgekd.distill.methods and edgekd.distill.schemes end to end on digits with tiny CNNs.
+
+Feature losses composed in recipes; the ONE, BYOT, DML, privileged and noisy-sequential methods; the
+teacher chain, ensembles of teachers, ensemble selection, specialists and Born-Again ensembles, mostly
+from the CLI; ONE and BYOT students export to TFLite Micro; bad input is one clear line (issue 11).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from _train import cnn_recipe
 
 from edgekd.cli import main
+from edgekd.distill.runner import run_training
+from edgekd.errors import EdgekdError
 from edgekd.models import load_model
+from edgekd.recipe import recipe_from_dict
 
 CNN_T = {"name": "cnn", "kwargs": {"channels": [8, 16, 16], "depthwise": False}}
 CNN_S = {"name": "cnn", "kwargs": {"channels": [4, 8, 8], "depthwise": False}}
@@ -41,9 +48,6 @@ def cli(tmp_path, args: list[str], rec: dict, capsys, runs=None) -> tuple[int, s
 def runs(tmp_path_factory):
     """A teacher and a two-model library (trained once for the module)."""
     root = tmp_path_factory.mktemp("runs")
-    from edgekd.distill.runner import run_training
-    from edgekd.recipe import recipe_from_dict
-
     for name, model, seed, epochs in (
         ("teacher", CNN_T, 0, 5),
         ("lib-a", CNN_S, 1, 2),
@@ -183,6 +187,71 @@ def test_privileged_teacher_reads_x_star_and_the_student_only_x(tmp_path, capsys
     assert student(torch.zeros(1, 3)).shape == (1, 3)
 
 
+def test_two_peers_trained_together_with_two_optimizers(tmp_path):
+    r = recipe_from_dict(cnn_recipe(method={"name": "dml", "params": {"peers": 2}}))
+    run = run_training(r, tmp_path, distill=False, progress=False)
+    ck = torch.load(run.checkpoint, weights_only=True)
+    assert set(ck["optimizers"]) == {"peer0", "peer1"}
+    hist = json.loads(run.metrics.read_text())["history"]
+    assert {"train_peer0_ce", "train_peer0_kl", "train_peer1_ce", "train_peer1_kl"} <= set(hist[0])
+    nets = json.loads((run.root / "networks.json").read_text())
+    assert nets["networks"] == {"peer0": "model.pt", "peer1": "network-peer1.pt"}
+    p0, _ = load_model(run.model)
+    p1, _ = load_model(run.root / "network-peer1.pt")
+    assert not torch.equal(p0.classifier.weight, p1.classifier.weight)  # two different networks
+    from edgekd.networks import list_networks
+
+    assert list_networks(run.root) == {
+        "peer0": run.model.resolve(),
+        "peer1": (run.root / "network-peer1.pt").resolve(),
+    }
+
+
+def test_privileged_inputs_reach_the_teacher_only(tmp_path):
+    """Lopez-Paz et al. 2016: the teacher reads x* (all 6 features), the student only x (2 noisy ones)."""
+    rng = np.random.default_rng(0)
+    n = 600
+    x_star = rng.standard_normal((n, 6)).astype(np.float32)
+    y = (x_star[:, :3].sum(1) > 0).astype(np.int64)
+    x = (x_star[:, :2] + 0.5 * rng.standard_normal((n, 2))).astype(np.float32)
+    np.savez(tmp_path / "teacher.npz", x=x_star[:400], y=y[:400], x_test=x_star[400:], y_test=y[400:])
+    np.savez(tmp_path / "student.npz", x=x[:400], y=y[:400], x_test=x[400:], y_test=y[400:],
+             priv_full=x_star[:400], priv_full_test=x_star[400:])  # fmt: skip
+    mlp = {"name": "mlp", "kwargs": {"hidden": [16]}}
+    train = {"epochs": 5, "batch_size": 32, "optimizer": "adam", "lr": 0.01}
+    t = recipe_from_dict({"name": "t", "data": {"name": "npz", "options": {"path": str(tmp_path / "teacher.npz")}},
+                          "model": mlp, "train": train})  # fmt: skip
+    t_run = run_training(t, tmp_path, distill=False, progress=False)
+    s = recipe_from_dict({"name": "s", "data": {"name": "npz", "options": {"path": str(tmp_path / "student.npz")}},
+                          "model": mlp, "train": train, "method": {"name": "kd", "params": {"alpha": 0.5}},
+                          "teacher": {"path": str(t_run.root), "input": "full"}})  # fmt: skip
+    run = run_training(s, tmp_path, distill=True, progress=False)
+    info = json.loads(run.data_info.read_text())
+    assert info["extra_inputs"] == ["full"] and info["input_shape"] == [2]
+    student, record = load_model(run.student)
+    assert record["kwargs"]["input_shape"] == [2]  # export sees only the student's input
+    assert student(torch.zeros(1, 2)).shape == (1, 2)
+    bad = recipe_from_dict(
+        {**s.to_dict(), "name": "bad", "teacher": {"path": str(t_run.root), "input": "ful"}}
+    )
+    with pytest.raises(
+        EdgekdError, match=r"teacher.input='ful' is not a privileged input of the data set \(has: full\)"
+    ):
+        run_training(bad, tmp_path, distill=True, progress=False)
+
+
+def test_methods_that_do_not_read_privileged_inputs_still_train_on_such_data(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((200, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    np.savez(tmp_path / "p.npz", x=x, y=y, priv_extra=rng.standard_normal((200, 3)).astype(np.float32))
+    r = recipe_from_dict({"name": "d", "data": {"name": "npz", "options": {"path": str(tmp_path / "p.npz")}},
+                          "model": {"name": "mlp", "kwargs": {"hidden": [8]}}, "method": {"name": "dml"},
+                          "train": {"epochs": 1, "batch_size": 32}})  # fmt: skip
+    run = run_training(r, tmp_path, distill=False, progress=False)
+    assert "train_peer1_kl" in json.loads(run.metrics.read_text())["history"][0]
+
+
 # --- schemes ---------------------------------------------------------------------------------------
 def test_ensemble_selection_picks_from_the_library_and_teaches(runs, tmp_path, capsys):
     lib = [str(runs / "teacher"), str(runs / "lib-a"), str(runs / "lib-b")]
@@ -226,6 +295,62 @@ def test_born_again_ensemble_records_every_generation(runs, tmp_path, capsys):
     assert "ensemble_1_2_test_accuracy" in info["generations"][1]
     ens, _ = load_model(tmp_path / "runs" / "ban" / "ensemble.pt")
     assert len(ens.members) == 2
+
+
+def test_a_two_step_teacher_chain(cnn_teacher, tmp_path):
+    r = recipe_from_dict(cnn_recipe(teacher={"path": str(cnn_teacher)}, method={"name": "kd", "params": {"alpha": 1.0}},
+                                    scheme={"name": "born-again", "params": {"generations": 2}}))  # fmt: skip
+    run = run_training(r, tmp_path, distill=True, progress=False)
+    g1, g2 = run.root / "gen-1", run.root / "gen-2"
+    assert (g1 / "teacher.pt").read_bytes() == (cnn_teacher / "model.pt").read_bytes()
+    assert (g2 / "teacher.pt").read_bytes() == (g1 / "student.pt").read_bytes()  # gen 1 taught gen 2
+    assert run.student.read_bytes() == (g2 / "student.pt").read_bytes()
+    nets = json.loads((run.root / "networks.json").read_text())
+    assert nets["networks"] == {"gen-1": "gen-1/student.pt", "gen-2": "gen-2/student.pt"}
+    m = json.loads(run.metrics.read_text())
+    assert set(m["runs"]) == {"gen-1", "gen-2"}
+    assert m["runs"]["gen-1"]["test_accuracy"] > 0.2 and m["final"]["test_accuracy"] > 0.2  # chance: 0.1
+
+
+def test_an_ensemble_of_teachers_is_combined_by_the_rule(cnn_teacher, tmp_path):
+    from edgekd.models.ensemble import WeightedEnsemble
+
+    a, b = torch.nn.Linear(3, 4), torch.nn.Linear(3, 4)
+    x = torch.randn(5, 3)
+    assert torch.allclose(WeightedEnsemble([a, b], "mean-logits")(x), (a(x) + b(x)) / 2)
+    probs = (a(x).softmax(1) + b(x).softmax(1)) / 2
+    assert torch.allclose(WeightedEnsemble([a, b], "mean-probs")(x).softmax(1), probs, atol=1e-6)
+    r = recipe_from_dict(cnn_recipe(teacher={"paths": [str(cnn_teacher), str(cnn_teacher)], "combine": "mean-probs"},
+                                    method={"name": "kd"}))  # fmt: skip
+    run = run_training(r, tmp_path, distill=True, progress=False)
+    assert (run.root / "teacher-2.pt").exists() and json.loads(run.metrics.read_text())["final"][
+        "test_accuracy"
+    ] > 0.2
+
+
+def test_noisy_sequential_generations_with_an_ensemble_teacher(tmp_path):
+    """Seed: autoencoder generations, each learning from the previous ones' mean reconstruction."""
+    rng = np.random.default_rng(2)
+    basis = rng.standard_normal((2, 32))
+    x = (rng.standard_normal((300, 2)) @ basis).reshape(300, 8, 4).astype(np.float32)
+    np.savez(tmp_path / "w.npz", x=x, task=np.array("reconstruction"))
+    r = recipe_from_dict({
+        "name": "seq", "data": {"name": "npz", "options": {"path": str(tmp_path / "w.npz")}},
+        "model": {"name": "fc-ae", "kwargs": {"hidden": [16], "latent": 4}},
+        "method": {"name": "noisy-sequential", "params": {"alpha": 0.5, "fraction": 0.5}},
+        "scheme": {"name": "born-again", "params": {"generations": 3, "ensemble": True}},
+        "train": {"epochs": 2, "batch_size": 32, "optimizer": "adam", "lr": 0.003},
+    })  # fmt: skip
+    run = run_training(r, tmp_path, distill=False, progress=False)
+    hist = {
+        g: json.loads((run.root / g / "metrics.json").read_text())["history"][0]
+        for g in ("gen-1", "gen-2", "gen-3")
+    }
+    assert "train_previous" not in hist["gen-1"]  # generation 1: a denoising autoencoder
+    assert "train_previous" in hist["gen-2"] and "train_previous" in hist["gen-3"]
+    assert (run.root / "gen-3" / "teacher-2.pt").exists()  # generations 1 and 2 teach generation 3
+    assert (run.root / "gen-3" / "teacher.pt").read_bytes() == (run.root / "gen-1" / "model.pt").read_bytes()
+    assert run.model.read_bytes() == (run.root / "gen-3" / "student.pt").read_bytes()
 
 
 # --- bad input -----------------------------------------------------------------------------------------

@@ -1,5 +1,4 @@
-"""edgekd.metrics: accuracy, agreement, KL, confusion matrix, cross table, precision/recall/F1 and AUC against
-values computed by hand."""
+"""edgekd.metrics: accuracy, agreement, KL, confusion, cross table, P/R/F1 and AUC by hand."""
 
 from __future__ import annotations
 

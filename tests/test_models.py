@@ -1,4 +1,4 @@
-"""Model registry, presets and checkpoints."""
+"""edgekd.models: the model registry, presets and checkpoints."""
 
 import pytest
 import torch

@@ -1,5 +1,8 @@
-"""End-to-end profiling of a small run folder built here: teacher and student checkpoints, an ONNX
-export, full-integer int8 and float .tflite files (from tf.keras), and a corrupt file."""
+"""edgekd.profile (profile_run, profile_files, `edgekd profile`) on small run folders built here.
+
+Teacher and student checkpoints, an ONNX export, full-integer int8 and float .tflite files (from
+tf.keras), a corrupt file, and every network of a DML run.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _train import cnn_recipe
 
 from edgekd.atomic import atomic_write_json
 from edgekd.cli import main as cli_main
 from edgekd.data import load_data
+from edgekd.distill.runner import run_training
 from edgekd.errors import EdgekdError
 from edgekd.models import build_model, save_model
 from edgekd.profile import ProfileOptions, profile_files, profile_run
+from edgekd.recipe import recipe_from_dict
 
 SHAPE = (1, 8, 8)  # digits: 8x8 grey images, 10 classes
 
@@ -280,3 +286,24 @@ def test_files_with_named_data_and_teacher(run_dir: Path, tmp_path: Path) -> Non
     student = next(r for r in rep["artifacts"] if r["label"] == "student.pt")
     assert student["accuracy"]["n"] == 30 and 0 <= student["accuracy"]["vs_teacher"]["agreement"] <= 1
     assert (tmp_path / "plots" / "pareto_latency.png").exists()
+
+
+def test_profile_all_networks_of_a_dml_run(tmp_path, run_cli):
+    r = recipe_from_dict(cnn_recipe(method={"name": "dml", "params": {"peers": 2}}, train={"epochs": 1}))
+    run = run_training(r, tmp_path, distill=False, progress=False)
+    args = [
+        "profile",
+        str(run.root),
+        "--all-networks",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--runtime",
+        "pytorch",
+    ]
+    code, err = run_cli(args)
+    assert code == 0, err
+    report = json.loads((run.root / "report-networks.json").read_text())
+    names = sorted(Path(a["path"]).name for a in report["artifacts"])
+    assert names == ["model.pt", "network-peer1.pt"]

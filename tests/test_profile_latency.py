@@ -1,4 +1,4 @@
-"""Latency statistics on a known sleep, and the MCU estimate formula."""
+"""edgekd.profile.latency: statistics on a known sleep, and the MCU estimate formula."""
 
 from __future__ import annotations
 

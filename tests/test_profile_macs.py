@@ -1,4 +1,4 @@
-"""MAC and parameter counting against hand-computed values (PyTorch hooks, ONNX graph, TFLite ops)."""
+"""edgekd.profile.macs: MACs and parameters against hand-computed values (PyTorch, ONNX, TFLite)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""The committed reference teachers (benchmarks/teachers/): the checkpoint is the one recorded (sha256),
-loads as an edgekd model, and still scores its recorded test accuracy on a sample of its test split."""
+"""benchmarks/teachers/: the committed reference teachers.
+
+The committed reference teachers (benchmarks/teachers/): the checkpoint is the one recorded (sha256),
+loads as an edgekd model, and still scores its recorded test accuracy on a sample of its test split.
+"""
 
 from __future__ import annotations
 

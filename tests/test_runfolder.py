@@ -1,4 +1,4 @@
-"""The run folder's lifecycle: what it holds, the one claim rule, moving a run aside, run paths."""
+"""edgekd.runfolder: what a run folder holds, the one claim rule, moving a run aside, run paths."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
-"""Issue 19 items 9 and 10 (part): ``edgekd export MODEL.tflite`` does what it is asked or refuses in one
-line (no empty folders, no ignored options, no ``c/c/``), never replaces a folder that is not an
-earlier export, keeps the previous export when one fails, and ``edgekd bench --emulate`` leaves no
-QEMU behind whatever signal ends it.
+"""`edgekd export MODEL.tflite` and `edgekd bench --emulate` under hostile use (issue 19).
+
+Issue 19 items 9 and 10 (part): ``edgekd export MODEL.tflite`` does what it is asked or refuses in one
+line (no empty folders, no ignored options, no ``c/c/``), never replaces a folder that is not an earlier
+export, keeps the previous export when one fails, and ``edgekd bench --emulate`` leaves no QEMU behind
+whatever signal ends it.
 
 Every input is built here: int8 models from :mod:`edgekd.graph.sample_models`, a float model and a
 too-small board file written by the test, a user's folder with a file in it.

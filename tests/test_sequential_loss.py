@@ -1,4 +1,4 @@
-"""The noisy sequential (Born-Again) loss against values computed by hand."""
+"""edgekd.timeseries.sequential: the noisy sequential (Born-Again) loss against hand values."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""SMD loader on the real files and on small synthetic trees (bad input), and sliding windows."""
+"""edgekd.data.smd: the loader on the real files and synthetic trees (bad input), sliding windows."""
 
 import os
 

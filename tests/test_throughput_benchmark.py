@@ -1,5 +1,8 @@
-"""benchmarks/throughput_vs_torchdistill.py --augmented: the torchdistill side's loader (its sampler and
-collate function) hands the student exactly the pixels edgekd's Trainer trains on, batch by batch."""
+"""benchmarks/throughput_vs_torchdistill.py: the torchdistill side sees edgekd's pixels.
+
+benchmarks/throughput_vs_torchdistill.py --augmented: the torchdistill side's loader (its sampler and
+collate function) hands the student exactly the pixels edgekd's Trainer trains on, batch by batch.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Per-step scoring of SMD runs, the privileged all-metrics input and the sensor-mse loss, on small
-synthetic machine trees with hand-computed values."""
+"""edgekd.timeseries.scoring: per-step scoring of SMD runs, privileged all-metrics, sensor-mse.
+
+On small synthetic machine trees with hand-computed values; a run that is not an SMD run is refused.
+"""
 
 import json
 
@@ -13,7 +15,7 @@ from edgekd.data.smd import load_smd
 from edgekd.distill.losses import LOSSES, Step
 from edgekd.errors import EdgekdError
 from edgekd.metrics.anomaly import best_f1, roc_auc
-from edgekd.timeseries.scoring import position_errors, score_smd, smd_data_of_run
+from edgekd.timeseries.scoring import position_errors, score_run, score_smd, smd_data_of_run
 
 
 def _tree(root, name="machine-9-9", steps=(60, 40), width=3, seed=0):
@@ -127,3 +129,11 @@ def test_unroll_run_keeps_the_weights_and_outputs(tmp_path):
     torch.testing.assert_close(model(x), fused(x), atol=1e-6, rtol=1e-5)
     with pytest.raises(EdgekdError, match="new, empty folder"):
         unroll_run(tmp_path / "run", tmp_path / "unrolled")
+
+
+def test_score_run_refuses_a_non_smd_run(tmp_path):
+    (tmp_path / "data.json").write_text(json.dumps({"load_args": {"name": "digits", "options": {}}}))
+    with pytest.raises(EdgekdError, match="per-step scoring is for smd runs"):
+        score_run(tmp_path)
+    with pytest.raises(EdgekdError, match="load_args"):
+        score_run(tmp_path / "nothing")

@@ -1,4 +1,7 @@
-"""Checkpoints: an interrupted run resumes to the same result, and refuses to restart without --resume."""
+"""edgekd.distill.train.checkpoint: an interrupted run resumes to the same result, or refuses.
+
+Without --resume, a folder holding an interrupted run is refused.
+"""
 
 import json
 

@@ -1,4 +1,4 @@
-"""The divergence guard: a NaN/inf loss stops the run with a message and keeps the last good checkpoint."""
+"""edgekd.distill.train.guard: a NaN/inf loss stops the run, the last good checkpoint kept."""
 
 import pytest
 from _train import digits_recipe as _recipe

@@ -1,4 +1,4 @@
-"""Optimisers, LR schedules, max-norm and the stage's parameter groups; the CPU side of mixed precision."""
+"""edgekd.distill.train.optim: optimisers, LR schedules, max-norm and the stage's parameter groups."""
 
 import math
 
@@ -8,7 +8,6 @@ from torch import nn
 
 from edgekd.distill.methods import build_method
 from edgekd.distill.train import Stage, lr_factor, make_optimizer
-from edgekd.distill.train.device import Amp
 from edgekd.distill.train.optim import StageOptimizers, apply_max_norm
 from edgekd.errors import EdgekdError
 from edgekd.recipe import TrainConfig
@@ -40,10 +39,3 @@ def test_a_trainable_prefix_that_selects_nothing_names_the_nearest_modules():
         StageOptimizers(stage, "stages[0]")
     only_last = StageOptimizers(Stage("s", stage.distiller, TrainConfig(), trainable="2"), "stages[0]")
     assert {id(p) for p in only_last.params} == {id(p) for p in net[2].parameters()}
-
-
-def test_amp_is_a_no_op_on_the_cpu():
-    amp = Amp("bf16", torch.device("cpu"))
-    assert not amp.enabled and amp.scaler is None
-    with amp.autocast():
-        assert torch.ones(1).dtype == torch.float32

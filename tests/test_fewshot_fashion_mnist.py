@@ -1,5 +1,8 @@
-"""The VGG student/teacher of the few-shot benchmark, and the benchmark's step planning and two-stage
-feature methods (FitNet, activation boundaries) on edgekd's engine. Small models, a few steps."""
+"""benchmarks/fewshot_fashion_mnist.py: its VGG models, step planning and feature methods.
+
+The VGG student/teacher of the few-shot benchmark, and the benchmark's step planning and two-stage feature
+methods (FitNet, activation boundaries) on edgekd's engine. Small models, a few steps.
+"""
 
 from __future__ import annotations
 
