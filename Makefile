@@ -7,7 +7,7 @@ export EDGEKD_DATA_DIR ?= $(HOME)/.cache/edgekd/datasets
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: venv system-deps demo test lint format bench clean
+.PHONY: venv system-deps demo test test-fast lint format bench clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,11 @@ system-deps:
 
 test: venv system-deps
 	$(BIN)/python -m pytest tests
+
+# The fast lane while you work (under 3 minutes on 2 cores): every test not marked `slow` (end-to-end
+# runs, exports, emulation, fuzzing: a test measured over ~1.5 s is marked). `make test` runs them all.
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow" tests
 
 lint: venv
 	$(BIN)/ruff check edgekd tests benchmarks examples

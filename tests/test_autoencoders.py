@@ -52,6 +52,7 @@ def test_bad_shapes_and_kwargs():
         build_model("lstm-ae", input_shape=[32, 38], width=3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lstm-ae", "fc-ae", "conv1d-ae"])
 def test_learns_to_reconstruct_sines(name):
     torch.manual_seed(0)

@@ -84,16 +84,19 @@ def _conv_model(rng, depthwise: bool) -> bytes:
     return b.build(code, [x, ft, bt], y, kind, opt)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(6))
 def test_conv2d_per_channel(seed):
     _check(_conv_model(np.random.default_rng(seed), depthwise=False), seed=seed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(6))
 def test_depthwise_conv2d_per_channel(seed):
     _check(_conv_model(np.random.default_rng(100 + seed), depthwise=True), seed=seed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(4))
 def test_fully_connected(seed):
     rng = np.random.default_rng(200 + seed)
@@ -123,6 +126,7 @@ def test_fully_connected(seed):
 @pytest.mark.parametrize(
     ("seed", "kind"), [(s, k) for s in range(3) for k in ("AVERAGE_POOL_2D", "MAX_POOL_2D")]
 )
+@pytest.mark.slow
 def test_pooling(seed, kind):
     rng = np.random.default_rng(300 + seed)
     b = Builder()
@@ -147,6 +151,7 @@ def test_pooling(seed, kind):
     _check(b.build(getattr(S.BuiltinOperator, kind), [x], y, S.BuiltinOptions.Pool2DOptions, opt))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("seed", "broadcast"), [(0, False), (1, False), (2, True), (3, True)])
 def test_add_with_and_without_broadcast(seed, broadcast):
     rng = np.random.default_rng(400 + seed)
@@ -162,6 +167,7 @@ def test_add_with_and_without_broadcast(seed, broadcast):
     _check(b.build(S.BuiltinOperator.ADD, [x, k], y, S.BuiltinOptions.AddOptions, opt))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("seed", "axes", "same_q"), [(0, [1, 2], False), (1, [1, 2], True), (2, [1], False), (3, [2, 3], False)])  # fmt: skip
 def test_mean(seed, axes, same_q):
     rng = np.random.default_rng(500 + seed)
@@ -183,6 +189,7 @@ def test_mean(seed, axes, same_q):
     _check(b.build(S.BuiltinOperator.MEAN, [x, ax], y, S.BuiltinOptions.ReducerOptions, opt))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(4))
 def test_softmax(seed):
     rng = np.random.default_rng(600 + seed)
@@ -195,6 +202,7 @@ def test_softmax(seed):
     _check(b.build(S.BuiltinOperator.SOFTMAX, [x], y, S.BuiltinOptions.SoftmaxOptions, opt), n=12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(3))
 def test_pad_and_padv2(seed):
     rng = np.random.default_rng(700 + seed)

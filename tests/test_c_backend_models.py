@@ -23,6 +23,7 @@ def models():
     return sample_models([*NAMES, "scratch_ops"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(gcc() is None, reason="no host gcc")
 @pytest.mark.parametrize("name", NAMES)
 def test_bit_exact_with_tflite_micro_and_smaller_arena(models, name):

@@ -152,6 +152,7 @@ def _count_teacher_calls(monkeypatch) -> list[int]:
     return calls
 
 
+@pytest.mark.slow
 def test_distill_with_cache_equals_without_and_skips_the_teacher(tmp_path, teacher, monkeypatch):
     calls = _count_teacher_calls(monkeypatch)
     off = run_training(

@@ -34,6 +34,7 @@ def trained(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_train_and_distill_with_overrides(trained):
     d = trained
     assert (d / "runs" / "t" / "model.pt").exists()

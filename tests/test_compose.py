@@ -46,6 +46,7 @@ def test_composed_loss_equals_the_hand_computed_weighted_sum():
     assert terms["output-mse"].item() == pytest.approx(0.5 * mse, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_hint_with_adapter_is_trained_checkpointed_resumed_and_not_exported(cnn_teacher, tmp_path):
     losses = [{"name": "kd", "weight": 0.5}, {"name": "ce", "weight": 0.5},
               {"name": "hint", "weight": 1.0, "student": "features.1", "teacher": "features.1"}]  # fmt: skip

@@ -39,6 +39,7 @@ def test_idx_rejects_bad_magic_and_truncation(tmp_path):
         read_idx(tmp_path / "t")
 
 
+@pytest.mark.slow
 def test_real_mnist_files(mnist_available):
     d = load_data("mnist", val_fraction=0.0)
     assert len(d.train) == 60000 and len(d.test) == 10000 and d.input_shape == (1, 28, 28)

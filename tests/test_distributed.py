@@ -63,6 +63,7 @@ def _edgekd(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=600)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_and_resume(tmp_path, teacher):
     one = run_training(recipe_from_dict(_recipe(teacher, 2)), tmp_path / "one", distill=True, progress=False)
     rec1 = tmp_path / "e1.yaml"
@@ -90,6 +91,7 @@ def test_two_processes_equal_one_process_and_resume(tmp_path, teacher):
     assert h2["final"]["test_accuracy"] == h1["final"]["test_accuracy"] > 0.5
 
 
+@pytest.mark.slow
 def test_a_batch_the_world_size_does_not_divide_is_refused_before_writing(tmp_path, teacher):
     rec = tmp_path / "r.yaml"
     rec.write_text(yaml.safe_dump(_recipe(teacher, 1)))

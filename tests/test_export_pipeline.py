@@ -99,6 +99,7 @@ def _digest(folder: Path) -> dict[str, str]:
 
 
 # --- TFLite Micro target -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_mcu_export_files_and_checks(mcu_export: Path, run_dir: Path) -> None:
     from edgekd.graph import read_tflite
 
@@ -149,6 +150,7 @@ def test_model_data_cc_compiles_to_tflite_bytes(mcu_export: Path, tmp_path: Path
 
 
 # --- formats -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_tflite_all_quantizations(tflite_export: Path) -> None:
     from edgekd.graph import read_tflite
 
@@ -170,6 +172,7 @@ def test_tflite_all_quantizations(tflite_export: Path) -> None:
     assert rec["tflite"]["int8"]["input"]["dtype"] == "int8"
 
 
+@pytest.mark.slow
 def test_onnx_format_with_int8(run_dir: Path) -> None:
     import onnx
 
@@ -188,6 +191,7 @@ def test_onnx_format_with_int8(run_dir: Path) -> None:
     assert rec_pt["source"]["type"] == "checkpoint" and rec_pt["checks"]["eval_split"] == "test"
 
 
+@pytest.mark.slow
 def test_mobile_target_onnxruntime_and_litert(run_dir: Path) -> None:
     recipe = Path(__file__).resolve().parents[1] / "calibration" / "quick-100.yaml"
     out = export_run(run_dir, target="android-arm64", calibration=recipe)
@@ -202,6 +206,7 @@ def test_mobile_target_onnxruntime_and_litert(run_dir: Path) -> None:
 
 
 # --- entry points and errors -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_onnx_file_entry_point(mcu_export: Path, calib_npz: Path, tmp_path: Path) -> None:
     src = tmp_path / "user.onnx"
     shutil.copy(mcu_export / "model.onnx", src)
@@ -243,6 +248,7 @@ class _GeluNet(_ExpNet):
         self.act = nn.GELU()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("net", "pattern"), [(_ExpNet, r"EXP.*'act'"), (_GeluNet, r"Erf.*'act'.*Flex")])
 def test_unsupported_op_names_layer(
     net: type[nn.Module], pattern: str, calib_npz: Path, tmp_path: Path
@@ -257,6 +263,7 @@ def test_unsupported_op_names_layer(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_fit_failure_keeps_previous_export(mcu_export: Path, run_dir: Path, tmp_path: Path) -> None:
     board = tmp_path / "tiny-board.yaml"
     board.write_text("name: tiny-board\nkind: mcu\ncpu: Cortex-M0\nclock_mhz: 16\nram_kb: 1\nflash_kb: 2\n"
@@ -316,6 +323,7 @@ def test_cli_one_line_error(run_dir: Path, capsys: pytest.CaptureFixture[str], t
     assert err.startswith("error: unknown target") and "\n" not in err
 
 
+@pytest.mark.slow
 def test_rgb_onnx_converts_without_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """onnx2tf fetches sample images for 3-channel inputs unless given a local file: nothing may download."""
     import requests
@@ -337,6 +345,7 @@ def test_rgb_onnx_converts_without_network(tmp_path: Path, monkeypatch: pytest.M
     assert rec["checks"]["eval_split"] == "random"
 
 
+@pytest.mark.slow
 def test_export_all_networks_of_a_born_again_run(cnn_teacher, tmp_path, run_cli):
     r = cnn_recipe(teacher={"path": str(cnn_teacher)}, method={"name": "kd"}, scheme={"name": "born-again", "params": {"generations": 2}},
                    train={"epochs": 1, "batch_size": 64, "lr": 0.01, "optimizer": "adam"})  # fmt: skip

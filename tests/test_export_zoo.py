@@ -241,6 +241,7 @@ def test_input_quantization_matches_tflite_micro(tmp_path: Path) -> None:
     assert not np.array_equal(ours, np.clip(np.round(x / scale + zp), -128, 127))  # numpy's rule differs
 
 
+@pytest.mark.slow
 def test_converter_failure_names_node_and_keeps_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the LSTM lowering onnx2tf cannot convert the node: one line naming it, the full log kept."""
     from edgekd.export import lower
@@ -333,6 +334,7 @@ class _BiRNN(nn.Module):
     [(_StridedDW, (4, 8, 8), "Conv"), (lambda: _BiRNN(nn.LSTM), (5, 8), "LSTM"),
      (lambda: _BiRNN(nn.GRU), (5, 8), "GRU"), (nn.Hardsigmoid, (4, 3, 3), "HardSigmoid")],
 )  # fmt: skip
+@pytest.mark.slow
 def test_lowering_is_exact(net: Any, shape: tuple[int, ...], op: str, tmp_path: Path) -> None:
     """Each ONNX rewrite gives the same outputs (onnxruntime) with the op gone or, for Conv, less padding."""
     import onnx
@@ -359,6 +361,7 @@ def test_lowering_is_exact(net: Any, shape: tuple[int, ...], op: str, tmp_path: 
         assert op not in ops
 
 
+@pytest.mark.slow
 def test_route_fallback_and_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failing first route falls back to the next; export.json records both attempts and the route used."""
     from edgekd.export import routes
@@ -380,6 +383,7 @@ def test_route_fallback_and_record(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert not attempts[0]["ok"] and "boom" in attempts[0]["error"] and attempts[1]["ok"]
 
 
+@pytest.mark.slow
 def test_litert_torch_route(tmp_path: Path) -> None:
     """The second route on a PyTorch module: full-integer int8 that TFLite Micro runs (or a clear skip)."""
     from edgekd.export.litert import available

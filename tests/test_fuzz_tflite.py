@@ -97,6 +97,7 @@ def seeds() -> dict[str, bytes]:
     return {k: p.read_bytes() for k, p in sample_models(["tiny_cnn", "mlp"]).items()}
 
 
+@pytest.mark.slow
 def test_mutants_never_crash_hang_or_trace(seeds, tmp_path, monkeypatch):
     from edgekd.graph import read_tflite
     from edgekd.profile import api

@@ -177,6 +177,7 @@ def test_control_flow_subgraphs_match_tflm():
     assert optimized_plan(m).head <= plan.head
 
 
+@pytest.mark.slow
 def test_fused_lstm_scratch_matches_tflm():
     """tf_keras LSTM -> UNIDIRECTIONAL_SEQUENCE_LSTM (int8, int16 cell state): 4 cell-sized scratch buffers."""
     import tensorflow as tf

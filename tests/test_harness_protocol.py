@@ -71,6 +71,7 @@ def test_lap_us_round_trip(n):
     assert p.parse_line(f"m-lap-us-{n}").value == n
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=600))
 def test_db_lines_frame_any_payload(data):
@@ -123,6 +124,7 @@ class _FakeSerial:
         pass
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=300), st.sampled_from([b"", b"\r\n", b"m-ready\r\n"]))
 def test_runner_on_any_device_stream_answers_or_raises_one_clear_error(noise, tail):

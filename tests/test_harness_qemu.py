@@ -30,6 +30,7 @@ def _qemu_children() -> list[int]:
     return [p.pid for p in psutil.Process().children(recursive=True) if "qemu" in p.name()]
 
 
+@pytest.mark.slow
 def test_bench_emulate_end_to_end_is_bit_exact_and_reports_memory(tmp_path, capsys):
     from edgekd.cli import main
     from edgekd.graph.sample_models import sample_models

@@ -48,6 +48,7 @@ def test_accuracy_and_performance_over_a_pty():
     [("garble", "garbled"), ("reset", "reset while answering"), ("silent", "no m-ready"),
      ("error", "e-\\[Injected failure\\]")],
 )  # fmt: skip
+@pytest.mark.slow
 def test_faults_give_one_clear_error_and_never_hang(fault, match):
     x = np.zeros((3, N_IN), dtype=np.int8)
     host = np.array([_model(s.tobytes()) for s in x], dtype=np.int8)

@@ -63,6 +63,7 @@ def final(run) -> dict:
 
 
 # --- feature losses composed in recipes ---------------------------------------------------------------
+@pytest.mark.slow
 def test_every_feature_loss_trains_from_a_recipe(runs, tmp_path, capsys):
     losses = [
         {"name": "kd", "weight": 0.9}, {"name": "ce", "weight": 0.1},
@@ -125,6 +126,7 @@ def test_factor_transfer_stage_two_uses_the_paraphraser_stage_one_trained(runs, 
 @pytest.mark.parametrize(
     "method", [{"name": "one", "params": {"branches": 3}}, {"name": "byot", "params": {"export_exit": 0}}]
 )
+@pytest.mark.slow
 def test_one_and_byot_train_and_export_one_plain_student(tmp_path, capsys, method):
     from edgekd.export import export_run
 
@@ -285,6 +287,7 @@ def test_specialists_cluster_confusable_classes_with_a_dustbin(runs, tmp_path, c
     assert info["combined_test_accuracy"] > 0.5 and (run / "student.pt").exists()
 
 
+@pytest.mark.slow
 def test_born_again_ensemble_records_every_generation(runs, tmp_path, capsys):
     rec = recipe(name="ban", method={"name": "kd", "params": {"alpha": 1.0}}, teacher={"path": str(runs / "teacher")},
                  scheme={"name": "born-again-ensemble", "params": {"generations": 2}}, train={**TRAIN, "epochs": 1})  # fmt: skip
@@ -297,6 +300,7 @@ def test_born_again_ensemble_records_every_generation(runs, tmp_path, capsys):
     assert len(ens.members) == 2
 
 
+@pytest.mark.slow
 def test_a_two_step_teacher_chain(cnn_teacher, tmp_path):
     r = recipe_from_dict(cnn_recipe(teacher={"path": str(cnn_teacher)}, method={"name": "kd", "params": {"alpha": 1.0}},
                                     scheme={"name": "born-again", "params": {"generations": 2}}))  # fmt: skip

@@ -145,6 +145,7 @@ def test_bad_width_multiplier() -> None:
         build_method("netaug", _student(True), None, {"width_mults": [0.5, 1.0]})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depthwise", [True, False])
 def test_cli_train_netaug_exports_plain_model(tmp_path: Path, depthwise: bool) -> None:
     recipe = {
@@ -220,6 +221,7 @@ def test_mbv2_tiny_expand_ratios_and_export() -> None:
         assert torch.allclose(plain(x), net(x), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_netaug_resume_is_exact(tmp_path):
     """The augmented-width sampler's RNG is checkpointed: interrupted + resumed == uninterrupted."""
     import torch as _torch

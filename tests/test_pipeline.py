@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from rich.console import Console
 
@@ -19,6 +20,7 @@ from edgekd.cli import main
 from edgekd.pipeline import headline, print_summary
 
 
+@pytest.mark.slow
 def test_run_recipe_end_to_end(tmp_path, capsys):
     recipe = {
         "name": "e2e",
@@ -54,6 +56,7 @@ def test_run_recipe_end_to_end(tmp_path, capsys):
     assert export["micro"]["arena"]["tflm"]["head"] > 0
 
 
+@pytest.mark.slow
 def test_an_autoencoder_runs_end_to_end_train_export_profile(tmp_path, run_cli):
     """Synthetic windows (N, 8, 4) on a low-dimensional subspace, anomalies off it: teacher, distilled
     fc-ae student, tflite-micro export with reconstruction checks, and the profile report."""

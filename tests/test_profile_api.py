@@ -96,6 +96,7 @@ def report(run_dir: Path) -> dict:
     )
 
 
+@pytest.mark.slow
 def test_run_folder_report_rows(report: dict, run_dir: Path) -> None:
     rows = {r["id"]: r for r in report["artifacts"]}
     assert "teacher @ pytorch" in rows and "student @ pytorch" in rows
@@ -221,6 +222,7 @@ def test_cli_exit_codes(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert "student" in out.out and "junk.onnx" in out.out and "1 of 2 artifact(s) failed" in out.err
 
 
+@pytest.mark.slow
 def test_cli_entry_point_runs_as_a_process(run_dir: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "edgekd.cli", "profile", str(run_dir / "nope.pt")],
@@ -264,6 +266,7 @@ def test_anomaly_autoencoder_gets_auc_and_f1(tmp_path: Path) -> None:
     assert row["macs"]["total"] == 2 * f + f * 2
 
 
+@pytest.mark.slow
 def test_rss_in_a_fresh_subprocess(run_dir: Path) -> None:
     rep = profile_files(
         [run_dir / "export" / "onnx" / "model.onnx"],
@@ -274,6 +277,7 @@ def test_rss_in_a_fresh_subprocess(run_dir: Path) -> None:
     assert rss["peak_bytes"] >= rss["baseline_bytes"] > 0 and rss["delta_bytes"] > 0
 
 
+@pytest.mark.slow
 def test_files_with_named_data_and_teacher(run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     args = ["profile", str(run_dir / "student.pt"), "--data", "digits", "--teacher", str(run_dir / "teacher.pt"),
@@ -288,6 +292,7 @@ def test_files_with_named_data_and_teacher(run_dir: Path, tmp_path: Path) -> Non
     assert (tmp_path / "plots" / "pareto_latency.png").exists()
 
 
+@pytest.mark.slow
 def test_profile_all_networks_of_a_dml_run(tmp_path, run_cli):
     r = recipe_from_dict(cnn_recipe(method={"name": "dml", "params": {"peers": 2}}, train={"epochs": 1}))
     run = run_training(r, tmp_path, distill=False, progress=False)

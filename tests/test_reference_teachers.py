@@ -23,6 +23,7 @@ def test_the_reference_teachers_are_committed():
     assert "digits" in TEACHERS  # the one that needs no data directory
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TEACHERS)
 def test_reference_teacher_matches_its_record(name):
     sys.path.insert(0, str(REPO))

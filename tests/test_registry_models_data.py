@@ -128,6 +128,7 @@ def test_every_data_set_has_an_example():
     assert sorted(DATA_EXAMPLES) == DATASETS.names()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", DATASETS.names())
 def test_data_set_splits_are_disjoint_normalised_and_reproducible(name, tmp_path, data_dir):
     example = DATA_EXAMPLES[name]

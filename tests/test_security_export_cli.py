@@ -245,6 +245,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGHUP", "SIGKILL", "timeout"])
 def test_10_bench_emulate_leaves_no_qemu_when_it_is_ended(tmp_path, how):
     import psutil

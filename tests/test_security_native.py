@@ -201,6 +201,7 @@ def _tiny_softmax_scale(data: bytes) -> bytes:
     return _edited(data, _set(f"subgraphs[0].tensors[{sm.inputs[0]}].quantization.scale[0]", 1e-8))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["export-c", "bench-software"])
 def test_native_crash_is_caught_in_the_child(segfaulting, tmp_path, run_cli, unvalidated, name):
     path = tmp_path / "kws.tflite"
@@ -210,6 +211,7 @@ def test_native_crash_is_caught_in_the_child(segfaulting, tmp_path, run_cli, unv
     _no_children()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["export-c", "bench-software"])
 def test_native_abort_is_caught_with_its_cause(models, tmp_path, run_cli, name):
     path = tmp_path / "softmax.tflite"
@@ -220,6 +222,7 @@ def test_native_abort_is_caught_with_its_cause(models, tmp_path, run_cli, name):
     _no_children()
 
 
+@pytest.mark.slow
 def test_native_crash_in_profile_is_the_row_error(segfaulting, tmp_path, run_cli, unvalidated):
     path = tmp_path / "kws.tflite"
     path.write_bytes(segfaulting)
@@ -235,6 +238,7 @@ def test_native_crash_in_profile_is_the_row_error(segfaulting, tmp_path, run_cli
     _no_children()
 
 
+@pytest.mark.slow
 def test_crash_location_is_the_shortest_crashing_prefix(models, segfaulting, unvalidated):
     from edgekd.graph.tflm import crash_operator
 
@@ -424,6 +428,7 @@ def _raise(e: Exception) -> None:
     raise e
 
 
+@pytest.mark.slow
 def test_run_in_child_results_and_limits():
     assert run_in_child(lambda a, b: {"sum": a + b, "x": np.arange(3)}, 2, 3)["sum"] == 5
     with pytest.raises(ValueError, match="bad value"):  # the child's exception, as it was

@@ -26,6 +26,7 @@ def _count(path):
     return len(lines), len(lines[0].split(",")), sum(ln.strip() == "1" for ln in lines)
 
 
+@pytest.mark.slow
 def test_real_files_rows_widths_labels(smd_dir):
     names = list_machines()
     assert names == sorted(p[:-4] for p in os.listdir(smd_dir / "train"))  # natural == lexical here
@@ -42,6 +43,7 @@ def test_real_files_rows_widths_labels(smd_dir):
         np.testing.assert_allclose(m.train[0], np.array(first, dtype=np.float32))
 
 
+@pytest.mark.slow
 def test_real_split_normalisation_and_windows(smd_dir):
     name = list_machines()[0]
     raw = load_machine(name)
@@ -62,6 +64,7 @@ def test_real_split_normalisation_and_windows(smd_dir):
     assert xt.shape == (len(raw.test) - 49, 50, 38) and st[-1] == len(raw.test) - 50
 
 
+@pytest.mark.slow
 def test_registered_loader_several_machines(smd_dir):
     names = list_machines()[:2]
     raw = DATASETS.get("smd")(machines=names, length=20, stride=5)

@@ -48,6 +48,7 @@ def lstm_teacher(smd_ok, runs):
     return runs / "smd-lstm-ae"
 
 
+@pytest.mark.slow
 def test_noisy_generations_then_mcu_student_end_to_end(lstm_teacher, runs, capsys):
     code, err = _run(
         ["run", str(EXAMPLES / "smd_noisy_sequential.yaml"), "--runs-dir", str(runs), *SHORT], capsys
@@ -79,6 +80,7 @@ def test_noisy_generations_then_mcu_student_end_to_end(lstm_teacher, runs, capsy
     assert abs(q["mean"]["auc"] - fl["mean"]["auc"]) < 0.05
 
 
+@pytest.mark.slow
 def test_privileged_sensor_student_end_to_end(lstm_teacher, runs, capsys):
     code, err = _run(
         ["run", str(EXAMPLES / "smd_privileged_sensors.yaml"), "--runs-dir", str(runs), *SHORT], capsys

@@ -50,6 +50,7 @@ def test_two_stages_second_starts_from_the_first(cnn_teacher, tmp_path):
     assert not torch.equal(final.state_dict()["classifier.weight"], fresh["classifier.weight"])
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical_across_a_stage_boundary(cnn_teacher, tmp_path):
     r = recipe_from_dict(
         cnn_recipe(teacher={"path": str(cnn_teacher)}, stages=_stages(), data={"name": "digits", "jitter": 1})
