@@ -13,7 +13,8 @@ import torch
 from edgekd.atomic import atomic_write_json
 from edgekd.distill.schemes.base import SchemeContext, register_scheme
 from edgekd.distill.schemes.born_again import BornAgain
-from edgekd.distill.schemes.library import accuracy, load_members, log_probs, save_ensemble
+from edgekd.distill.schemes.library import load_members, log_probs, save_ensemble
+from edgekd.metrics.classification import accuracy
 from edgekd.runfolder import RunFolder
 
 

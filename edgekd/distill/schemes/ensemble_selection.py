@@ -19,7 +19,6 @@ import torch
 from edgekd.atomic import atomic_write_json
 from edgekd.distill.schemes.base import Scheme, SchemeContext, register_scheme
 from edgekd.distill.schemes.library import (
-    accuracy,
     load_members,
     log_probs,
     need_val,
@@ -27,6 +26,7 @@ from edgekd.distill.schemes.library import (
     train_student,
 )
 from edgekd.errors import EdgekdError
+from edgekd.metrics.classification import accuracy
 from edgekd.models import load_model
 from edgekd.runfolder import RunFolder
 

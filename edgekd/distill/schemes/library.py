@@ -39,10 +39,6 @@ def log_probs(model: nn.Module, x: np.ndarray, batch: int = 1024) -> torch.Tenso
                       for i in range(0, len(x), batch)])  # fmt: skip
 
 
-def accuracy(logp: torch.Tensor, y: np.ndarray) -> float:
-    return float((logp.argmax(1).numpy() == y).mean())
-
-
 def member_spec(record: dict[str, Any]) -> dict[str, Any]:
     return {"name": record["name"], "kwargs": dict(record.get("kwargs", {}))}
 

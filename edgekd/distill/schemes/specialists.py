@@ -23,7 +23,6 @@ from edgekd.data import ArrayDataset
 from edgekd.distill.methods import build_method
 from edgekd.distill.schemes.base import Scheme, SchemeContext, register_scheme
 from edgekd.distill.schemes.library import (
-    accuracy,
     load_members,
     log_probs,
     member_spec,
@@ -32,6 +31,7 @@ from edgekd.distill.schemes.library import (
 )
 from edgekd.distill.train import Trainer
 from edgekd.errors import EdgekdError
+from edgekd.metrics.classification import accuracy
 from edgekd.models import build_model, load_model, save_model
 from edgekd.models.ensemble import SpecialistEnsemble
 from edgekd.runfolder import RunFolder
