@@ -14,7 +14,7 @@ from edgekd.commands._common import recipe_options, run_and_report
     type=int,
     default=0,
     help="Train with N processes on this machine (torchrun --standalone --nproc_per_node N; DDP, "
-    "gloo on CPU, NCCL on GPUs). For several machines run torchrun yourself (see the README).",
+    "gloo on CPU, NCCL on GPUs). For several machines run torchrun yourself (see docs/recipes.md).",
 )
 def command(
     recipe: str,
