@@ -68,7 +68,8 @@ def run_pipeline(
 
     console = console or Console()
     run = RunFolder.named(runs_dir, recipe.name)
-    claim = run.claim(resume, overwrite, epochs=recipe.train.epochs)  # the whole folder: teacher/ included
+    # the whole folder (teacher/ included); --resume on an empty folder starts the run: nothing is reused yet
+    claim = run.claim(resume, overwrite, epochs=recipe.train.epochs, resume_may_start=True)
     splits = prepare_data(recipe)
     names = [recipe.model.name] + (
         [recipe.teacher.model.name] if recipe.teacher and recipe.teacher.model else []

@@ -227,11 +227,14 @@ class RunFolder:
         keep: Iterable[str] = (),
         epochs: int | None = None,
         check_lock: bool = True,
+        resume_may_start: bool = False,
     ) -> RunClaim:
         """Check, before anything is loaded or written, that a run may start here: a folder that holds a
         run is refused unless ``resume`` (continue it) or ``overwrite`` (move it aside first), and a
-        ``resume`` needs a run to continue. ``check_lock``: refuse at once if another process writes it.
-        Returns the claim to :meth:`RunClaim.hold` once everything else is validated."""
+        ``resume`` needs a run to continue, unless ``resume_may_start`` (``edgekd run --resume``: reuse
+        the finished stages if there are any, so a first ``make demo`` starts one). ``check_lock``: refuse
+        at once if another process writes it. Returns the claim to :meth:`RunClaim.hold` once everything
+        else is validated."""
         if resume and overwrite:
             raise EdgekdError(
                 "--resume and --overwrite exclude each other: continue the run, or start it again"
@@ -240,7 +243,7 @@ class RunFolder:
             self.check_unlocked()
         keep = tuple(keep)
         state = self.state(epochs, keep)
-        if resume and state.holds == "empty":
+        if resume and state.holds == "empty" and not resume_may_start:
             raise EdgekdError(f"{self.root}: nothing to resume (no run in this folder); run without --resume")
         if state.holds != "empty" and not (resume or overwrite):
             raise EdgekdError(

@@ -56,6 +56,21 @@ def test_run_recipe_end_to_end(tmp_path, capsys):
     assert export["micro"]["arena"]["tflm"]["head"] > 0
 
 
+def test_run_resume_starts_a_first_run_and_reuses_it_the_second_time(tmp_path, run_cli):
+    """`make demo` is `edgekd run --resume`: the first call (no run folder yet) trains, the second reuses."""
+    recipe = {"name": "first", "data": {"name": "digits"}, "model": {"name": "mlp", "kwargs": {"hidden": [8]}},
+              "train": {"epochs": 1, "batch_size": 64, "lr": 0.05}}  # fmt: skip
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    args = ["run", str(path), "--runs-dir", str(tmp_path / "runs"), "--resume", "--skip-export", "-q"]
+    code, err = run_cli(args)
+    model = tmp_path / "runs" / "first" / "model.pt"
+    assert code == 0 and model.exists(), err
+    written = model.stat().st_mtime_ns
+    code, err = run_cli(args)
+    assert code == 0 and model.stat().st_mtime_ns == written, err
+
+
 @pytest.mark.slow
 def test_an_autoencoder_runs_end_to_end_train_export_profile(tmp_path, run_cli):
     """Synthetic windows (N, 8, 4) on a low-dimensional subspace, anomalies off it: teacher, distilled

@@ -39,6 +39,7 @@ def test_claim_is_the_one_rule_for_a_folder_that_holds_a_run(tmp_path):
         run.claim(resume=True, overwrite=True)
     with pytest.raises(EdgekdError, match="nothing to resume"):
         run.claim(resume=True, overwrite=False)
+    assert run.claim(resume=True, overwrite=False, resume_may_start=True).state == RunState("empty")
     _checkpoint(run, 1)
     with pytest.raises(
         EdgekdError, match=r"holds an interrupted run \(checkpointed at epoch 1\); pass --resume"
