@@ -14,6 +14,7 @@ from edgekd.names import check_safe_name
 from edgekd.runfolder import RunFolder
 
 NETWORKS_FILE = "networks.json"
+FINAL_RULE = "export and profile use student.pt, else model.pt"  # recorded in networks.json
 
 
 def list_networks(run_dir: str | Path) -> dict[str, Path]:
@@ -45,4 +46,4 @@ def describe(run_dir: str | Path) -> str:
     return ", ".join(f"{k}={v.name}" for k, v in list_networks(run_dir).items())
 
 
-__all__ = ["NETWORKS_FILE", "list_networks", "describe"]
+__all__ = ["FINAL_RULE", "NETWORKS_FILE", "list_networks", "describe"]

@@ -6,16 +6,12 @@ how runs chain (``scheme.name``); the loss presets (``method.name`` naming a rea
 
 from __future__ import annotations
 
-import inspect
 from operator import itemgetter
 from typing import Any
 
 import click
 
-
-def _first_line(obj: object) -> str:
-    doc = inspect.getdoc(obj) or ""
-    return doc.splitlines()[0] if doc else ""
+from edgekd.registry import summary_line
 
 
 def registry_rows() -> dict[str, list[dict[str, Any]]]:
@@ -31,13 +27,13 @@ def registry_rows() -> dict[str, list[dict[str, Any]]]:
          "params": i.params(), "what": i.summary, "paper": i.paper}
         for n, i in ((n, LOSSES.get(n)) for n in LOSSES.names())
     ]  # fmt: skip
-    methods = [{"name": n, "params": method_params(METHODS.get(n)), "what": _first_line(METHODS.get(n))}
+    methods = [{"name": n, "params": method_params(METHODS.get(n)), "what": summary_line(METHODS.get(n))}
                for n in METHODS.names()]  # fmt: skip
     presets = [{"name": n, "teacher": p.needs_teacher, "params": p.params(), "what": p.summary, "paper": p.paper}
                for n, p in ((n, PRESETS.get(n)) for n in PRESETS.names())]  # fmt: skip
     presets.append({"name": COMPOSE, "teacher": False, "params": [], "paper": "",
                     "what": "the recipe's `losses:` list as it stands (the default when `losses:` is given)"})  # fmt: skip
-    schemes = [{"name": n, "what": _first_line(SCHEMES.get(n))} for n in SCHEMES.names()]
+    schemes = [{"name": n, "what": summary_line(SCHEMES.get(n))} for n in SCHEMES.names()]
     return {"losses": losses, "methods": methods, "presets": presets, "schemes": schemes}
 
 

@@ -13,6 +13,7 @@ from edgekd.atomic import atomic_write_bytes, atomic_write_json, atomic_write_te
 from edgekd.data import DataSplits
 from edgekd.distill.bias import tune_class_bias
 from edgekd.models import save_model
+from edgekd.networks import FINAL_RULE, NETWORKS_FILE
 from edgekd.recipe import Recipe, dump_recipe
 from edgekd.runfolder import RunFolder, plot_curves, write_metrics
 
@@ -72,7 +73,7 @@ def save_networks(
     saved beside the final student as ``network-<name>.pt``. The final student is the one that
     ``edgekd export`` / ``edgekd profile`` pick (``student.pt``, else ``model.pt``)."""
     nets = distiller.networks() or {"student": final_model}
-    record = {"final": final.name, "rule": "export and profile use student.pt, else model.pt", "networks": {}}
+    record = {"final": final.name, "rule": FINAL_RULE, "networks": {}}
     for name, net in nets.items():
         if net is final_model:
             record["networks"][name] = final.name
@@ -82,7 +83,7 @@ def save_networks(
         model_name, model_kw = getattr(net, "edgekd_model", (recipe.model.name, kwargs))
         save_model(path, net, model_name, model_kw, meta={"network": name, "method": recipe.method.name})
         record["networks"][name] = path.name
-    atomic_write_json(run.root / "networks.json", record)
+    atomic_write_json(run.root / NETWORKS_FILE, record)
 
 
 def errors_on_classes(model: nn.Module, splits: DataSplits, classes: list[int]) -> dict[str, int]:
@@ -108,8 +109,8 @@ def write_scheme_results(
     if teacher is not None:
         atomic_write_bytes(run.teacher, Path(teacher).read_bytes())
     nets = {r.root.name: str(r.trained_model().relative_to(run.root)) for r in runs}
-    atomic_write_json(run.root / "networks.json", {"final": out.name, "copied_from": nets[runs[-1].root.name],
-                      "rule": "export and profile use student.pt, else model.pt", "networks": nets})  # fmt: skip
+    atomic_write_json(run.root / NETWORKS_FILE, {"final": out.name, "copied_from": nets[runs[-1].root.name],
+                      "rule": FINAL_RULE, "networks": nets})  # fmt: skip
     per_run = {r.root.name: json.loads(r.metrics.read_text()).get("final", {}) for r in runs}
     history = json.loads(runs[-1].metrics.read_text()).get("history", [])
     atomic_write_json(run.metrics, {"scheme": recipe.scheme.name, "runs": per_run, "final": per_run[runs[-1].root.name],

@@ -111,9 +111,10 @@ def run_or_reuse(recipe: Recipe, runs_dir: str | Path, *, resume: bool, run_dir:
                  **kw: Any) -> RunFolder:  # fmt: skip
     """One run of a chain (a scheme's runs, the stages of `edgekd run`): with ``resume`` a finished run is
     reused and a partial one continues from its checkpoint; ``kw`` go to :func:`run_training`."""
-    holds = RunFolder.named(runs_dir, recipe.name, run_dir).state(recipe.train.epochs, CHAIN_RUNS).holds
+    run = RunFolder.named(runs_dir, recipe.name, run_dir)
+    holds = run.state(recipe.train.epochs, CHAIN_RUNS).holds
     if resume and holds == "finished":
-        return RunFolder.named(runs_dir, recipe.name, run_dir)
+        return run
     return run_training(recipe, runs_dir, resume=resume and holds == "partial", run_dir=run_dir, **kw)
 
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from edgekd.data.registry import TASKS
 from edgekd.errors import EdgekdError
-from edgekd.registry import Registry
+from edgekd.registry import Registry, summary_line
 
 
 @dataclass
@@ -62,8 +62,7 @@ class LossInfo:
 
     @property
     def summary(self) -> str:
-        doc = inspect.getdoc(self.fn) or ""
-        return doc.splitlines()[0] if doc else ""
+        return summary_line(self.fn)
 
     def params(self) -> list[str]:
         sig = inspect.signature(self.fn)

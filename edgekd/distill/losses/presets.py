@@ -21,7 +21,7 @@ from typing import Any
 
 from edgekd.errors import EdgekdError
 from edgekd.recipe import LossConfig as LossSpec
-from edgekd.registry import Registry
+from edgekd.registry import Registry, summary_line
 
 COMPOSE = "compose"  # the recipe's own `losses:` list
 DEFAULT = "supervised"  # a recipe's method when it names none
@@ -36,8 +36,7 @@ class Preset:
 
     @property
     def summary(self) -> str:
-        doc = inspect.getdoc(self.build) or ""
-        return doc.splitlines()[0] if doc else ""
+        return summary_line(self.build)
 
     def params(self) -> list[str]:
         return list(inspect.signature(self.build).parameters)[1:]

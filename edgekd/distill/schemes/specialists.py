@@ -127,6 +127,7 @@ class Specialists(Scheme):
         specs, nets, report = [], [], []
         for m, subset in enumerate(subsets):
             kw = {**record["kwargs"], "num_classes": len(subset) + 1}
+            # drawn even when a finished specialist is reused: the next subsets then get the same examples
             data = (specialist_data(splits.train, subset, self.fraction, rng),
                     specialist_data(splits.val, subset, self.fraction, rng))  # fmt: skip
             folder = RunFolder(root / f"specialist-{m + 1}").ensure()
