@@ -9,6 +9,7 @@ against a cap on the uncompressed bytes, so a 1 MB zip bomb is refused before an
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import stat
@@ -43,6 +44,15 @@ def regular_file(path: str | os.PathLike, what: str = "file") -> Path:
     if not stat.S_ISREG(st.st_mode):
         raise EdgekdError(f"{p}: not a regular file (a FIFO, device or socket), so not a {what}; pass a file")
     return p
+
+
+def file_sha256(path: str | os.PathLike, what: str = "file") -> str:
+    """The sha256 of a regular file, read in 1 MiB chunks (a FIFO or a link to a device is never read)."""
+    h = hashlib.sha256()
+    with open(regular_file(path, what), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def check_size(path: str | os.PathLike, limit: int, what: str = "file") -> int:

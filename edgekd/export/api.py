@@ -6,7 +6,6 @@ See :func:`edgekd.export.export_run` for the folder layout and ``export.json``'s
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import shutil
 import tempfile
 import time
@@ -27,6 +26,7 @@ from edgekd.export.options import ExportOptions
 from edgekd.export.outdir import check_output_folder
 from edgekd.export.quantize import MIN_SAMPLES, calibration_samples, train_range
 from edgekd.export.source import declared_task, eval_set, infer_task, load_source
+from edgekd.files import file_sha256
 from edgekd.metrics.classification import accuracy, top1_agreement
 from edgekd.provenance import provenance
 from edgekd.runtimes import input_layout, run_outputs
@@ -73,14 +73,10 @@ def _quants(fmt: str | None, target: Target | None, quant: str | list[str] | Non
     return list(dict.fromkeys(qs))
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def files_record(folder: Path) -> dict[str, dict[str, Any]]:
     """``export.json``'s ``files``: every file under ``folder`` (relative name) -> bytes and sha256."""
     return {
-        f.relative_to(folder).as_posix(): {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+        f.relative_to(folder).as_posix(): {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
         for f in sorted(folder.rglob("*"))
         if f.is_file()
     }

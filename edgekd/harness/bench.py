@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import platform
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import numpy as np
 
 from edgekd.atomic import atomic_write_json
 from edgekd.errors import EdgekdError
+from edgekd.files import file_sha256
 from edgekd.harness.runner import Device, run_accuracy, run_performance
 from edgekd.provenance import provenance
 
@@ -188,7 +188,7 @@ def run_bench(
         "target": tgt.as_dict(),
         "model": {
             "path": str(model_path),
-            "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
+            "sha256": file_sha256(model_path),
             "bytes": model_path.stat().st_size,
             "ops": m.op_names(),
         },  # fmt: skip

@@ -8,7 +8,6 @@ runtimes, targets, report paths) is one :class:`~edgekd.profile.options.ProfileO
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 from collections.abc import Iterable
@@ -33,15 +32,10 @@ def _host() -> dict[str, Any]:
 
 
 def _sha(path: Path) -> str | None:
-    from edgekd.files import regular_file
+    from edgekd.files import file_sha256
 
     try:
-        regular_file(path)  # a FIFO or a link to /dev/zero is never read
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+        return file_sha256(path)
     except (OSError, EdgekdError):
         return None
 
