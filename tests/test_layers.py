@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
         "names",
         "safetext",
         "provenance",
+        "console",
     ),
 ]
 
