@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -321,6 +322,28 @@ def test_cli_one_line_error(run_dir: Path, capsys: pytest.CaptureFixture[str], t
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown target") and "\n" not in err
+
+
+STAMP = re.compile(r"^ *\d+\.\ds (.+)$")  # a stage line: seconds since the export began, the stage
+
+
+@pytest.mark.slow
+def test_stage_lines_off_a_terminal(
+    run_dir: Path, mcu_export: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Logged to a file, each stage is one plain line (no colour, never wrapped); ``quiet`` prints none."""
+    capsys.readouterr()
+    export_run(run_dir, fmt="onnx", quant="int8", out=tmp_path / "onnx", quiet=False)
+    export_run(mcu_export / "model_int8.tflite", target="tflite-micro", out=tmp_path / "micro", quiet=False)
+    err = capsys.readouterr().err
+    steps = [m.group(1) for m in map(STAMP.match, err.splitlines()) if m]  # between them: the checks tables
+    assert "\x1b" not in err
+    expected = ["exporting PyTorch model to ONNX", "ONNX ok", "onnxruntime static int8 quantization",
+                "export written to", "loading model_int8.tflite in TFLite Micro (ops: CONV_2D, DEPTHWISE_CONV_2D, "
+                "FULLY_CONNECTED", "TFLite Micro arena", "TFLite Micro files: model_data.cc", "export written to"]  # fmt: skip
+    assert [s[: len(e)] for s, e in zip(steps, expected)] == expected and len(steps) == len(expected)
+    export_run(mcu_export / "model_int8.tflite", target="tflite-micro", out=tmp_path / "quiet", quiet=True)
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.slow

@@ -368,6 +368,7 @@ def _micro_stage(ctx: ExportContext, data: bytes, path: Path, model: Any, litert
     ctx.record["micro"], ctx.record["fit"] = micro.write_micro_artifacts(
         ctx.stage, data, ops, arena, tgt, ctx.log.console
     )
+    ctx.log.step(f"TFLite Micro files: {micro.MICRO_FILES}")
 
 
 def checks_table(record: dict[str, Any]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,28 +10,43 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.console import is_terminal, plain_line
 from edgekd.data.evalset import EvalSet
 from edgekd.export.source import Source
-from edgekd.safetext import markup
+from edgekd.safetext import markup, plain
 from edgekd.targets import Target
 
 
 class Log:
-    """Timestamped progress lines on stderr (silent when ``quiet``). Messages are plain text, escaped
-    (:func:`edgekd.safetext.markup`): node and op names from the model file print as they are."""
+    """Timestamped progress lines on stderr, one per stage (silent when ``quiet``): styled by rich on a
+    terminal, plain and flushed, never wrapped, anywhere else (a log file). Messages are plain text,
+    escaped (:func:`edgekd.safetext.markup`): node and op names from the model file print as they are."""
 
     def __init__(self, quiet: bool) -> None:
         from rich.console import Console
 
         self.console = Console(stderr=True, quiet=quiet)
+        self.quiet = quiet
+        self.live = is_terminal(sys.stderr)
         self.t0 = time.perf_counter()
 
     def step(self, msg: str, style: str | None = None) -> None:
+        stamp = f"{time.perf_counter() - self.t0:6.1f}s"
+        if not self.live:
+            self._plain(f"{stamp} {plain(msg)}")
+            return
         text = markup(msg) if style is None else f"[{style}]{markup(msg)}[/]"
-        self.console.print(f"[dim]{time.perf_counter() - self.t0:6.1f}s[/] {text}")
+        self.console.print(f"[dim]{stamp}[/] {text}")
 
     def warn(self, msg: str) -> None:
+        if not self.live:
+            self._plain(f"warning: {plain(msg)}")
+            return
         self.console.print(f"[yellow]warning:[/] {markup(msg)}")
+
+    def _plain(self, line: str) -> None:
+        if not self.quiet:
+            plain_line(line, sys.stderr)
 
 
 @dataclass

@@ -139,7 +139,7 @@ def export_tflite(source: str | os.PathLike, options: ExportOptions) -> Path:
             record["firmware"] = {k: v.get("skipped") or v.get("folder") for k, v in fw.items()}
         record["files"] = files_record(stage)
         atomic_write_json(stage / "export.json", record)
-    log.step(f"[green]export written to {out_dir}[/]")
+    log.step(f"export written to {out_dir}", style="green")
     return out_dir
 
 
@@ -172,7 +172,7 @@ def _record(path: Path, data: bytes, model: Any, name: str, tgt: Target | None) 
 def _micro(path: Path, data: bytes, model: Any, tgt: Target, stage: Path, record: dict[str, Any],
            log: Log) -> None:  # fmt: skip
     """TFLite Micro artifacts (shared with a run folder's export) and, for C backend boards, ``c/``."""
-    from edgekd.export.micro import write_micro_artifacts
+    from edgekd.export.micro import MICRO_FILES, write_micro_artifacts
     from edgekd.graph import measure_arena
 
     ops = model.op_names()
@@ -181,6 +181,7 @@ def _micro(path: Path, data: bytes, model: Any, tgt: Target, stage: Path, record
     (stage / "model_int8.tflite").write_bytes(data)
     log.step(f"TFLite Micro arena {arena['total']:,} B (head {arena['head']:,}, tail {arena['tail']:,})")
     record["micro"], record["fit"] = write_micro_artifacts(stage, data, ops, arena, tgt, log.console)
+    log.step(f"TFLite Micro files: {MICRO_FILES}")
     record["checks"]["tflm_loads"] = True
     record["checks"]["fits"] = record["fit"]["fits"]
     if tgt.name in C_TARGETS:

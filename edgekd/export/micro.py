@@ -162,6 +162,9 @@ def write_c_files(folder: Path, model: bytes, op_names: list[str]) -> list[str]:
     return ["model_data.h", "model_data.cc", "op_resolver.h"]
 
 
+MICRO_FILES = "model_data.cc, model_data.h, op_resolver.h, arena.json"  # what write_micro_artifacts writes
+
+
 def write_micro_artifacts(folder: Path, model: bytes, op_names: list[str], arena: dict[str, int],
                           target: Target, console: Any) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
     """The TFLite Micro part of an export folder: ``arena.json`` (from the measured ``arena``), the C

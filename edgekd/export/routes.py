@@ -114,7 +114,7 @@ def convert(ctx: ExportContext, quants: list[str]) -> dict[str, bytes]:
         try:
             if unsupported:
                 raise RouteUnavailable(f"{name} does not produce {', '.join(unsupported)}")
-            ctx.log.step(f"converting to TFLite with {name} ({', '.join(sorted(set(quants) | {'fp32'}))})")
+            ctx.log.step(f"converting to TFLite with {name} ({_conversion(ctx, quants)})")
             files = ROUTES[name](ctx, quants)
             if ctx.is_mcu and "int8" in files:  # a route succeeds only with a file TFLite Micro loads
                 _check_tflm(ctx, files["int8"])
@@ -128,6 +128,14 @@ def convert(ctx: ExportContext, quants: list[str]) -> dict[str, bytes]:
         ctx.record["route"]["used"] = name
         return files
     raise _failure(ctx, attempts)
+
+
+def _conversion(ctx: ExportContext, quants: list[str]) -> str:
+    """``"fp32, int8; int8 calibrated on 359 samples"``: what a route is asked to produce."""
+    what = ", ".join(sorted(set(quants) | {"fp32"}))
+    if "int8" in quants and ctx.calib_x is not None:
+        what += f"; int8 calibrated on {len(ctx.calib_x)} samples"
+    return what
 
 
 def _check_tflm(ctx: ExportContext, data: bytes) -> None:
