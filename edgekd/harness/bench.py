@@ -227,10 +227,17 @@ def _measure(dev: Device, o: BenchOptions, facts: dict[str, Any], x: np.ndarray,
 def _accuracy(
     dev: Device, x: np.ndarray, host: np.ndarray, y: np.ndarray | None, quiet: bool
 ) -> dict[str, Any]:
+    import sys
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from edgekd.console import count_lines, is_terminal
+
+    if quiet or not is_terminal():  # off a terminal a transient bar shows nothing: plain lines on stderr
+        lines = None if quiet else count_lines("accuracy: samples", len(x), sys.stderr)
+        return run_accuracy(dev, x, host, y, progress=lines).as_dict()
     cols = (TextColumn("accuracy"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*cols, disable=quiet, transient=True) as bar:
+    with Progress(*cols, transient=True) as bar:
         task = bar.add_task("samples", total=len(x))
         res = run_accuracy(dev, x, host, y, progress=lambda k: bar.update(task, completed=k))
     return res.as_dict()
