@@ -102,9 +102,9 @@ def compact_lines(rows: list[dict[str, Any]], width: int) -> list[str]:
     what_w = max(10, width - 2 - name_w - 2 - (paper_w + 2 if paper_w else 0))
     out = []
     for r, paper in zip(rows, papers):
-        what = _clip(r["what"].replace("``", ""), what_w)
-        line = f"  {r['name']:<{name_w}}  {what:<{what_w}}  {_clip(paper, paper_w)}" if paper_w else (
-            f"  {r['name']:<{name_w}}  {what}")  # fmt: skip
+        line = f"  {r['name']:<{name_w}}  {_clip(r['what'].replace('``', ''), what_w):<{what_w}}"
+        if paper_w:
+            line += f"  {_clip(paper, paper_w)}"
         out.append(_clip(line.rstrip(), width))
     return out
 
