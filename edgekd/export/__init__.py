@@ -1,8 +1,8 @@
 """Export a trained student: ONNX, TFLite (fp32/fp16/dynamic/int8) and TFLite Micro artifacts, with checks.
 
-Routes (registered in :mod:`edgekd.export.routes`): PyTorch --torch.onnx.export--> ONNX --lowering--> onnx2tf
---> TFLite, or PyTorch --litert-torch--> TFLite --ai-edge-quantizer--> int8; TFLite Micro files from the
-full-integer int8 TFLite file. TensorFlow is imported only when a TFLite export runs.
+Routes (registered in :mod:`edgekd.export.routes`): PyTorch --torch.onnx.export--> ONNX --folding,
+lowering--> onnx2tf --> TFLite, or PyTorch --litert-torch--> TFLite --ai-edge-quantizer--> int8; TFLite
+Micro files from the full-integer int8 TFLite file. TensorFlow is imported only when a TFLite export runs.
 """
 
 from __future__ import annotations
@@ -54,8 +54,10 @@ def export_run(source: str | os.PathLike | Any, options: ExportOptions | None = 
     * ``task``: ``task`` (``classification`` | ``reconstruction``) and ``source`` (npz array ``task``,
       ``data.json``'s ``task`` key (missing = classification), or inferred: reconstruction when the
       output has as many values as the input)
-    * ``onnx``: ``exporter`` (dynamo|torchscript|user), ``opset``, ``lowered`` (ONNX nodes rewritten for
-      TFLite Micro: HardSigmoid, LSTM, GRU, Conv trailing padding)
+    * ``onnx``: ``exporter`` (dynamo|torchscript|user), ``opset``, ``folded`` (onnx2tf route, when any node
+      was folded: ``nodes``, ``ops``, ``graph_nodes`` before/after, ``over_size_cap``; see
+      :mod:`edgekd.export.fold`), ``lowered`` (ONNX nodes rewritten for TFLite Micro: HardSigmoid, LSTM,
+      GRU, Gather int64 indices, Conv trailing padding)
     * ``route``: ``requested``, ``used``, ``attempts`` [{route, ok, seconds, error, skipped}]
     * ``input_layout``: ``nchw`` or ``nhwc`` (the TFLite input)
     * ``calibration``: ``source`` (recipe|npz path), ``recipe``, ``samples``, ``held_out_for_eval``,

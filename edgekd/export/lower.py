@@ -5,6 +5,7 @@ TFLite builtins with int8 kernels in TFLite Micro:
 
 * ``HardSigmoid`` -> ``Add``, ``Clip``, ``Mul`` (``relu6(x + 3) / 6`` for PyTorch's constants). The
   converter otherwise emits ``RELU_0_TO_1``, which TFLite Micro has no kernel for.
+* ``Gather`` with constant int64 indices -> int32 indices (TFLite Micro's GATHER rejects int64 positions).
 * ``Conv`` with trailing padding no window reads (stride 2, even input): that padding is dropped, so
   the PAD the converter puts before the conv is smaller (exact; see :func:`_conv_trailing_pads`).
 * ``LSTM`` / ``GRU`` -> unrolled over the (static) sequence: one ``Gemm`` for the input projection of all
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import EdgekdError
+from edgekd.export.fold import constant_tensors, static_shapes
 from edgekd.graph.rewrites import MAX_CONCAT_INPUTS
 
 MAX_CONCAT = MAX_CONCAT_INPUTS  # the same group size as the flatbuffer rewrite of the litert-torch route
@@ -47,9 +49,10 @@ class _Builder:
         self.model = model
         self.source = source
         self.inits = {i.name: i for i in model.graph.initializer}
+        self.node_consts = {k: v for k, v in constant_tensors(model.graph).items() if k not in self.inits}
         self.new_inits: list[Any] = []
         self.nodes: list[Any] = []
-        self.shapes = _static_shapes(model)
+        self.shapes = static_shapes(model)
         self.n = 0
 
     def fresh(self, hint: str) -> str:
@@ -91,22 +94,6 @@ class _Builder:
         return EdgekdError(f"{self.source}: ONNX {node.op_type} node '{node.name}': {why}")
 
 
-def _static_shapes(model: Any) -> dict[str, tuple[int, ...]]:
-    import onnx
-
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001  (shape inference is best effort)
-        inferred = model
-    out: dict[str, tuple[int, ...]] = {}
-    g = inferred.graph
-    for v in [*g.input, *g.value_info, *g.output]:
-        dims = v.type.tensor_type.shape.dim
-        if dims and all(d.HasField("dim_value") for d in dims):
-            out[v.name] = tuple(int(d.dim_value) for d in dims)
-    return out
-
-
 def _attrs(node: Any) -> dict[str, Any]:
     from onnx import helper
 
@@ -124,6 +111,26 @@ def _hard_sigmoid(b: _Builder, node: Any) -> list[Any]:
     clipped = b.op("Clip", [shifted, lo, hi])
     b.op("Mul", [clipped, b.const(np.float32(alpha), "alpha")], out=node.output[0])
     return b.nodes
+
+
+@lowering("Gather")
+def _gather_int32_indices(b: _Builder, node: Any) -> list[Any]:
+    """Constant int64 indices -> an int32 initializer (exact): TFLite Micro's GATHER takes int32 positions.
+
+    onnx2tf keeps a Constant node's int64 indices (the TorchScript exporter's ``x[:, -1]``); a scalar int64
+    initializer (the dynamo exporter's) already becomes an int32 constant and is left as it is.
+    """
+    from onnx import helper, numpy_helper
+
+    name = node.input[1] if len(node.input) > 1 else ""
+    t = b.node_consts.get(name, b.inits.get(name))
+    idx = None if t is None else numpy_helper.to_array(t)
+    if idx is None or idx.dtype != np.int64 or (name in b.inits and idx.ndim == 0):
+        return [node]
+    if idx.size > 1 << 16 or np.any(np.abs(idx) >= 2**31):
+        return [node]
+    ins = [node.input[0], b.const(idx.astype(np.int32), "idx")]
+    return [helper.make_node("Gather", ins, list(node.output), name=node.name, **_attrs(node))]
 
 
 @lowering("Conv")

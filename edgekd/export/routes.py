@@ -3,8 +3,10 @@
 A route takes the :class:`~edgekd.export.context.ExportContext` and the quantizations wanted and returns
 ``{quant: flatbuffer bytes}`` (``fp32`` always included), or raises. Routes:
 
-* ``onnx2tf``: the ONNX model, after :mod:`edgekd.export.lower` (hardsigmoid, LSTM, GRU), through onnx2tf
-  (fp32, fp16, dynamic-range, full-integer int8 with int8 input and output). Any source.
+* ``onnx2tf``: the ONNX model, after :mod:`edgekd.export.fold` (constant and static-shape subgraphs, such
+  as the TorchScript exporter's LSTM/GRU zero state) and :mod:`edgekd.export.lower` (hardsigmoid, LSTM,
+  GRU), through onnx2tf (fp32, fp16, dynamic-range, full-integer int8 with int8 input and output). Any
+  source.
 * ``litert-torch``: PyTorch sources only; ``litert_torch.convert`` to fp32, then ``ai-edge-quantizer``'s
   static int8 recipe (int8 weights and activations) on the calibration samples, with int8 input/output.
   Needs the optional packages ``litert-torch`` and ``ai-edge-quantizer`` (``pip install 'edgekd[litert]'``).
@@ -65,9 +67,14 @@ def onnx2tf_route(ctx: ExportContext, quants: list[str]) -> dict[str, bytes]:
 
     from edgekd.export import checks as ck
     from edgekd.export import tflite as tfl
+    from edgekd.export.fold import fold_constants
     from edgekd.export.lower import lower
 
     model = onnx.load(str(ctx.onnx_path))
+    model, folded = fold_constants(model)
+    if folded["nodes"]:
+        ctx.record.setdefault("onnx", {})["folded"] = folded
+        ctx.log.step(f"folded {folded['nodes']} constant / static-shape ONNX node(s)")
     model, lowered = lower(model, str(ctx.src.path))
     if lowered:
         ctx.record.setdefault("onnx", {})["lowered"] = lowered
