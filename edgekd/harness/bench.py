@@ -16,7 +16,18 @@ import numpy as np
 from edgekd.atomic import atomic_write_json
 from edgekd.errors import EdgekdError
 from edgekd.files import file_sha256
-from edgekd.harness.runner import Device, run_accuracy, run_performance
+from edgekd.harness.mlperf import (
+    DEFAULT_INPUT_FORMAT,
+    INPUT_FORMATS,
+    MODEL_NAMES,
+    RESULT_FORMATS,
+    ModelIO,
+    check_choice,
+    default_results,
+    encode_inputs,
+    infer_model_name,
+)
+from edgekd.harness.runner import Device, Expected, run_accuracy, run_performance
 from edgekd.provenance import provenance
 
 BENCH_VERSION = 2  # 2: the provenance header (edgekd.provenance) instead of "edgekd_bench": 1
@@ -57,9 +68,11 @@ def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
 
 
 def bench_inputs(model_path: Path, run: Path | None, data: str | None, samples: int, seed: int = 0
-                 ) -> tuple[np.ndarray, np.ndarray | None, str]:  # fmt: skip
-    """Quantized model inputs ``(N, *input_shape[1:])``, labels or None, and where they came from."""
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:  # fmt: skip
+    """Quantized model inputs ``(N, *input_shape[1:])``, the float inputs they quantize, labels or
+    None, and where they came from."""
     from edgekd.graph import read_tflite
+    from edgekd.graph.quant import dequantize
 
     m = read_tflite(model_path)
     ind = m.input_details()[0]
@@ -82,7 +95,8 @@ def bench_inputs(model_path: Path, run: Path | None, data: str | None, samples: 
         dt = np.dtype(ind["dtype"])
         info = np.iinfo(dt)
         x = rng.integers(info.min, info.max + 1, size=(samples, *shape)).astype(dt)
-        return x, None, f"random {dt.name} inputs (seed {seed}); pass --data for real samples"
+        xf = dequantize(x, float(ind["scale"]), int(ind["zero_point"]))
+        return x, xf, None, f"random {dt.name} inputs (seed {seed}); pass --data for real samples"
     x = ev.x[:samples]
     if x.shape[1:] != shape and x.ndim >= 3 and np.moveaxis(x, 1, -1).shape[1:] == shape:
         x = np.ascontiguousarray(np.moveaxis(x, 1, -1))  # NCHW data, NHWC model
@@ -93,7 +107,9 @@ def bench_inputs(model_path: Path, run: Path | None, data: str | None, samples: 
             )
         x = x.reshape(len(x), *shape)
     y = None if ev.y is None or ev.task != "classification" else ev.y[:samples]
-    return _quantize(x, ind), y, ev.name
+    q = _quantize(x, ind)
+    xf = dequantize(q, float(ind["scale"]), int(ind["zero_point"])) if x.dtype == q.dtype else x
+    return q, np.asarray(xf, dtype=np.float32), y, ev.name
 
 
 @dataclass(frozen=True)
@@ -105,7 +121,10 @@ class BenchOptions:
     ``samples`` accuracy-mode inputs from ``data`` (default: the run's data.json, else random);
     ``windows`` x ``window_s`` device seconds of performance mode; ``timeout`` / ``infer_timeout``
     seconds to wait for an answer; ``output`` the folder for bench.json; ``faults`` injected into the
-    software device (tests).
+    software device (tests). ``mlperf_model`` (the ``m-model-[...]`` name, default: inferred from the
+    model), ``input_format`` (how samples are sent: ``int8`` / ``uint8`` / ``float32``, default: the
+    task's) and ``results`` (``float`` / ``softmax`` / ``raw``, default :func:`mlperf.default_results`)
+    configure edgekd's devices and tell the host what a device on ``port`` expects and prints.
     """
 
     target: str
@@ -123,6 +142,9 @@ class BenchOptions:
     quiet: bool = False
     baudrate: int = 115200
     faults: dict[str, int] | None = None
+    mlperf_model: str | None = None
+    input_format: str | None = None
+    results: str | None = None
 
     @classmethod
     def of(cls, options: BenchOptions | None = None, **changes: Any) -> BenchOptions:
@@ -130,10 +152,47 @@ class BenchOptions:
         return dataclasses.replace(options, **changes) if options is not None else cls(**changes)
 
 
+@dataclass(frozen=True)
+class Wire:
+    """What goes over the serial line for this model: the MLPerf Tiny name, the input encoding and
+    the results format (:mod:`edgekd.harness.mlperf`), and why the name was chosen."""
+
+    io: ModelIO
+    mlperf_model: str
+    input_format: str
+    results: str
+    why: str
+
+    @classmethod
+    def of(cls, io: ModelIO, o: BenchOptions, task: str | None) -> Wire:
+        if o.mlperf_model is not None:
+            name, why = check_choice(o.mlperf_model, MODEL_NAMES, "--mlperf-model"), "--mlperf-model"
+        else:
+            name, why = infer_model_name(io, task)
+        fmt = check_choice(o.input_format or DEFAULT_INPUT_FORMAT[name], INPUT_FORMATS, "--input-format")
+        res = check_choice(o.results or default_results(io, name), RESULT_FORMATS, "--results")
+        return cls(io, name, fmt, res, why)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mlperf_model": self.mlperf_model, "mlperf_model_reason": self.why,
+                "input_format": self.input_format, "results": self.results}  # fmt: skip
+
+
+def _run_task(run: Path | None) -> str | None:
+    """The run folder's task (``classification`` / ``reconstruction``) from its data.json, if any."""
+    import json
+
+    if run is None or not (run / "data.json").is_file():
+        return None
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        task = json.loads((run / "data.json").read_text()).get("task")
+        return task if isinstance(task, str) else None
+    return None
+
+
 @contextlib.contextmanager
-def _connect(
-    model_path: Path, target: str, o: BenchOptions, build_dir: Path
-) -> Iterator[tuple[str, dict[str, Any]]]:
+def _connect(model_path: Path, target: str, o: BenchOptions, wire: Wire, build_dir: Path,
+             samples: np.ndarray | None) -> Iterator[tuple[str, dict[str, Any]]]:  # fmt: skip
     """Yields (port, extra facts for bench.json). Starts and always stops an emulator/software device."""
     picked = sum([o.port is not None, o.emulate, o.software])
     if picked != 1:
@@ -145,7 +204,8 @@ def _connect(
         from edgekd.harness.softdevice import SoftwareDevice, TflmModelFn, pty_device
 
         run = TflmModelFn(model_path)
-        device = SoftwareDevice(run, run.input_nbytes, faults=dict(o.faults or {}))
+        device = SoftwareDevice(run, wire.io, faults=dict(o.faults or {}), model_name=wire.mlperf_model,
+                                input_format=wire.input_format, results=wire.results)  # fmt: skip
         try:
             with pty_device(device) as name:
                 yield name, {"device": "software (host TFLite Micro on a pseudo-terminal)"}
@@ -158,7 +218,9 @@ def _connect(
     else:
         from edgekd.harness.qemu import emulated_board
 
-        with emulated_board(model_path, target, build_dir, quiet=o.quiet) as (url, facts):
+        with emulated_board(model_path, target, build_dir, quiet=o.quiet, model_name=wire.mlperf_model,
+                            input_format=wire.input_format, results=wire.results,
+                            samples=samples) as (url, facts):  # fmt: skip
             yield url, facts
 
 
@@ -180,9 +242,12 @@ def run_bench(
         raise EdgekdError(
             f"{model_path}: the model is {m.kind}; the device harness needs a full-integer int8 model"
         )
+    wire = Wire.of(ModelIO.of(m), o, _run_task(run))
     base = Path(o.output) if o.output is not None else (run or model_path.parent) / "bench" / tgt.name
-    x, y, data_name = bench_inputs(model_path, run, o.data, o.samples)
-    host = run_tflm(model_path, x) if o.mode in ("accuracy", "all") else None  # the reference outputs
+    q, xf, y, data_name = bench_inputs(model_path, run, o.data, o.samples)
+    wire_x = encode_inputs(q, xf, wire.io, wire.input_format)
+    accuracy = o.mode in ("accuracy", "all")
+    host = run_tflm(model_path, q) if accuracy else None  # the reference outputs
     record: dict[str, Any] = {
         **provenance("bench", BENCH_VERSION),
         "target": tgt.as_dict(),
@@ -192,48 +257,79 @@ def run_bench(
             "bytes": model_path.stat().st_size,
             "ops": m.op_names(),
         },  # fmt: skip
-        "data": {"source": data_name, "samples": int(len(x))},
+        "data": {"source": data_name, "samples": int(len(q))},
         "mode": o.mode,
+        "protocol": wire.as_dict(),
         "host": {"machine": platform.machine(), "python": platform.python_version()},
     }
-    with _connect(model_path, tgt.name, o, base / "build") as (url, facts):
+    preload = wire_x if accuracy and o.emulate else None
+    with _connect(model_path, tgt.name, o, wire, base / "build", preload) as (url, facts):
         record.update(facts)
         record["port"] = url
         with Device(url, timeout=o.timeout, infer_timeout=o.infer_timeout, baudrate=o.baudrate) as dev:
-            _measure(dev, o, facts, x, host, y, record)
+            try:
+                _measure(dev, o, facts, Samples(wire_x, xf, host, y), wire, record)
+            finally:
+                record["protocol"]["non_protocol_lines"] = dev.noise_count
+                record["protocol"]["non_protocol_examples"] = dev.noise[:5]
     atomic_write_json(base / "bench.json", record)
     return base / "bench.json", record
 
 
-def _measure(dev: Device, o: BenchOptions, facts: dict[str, Any], x: np.ndarray, host: np.ndarray | None,
-             y: np.ndarray | None, record: dict[str, Any]) -> None:  # fmt: skip
+@dataclass(frozen=True)
+class Samples:
+    """Accuracy-mode inputs: wire bytes per sample, their float values, host outputs, labels."""
+
+    wire: np.ndarray
+    x_float: np.ndarray
+    host: np.ndarray | None
+    labels: np.ndarray | None
+
+
+ENERGY_NOTE = (
+    "energy-mode firmware (m-timestamp-mode-energy) marks inference start and end on a GPIO instead of "
+    "printing m-lap-us; timings and energy need an energy monitor (EEMBC EnergyRunner and a power board). "
+    "Flash a performance-mode build (EE_CFG_ENERGY_MODE=0) for edgekd's timings."
+)
+
+
+def _measure(dev: Device, o: BenchOptions, facts: dict[str, Any], s: Samples, wire: Wire,
+             record: dict[str, Any]) -> None:  # fmt: skip
     """Handshake, then the accuracy and performance modes ``o.mode`` asks for, into ``record``."""
     info = dev.handshake()
     record["dut"] = {"name": info.name, "profile": info.profile, "model": info.model,
                      "timestamp_mode": info.timestamp_mode}  # fmt: skip
+    if info.model and info.model != wire.mlperf_model:
+        record["protocol"]["device_model_differs"] = (
+            f"the device reports m-model-[{info.model}], the host assumed {wire.mlperf_model}; pass "
+            f"--mlperf-model {info.model} if its input encoding is that task's"
+        )
     if o.mode in ("accuracy", "all"):
-        record["accuracy"] = _accuracy(dev, x, host, y, o.quiet)
-    if o.mode in ("performance", "all"):
-        w_s = min(o.window_s, float(facts.get("window_s", o.window_s)))
-        perf = run_performance(dev, x[0].tobytes(), windows=o.windows, window_s=w_s)
-        perf["time_base"] = facts.get("time_base", "device clock (m-lap-us)")
-        if "instructions_per_us" in facts:
-            perf["instructions_per_inference"] = round(
-                perf["us_per_inference"] * facts["instructions_per_us"]
-            )
-        record["performance"] = perf
+        preloaded = bool(facts.get("preloaded_samples"))
+        record["accuracy"] = _accuracy(dev, s, wire, preloaded, o.quiet)
+    if o.mode not in ("performance", "all"):
+        return
+    if info.timestamp_mode == "energy":
+        record["performance"] = {"energy_mode": True, "note": ENERGY_NOTE}
+        return
+    w_s = min(o.window_s, float(facts.get("window_s", o.window_s)))
+    perf = run_performance(dev, s.wire[0].tobytes(), windows=o.windows, window_s=w_s)
+    perf["time_base"] = facts.get("time_base", "device clock (m-lap-us)")
+    if "instructions_per_us" in facts:
+        perf["instructions_per_inference"] = round(perf["us_per_inference"] * facts["instructions_per_us"])
+    record["performance"] = perf
 
 
-def _accuracy(
-    dev: Device, x: np.ndarray, host: np.ndarray, y: np.ndarray | None, quiet: bool
-) -> dict[str, Any]:
+def _accuracy(dev: Device, s: Samples, wire: Wire, preloaded: bool, quiet: bool) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     cols = (TextColumn("accuracy"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    expected = Expected(wire.io, wire.mlperf_model, wire.results)
     with Progress(*cols, disable=quiet, transient=True) as bar:
-        task = bar.add_task("samples", total=len(x))
-        res = run_accuracy(dev, x, host, y, progress=lambda k: bar.update(task, completed=k))
-    return res.as_dict()
+        task = bar.add_task("samples", total=len(s.wire))
+        res = run_accuracy(dev, s.wire, s.host, s.labels, progress=lambda k: bar.update(task, completed=k),
+                           expected=expected, x_float=s.x_float, preloaded=preloaded)  # fmt: skip
+    return {**res.as_dict(), "preloaded_samples": preloaded}
 
 
 def summary_lines(record: dict[str, Any]) -> list[str]:
@@ -242,12 +338,15 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     acc = record.get("accuracy")
     if acc:
         top1 = acc["top1_accuracy"]
-        out.append(
-            f"accuracy: {acc['samples']} samples, top-1 {'n/a' if top1 is None else f'{100 * top1:.2f}%'}, "
-            f"bit-exact with host TFLite Micro on {acc['bytes_equal_samples']}/{acc['samples']}"
-        )
+        n, equal = acc["samples"], acc.get("bytes_equal_samples")
+        agree = (f"bit-exact with host TFLite Micro on {equal}/{n}" if equal is not None else
+                 f"results within {acc.get('results_tolerance', 0):g} of host TFLite Micro on "
+                 f"{acc.get('results_within_tolerance_samples')}/{n}")  # fmt: skip
+        out.append(f"accuracy: {n} samples, top-1 {'n/a' if top1 is None else f'{100 * top1:.2f}%'}, {agree}")
     perf = record.get("performance")
-    if perf:
+    if perf and perf.get("energy_mode"):
+        out.append("performance: energy-mode firmware, no timings (needs an energy monitor)")
+    elif perf:
         label = " (emulated)" if record.get("emulated") else ""
         out.append(
             f"performance{label}: {perf['inferences_per_second']:.2f} inferences/s, "

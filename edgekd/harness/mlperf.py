@@ -25,7 +25,13 @@ from edgekd.graph.quant import dequantize, quantize
 MODEL_NAMES = ("kws01", "vww01", "ic01", "ad01", "strww01")
 INPUT_FORMATS = ("int8", "uint8", "float32")
 RESULT_FORMATS = ("float", "softmax", "raw")
-DEFAULT_INPUT_FORMAT = {"kws01": "int8", "vww01": "uint8", "ic01": "uint8", "ad01": "float32", "strww01": "int8"}
+DEFAULT_INPUT_FORMAT = {
+    "kws01": "int8",
+    "vww01": "uint8",
+    "ic01": "uint8",
+    "ad01": "float32",
+    "strww01": "int8",
+}
 # input shapes (batch dropped) of the MLPerf Tiny reference models
 REFERENCE_SHAPES = {(49, 10, 1): "kws01", (96, 96, 3): "vww01", (32, 32, 3): "ic01", (640,): "ad01"}
 FW_VERSION = "ULPMark for tinyML Firmware V0.0.1"  # EE_FW_VERSION of internally_implemented.h
@@ -52,7 +58,7 @@ class ModelIO:
 
         m = read_tflite(model) if not hasattr(model, "input_details") else model
         ind, outd = m.input_details()[0], m.output_details()[0]
-        ops = m.op_names()
+        last = [op.name for op in m.operators if m.outputs and m.outputs[0] in op.outputs]
         return cls(
             input_shape=tuple(int(d) for d in ind["shape"][1:]),
             input_dtype=np.dtype(ind["dtype"]).name,
@@ -61,7 +67,7 @@ class ModelIO:
             output_size=int(np.prod(outd["shape"][1:])),
             output_scale=_per_tensor(outd["scale"]),
             output_zero_point=int(_per_tensor(outd["zero_point"])),
-            ends_in_softmax=bool(ops) and ops[-1] in ("SOFTMAX", "LOGISTIC"),
+            ends_in_softmax=bool(last) and last[-1] in ("SOFTMAX", "LOGISTIC"),
         )
 
     @property
