@@ -28,6 +28,10 @@ class DeviceError(EdgekdError):
     """The device answered ``e-[...]``, reset, or stopped answering."""
 
 
+class NoTimestamps(DeviceError):
+    """The device printed no ``m-lap-us`` around an inference (energy-mode firmware, or no timer)."""
+
+
 @dataclass
 class DeviceInfo:
     name: str = ""
@@ -48,7 +52,7 @@ class Inference:
     @property
     def elapsed_us(self) -> int:
         if len(self.laps_us) < 2:
-            raise DeviceError(
+            raise NoTimestamps(
                 "device sent fewer than two m-lap-us timestamps around the inference; "
                 "its firmware does not time inferences (th_timestamp missing?)"
             )

@@ -75,7 +75,6 @@ def infer_reply(n: int, w: int, data: bytes) -> str:
 
 def transcript(vendor: str = r"[^\]\r\n]+") -> list[tuple[str, str]]:
     """(command without ``%``, regex of the whole reply up to and including ``m-ready``)."""
-    ten = bytes([0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11, 0x12, 0x13])
     full = bytes((7 * i + 3) % 256 for i in range(N_IN))
     hexs = full.hex()
     steps: list[tuple[str, str]] = [
@@ -106,9 +105,15 @@ def transcript(vendor: str = r"[^\]\r\n]+") -> list[tuple[str, str]]:
         ("db  " + hexs[:76], ""),  # 80 characters: 38 bytes
         ("db " + hexs[76:] + "0" * 80, lit("e-[Insufficent number of hex digits]\r\n")),  # cut to 77 digits
         ("db " + hexs[76:], lit("m-load-done\r\n")),
-        ("db print", lit("".join(
-            "m-buffer-" + "-".join(f"{b:02x}" for b in full[i : i + 8]) + "\r\n" for i in range(0, N_IN, 8)
-        ))),  # fmt: skip
+        (
+            "db print",
+            lit(
+                "".join(
+                    "m-buffer-" + "-".join(f"{b:02x}" for b in full[i : i + 8]) + "\r\n"
+                    for i in range(0, N_IN, 8)
+                )
+            ),
+        ),  # fmt: skip
         ("infer 0", lit("e-[Inference iterations must be >0]\r\n")),
         ("infer x", lit("e-[Inference iterations must be >0]\r\n")),
         ("infer 2 -1", lit("e-[Inference warmup must be >=0]\r\n")),
@@ -133,3 +138,132 @@ def check_transcript(send, vendor: str = r"[^\]\r\n]+") -> list[str]:
         if re.fullmatch(pattern, got, flags=re.S) is None:
             bad.append(f"{cmd[:30]!r}: expected /{pattern[:120]}/ got {got[:160]!r}")
     return bad
+
+
+# ---- an official-style device and the official host sequence -----------------------------------------
+
+
+class ReferencePort:
+    """The submitter half as the reference submissions write it (``submitter_implemented.cpp`` of the
+    IC / VWW / KWS / AD references): IC and VWW take uint8 pixels and subtract 128, KWS takes int8, AD
+    takes float32 and quantizes with ``round(x / scale) + zero_point``; results are the dequantized
+    outputs ``%.3f`` (AD: the mean squared error against the float input); diagnostics are printed
+    without a prefix."""
+
+    def __init__(self, run, io, model_name: str) -> None:
+        import numpy as np
+
+        self.np, self.run, self.io, self.name = np, run, io, model_name
+        self.q = np.zeros(io.input_elements, dtype=np.int8)
+        self.xf = np.zeros(io.input_elements, dtype=np.float32)
+        self.out = np.zeros(io.output_size, dtype=np.int64)
+
+    def load_tensor(self, data: bytes) -> str:
+        np, io = self.np, self.io
+        if self.name == "ad01":
+            self.xf = np.frombuffer(data, dtype="<f4").astype(np.float32)
+            v = self.xf / np.float32(io.input_scale)
+            r = np.where(v >= 0, np.floor(v + 0.5), np.ceil(v - 0.5))  # C round(): halves away from zero
+            self.q = np.clip(r + io.input_zero_point, -128, 127).astype(np.int8)
+        elif self.name in ("ic01", "vww01"):
+            self.q = (np.frombuffer(data, dtype=np.uint8).astype(np.int16) - 128).astype(np.int8)
+        else:
+            self.q = np.frombuffer(data, dtype=np.int8).copy()
+        return "INFO: tensor loaded\r\n"  # a reference firmware's own diagnostics
+
+    def infer(self) -> None:
+        self.out = self.np.asarray(self.run(self.q.tobytes()))
+
+    def results(self) -> str:
+        np, io = self.np, self.io
+        deq = np.float32(io.output_scale) * (self.out.astype(np.float32) - np.float32(io.output_zero_point))
+        if self.name == "ad01":
+            diffsum = np.float32(0)
+            for d in deq - self.xf:
+                diffsum = np.float32(diffsum + d * d)
+            return f"m-results-[{float(diffsum / np.float32(deq.size)):0.3f}]\r\n"
+        return "m-results-[" + ",".join(f"{float(v):.3f}" for v in deq) + "]\r\n"
+
+
+def official_style_device(run, io, model_name: str, energy: bool = False):
+    """A SoftwareDevice-shaped object (``boot`` / ``handle`` / ``serve``) that answers as a reference
+    submission: the reference monitor around :class:`ReferencePort`, vendor ``unspecified``, an
+    ``Initialized`` line at boot (the AD reference prints one), optionally in energy mode."""
+    import time
+
+    from edgekd.harness.monitor import Monitor
+    from edgekd.harness.softdevice import SoftwareDevice
+
+    dev = SoftwareDevice(run, io, model_name=model_name)
+    t0 = time.monotonic()
+    nbytes = io.input_elements * (4 if model_name == "ad01" else 1)
+    dev.monitor = Monitor(ReferencePort(run, io, model_name), vendor="unspecified", model_name=model_name,
+                          buffer_size=max(96 * 96 * 3, nbytes), energy=energy,
+                          timestamp_us=lambda: int((time.monotonic() - t0) * 1e6))  # fmt: skip
+    boot = dev.monitor.boot
+    dev.monitor.boot = lambda: "Initialized\r\n" + boot()
+    return dev
+
+
+class OfficialHost:
+    """The official runner's host sequence (``benchmark/runner/device_under_test.py`` and the scoring
+    of ``main.py``): ``name``, ``profile``, ``db load N`` then ``db`` lines of 31 bytes, ``infer 1 0``,
+    the ``m-results-[...]`` regex; top-1 after dividing multi-value results by their sum."""
+
+    MAX_BYTES = 31
+
+    def __init__(self, port: str, timeout: float = 10.0) -> None:
+        import serial
+
+        self.ser = serial.serial_for_url(port, baudrate=115200, timeout=timeout)
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self.ser.close()
+
+    def send_command(self, cmd: str) -> list[str]:
+        """SerialDevice.send_command: write, then read lines until ``m-ready``."""
+        import time
+
+        self.ser.write((cmd + "%").encode())
+        lines, deadline = [], time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            line = self.ser.readline().decode(errors="replace").strip()
+            if line == "m-ready":
+                return lines
+            if line:
+                lines.append(line)
+        raise TimeoutError(f"no m-ready for {cmd!r}; got {lines[-3:]}")
+
+    def model(self) -> str | None:
+        for ln in self.send_command("profile"):
+            m = re.match(r"^m-(model|profile)-\[([^]]+)]$", ln)
+            if m and m.group(1) == "model":
+                return m.group(2)
+        return None
+
+    def load(self, data: bytes) -> None:
+        self.send_command(f"db load {len(data)}")
+        for i in range(0, len(data), self.MAX_BYTES):
+            self.send_command(f"db {''.join(f'{d:02x}' for d in data[i : i + self.MAX_BYTES])}")
+
+    def infer(self) -> list[float]:
+        for ln in self.send_command("infer 1 0"):
+            m = re.match(r"^m-results-\[([^]]+)\]$", ln)
+            if m:
+                return [float(x) for x in m.group(1).split(",") if x.strip()]
+        return []
+
+    @staticmethod
+    def top1(results: list[float]) -> int:
+        """main.py: multi-value results are divided by their sum before the arg-max."""
+        total = sum(results)
+        if total == 0:  # the runner divides by zero here
+            return -1
+        return max(range(len(results)), key=lambda i: results[i] / total)
+
+    def drain_boot(self) -> None:
+        import time
+
+        time.sleep(0.3)
+        self.ser.reset_input_buffer()
