@@ -1,5 +1,5 @@
 """MLPerf Tiny conformance of edgekd's software device and host runner, both ways: the official
-commands replayed against the official replies (tests/mlperf_official.py, written from the official
+commands replayed against the official replies (tests/_mlperf_official.py, written from the official
 source), edgekd's host against an official-style device, and the official host sequence scoring
 edgekd's device as it scores an official-style one."""
 
