@@ -49,12 +49,14 @@ from edgekd.harness.mlperf import INPUT_FORMATS, MODEL_NAMES, RESULT_FORMATS
     help="Results the device prints: dequantized floats (the reference), softmax of them, or raw "
     "int8 (default: float; softmax for a classifier without a final softmax).",
 )
+@click.option("--preload/--no-preload", default=True, show_default=True,
+              help="--emulate: accuracy samples in the firmware image, or sent as db lines over the UART.")  # fmt: skip
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder for bench.json.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def command(source: str, target: str, port: str | None, emulate: bool, software: bool, mode: str, samples: int,
             data: str | None, windows: int, window_s: float, timeout: float, infer_timeout: float,
             baud: int, mlperf_model: str | None, input_format: str | None, results: str | None,
-            output: str | None, quiet: bool) -> None:  # fmt: skip
+            preload: bool, output: str | None, quiet: bool) -> None:  # fmt: skip
     """Benchmark SOURCE (a run folder or an int8 .tflite) on an MLPerf Tiny device: accuracy (top-1 and
     results vs the host TFLite Micro) and performance (median inferences/s). Writes bench/<target>/bench.json.
 
@@ -74,7 +76,8 @@ def command(source: str, target: str, port: str | None, emulate: bool, software:
     options = BenchOptions(target=target, port=port, emulate=emulate, software=software, mode=mode, samples=samples,
                            data=data, windows=windows, window_s=window_s, timeout=timeout,
                            infer_timeout=infer_timeout, output=output, quiet=quiet, baudrate=baud,
-                           mlperf_model=mlperf_model, input_format=input_format, results=results)  # fmt: skip
+                           mlperf_model=mlperf_model, input_format=input_format, results=results,
+                           preload=preload)  # fmt: skip
     with run_folder_locked(source):
         path, record = run_bench(source, options)
     from edgekd.safetext import plain

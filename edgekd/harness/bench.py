@@ -124,7 +124,9 @@ class BenchOptions:
     software device (tests). ``mlperf_model`` (the ``m-model-[...]`` name, default: inferred from the
     model), ``input_format`` (how samples are sent: ``int8`` / ``uint8`` / ``float32``, default: the
     task's) and ``results`` (``float`` / ``softmax`` / ``raw``, default :func:`mlperf.default_results`)
-    configure edgekd's devices and tell the host what a device on ``port`` expects and prints.
+    configure edgekd's devices and tell the host what a device on ``port`` expects and prints;
+    ``preload``: the emulated board gets the accuracy samples in its firmware image (``db sample K``)
+    instead of over its UART.
     """
 
     target: str
@@ -145,6 +147,7 @@ class BenchOptions:
     mlperf_model: str | None = None
     input_format: str | None = None
     results: str | None = None
+    preload: bool = True  # emulated board: accuracy samples in the firmware image, not sent as db lines
 
     @classmethod
     def of(cls, options: BenchOptions | None = None, **changes: Any) -> BenchOptions:
@@ -262,7 +265,7 @@ def run_bench(
         "protocol": wire.as_dict(),
         "host": {"machine": platform.machine(), "python": platform.python_version()},
     }
-    preload = wire_x if accuracy and o.emulate else None
+    preload = wire_x if accuracy and o.emulate and o.preload else None
     with _connect(model_path, tgt.name, o, wire, base / "build", preload) as (url, facts):
         record.update(facts)
         record["port"] = url
