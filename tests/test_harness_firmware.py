@@ -150,3 +150,25 @@ def test_unsupported_op_skips_c_backend_project_and_format_c_fails_clearly(tmp_p
     assert ei.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "TRANSPOSE_CONV" in err and "TFLite Micro firmware" in err
+
+
+def test_firmware_settings_default_to_the_mlperf_task_and_samples_are_checked(tmp_path):
+    from edgekd.errors import EdgekdError
+    from edgekd.harness.qemu import _write_samples, samples_c
+
+    model = sample_models(["mlp"])["mlp"]
+    io = ModelIO.of(model)
+    s = FirmwareSettings.of(model)
+    assert (s.model_name, s.input_format) == ("ic01", "uint8") and s.results in ("float", "softmax")
+    assert FirmwareSettings.of(model, "ad01").as_dict()["input_format"] == "float32"
+    assert "-DEE_INPUT_FORMAT=uint8" in s.defines() and '-DEE_MODEL_NAME="ic01"' in s.defines()
+    with pytest.raises(EdgekdError, match="model name 'kws02': valid: kws01"):
+        FirmwareSettings.of(model, "kws02")
+    with pytest.raises(EdgekdError, match=r"uint8 wire bytes of shape \(N, 256\) \(float32 input\)"):
+        _write_samples(
+            model, tmp_path, np.zeros((2, io.input_elements), np.uint8), FirmwareSettings.of(model, "ad01")
+        )
+    assert _write_samples(model, tmp_path, np.zeros((2, io.input_elements), np.uint8), s) == 2
+    assert samples_c(np.array([[1, 2], [3, 4]], np.uint8)).endswith(
+        "const uint8_t edgekd_samples[2][2] = {\n{1,2},\n{3,4}\n};\n"
+    )

@@ -133,6 +133,7 @@ def _stub_firmware(d, samples: np.ndarray):
     return cross_build("stub", d, srcs, "firmware.elf", defines=[*settings.defines(), "-DEE_SAMPLES"])
 
 
+@pytest.mark.slow
 def test_official_transcript_and_baked_samples_on_qemu(tmp_path):
     """The official replies byte for byte from the Cortex-M4 build, and ``db sample K`` as a db load."""
     import re
