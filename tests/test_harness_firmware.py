@@ -22,8 +22,15 @@ from edgekd.graph import run_tflm
 from edgekd.graph.sample_models import sample_models
 from edgekd.harness import protocol as p
 from edgekd.harness.firmware_project import write_c_backend_project
-from edgekd.harness.mlperf import FW_VERSION, ModelIO, decode_input, format_results, result_values
-from edgekd.harness.qemu import FirmwareSettings, have_toolchain
+from edgekd.harness.mlperf import (
+    FW_VERSION,
+    ModelIO,
+    WireSettings,
+    decode_input,
+    format_results,
+    result_values,
+)
+from edgekd.harness.qemu import have_toolchain
 from edgekd.harness.runner import Device, run_accuracy
 
 pytestmark = pytest.mark.skipif(gcc() is None, reason="no host gcc")
@@ -74,7 +81,7 @@ def test_tflm_variant_protocol_code_compiles_and_answers_on_the_host(exported, t
     (tmp_path / "stub_model.c").write_text(STUB_MODEL_C)
     defines = _build_flags_defines((proj / "platformio.ini").read_text())
     io = ModelIO.of(model)
-    settings = FirmwareSettings.of(model)
+    settings = WireSettings.of(model)
     assert f"-DEE_INPUT_FORMAT={settings.input_format}" in defines
     exe = tmp_path / "fw"
     cmd = [gcc(), "-std=c99", "-Wall", "-Wextra", "-Werror", f"-I{src}", *defines, "-o", str(exe),
@@ -115,7 +122,7 @@ def test_c_backend_project_builds_and_is_bit_exact_over_the_protocol(exported, t
     model, out = exported
     assert "-DEE_RESULTS=" in (out / "firmware" / "c_backend" / "Makefile").read_text()
     proj = tmp_path / "c_backend"  # raw int8 results: comparable byte for byte
-    write_c_backend_project(model, proj, FirmwareSettings("ic01", "int8", "raw", "edgekd test"))
+    write_c_backend_project(model, proj, WireSettings("ic01", "int8", "raw", "edgekd test"))
     subprocess.run(["make", "-s", "-C", str(proj), "host"], check=True, capture_output=True)
     x = np.random.default_rng(3).integers(-128, 128, size=(5, 64)).astype(np.int8)
     host = run_tflm(model, x)
@@ -158,15 +165,15 @@ def test_firmware_settings_default_to_the_mlperf_task_and_samples_are_checked(tm
 
     model = sample_models(["mlp"])["mlp"]
     io = ModelIO.of(model)
-    s = FirmwareSettings.of(model)
+    s = WireSettings.of(model)
     assert (s.model_name, s.input_format) == ("ic01", "uint8") and s.results in ("float", "softmax")
-    assert FirmwareSettings.of(model, "ad01").as_dict()["input_format"] == "float32"
+    assert WireSettings.of(model, "ad01").as_dict()["input_format"] == "float32"
     assert "-DEE_INPUT_FORMAT=uint8" in s.defines() and '-DEE_MODEL_NAME="ic01"' in s.defines()
-    with pytest.raises(EdgekdError, match="model name 'kws02': valid: kws01"):
-        FirmwareSettings.of(model, "kws02")
+    with pytest.raises(EdgekdError, match="--mlperf-model 'kws02': valid: kws01"):
+        WireSettings.of(model, "kws02")
     with pytest.raises(EdgekdError, match=r"uint8 wire bytes of shape \(N, 256\) \(float32 input\)"):
         _write_samples(
-            model, tmp_path, np.zeros((2, io.input_elements), np.uint8), FirmwareSettings.of(model, "ad01")
+            model, tmp_path, np.zeros((2, io.input_elements), np.uint8), WireSettings.of(model, "ad01")
         )
     assert _write_samples(model, tmp_path, np.zeros((2, io.input_elements), np.uint8), s) == 2
     assert samples_c(np.array([[1, 2], [3, 4]], np.uint8)).endswith(

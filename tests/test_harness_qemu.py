@@ -121,14 +121,15 @@ def _stub_firmware(d, samples: np.ndarray):
     from _mlperf_official import N_IN, N_OUT, OUT_SCALE, OUT_ZERO_POINT, STUB_MODEL_C
 
     from edgekd.export.c_backend.codegen import model_header
-    from edgekd.harness.qemu import FIRMWARE_SOURCES, FirmwareSettings, copy_templates, cross_build, samples_c
+    from edgekd.harness.mlperf import WireSettings
+    from edgekd.harness.qemu import FIRMWARE_SOURCES, copy_templates, cross_build, samples_c
 
     d.mkdir()
     copy_templates(d)
     (d / "edgekd_model.h").write_text(model_header("stub", N_IN, N_OUT, 0, OUT_SCALE, OUT_ZERO_POINT))
     (d / "stub_model.c").write_text(STUB_MODEL_C)
     (d / "edgekd_samples.c").write_text(samples_c(samples))
-    settings = FirmwareSettings("kws01", "int8", "float", "edgekd stub on QEMU")
+    settings = WireSettings("kws01", "int8", "float", "edgekd stub on QEMU")
     srcs = [*FIRMWARE_SOURCES, "stub_model.c", "edgekd_samples.c"]
     return cross_build("stub", d, srcs, "firmware.elf", defines=[*settings.defines(), "-DEE_SAMPLES"])
 

@@ -17,15 +17,9 @@ from edgekd.atomic import atomic_write_json
 from edgekd.errors import EdgekdError
 from edgekd.files import file_sha256
 from edgekd.harness.mlperf import (
-    DEFAULT_INPUT_FORMAT,
-    INPUT_FORMATS,
-    MODEL_NAMES,
-    RESULT_FORMATS,
     ModelIO,
-    check_choice,
-    default_results,
+    WireSettings,
     encode_inputs,
-    infer_model_name,
 )
 from edgekd.harness.runner import Device, Expected, NoTimestamps, run_accuracy, run_performance
 from edgekd.provenance import provenance
@@ -155,32 +149,6 @@ class BenchOptions:
         return dataclasses.replace(options, **changes) if options is not None else cls(**changes)
 
 
-@dataclass(frozen=True)
-class Wire:
-    """What goes over the serial line for this model: the MLPerf Tiny name, the input encoding and
-    the results format (:mod:`edgekd.harness.mlperf`), and why the name was chosen."""
-
-    io: ModelIO
-    mlperf_model: str
-    input_format: str
-    results: str
-    why: str
-
-    @classmethod
-    def of(cls, io: ModelIO, o: BenchOptions, task: str | None) -> Wire:
-        if o.mlperf_model is not None:
-            name, why = check_choice(o.mlperf_model, MODEL_NAMES, "--mlperf-model"), "--mlperf-model"
-        else:
-            name, why = infer_model_name(io, task)
-        fmt = check_choice(o.input_format or DEFAULT_INPUT_FORMAT[name], INPUT_FORMATS, "--input-format")
-        res = check_choice(o.results or default_results(io, name), RESULT_FORMATS, "--results")
-        return cls(io, name, fmt, res, why)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"mlperf_model": self.mlperf_model, "mlperf_model_reason": self.why,
-                "input_format": self.input_format, "results": self.results}  # fmt: skip
-
-
 def _run_task(run: Path | None) -> str | None:
     """The run folder's task (``classification`` / ``reconstruction``) from its data.json, if any."""
     import json
@@ -194,7 +162,7 @@ def _run_task(run: Path | None) -> str | None:
 
 
 @contextlib.contextmanager
-def _connect(model_path: Path, target: str, o: BenchOptions, wire: Wire, build_dir: Path,
+def _connect(model_path: Path, target: str, o: BenchOptions, wire: WireSettings, build_dir: Path,
              samples: np.ndarray | None) -> Iterator[tuple[str, dict[str, Any]]]:  # fmt: skip
     """Yields (port, extra facts for bench.json). Starts and always stops an emulator/software device."""
     picked = sum([o.port is not None, o.emulate, o.software])
@@ -207,7 +175,7 @@ def _connect(model_path: Path, target: str, o: BenchOptions, wire: Wire, build_d
         from edgekd.harness.softdevice import SoftwareDevice, TflmModelFn, pty_device
 
         run = TflmModelFn(model_path)
-        device = SoftwareDevice(run, wire.io, faults=dict(o.faults or {}), model_name=wire.mlperf_model,
+        device = SoftwareDevice(run, run.io, faults=dict(o.faults or {}), model_name=wire.model_name,
                                 input_format=wire.input_format, results=wire.results)  # fmt: skip
         try:
             with pty_device(device) as name:
@@ -221,7 +189,7 @@ def _connect(model_path: Path, target: str, o: BenchOptions, wire: Wire, build_d
     else:
         from edgekd.harness.qemu import emulated_board
 
-        with emulated_board(model_path, target, build_dir, quiet=o.quiet, model_name=wire.mlperf_model,
+        with emulated_board(model_path, target, build_dir, quiet=o.quiet, model_name=wire.model_name,
                             input_format=wire.input_format, results=wire.results,
                             samples=samples) as (url, facts):  # fmt: skip
             yield url, facts
@@ -245,10 +213,11 @@ def run_bench(
         raise EdgekdError(
             f"{model_path}: the model is {m.kind}; the device harness needs a full-integer int8 model"
         )
-    wire = Wire.of(ModelIO.of(m), o, _run_task(run))
+    io = ModelIO.of(m)
+    wire = WireSettings.of(io, o.mlperf_model, o.input_format, o.results, "edgekd", _run_task(run))
     base = Path(o.output) if o.output is not None else (run or model_path.parent) / "bench" / tgt.name
     q, xf, y, data_name = bench_inputs(model_path, run, o.data, o.samples)
-    wire_x = encode_inputs(q, xf, wire.io, wire.input_format)
+    wire_x = encode_inputs(q, xf, io, wire.input_format)
     accuracy = o.mode in ("accuracy", "all")
     host = run_tflm(model_path, q) if accuracy else None  # the reference outputs
     record: dict[str, Any] = {
@@ -271,7 +240,14 @@ def run_bench(
         record["port"] = url
         with Device(url, timeout=o.timeout, infer_timeout=o.infer_timeout, baudrate=o.baudrate) as dev:
             try:
-                _measure(dev, o, facts, Samples(wire_x, xf, host, y), wire, record)
+                _measure(
+                    dev,
+                    o,
+                    facts,
+                    Samples(wire_x, xf, host, y),
+                    Expected(io, wire.model_name, wire.results),
+                    record,
+                )
             finally:
                 record["protocol"]["non_protocol_lines"] = dev.noise_count
                 record["protocol"]["non_protocol_examples"] = dev.noise[:5]
@@ -296,20 +272,20 @@ ENERGY_NOTE = (
 )
 
 
-def _measure(dev: Device, o: BenchOptions, facts: dict[str, Any], s: Samples, wire: Wire,
+def _measure(dev: Device, o: BenchOptions, facts: dict[str, Any], s: Samples, expected: Expected,
              record: dict[str, Any]) -> None:  # fmt: skip
     """Handshake, then the accuracy and performance modes ``o.mode`` asks for, into ``record``."""
     info = dev.handshake()
     record["dut"] = {"name": info.name, "profile": info.profile, "model": info.model,
                      "timestamp_mode": info.timestamp_mode}  # fmt: skip
-    if info.model and info.model != wire.mlperf_model:
+    if info.model and info.model != expected.model_name:
         record["protocol"]["device_model_differs"] = (
-            f"the device reports m-model-[{info.model}], the host assumed {wire.mlperf_model}; pass "
+            f"the device reports m-model-[{info.model}], the host assumed {expected.model_name}; pass "
             f"--mlperf-model {info.model} if its input encoding is that task's"
         )
     if o.mode in ("accuracy", "all"):
         preloaded = bool(facts.get("preloaded_samples"))
-        record["accuracy"] = _accuracy(dev, s, wire, preloaded, o.quiet)
+        record["accuracy"] = _accuracy(dev, s, expected, preloaded, o.quiet)
     if o.mode not in ("performance", "all"):
         return
     if info.timestamp_mode == "energy":
@@ -330,11 +306,10 @@ def _measure(dev: Device, o: BenchOptions, facts: dict[str, Any], s: Samples, wi
     record["performance"] = perf
 
 
-def _accuracy(dev: Device, s: Samples, wire: Wire, preloaded: bool, quiet: bool) -> dict[str, Any]:
+def _accuracy(dev: Device, s: Samples, expected: Expected, preloaded: bool, quiet: bool) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     cols = (TextColumn("accuracy"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    expected = Expected(wire.io, wire.mlperf_model, wire.results)
     with Progress(*cols, disable=quiet, transient=True) as bar:
         task = bar.add_task("samples", total=len(s.wire))
         res = run_accuracy(dev, s.wire, s.host, s.labels, progress=lambda k: bar.update(task, completed=k),

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.export.c_backend.codegen import UnsupportedOpError, generate_c, model_header
-from edgekd.harness.qemu import CFLAGS, FIRMWARE_DIR, LDFLAGS, LDLIBS, TEMPLATE_FILES, FirmwareSettings
+from edgekd.harness.mlperf import WireSettings
+from edgekd.harness.qemu import CFLAGS, FIRMWARE_DIR, LDFLAGS, LDLIBS, TEMPLATE_FILES
 
 
 def _fill(text: str, **values: str) -> str:
@@ -23,15 +24,15 @@ def _fill(text: str, **values: str) -> str:
     return text
 
 
-def _setting_values(settings: FirmwareSettings) -> dict[str, str]:
+def _setting_values(settings: WireSettings) -> dict[str, str]:
     """The @...@ values of Makefile.in / platformio.ini for ee_main.c's EE_* defines."""
     return {"MODEL_NAME": settings.model_name, "VENDOR": settings.vendor,
             "INPUT_FORMAT": settings.input_format, "RESULTS": settings.results}  # fmt: skip
 
 
 def write_c_backend_project(model_path: str | os.PathLike, dst: Path,
-                            settings: FirmwareSettings | None = None) -> dict[str, Any]:  # fmt: skip
-    settings = settings or FirmwareSettings.of(model_path, vendor="edgekd C backend")
+                            settings: WireSettings | None = None) -> dict[str, Any]:  # fmt: skip
+    settings = settings or WireSettings.of(model_path, vendor="edgekd C backend")
     cm = generate_c(model_path)
     dst.mkdir(parents=True, exist_ok=True)
     cm.write(dst)
@@ -56,12 +57,12 @@ def tflm_model_header(model_path: str | os.PathLike, arena: int) -> str:
 
 
 def write_tflm_project(model_path: str | os.PathLike, dst: Path, target: str,
-                       settings: FirmwareSettings | None = None) -> dict[str, Any]:  # fmt: skip
+                       settings: WireSettings | None = None) -> dict[str, Any]:  # fmt: skip
     from edgekd.export.micro import write_c_files
     from edgekd.graph import measure_arena, read_tflite
     from edgekd.graph.tflite_model import read_tflite_bytes
 
-    settings = settings or FirmwareSettings.of(model_path, vendor="edgekd TFLite Micro")
+    settings = settings or WireSettings.of(model_path, vendor="edgekd TFLite Micro")
     data = read_tflite_bytes(model_path)
     m = read_tflite(model_path)
     arena = (measure_arena(data)["total"] + 15) // 16 * 16
@@ -88,10 +89,10 @@ def write_firmware(model_path: str | os.PathLike, out_dir: str | os.PathLike, ta
                    model_name: str | None = None, input_format: str | None = None,
                    results: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Both firmware projects under ``out_dir/firmware``, built for the MLPerf Tiny task ``model_name``
-    with ``input_format`` and ``results`` (defaults: the task's, :class:`FirmwareSettings`); the
+    with ``input_format`` and ``results`` (defaults: the task's, :class:`WireSettings`); the
     C-backend one is skipped (with the reason) when the model uses an op the C backend lacks."""
-    c_settings = FirmwareSettings.of(model_path, model_name, input_format, results, "edgekd C backend")
-    tflm_settings = FirmwareSettings.of(model_path, model_name, input_format, results, "edgekd TFLite Micro")
+    c_settings = WireSettings.of(model_path, model_name, input_format, results, "edgekd C backend")
+    tflm_settings = WireSettings.of(model_path, model_name, input_format, results, "edgekd TFLite Micro")
     root = Path(out_dir) / "firmware"
     if root.exists():
         shutil.rmtree(root)

@@ -110,6 +110,41 @@ def default_results(io: ModelIO, model_name: str) -> str:
     return "float" if model_name == "ad01" or io.ends_in_softmax else "softmax"
 
 
+@dataclass(frozen=True)
+class WireSettings:
+    """What host and device agree on for one model: the MLPerf Tiny name (``m-model-[...]``), the input
+    encoding, the results format, and the device's name (``m-name-dut-[...]``); on the firmware, its
+    ``EE_*`` defines. ``why`` says where the name came from."""
+
+    model_name: str
+    input_format: str
+    results: str
+    vendor: str = "edgekd"
+    why: str = ""
+
+    @classmethod
+    def of(cls, model: Any, model_name: str | None = None, input_format: str | None = None,
+           results: str | None = None, vendor: str = "edgekd", task: str | None = None) -> WireSettings:  # fmt: skip
+        """The settings given, else the defaults for the model (a path, a TFLiteModel or a ModelIO)."""
+        io = model if isinstance(model, ModelIO) else ModelIO.of(model)
+        if model_name is not None:
+            name, why = check_choice(model_name, MODEL_NAMES, "--mlperf-model"), "given (--mlperf-model)"
+        else:
+            name, why = infer_model_name(io, task)
+        fmt = check_choice(input_format or DEFAULT_INPUT_FORMAT[name], INPUT_FORMATS, "--input-format")
+        res = check_choice(results or default_results(io, name), RESULT_FORMATS, "--results")
+        return cls(name, fmt, res, vendor, why)
+
+    def defines(self) -> list[str]:
+        """The firmware's compile-time settings (ee_main.c)."""
+        return [f'-DEE_MODEL_NAME="{self.model_name}"', f'-DEE_VENDOR="{self.vendor}"',
+                f"-DEE_INPUT_FORMAT={self.input_format}", f"-DEE_RESULTS={self.results}"]  # fmt: skip
+
+    def as_dict(self) -> dict[str, str]:
+        return {"mlperf_model": self.model_name, "mlperf_model_reason": self.why,
+                "input_format": self.input_format, "results": self.results}  # fmt: skip
+
+
 # ---- the host side: samples -> bytes on the wire ----------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import EdgekdError
+from edgekd.harness.mlperf import WireSettings
 
 FIRMWARE_DIR = Path(__file__).resolve().parent / "firmware"
 FIRMWARE_SOURCES = ("ee_main.c", "board_mps2_an386.c", "startup_cm4.c")
@@ -61,46 +62,13 @@ class Firmware:
     elf: Path
     memory: dict[str, Any]
     c_model: dict[str, Any] = field(default_factory=dict)
-    settings: FirmwareSettings | None = None
+    settings: WireSettings | None = None
     preloaded_samples: int = 0
 
 
 def copy_templates(dst: Path) -> None:
     for f in TEMPLATE_FILES:
         shutil.copy2(FIRMWARE_DIR / f, dst / f)
-
-
-@dataclass(frozen=True)
-class FirmwareSettings:
-    """What the protocol firmware is built for (ee_main.c's EE_* defines)."""
-
-    model_name: str  # EE_MODEL_NAME: the MLPerf Tiny task (m-model-[...])
-    input_format: str  # EE_INPUT_FORMAT: int8 / uint8 / float32 on the wire
-    results: str  # EE_RESULTS: float / softmax / raw
-    vendor: str = "edgekd"  # EE_VENDOR: m-name-dut-[...]
-
-    @classmethod
-    def of(cls, model_path: str | os.PathLike, model_name: str | None = None, input_format: str | None = None,
-           results: str | None = None, vendor: str = "edgekd") -> FirmwareSettings:  # fmt: skip
-        """The settings given, else the MLPerf Tiny defaults for the model (:mod:`edgekd.harness.mlperf`)."""
-        from edgekd.harness import mlperf
-
-        io = mlperf.ModelIO.of(model_path)
-        name = model_name or mlperf.infer_model_name(io)[0]
-        mlperf.check_choice(name, mlperf.MODEL_NAMES, "model name")
-        fmt = mlperf.check_choice(input_format or mlperf.DEFAULT_INPUT_FORMAT[name], mlperf.INPUT_FORMATS,
-                                  "input format")  # fmt: skip
-        res = mlperf.check_choice(
-            results or mlperf.default_results(io, name), mlperf.RESULT_FORMATS, "results"
-        )
-        return cls(name, fmt, res, vendor)
-
-    def defines(self) -> list[str]:
-        return [f'-DEE_MODEL_NAME="{self.model_name}"', f'-DEE_VENDOR="{self.vendor}"',
-                f"-DEE_INPUT_FORMAT={self.input_format}", f"-DEE_RESULTS={self.results}"]  # fmt: skip
-
-    def as_dict(self) -> dict[str, str]:
-        return {"mlperf_model": self.model_name, "input_format": self.input_format, "results": self.results}
 
 
 def samples_c(samples: np.ndarray) -> str:
@@ -120,12 +88,12 @@ def build_firmware(model_path: str | os.PathLike, build_dir: str | os.PathLike, 
     """C backend + protocol firmware, cross-compiled; raises EdgekdError if it does not fit the board.
 
     ``model_name`` / ``input_format`` / ``results``: ee_main.c's settings (default: the MLPerf Tiny
-    task's, :class:`FirmwareSettings`); ``samples``: wire bytes ``(N, nbytes)`` baked into flash for
+    task's, :class:`WireSettings`); ``samples``: wire bytes ``(N, nbytes)`` baked into flash for
     ``db sample K`` (fast accuracy runs: no hex over the emulated UART)."""
     from edgekd.export.c_backend import generate_c
 
     tool("arm-none-eabi-gcc")  # missing toolchain: say so before generating code
-    settings = FirmwareSettings.of(model_path, model_name, input_format, results, vendor)
+    settings = WireSettings.of(model_path, model_name, input_format, results, vendor)
     d = Path(build_dir)
     if d.exists():
         shutil.rmtree(d)
@@ -152,7 +120,7 @@ def build_firmware(model_path: str | os.PathLike, build_dir: str | os.PathLike, 
 
 
 def _write_samples(
-    model_path: str | os.PathLike, d: Path, samples: np.ndarray, settings: FirmwareSettings
+    model_path: str | os.PathLike, d: Path, samples: np.ndarray, settings: WireSettings
 ) -> int:
     """Check the samples against the db buffer (one input in the wire encoding), write the C file."""
     from edgekd.harness.mlperf import ModelIO
