@@ -179,3 +179,18 @@ def test_firmware_settings_default_to_the_mlperf_task_and_samples_are_checked(tm
     assert samples_c(np.array([[1, 2], [3, 4]], np.uint8)).endswith(
         "const uint8_t edgekd_samples[2][2] = {\n{1,2},\n{3,4}\n};\n"
     )
+
+
+@pytest.mark.slow
+def test_export_firmware_takes_the_mlperf_settings(tmp_path):
+    from edgekd.cli import main
+
+    model = sample_models(["mlp"])["mlp"]
+    out = tmp_path / "export"
+    main(["export", str(model), "--target", "cortex-m4-qemu", "--firmware", "--mlperf-model", "ad01",
+          "--results", "raw", "-o", str(out), "--quiet"])  # fmt: skip
+    make = (out / "firmware" / "c_backend" / "Makefile").read_text()
+    assert "-DEE_MODEL_NAME='\"ad01\"'" in make
+    assert "-DEE_INPUT_FORMAT=float32" in make and "-DEE_RESULTS=raw" in make
+    ini = (out / "firmware" / "tflite_micro" / "platformio.ini").read_text()
+    assert "ad01" in ini and "float32" in ini and "raw" in ini

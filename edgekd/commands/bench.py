@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgekd.harness.mlperf import INPUT_FORMATS, MODEL_NAMES, RESULT_FORMATS
+from edgekd.commands._common import wire_options
 
 
 @click.command("bench")
@@ -33,22 +33,7 @@ from edgekd.harness.mlperf import INPUT_FORMATS, MODEL_NAMES, RESULT_FORMATS
               help="Seconds to wait for an answer (inference: --infer-timeout).")  # fmt: skip
 @click.option("--infer-timeout", default=120.0, show_default=True, type=click.FloatRange(0.1))
 @click.option("--baud", default=115200, show_default=True, type=click.IntRange(1), help="Serial baud rate.")
-@click.option(
-    "--mlperf-model",
-    type=click.Choice(MODEL_NAMES),
-    help="The MLPerf Tiny model name the device reports (default: from the model's input shape).",
-)
-@click.option(
-    "--input-format",
-    type=click.Choice(INPUT_FORMATS),
-    help="How samples are sent (default: the task's: uint8 pixels for ic01/vww01, float32 for ad01).",
-)
-@click.option(
-    "--results",
-    type=click.Choice(RESULT_FORMATS),
-    help="Results the device prints: dequantized floats (the reference), softmax of them, or raw "
-    "int8 (default: float; softmax for a classifier without a final softmax).",
-)
+@wire_options
 @click.option("--preload/--no-preload", default=True, show_default=True,
               help="--emulate: accuracy samples in the firmware image, or sent as db lines over the UART.")  # fmt: skip
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder for bench.json.")
