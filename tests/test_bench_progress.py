@@ -32,9 +32,10 @@ def test_bench_prints_plain_stage_lines_off_a_terminal(
     ]
     assert done == [str(k) for k in range(2, 21, 2)]
     assert any(line.startswith("performance: ") for line in lines) and "\x1b" not in err
+    assert any(line.startswith("device: edgekd software device (m-model-[ic01])") for line in lines)
 
 
 def test_bench_quiet_prints_no_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _bench(tmp_path, "-q")
     err = capsys.readouterr().err
-    assert "accuracy: samples" not in err
+    assert "accuracy: samples" not in err and "(m-model-[" not in err

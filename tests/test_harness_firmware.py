@@ -9,16 +9,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import subprocess
 import tty
 
 import numpy as np
 import pytest
+from _mlperf_official import STUB_MODEL_C
 
 from edgekd.export.c_backend.host import gcc
-from edgekd.graph import read_tflite, run_tflm
+from edgekd.graph import run_tflm
 from edgekd.graph.sample_models import sample_models
 from edgekd.harness import protocol as p
+from edgekd.harness.firmware_project import write_c_backend_project
+from edgekd.harness.mlperf import (
+    FW_VERSION,
+    ModelIO,
+    WireSettings,
+    decode_input,
+    format_results,
+    result_values,
+)
 from edgekd.harness.qemu import have_toolchain
 from edgekd.harness.runner import Device, run_accuracy
 
@@ -56,33 +67,41 @@ def test_export_writes_c_sources_and_both_firmware_projects(exported):
     assert "create_tflm_tree.py" in (tflm / "README.md").read_text()
 
 
-STUB_MODEL = """#include "edgekd_model.h"
-static int8_t in_[EDGEKD_INPUT_SIZE], out_[EDGEKD_OUTPUT_SIZE];
-int8_t *edgekd_input(void) { return in_; }
-const int8_t *edgekd_output(void) { return out_; }
-void edgekd_invoke(void) { for (int i = 0; i < EDGEKD_OUTPUT_SIZE; ++i) out_[i] = (int8_t)(in_[i % EDGEKD_INPUT_SIZE] + i); }
-"""
+def _build_flags_defines(ini: str) -> list[str]:
+    """The ``-DEE_...`` settings of platformio.ini's build_flags."""
+    flags = next(ln for ln in ini.splitlines() if ln.startswith("build_flags"))
+    return [f for f in shlex.split(flags.split("=", 1)[1]) if f.startswith("-DEE_")]
 
 
 def test_tflm_variant_protocol_code_compiles_and_answers_on_the_host(exported, tmp_path):
+    """The project's ee_main.c with its platformio.ini settings, around the stand-in model."""
     model, out = exported
-    src = out / "firmware" / "tflite_micro" / "src"
-    (tmp_path / "stub_model.c").write_text(STUB_MODEL)
+    proj = out / "firmware" / "tflite_micro"
+    src = proj / "src"
+    (tmp_path / "stub_model.c").write_text(STUB_MODEL_C)
+    defines = _build_flags_defines((proj / "platformio.ini").read_text())
+    io = ModelIO.of(model)
+    settings = WireSettings.of(model)
+    assert f"-DEE_INPUT_FORMAT={settings.input_format}" in defines
     exe = tmp_path / "fw"
-    cmd = [gcc(), "-std=c99", "-Wall", "-Wextra", "-Werror", f"-I{src}", "-o", str(exe), str(src / "ee_main.c"),
-           str(src / "board_host.c"), str(tmp_path / "stub_model.c")]  # fmt: skip
+    cmd = [gcc(), "-std=c99", "-Wall", "-Wextra", "-Werror", f"-I{src}", *defines, "-o", str(exe),
+           str(src / "ee_main.c"), str(src / "board_host.c"), str(tmp_path / "stub_model.c"), "-lm"]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True)
-    n_in = read_tflite(model).input_details()[0]["nbytes"]
-    cmds = "name%profile%" + "".join(p.db_lines(bytes(range(n_in)))) + "infer 3 1%db 0g%bogus%"
+    data = bytes(range(io.input_nbytes(settings.input_format)))
+    cmds = "name%profile%" + "".join(p.db_lines(data)) + "infer 3 1%db 0g%bogus%"
     r = subprocess.run([str(exe)], input=cmds.encode(), capture_output=True, timeout=10)
     msgs = [p.parse_line(ln) for ln in r.stdout.decode().splitlines() if ln.strip()]
     kinds = [m.kind for m in msgs]
-    assert kinds[:3] == ["timestamp_mode", "init_done", "ready"]
-    assert "load_done" in kinds and kinds.count("lap_us") == 2
-    res = next(m.value for m in msgs if m.kind == "results")
-    assert res == [(i % n_in) + i if (i % n_in) + i < 128 else (i % n_in) + i - 256 for i in range(10)]
+    assert kinds[:4] == ["timestamp_mode", "lap_us", "init_done", "ready"]
+    assert "load_done" in kinds and kinds.count("lap_us") == 3
+    assert next(m.value for m in msgs if m.kind == "model") == settings.model_name
+    q, xf = decode_input(data, io, settings.input_format)
+    x = q.view(np.int8).astype(np.int64)
+    out_q = np.array([((x[i % len(x)] + i + 128) % 256) - 128 for i in range(io.output_size)])
+    want = format_results(result_values(out_q, xf, io, settings.model_name, settings.results))
+    assert next(m.raw for m in msgs if m.kind == "results") == want
     errors = [m.value for m in msgs if m.kind == "error"]
-    assert errors == ["Invalid hex digit 'g'", "Unknown command: bogus"]
+    assert errors == ["Invalid hex digit '0g'", "Unknown command: bogus"]
 
 
 @contextlib.contextmanager
@@ -99,15 +118,18 @@ def _on_pty(exe):
         os.close(slave)
 
 
-def test_c_backend_project_builds_and_is_bit_exact_over_the_protocol(exported):
+def test_c_backend_project_builds_and_is_bit_exact_over_the_protocol(exported, tmp_path):
     model, out = exported
-    proj = out / "firmware" / "c_backend"
+    assert "-DEE_RESULTS=" in (out / "firmware" / "c_backend" / "Makefile").read_text()
+    proj = tmp_path / "c_backend"  # raw int8 results: comparable byte for byte
+    write_c_backend_project(model, proj, WireSettings("ic01", "int8", "raw", "edgekd test"))
     subprocess.run(["make", "-s", "-C", str(proj), "host"], check=True, capture_output=True)
     x = np.random.default_rng(3).integers(-128, 128, size=(5, 64)).astype(np.int8)
     host = run_tflm(model, x)
     # the host build reads stdin / writes stdout: put it on a pty and drive it with the host runner
     with _on_pty(proj / "firmware_host") as port, Device(port, timeout=2) as dev:
-        assert dev.handshake().profile == "edgekd-c-backend"
+        info = dev.handshake()
+        assert (info.profile, info.model, info.name) == (FW_VERSION, "ic01", "edgekd test")
         res = run_accuracy(dev, x, host, None).as_dict()
     assert res["bit_exact"] is True and res["samples"] == 5
 
@@ -135,3 +157,40 @@ def test_unsupported_op_skips_c_backend_project_and_format_c_fails_clearly(tmp_p
     assert ei.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "TRANSPOSE_CONV" in err and "TFLite Micro firmware" in err
+
+
+def test_firmware_settings_default_to_the_mlperf_task_and_samples_are_checked(tmp_path):
+    from edgekd.errors import EdgekdError
+    from edgekd.harness.qemu import _write_samples, samples_c
+
+    model = sample_models(["mlp"])["mlp"]
+    io = ModelIO.of(model)
+    s = WireSettings.of(model)
+    assert (s.model_name, s.input_format) == ("ic01", "uint8") and s.results in ("float", "softmax")
+    assert WireSettings.of(model, "ad01").as_dict()["input_format"] == "float32"
+    assert "-DEE_INPUT_FORMAT=uint8" in s.defines() and '-DEE_MODEL_NAME="ic01"' in s.defines()
+    with pytest.raises(EdgekdError, match="--mlperf-model 'kws02': valid: kws01"):
+        WireSettings.of(model, "kws02")
+    with pytest.raises(EdgekdError, match=r"uint8 wire bytes of shape \(N, 256\) \(float32 input\)"):
+        _write_samples(
+            model, tmp_path, np.zeros((2, io.input_elements), np.uint8), WireSettings.of(model, "ad01")
+        )
+    assert _write_samples(model, tmp_path, np.zeros((2, io.input_elements), np.uint8), s) == 2
+    assert samples_c(np.array([[1, 2], [3, 4]], np.uint8)).endswith(
+        "const uint8_t edgekd_samples[2][2] = {\n{1,2},\n{3,4}\n};\n"
+    )
+
+
+@pytest.mark.slow
+def test_export_firmware_takes_the_mlperf_settings(tmp_path):
+    from edgekd.cli import main
+
+    model = sample_models(["mlp"])["mlp"]
+    out = tmp_path / "export"
+    main(["export", str(model), "--target", "cortex-m4-qemu", "--firmware", "--mlperf-model", "ad01",
+          "--results", "raw", "-o", str(out), "--quiet"])  # fmt: skip
+    make = (out / "firmware" / "c_backend" / "Makefile").read_text()
+    assert "-DEE_MODEL_NAME='\"ad01\"'" in make
+    assert "-DEE_INPUT_FORMAT=float32" in make and "-DEE_RESULTS=raw" in make
+    ini = (out / "firmware" / "tflite_micro" / "platformio.ini").read_text()
+    assert "ad01" in ini and "float32" in ini and "raw" in ini

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
 
 from edgekd.errors import EdgekdError
+from edgekd.harness.mlperf import FW_VERSION
 from edgekd.harness.qemu import build_firmware, have_toolchain, run_qemu
 
 if not have_toolchain():
@@ -50,7 +52,7 @@ def test_bench_emulate_end_to_end_is_bit_exact_and_reports_memory(tmp_path, caps
     assert mem["ram_bytes"] == mem["data"] + mem["bss"] + mem["stack"]
     assert mem["flash_bytes"] == mem["text"] + mem["data"]
     assert mem["bss"] >= mem["arena"] > 0 and 0 < mem["stack"] < 4096
-    assert rec["dut"]["profile"] == "edgekd-c-backend"
+    assert rec["dut"]["profile"] == FW_VERSION
     assert _qemu_children() == []
     err = capsys.readouterr().err
     assert "emulated" in err and "bit-exact with host TFLite Micro on 6/6" in err
@@ -82,3 +84,101 @@ def test_qemu_is_stopped_on_error(tmp_path):
         raise RuntimeError("boom")
     assert proc.poll() is not None
     assert _qemu_children() == []
+
+
+class SocketDevice:
+    """QEMU's UART on its TCP socket, raw: ``send(cmd)`` is one command's reply up to ``m-ready``."""
+
+    def __init__(self, url: str) -> None:
+        import socket
+
+        host, port = url.removeprefix("socket://").split(":")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.sock = socket.create_connection((host, int(port)), timeout=10)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "QEMU does not listen"
+                time.sleep(0.05)
+        self.boot = self._until_ready()
+
+    def _until_ready(self) -> str:
+        buf = b""
+        while not buf.endswith(b"m-ready\r\n"):
+            chunk = self.sock.recv(65536)
+            assert chunk, f"QEMU closed the UART; got {buf[-200:]!r}"
+            buf += chunk
+        return buf.decode("latin-1")
+
+    def send(self, cmd: str) -> str:
+        self.sock.sendall(cmd.encode("ascii") + b"%")
+        return self._until_ready()
+
+
+def _stub_firmware(d, samples: np.ndarray):
+    """ee_main.c around the conformance tests' stand-in model (kws01, int8, float), with samples."""
+    from _mlperf_official import N_IN, N_OUT, OUT_SCALE, OUT_ZERO_POINT, STUB_MODEL_C
+
+    from edgekd.export.c_backend.codegen import model_header
+    from edgekd.harness.mlperf import WireSettings
+    from edgekd.harness.qemu import FIRMWARE_SOURCES, copy_templates, cross_build, samples_c
+
+    d.mkdir()
+    copy_templates(d)
+    (d / "edgekd_model.h").write_text(model_header("stub", N_IN, N_OUT, 0, OUT_SCALE, OUT_ZERO_POINT))
+    (d / "stub_model.c").write_text(STUB_MODEL_C)
+    (d / "edgekd_samples.c").write_text(samples_c(samples))
+    settings = WireSettings("kws01", "int8", "float", "edgekd stub on QEMU")
+    srcs = [*FIRMWARE_SOURCES, "stub_model.c", "edgekd_samples.c"]
+    return cross_build("stub", d, srcs, "firmware.elf", defines=[*settings.defines(), "-DEE_SAMPLES"])
+
+
+@pytest.mark.slow
+def test_official_transcript_and_baked_samples_on_qemu(tmp_path):
+    """The official replies byte for byte from the Cortex-M4 build, and ``db sample K`` as a db load."""
+    import re
+
+    from _mlperf_official import BOOT, N_IN, check_transcript, results_line
+
+    samples = np.random.default_rng(0).integers(0, 256, size=(3, N_IN)).astype(np.uint8)
+    elf = _stub_firmware(tmp_path / "stub", samples)
+    with run_qemu(elf) as (url, _proc):
+        dev = SocketDevice(url)
+        assert re.fullmatch(BOOT, dev.boot), dev.boot
+        assert check_transcript(dev.send) == []
+        for k in (2, 0):
+            assert dev.send(f"db sample {k}") == "m-load-done\r\nm-ready\r\n"
+            assert dev.send("infer 1 0").endswith(results_line(samples[k].tobytes()) + "m-ready\r\n")
+            assert dev.send("db print").startswith("m-buffer-" + "-".join(f"{b:02x}" for b in samples[k][:8]))
+        for bad in ("3", "x", "-1"):
+            assert dev.send(f"db sample {bad}") == f"e-[No sample {bad}]\r\nm-ready\r\n"
+        dev.sock.close()
+
+
+@pytest.mark.slow
+def test_vww_size_samples_baked_into_flash_answer_as_loaded(tmp_path):
+    """50 VWW-size samples (27,648 B each) fit the board's flash; ``db sample K`` + ``infer`` gives the
+    host TFLite Micro results, through the host runner's Device."""
+    from edgekd.graph import run_tflm
+    from edgekd.graph.sample_models import sample_models
+    from edgekd.harness import mlperf
+    from edgekd.harness.qemu import BOARD_FLASH, emulated_board
+    from edgekd.harness.runner import Device
+
+    model = sample_models(["vww_mobilenet_like"])["vww_mobilenet_like"]
+    io = mlperf.ModelIO.of(model)
+    wire = np.random.default_rng(1).integers(0, 256, size=(50, io.input_nbytes("uint8"))).astype(np.uint8)
+    with emulated_board(model, "cortex-m4-qemu", tmp_path / "b", samples=wire) as (url, facts):
+        assert facts["preloaded_samples"] == 50 and facts["mlperf_model"] == "vww01"
+        assert facts["input_format"] == "uint8" and facts["memory"]["flash_bytes"] <= BOARD_FLASH
+        assert facts["memory"]["flash_bytes"] > wire.nbytes
+        with Device(url, timeout=10) as dev:
+            dev.handshake()
+            for k in (0, 49):
+                assert [m.kind for m in dev.request(f"db sample {k}%")] == ["load_done"]
+                got = dev.infer(1, 0).results
+                q, xf = mlperf.decode_input(wire[k].tobytes(), io, "uint8")
+                host = run_tflm(model, q.reshape(1, *io.input_shape))[0]
+                want = mlperf.result_values(host, xf, io, "vww01", facts["results"])
+                np.testing.assert_allclose(got, want, atol=0.0015)

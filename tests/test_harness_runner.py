@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from edgekd.errors import EdgekdError
+from edgekd.harness.mlperf import FW_VERSION, ModelIO
 from edgekd.harness.runner import Device, DeviceError, run_accuracy, run_performance
 from edgekd.harness.softdevice import SoftwareDevice, pty_device
 
 N_IN = 20
+IO = ModelIO((N_IN,), "int8", 0.1, 0, 4, 0.5, 0, False)  # a stand-in model's input and output
 
 
 def _model(data: bytes) -> list[int]:
@@ -22,7 +24,7 @@ def _model(data: bytes) -> list[int]:
 
 
 def _device(**faults: int) -> SoftwareDevice:
-    return SoftwareDevice(_model, N_IN, faults=faults)
+    return SoftwareDevice(_model, IO, faults=faults, model_name="kws01", results="raw")
 
 
 def test_accuracy_and_performance_over_a_pty():
@@ -33,7 +35,7 @@ def test_accuracy_and_performance_over_a_pty():
     labels = np.argmax(host, axis=1)
     with pty_device(_device()) as port, Device(port, timeout=2) as dev:
         info = dev.handshake()
-        assert info.name == "edgekd software device" and info.profile == "edgekd-softdevice"
+        assert info.name == "edgekd software device" and info.profile == FW_VERSION and info.model == "kws01"
         res = run_accuracy(dev, x, host, labels).as_dict()
         assert res["samples"] == 6 and res["bytes_equal_samples"] == 5 and not res["bit_exact"]
         assert res["first_mismatch_sample"] == 3 and res["max_abs_diff_vs_host_tflm"] == 1.0
@@ -68,7 +70,7 @@ def test_device_errors_for_bad_commands_are_reported():
             dev.request("bogus%")
         with pytest.raises(DeviceError, match="iterations must be >0"):
             dev.request("infer 0 0%")
-        with pytest.raises(DeviceError, match="Invalid hex digit 'g'"):
+        with pytest.raises(DeviceError, match="Invalid hex digit '0g'"):
             dev.request("db load 2%")
             dev.request("db 0g%")
 
@@ -99,12 +101,13 @@ def test_bench_cli_with_the_software_device_writes_bench_json(tmp_path, capsys):
     model = sample_models(["mlp"])["mlp"]
     out = tmp_path / "run" / "bench" / "tflite-micro"
     main(["bench", str(model), "--target", "tflite-micro", "--software", "--samples", "8",
-          "--windows", "2", "--window-s", "0.02", "-o", str(out), "-q"])  # fmt: skip
+          "--windows", "2", "--window-s", "0.02", "--results", "raw", "-o", str(out), "-q"])  # fmt: skip
     assert capsys.readouterr().out.strip() == str(out / "bench.json")
     rec = json.loads((out / "bench.json").read_text())
     assert rec["accuracy"]["samples"] == 8 and rec["accuracy"]["bit_exact"] is True
     assert rec["performance"]["inferences_per_second"] > 0
     assert rec["dut"]["name"] == "edgekd software device"
+    assert rec["protocol"]["mlperf_model"] == "ic01" and rec["protocol"]["input_format"] == "uint8"
     # the measured device row edgekd profile shows for the run folder
     from rich.console import Console
 

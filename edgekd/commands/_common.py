@@ -36,6 +36,22 @@ def trust_option(f: Callable) -> Callable:
     return click.option("--trust-model-code", is_flag=True, help=TRUST_HELP)(wrapper)
 
 
+def wire_options(f: Callable) -> Callable:
+    """``--mlperf-model``, ``--input-format``, ``--results``: what the device firmware and the bench host
+    agree on (:class:`edgekd.harness.mlperf.WireSettings`; each defaults to the model's task)."""
+    from edgekd.harness.mlperf import INPUT_FORMATS, MODEL_NAMES, RESULT_FORMATS
+
+    f = click.option("--results", type=click.Choice(RESULT_FORMATS),
+                     help="Results the device prints: dequantized floats (the reference), softmax of them, or "
+                     "raw int8 (default: float; softmax for a classifier without a final softmax).")(f)  # fmt: skip
+    f = click.option("--input-format", type=click.Choice(INPUT_FORMATS),
+                     help="How samples are sent (default: the task's: uint8 pixels for ic01/vww01, int8 for "
+                     "kws01, float32 for ad01).")(f)  # fmt: skip
+    return click.option("--mlperf-model", type=click.Choice(MODEL_NAMES),
+                        help="The MLPerf Tiny model name the device reports (default: from the model's input "
+                        "shape).")(f)  # fmt: skip
+
+
 def recipe_options(f: Callable) -> Callable:
     f = trust_option(f)
     f = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")(f)

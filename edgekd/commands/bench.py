@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from edgekd.commands._common import wire_options
+
 
 @click.command("bench")
 @click.argument("source", type=click.Path())
@@ -31,13 +33,17 @@ import click
               help="Seconds to wait for an answer (inference: --infer-timeout).")  # fmt: skip
 @click.option("--infer-timeout", default=120.0, show_default=True, type=click.FloatRange(0.1))
 @click.option("--baud", default=115200, show_default=True, type=click.IntRange(1), help="Serial baud rate.")
+@wire_options
+@click.option("--preload/--no-preload", default=True, show_default=True,
+              help="--emulate: accuracy samples in the firmware image, or sent as db lines over the UART.")  # fmt: skip
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder for bench.json.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def command(source: str, target: str, port: str | None, emulate: bool, software: bool, mode: str, samples: int,
             data: str | None, windows: int, window_s: float, timeout: float, infer_timeout: float,
-            baud: int, output: str | None, quiet: bool) -> None:  # fmt: skip
-    """Benchmark SOURCE (a run folder or an int8 .tflite) on a device: accuracy (top-1 and byte-equal
-    outputs vs the host TFLite Micro) and performance (median inferences/s). Writes bench/<target>/bench.json.
+            baud: int, mlperf_model: str | None, input_format: str | None, results: str | None,
+            preload: bool, output: str | None, quiet: bool) -> None:  # fmt: skip
+    """Benchmark SOURCE (a run folder or an int8 .tflite) on an MLPerf Tiny device: accuracy (top-1 and
+    results vs the host TFLite Micro) and performance (median inferences/s). Writes bench/<target>/bench.json.
 
     \b
     edgekd bench runs/demo --target nucleo-l4r5zi --port /dev/ttyACM0
@@ -54,7 +60,9 @@ def command(source: str, target: str, port: str | None, emulate: bool, software:
 
     options = BenchOptions(target=target, port=port, emulate=emulate, software=software, mode=mode, samples=samples,
                            data=data, windows=windows, window_s=window_s, timeout=timeout,
-                           infer_timeout=infer_timeout, output=output, quiet=quiet, baudrate=baud)  # fmt: skip
+                           infer_timeout=infer_timeout, output=output, quiet=quiet, baudrate=baud,
+                           mlperf_model=mlperf_model, input_format=input_format, results=results,
+                           preload=preload)  # fmt: skip
     with run_folder_locked(source):
         path, record = run_bench(source, options)
     from edgekd.safetext import plain

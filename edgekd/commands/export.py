@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import click
 
-from edgekd.commands._common import run_folder_locked, trust_option
+from edgekd.commands._common import run_folder_locked, trust_option, wire_options
 from edgekd.errors import set_interrupt_message
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 @click.option(
     "--firmware", is_flag=True, help="Also write benchmark firmware projects (C backend, TFLite Micro)."
 )
+@wire_options
 @click.option("--quant", "-q", help="fp32 | fp16 | dynamic | int8, a comma list, or all (ONNX: fp32 | int8).")
 @click.option(
     "--calibration",
@@ -55,9 +57,10 @@ if TYPE_CHECKING:
               help="Export every network the run produced (networks.json: peers, generations) into "
                    "RUN_DIR/export/<target>-<network>/, not only the final student.")  # fmt: skip
 @trust_option
-def command(source: str, target: str | None, fmt: str | None, firmware: bool, quant: str | None,
-            calibration: str | None, eval_data: str | None, route: str | None, method: str, out: str | None,
-            quiet: bool, all_networks: bool) -> None:  # fmt: skip
+def command(source: str, target: str | None, fmt: str | None, firmware: bool, mlperf_model: str | None,
+            input_format: str | None, results: str | None, quant: str | None, calibration: str | None,
+            eval_data: str | None, route: str | None, method: str, out: str | None, quiet: bool,
+            all_networks: bool) -> None:  # fmt: skip
     """Export SOURCE (a run folder, a .onnx file or an edgekd .pt) for a --target or a --format.
 
     \b
@@ -77,7 +80,7 @@ def command(source: str, target: str | None, fmt: str | None, firmware: bool, qu
     )
     options = ExportOptions(target=target, fmt=fmt, quant=quant, calibration=calibration, eval_data=eval_data,
                             route=route, method=method, out=out, quiet=quiet,
-                            firmware=_firmware_writer() if firmware else None)  # fmt: skip
+                            firmware=_firmware_writer(mlperf_model, input_format, results) if firmware else None)  # fmt: skip
     if source.lower().endswith(".tflite"):
         from pathlib import Path
 
@@ -102,8 +105,11 @@ def _given(param: str) -> bool:
     return click.get_current_context().get_parameter_source(param) is not ParameterSource.DEFAULT
 
 
-def _firmware_writer() -> FirmwareWriter:
-    """``--firmware``: the harness's project writer, handed to the export (which sits below the harness)."""
+def _firmware_writer(model_name: str | None, input_format: str | None, results: str | None) -> FirmwareWriter:
+    """``--firmware``: the harness's project writer, handed to the export (which sits below the harness),
+    with the firmware's MLPerf Tiny settings (``--mlperf-model`` ...)."""
     from edgekd.harness.firmware_project import write_firmware
 
-    return write_firmware
+    return functools.partial(
+        write_firmware, model_name=model_name, input_format=input_format, results=results
+    )

@@ -16,7 +16,12 @@ import numpy as np
 from edgekd.atomic import atomic_write_json
 from edgekd.errors import EdgekdError
 from edgekd.files import file_sha256
-from edgekd.harness.runner import Device, run_accuracy, run_performance
+from edgekd.harness.mlperf import (
+    ModelIO,
+    WireSettings,
+    encode_inputs,
+)
+from edgekd.harness.runner import Device, Expected, NoTimestamps, run_accuracy, run_performance
 from edgekd.provenance import provenance
 
 BENCH_VERSION = 2  # 2: the provenance header (edgekd.provenance) instead of "edgekd_bench": 1
@@ -57,9 +62,11 @@ def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
 
 
 def bench_inputs(model_path: Path, run: Path | None, data: str | None, samples: int, seed: int = 0
-                 ) -> tuple[np.ndarray, np.ndarray | None, str]:  # fmt: skip
-    """Quantized model inputs ``(N, *input_shape[1:])``, labels or None, and where they came from."""
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:  # fmt: skip
+    """Quantized model inputs ``(N, *input_shape[1:])``, the float inputs they quantize, labels or
+    None, and where they came from."""
     from edgekd.graph import read_tflite
+    from edgekd.graph.quant import dequantize
 
     m = read_tflite(model_path)
     ind = m.input_details()[0]
@@ -82,7 +89,8 @@ def bench_inputs(model_path: Path, run: Path | None, data: str | None, samples: 
         dt = np.dtype(ind["dtype"])
         info = np.iinfo(dt)
         x = rng.integers(info.min, info.max + 1, size=(samples, *shape)).astype(dt)
-        return x, None, f"random {dt.name} inputs (seed {seed}); pass --data for real samples"
+        xf = dequantize(x, float(ind["scale"]), int(ind["zero_point"]))
+        return x, xf, None, f"random {dt.name} inputs (seed {seed}); pass --data for real samples"
     x = ev.x[:samples]
     if x.shape[1:] != shape and x.ndim >= 3 and np.moveaxis(x, 1, -1).shape[1:] == shape:
         x = np.ascontiguousarray(np.moveaxis(x, 1, -1))  # NCHW data, NHWC model
@@ -93,7 +101,9 @@ def bench_inputs(model_path: Path, run: Path | None, data: str | None, samples: 
             )
         x = x.reshape(len(x), *shape)
     y = None if ev.y is None or ev.task != "classification" else ev.y[:samples]
-    return _quantize(x, ind), y, ev.name
+    q = _quantize(x, ind)
+    xf = dequantize(q, float(ind["scale"]), int(ind["zero_point"])) if x.dtype == q.dtype else x
+    return q, np.asarray(xf, dtype=np.float32), y, ev.name
 
 
 @dataclass(frozen=True)
@@ -105,7 +115,12 @@ class BenchOptions:
     ``samples`` accuracy-mode inputs from ``data`` (default: the run's data.json, else random);
     ``windows`` x ``window_s`` device seconds of performance mode; ``timeout`` / ``infer_timeout``
     seconds to wait for an answer; ``output`` the folder for bench.json; ``faults`` injected into the
-    software device (tests).
+    software device (tests). ``mlperf_model`` (the ``m-model-[...]`` name, default: inferred from the
+    model), ``input_format`` (how samples are sent: ``int8`` / ``uint8`` / ``float32``, default: the
+    task's) and ``results`` (``float`` / ``softmax`` / ``raw``, default :func:`mlperf.default_results`)
+    configure edgekd's devices and tell the host what a device on ``port`` expects and prints;
+    ``preload``: the emulated board gets the accuracy samples in its firmware image (``db sample K``)
+    instead of over its UART.
     """
 
     target: str
@@ -123,6 +138,10 @@ class BenchOptions:
     quiet: bool = False
     baudrate: int = 115200
     faults: dict[str, int] | None = None
+    mlperf_model: str | None = None
+    input_format: str | None = None
+    results: str | None = None
+    preload: bool = True  # emulated board: accuracy samples in the firmware image, not sent as db lines
 
     @classmethod
     def of(cls, options: BenchOptions | None = None, **changes: Any) -> BenchOptions:
@@ -130,10 +149,21 @@ class BenchOptions:
         return dataclasses.replace(options, **changes) if options is not None else cls(**changes)
 
 
+def _run_task(run: Path | None) -> str | None:
+    """The run folder's task (``classification`` / ``reconstruction``) from its data.json, if any."""
+    import json
+
+    if run is None or not (run / "data.json").is_file():
+        return None
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        task = json.loads((run / "data.json").read_text()).get("task")
+        return task if isinstance(task, str) else None
+    return None
+
+
 @contextlib.contextmanager
-def _connect(
-    model_path: Path, target: str, o: BenchOptions, build_dir: Path
-) -> Iterator[tuple[str, dict[str, Any]]]:
+def _connect(model_path: Path, target: str, o: BenchOptions, wire: WireSettings, build_dir: Path,
+             samples: np.ndarray | None) -> Iterator[tuple[str, dict[str, Any]]]:  # fmt: skip
     """Yields (port, extra facts for bench.json). Starts and always stops an emulator/software device."""
     picked = sum([o.port is not None, o.emulate, o.software])
     if picked != 1:
@@ -145,7 +175,8 @@ def _connect(
         from edgekd.harness.softdevice import SoftwareDevice, TflmModelFn, pty_device
 
         run = TflmModelFn(model_path)
-        device = SoftwareDevice(run, run.input_nbytes, faults=dict(o.faults or {}))
+        device = SoftwareDevice(run, run.io, faults=dict(o.faults or {}), model_name=wire.model_name,
+                                input_format=wire.input_format, results=wire.results)  # fmt: skip
         try:
             with pty_device(device) as name:
                 yield name, {"device": "software (host TFLite Micro on a pseudo-terminal)"}
@@ -158,7 +189,9 @@ def _connect(
     else:
         from edgekd.harness.qemu import emulated_board
 
-        with emulated_board(model_path, target, build_dir, quiet=o.quiet) as (url, facts):
+        with emulated_board(model_path, target, build_dir, quiet=o.quiet, model_name=wire.model_name,
+                            input_format=wire.input_format, results=wire.results,
+                            samples=samples) as (url, facts):  # fmt: skip
             yield url, facts
 
 
@@ -180,9 +213,13 @@ def run_bench(
         raise EdgekdError(
             f"{model_path}: the model is {m.kind}; the device harness needs a full-integer int8 model"
         )
+    io = ModelIO.of(m)
+    wire = WireSettings.of(io, o.mlperf_model, o.input_format, o.results, "edgekd", _run_task(run))
     base = Path(o.output) if o.output is not None else (run or model_path.parent) / "bench" / tgt.name
-    x, y, data_name = bench_inputs(model_path, run, o.data, o.samples)
-    host = run_tflm(model_path, x) if o.mode in ("accuracy", "all") else None  # the reference outputs
+    q, xf, y, data_name = bench_inputs(model_path, run, o.data, o.samples)
+    wire_x = encode_inputs(q, xf, io, wire.input_format)
+    accuracy = o.mode in ("accuracy", "all")
+    host = run_tflm(model_path, q) if accuracy else None  # the reference outputs
     record: dict[str, Any] = {
         **provenance("bench", BENCH_VERSION),
         "target": tgt.as_dict(),
@@ -192,55 +229,113 @@ def run_bench(
             "bytes": model_path.stat().st_size,
             "ops": m.op_names(),
         },  # fmt: skip
-        "data": {"source": data_name, "samples": int(len(x))},
+        "data": {"source": data_name, "samples": int(len(q))},
         "mode": o.mode,
+        "protocol": wire.as_dict(),
         "host": {"machine": platform.machine(), "python": platform.python_version()},
     }
-    with _connect(model_path, tgt.name, o, base / "build") as (url, facts):
+    preload = wire_x if accuracy and o.emulate and o.preload else None
+    with _connect(model_path, tgt.name, o, wire, base / "build", preload) as (url, facts):
         record.update(facts)
         record["port"] = url
         with Device(url, timeout=o.timeout, infer_timeout=o.infer_timeout, baudrate=o.baudrate) as dev:
-            _measure(dev, o, facts, x, host, y, record)
+            try:
+                _measure(
+                    dev,
+                    o,
+                    facts,
+                    Samples(wire_x, xf, host, y),
+                    Expected(io, wire.model_name, wire.results),
+                    record,
+                )
+            finally:
+                record["protocol"]["non_protocol_lines"] = dev.noise_count
+                record["protocol"]["non_protocol_examples"] = dev.noise[:5]
     atomic_write_json(base / "bench.json", record)
     return base / "bench.json", record
 
 
-def _measure(dev: Device, o: BenchOptions, facts: dict[str, Any], x: np.ndarray, host: np.ndarray | None,
-             y: np.ndarray | None, record: dict[str, Any]) -> None:  # fmt: skip
+@dataclass(frozen=True)
+class Samples:
+    """Accuracy-mode inputs: wire bytes per sample, their float values, host outputs, labels."""
+
+    wire: np.ndarray
+    x_float: np.ndarray
+    host: np.ndarray | None
+    labels: np.ndarray | None
+
+
+ENERGY_NOTE = (
+    "energy-mode firmware (m-timestamp-mode-energy) marks inference start and end on a GPIO instead of "
+    "printing m-lap-us; timings and energy need an energy monitor (EEMBC EnergyRunner and a power board). "
+    "Flash a performance-mode build (EE_CFG_ENERGY_MODE=0) for edgekd's timings."
+)
+
+
+def _measure(dev: Device, o: BenchOptions, facts: dict[str, Any], s: Samples, expected: Expected,
+             record: dict[str, Any]) -> None:  # fmt: skip
     """Handshake, then the accuracy and performance modes ``o.mode`` asks for, into ``record``."""
     info = dev.handshake()
     record["dut"] = {"name": info.name, "profile": info.profile, "model": info.model,
                      "timestamp_mode": info.timestamp_mode}  # fmt: skip
+    _stage(o, f"device: {info.name or '?'} (m-model-[{info.model or '?'}]) on {dev.port}")
+    if info.model and info.model != expected.model_name:
+        record["protocol"]["device_model_differs"] = (
+            f"the device reports m-model-[{info.model}], the host assumed {expected.model_name}; pass "
+            f"--mlperf-model {info.model} if its input encoding is that task's"
+        )
     if o.mode in ("accuracy", "all"):
-        record["accuracy"] = _accuracy(dev, x, host, y, o.quiet)
-    if o.mode in ("performance", "all"):
-        w_s = min(o.window_s, float(facts.get("window_s", o.window_s)))
-        perf = run_performance(dev, x[0].tobytes(), windows=o.windows, window_s=w_s)
-        perf["time_base"] = facts.get("time_base", "device clock (m-lap-us)")
-        if "instructions_per_us" in facts:
-            perf["instructions_per_inference"] = round(
-                perf["us_per_inference"] * facts["instructions_per_us"]
-            )
-        record["performance"] = perf
+        preloaded = bool(facts.get("preloaded_samples"))
+        record["accuracy"] = _accuracy(dev, s, expected, preloaded, o.quiet)
+    if o.mode not in ("performance", "all"):
+        return
+    if info.timestamp_mode == "energy":
+        record["performance"] = {"energy_mode": True, "note": ENERGY_NOTE}
+        return
+    w_s = min(o.window_s, float(facts.get("window_s", o.window_s)))
+    try:
+        perf = run_performance(dev, s.wire[0].tobytes(), windows=o.windows, window_s=w_s)
+    except NoTimestamps:  # the boot banner (m-timestamp-mode-...) is often missed on a serial port
+        record["performance"] = {
+            "energy_mode": True,
+            "note": "no m-lap-us around an inference: " + ENERGY_NOTE,
+        }
+        return
+    _stage(o, f"performance: {o.windows} windows of {perf['iterations_per_window']} inferences")
+    perf["time_base"] = facts.get("time_base", "device clock (m-lap-us)")
+    if "instructions_per_us" in facts:
+        perf["instructions_per_inference"] = round(perf["us_per_inference"] * facts["instructions_per_us"])
+    record["performance"] = perf
 
 
-def _accuracy(
-    dev: Device, x: np.ndarray, host: np.ndarray, y: np.ndarray | None, quiet: bool
-) -> dict[str, Any]:
+def _stage(o: BenchOptions, text: str) -> None:
+    """One plain line on stderr per stage when stderr is not a terminal (a log file), unless quiet."""
+    import sys
+
+    from edgekd.console import is_terminal, plain_line
+
+    if not o.quiet and not is_terminal(sys.stderr):
+        plain_line(text, sys.stderr)
+
+
+def _accuracy(dev: Device, s: Samples, expected: Expected, preloaded: bool, quiet: bool) -> dict[str, Any]:
     import sys
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from edgekd.console import count_lines, is_terminal
 
+    def run(progress: Any) -> dict[str, Any]:
+        res = run_accuracy(dev, s.wire, s.host, s.labels, progress=progress, expected=expected,
+                           x_float=s.x_float, preloaded=preloaded)  # fmt: skip
+        return {**res.as_dict(), "preloaded_samples": preloaded}
+
     if quiet or not is_terminal():  # off a terminal a transient bar shows nothing: plain lines on stderr
-        lines = None if quiet else count_lines("accuracy: samples", len(x), sys.stderr)
-        return run_accuracy(dev, x, host, y, progress=lines).as_dict()
+        return run(None if quiet else count_lines("accuracy: samples", len(s.wire), sys.stderr))
     cols = (TextColumn("accuracy"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*cols, transient=True) as bar:
-        task = bar.add_task("samples", total=len(x))
-        res = run_accuracy(dev, x, host, y, progress=lambda k: bar.update(task, completed=k))
-    return res.as_dict()
+        task = bar.add_task("samples", total=len(s.wire))
+        return run(lambda k: bar.update(task, completed=k))
 
 
 def summary_lines(record: dict[str, Any]) -> list[str]:
@@ -249,12 +344,15 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     acc = record.get("accuracy")
     if acc:
         top1 = acc["top1_accuracy"]
-        out.append(
-            f"accuracy: {acc['samples']} samples, top-1 {'n/a' if top1 is None else f'{100 * top1:.2f}%'}, "
-            f"bit-exact with host TFLite Micro on {acc['bytes_equal_samples']}/{acc['samples']}"
-        )
+        n, equal = acc["samples"], acc.get("bytes_equal_samples")
+        agree = (f"bit-exact with host TFLite Micro on {equal}/{n}" if equal is not None else
+                 f"results within {acc.get('results_tolerance', 0):g} of host TFLite Micro on "
+                 f"{acc.get('results_within_tolerance_samples')}/{n}")  # fmt: skip
+        out.append(f"accuracy: {n} samples, top-1 {'n/a' if top1 is None else f'{100 * top1:.2f}%'}, {agree}")
     perf = record.get("performance")
-    if perf:
+    if perf and perf.get("energy_mode"):
+        out.append("performance: energy-mode firmware, no timings (needs an energy monitor)")
+    elif perf:
         label = " (emulated)" if record.get("emulated") else ""
         out.append(
             f"performance{label}: {perf['inferences_per_second']:.2f} inferences/s, "

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgekd.errors import EdgekdError
 from edgekd.harness import protocol as p
+from edgekd.harness.mlperf import ModelIO, result_values
 
 BAUDRATE = 115200
 _MAX_LINE = 4096  # bytes; a longer line without a newline is garbage
@@ -25,6 +26,10 @@ _MAX_BOOT_LINES = 200
 
 class DeviceError(EdgekdError):
     """The device answered ``e-[...]``, reset, or stopped answering."""
+
+
+class NoTimestamps(DeviceError):
+    """The device printed no ``m-lap-us`` around an inference (energy-mode firmware, or no timer)."""
 
 
 @dataclass
@@ -47,7 +52,7 @@ class Inference:
     @property
     def elapsed_us(self) -> int:
         if len(self.laps_us) < 2:
-            raise DeviceError(
+            raise NoTimestamps(
                 "device sent fewer than two m-lap-us timestamps around the inference; "
                 "its firmware does not time inferences (th_timestamp missing?)"
             )
@@ -70,6 +75,9 @@ class Device:
         self._buf = bytearray()
         self.info = DeviceInfo()
         self.log: list[str] = []  # last lines received, for error messages
+        self.texts: list[str] = []  # the non-protocol lines of the last reply
+        self.noise: list[str] = []  # the first non-protocol lines of the session (for bench.json)
+        self.noise_count = 0
 
     # ---- connection ------------------------------------------------------------------------------
     def open(self) -> Device:
@@ -138,25 +146,59 @@ class Device:
         except (serial.SerialException, OSError) as e:
             raise DeviceError(f"port {self.port}: write failed ({e}); was the device unplugged?") from None
 
+    def _drain(self) -> None:
+        """Drop what arrived after the last reply (late diagnostics), so no stale line answers the
+        next command; it is kept in :attr:`noise`."""
+        with contextlib.suppress(Exception):
+            waiting = self._ser.in_waiting
+            if waiting:
+                self._buf += self._ser.read(waiting)
+        if self._buf:
+            for text in bytes(self._buf).decode("ascii", "replace").splitlines():
+                self._note_noise(text, "after a reply")
+            self._buf.clear()
+
+    def _note_noise(self, text: str, where: str) -> None:
+        if not text.strip():
+            return
+        self.noise_count += 1
+        if len(self.noise) < 20:
+            self.noise.append(f"{where}: {text[:100]}")
+
     def request(self, cmd: str, timeout: float | None = None) -> list[p.Message]:
-        """Send one command; return its messages up to (not including) ``m-ready``."""
+        """Send one command; return its messages up to (not including) ``m-ready``. Lines that are not
+        protocol (a firmware's diagnostics, the reference's prefix-less texts) are kept in
+        :attr:`texts` (this reply's) and :attr:`noise`, never fatal."""
+        self._drain()
         self._write(cmd)
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
         out: list[p.Message] = []
+        self.texts = []
         error: str | None = None
+        garbled = 0
         while True:
             line = self._readline(deadline)
             if line is None and error is not None:
                 break
             if line is None:
                 seen = f"; last lines: {' | '.join(self.log)}" if self.log else ""
+                why = (f"{garbled} garbled line(s): binary noise or a wrong baud rate?" if garbled
+                       else "device silent or hung")  # fmt: skip
                 raise DeviceError(
-                    f"port {self.port}: no m-ready for {cmd!r} within "
-                    f"{self.timeout if timeout is None else timeout:g} s (device silent or hung{seen})"
+                    f"port {self.port}: no m-ready for {cmd!r} within {limit:g} s ({why}{seen})"
                 )
             if not line.strip():
                 continue
-            msg = p.parse_line(line)
+            try:
+                msg = p.parse_line(line)
+            except p.ProtocolError:
+                if not line.startswith(("m-results-", "m-lap-us-")):
+                    garbled += int(not line.isascii() or any(ord(c) < 32 for c in line))
+                    self.texts.append(line)
+                    self._note_noise(line, cmd)
+                    continue
+                raise
             if msg.kind == "ready" and error is None:
                 return out
             if msg.kind == "ready":
@@ -213,15 +255,23 @@ class Device:
         msgs = self.request(lines[0])
         exp = next((m.value for m in msgs if m.kind == "expecting"), None)
         if exp != len(data):
+            said = (msgs[0].raw if msgs else " | ".join(self.texts)) or "nothing"
             raise DeviceError(
-                f"port {self.port}: device answered {msgs[0].raw if msgs else 'nothing'!r} to {lines[0]!r} "
-                f"(expected m-[Expecting {len(data)} bytes]); is the input larger than its buffer?"
+                f"port {self.port}: device answered {said[:100]!r} to {lines[0]!r} (expected m-[Expecting "
+                f"{len(data)} bytes]); its input buffer is smaller than this model's input in the "
+                "--input-format sent (uint8 / int8: 1 byte per value, float32: 4)"
             )
         done = False
         for ln in lines[1:]:
             done = any(m.kind == "load_done" for m in self.request(ln)) or done
         if not done:
             raise DeviceError(f"port {self.port}: device never sent m-load-done after {len(data)} bytes")
+
+    def load_sample(self, index: int) -> None:
+        """``db sample K``: an edgekd firmware with the accuracy samples in its image copies sample K
+        into its buffer (no transfer over the UART)."""
+        if not any(m.kind == "load_done" for m in self.request(p.command("db", "sample", index))):
+            raise DeviceError(f"port {self.port}: no m-load-done for 'db sample {index}%'")
 
     def infer(self, iterations: int = 1, warmup: int = 0) -> Inference:
         msgs = self.request(p.command("infer", iterations, warmup), timeout=self.infer_timeout)
@@ -237,14 +287,42 @@ class Device:
 # ---- modes ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Expected:
+    """How the device prints its results (:mod:`edgekd.harness.mlperf`), so the host can compute the
+    same values from its own TFLite Micro outputs. ``raw``: int8 values, compared byte for byte;
+    ``float`` / ``softmax``: printed ``%.3f``, compared within :attr:`tolerance` (rounding to 3
+    decimals, and for softmax a last-bit difference of ``expf``)."""
+
+    io: ModelIO
+    model_name: str
+    results: str
+
+    def values(self, out_q: np.ndarray, x_float: np.ndarray | None) -> np.ndarray:
+        return np.asarray(result_values(out_q, x_float, self.io, self.model_name, self.results), np.float64)
+
+    @property
+    def tolerance(self) -> float:
+        return 0.0 if self.results == "raw" else (0.0005 + 1e-6 if self.results == "float" else 0.0015)
+
+    @property
+    def recoverable(self) -> bool:
+        """Dequantized values printed to 3 decimals still name the int8 value (scale > 0.001)."""
+        one_score = self.model_name == "ad01" and self.results == "float"
+        return self.results == "float" and not one_score and self.io.output_scale > 0.001
+
+
 @dataclass
 class AccuracyResult:
     samples: int = 0
     correct: int = 0
     labelled: int = 0
     bytes_equal: int = 0
+    comparable: bool = True  # the device's values name its int8 outputs (raw, or recoverable floats)
+    within_tolerance: int = 0
     top1_agree: int = 0
     max_abs_diff: float = 0.0
+    tolerance: float = 0.0
     first_mismatch: int | None = None
     outputs: list[list[float]] = field(default_factory=list, repr=False)
 
@@ -254,47 +332,74 @@ class AccuracyResult:
             "samples": self.samples,
             "top1_accuracy": (self.correct / self.labelled) if self.labelled else None,
             "labelled_samples": self.labelled,
-            "bytes_equal_samples": self.bytes_equal,
-            "bit_exact": self.bytes_equal == self.samples and self.samples > 0,
+            "bytes_equal_samples": self.bytes_equal if self.comparable else None,
+            "bit_exact": (self.bytes_equal == self.samples and self.samples > 0) if self.comparable else None,
+            "results_within_tolerance_samples": self.within_tolerance,
+            "results_tolerance": self.tolerance,
             "top1_agreement_with_host_tflm": self.top1_agree / n,
             "max_abs_diff_vs_host_tflm": self.max_abs_diff,
             "first_mismatch_sample": self.first_mismatch,
         }
 
 
-def run_accuracy(dev: Device, x: np.ndarray, host_out: np.ndarray, labels: np.ndarray | None,
-                 progress: Callable[[int], None] | None = None) -> AccuracyResult:  # fmt: skip
-    """Each sample loaded and inferred once: top-1 and byte-for-byte agreement with the host outputs.
+def _int8_of(got: np.ndarray, ex: Expected | None, is_int: bool) -> np.ndarray | None:
+    """The device's int8 outputs: as printed (raw) or recovered from dequantized floats."""
+    if is_int:
+        return got.astype(np.int64)
+    if ex is not None and ex.recoverable:
+        return np.rint(got / ex.io.output_scale).astype(np.int64) + ex.io.output_zero_point
+    return None
 
-    ``x`` holds the model's input bytes per sample (int8/uint8), ``host_out`` the host TFLite Micro
-    int8 outputs. A device printing floats (dequantized, as MLPerf Tiny reference firmware does) is
-    compared after de-quantising the host output (``max_abs_diff``), never byte-equal."""
-    res = AccuracyResult()
+
+def run_accuracy(dev: Device, x: np.ndarray, host_out: np.ndarray, labels: np.ndarray | None,
+                 progress: Callable[[int], None] | None = None, *, expected: Expected | None = None,
+                 x_float: np.ndarray | None = None, preloaded: bool = False) -> AccuracyResult:  # fmt: skip
+    """Each sample loaded and inferred once: top-1, and agreement with the host TFLite Micro outputs.
+
+    ``x`` holds each sample's bytes as sent (the ``--input-format`` encoding), ``host_out`` the host
+    TFLite Micro int8 outputs, ``x_float`` the float inputs (the AD score), ``expected`` how the device
+    prints results (None: raw int8). ``preloaded``: the samples are in the firmware image
+    (``db sample K``)."""
+    res = AccuracyResult(tolerance=expected.tolerance if expected else 0.0)
     for i in range(len(x)):
-        dev.load(np.ascontiguousarray(x[i]).tobytes())
+        dev.load_sample(i) if preloaded else dev.load(np.ascontiguousarray(x[i]).tobytes())
         inf = dev.infer(1, 0)
-        ref = host_out[i].reshape(-1)
+        q_ref = np.asarray(host_out[i]).reshape(-1)
+        xf = None if x_float is None else np.asarray(x_float[i]).reshape(-1)
+        is_int = all(isinstance(v, int) for v in inf.results)
+        ref = q_ref.astype(np.float64) if expected is None or is_int else expected.values(q_ref, xf)
         got = np.asarray(inf.results, dtype=np.float64).reshape(-1)
         if got.size != ref.size:
             raise DeviceError(
-                f"port {dev.port}: sample {i}: device returned {got.size} results, the model has {ref.size} "
-                "outputs; is the device running this model?"
+                f"port {dev.port}: sample {i}: device returned {got.size} results, {ref.size} expected from "
+                "the model (an AD device returns one score); is the device running this model?"
             )
-        ints = all(isinstance(v, int) for v in inf.results)
-        equal = ints and np.array_equal(got.astype(np.int64), ref.astype(np.int64))
-        res.bytes_equal += int(equal)
-        if not equal and res.first_mismatch is None:
-            res.first_mismatch = i
-        res.max_abs_diff = max(res.max_abs_diff, float(np.max(np.abs(got - ref))) if ints else 0.0)
-        res.top1_agree += int(np.argmax(got) == np.argmax(ref))
-        if labels is not None:
+        _compare(res, i, got, ref, q_ref, _int8_of(got, expected, is_int))
+        if labels is not None and got.size > 1:
             res.labelled += 1
             res.correct += int(np.argmax(got) == int(labels[i]))
-        res.samples += 1
         res.outputs.append(got.tolist())
         if progress is not None:
             progress(i + 1)
     return res
+
+
+def _compare(res: AccuracyResult, i: int, got: np.ndarray, ref: np.ndarray, q_ref: np.ndarray,
+             q_got: np.ndarray | None) -> None:  # fmt: skip
+    diff = float(np.max(np.abs(got - ref))) if got.size else 0.0
+    res.max_abs_diff = max(res.max_abs_diff, diff)
+    ok = diff <= res.tolerance
+    res.within_tolerance += int(ok)
+    if q_got is None:
+        res.comparable = False
+    else:
+        equal = q_got.shape == q_ref.shape and np.array_equal(q_got, q_ref.astype(np.int64))
+        res.bytes_equal += int(equal)
+        ok = ok and equal
+    if not ok and res.first_mismatch is None:
+        res.first_mismatch = i
+    res.top1_agree += int(np.argmax(got) == np.argmax(ref)) if got.size > 1 else int(ok)
+    res.samples += 1
 
 
 def run_performance(dev: Device, sample: bytes, *, windows: int = 5, warmup: int = 1,

@@ -1,4 +1,5 @@
-"""A software MLPerf Tiny device: speaks the protocol on a file descriptor (a pseudo-terminal) and
+"""A software MLPerf Tiny device: speaks the protocol on a file descriptor (a pseudo-terminal), reply
+for reply as the reference firmware (:mod:`edgekd.harness.monitor`, :mod:`edgekd.harness.mlperf`), and
 runs the model with the host TFLite Micro interpreter. Used by the tests and by ``edgekd bench
 --software`` to check a host set-up with no board.
 
@@ -21,9 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.errors import EdgekdError
-from edgekd.harness import protocol as p
+from edgekd.harness.mlperf import (
+    DEFAULT_INPUT_FORMAT,
+    ModelIO,
+    decode_input,
+    default_results,
+    format_results,
+    result_values,
+)
+from edgekd.harness.monitor import Monitor
 
-FIRMWARE = "edgekd-softdevice"
+VENDOR = "edgekd software device"
 
 
 def _tflm_runner(model_path: str) -> tuple[Callable[[bytes], list[int]], int]:
@@ -52,7 +61,7 @@ class TflmModelFn:
         from edgekd.child import ChildWorker
         from edgekd.graph import read_tflite
 
-        read_tflite(model_path)  # structural validation before the interpreter sees the file
+        self.io = ModelIO.of(read_tflite(model_path))  # structural validation before the interpreter
         self.path = str(model_path)
         self._worker = ChildWorker(
             _tflm_runner, self.path, what=f"{self.path}: TFLite Micro (software device)"
@@ -74,106 +83,76 @@ class TflmModelFn:
         self._worker.close()
 
 
-def tflm_model_fn(model_path: str | os.PathLike) -> tuple[TflmModelFn, int]:
-    """(run, input_nbytes): ``run(input_bytes) -> output ints`` with the host TFLite Micro interpreter
-    (in a child process; ``run.close()`` stops it)."""
-    fn = TflmModelFn(model_path)
-    return fn, fn.input_nbytes
+class TensorPort:
+    """The submitter half of the software device (``th_load_tensor`` / ``th_infer`` / ``th_results``)
+    around ``run(input_bytes) -> output ints``, with the reference firmware's encoding for the task."""
+
+    def __init__(self, run: Callable[[bytes], list[int]], io: ModelIO, model_name: str,
+                 input_format: str, results: str) -> None:  # fmt: skip
+        self.run, self.io, self.model_name = run, io, model_name
+        self.input_format, self.results_format = input_format, results
+        self.q = np.zeros(io.input_elements, dtype=io.input_dtype)
+        self.x_float = np.zeros(io.input_elements, dtype=np.float32)
+        self.out = np.zeros(io.output_size, dtype=np.int64)  # the output tensor before any inference
+
+    def load_tensor(self, data: bytes) -> str:
+        need = self.io.input_nbytes(self.input_format)
+        if len(data) != need:  # the reference firmware says so and keeps the previous tensor
+            return f"Input db has {len(data)} bytes, expected {need}\r\n"
+        self.q, self.x_float = decode_input(data, self.io, self.input_format)
+        return ""
+
+    def infer(self) -> None:
+        self.out = np.asarray(self.run(self.q.tobytes()))
+
+    def results(self) -> str:
+        vals = result_values(self.out, self.x_float, self.io, self.model_name, self.results_format)
+        return format_results(vals) + "\r\n"
 
 
 @dataclass
 class SoftwareDevice:
+    """The MLPerf Tiny protocol (:class:`~edgekd.harness.monitor.Monitor`) around a model function."""
+
     run: Callable[[bytes], list[int]]
-    input_nbytes: int
+    io: ModelIO
     faults: dict[str, int] = field(default_factory=dict)
     model_name: str = "ic01"
-    _buffer: bytearray = field(default_factory=bytearray)
-    _expect: int = 0
-    _results: list[int] = field(default_factory=list)
+    input_format: str | None = None  # default: the task's (mlperf.DEFAULT_INPUT_FORMAT)
+    results: str | None = None  # default: mlperf.default_results
     _count: int = 0
     _t0: float = field(default_factory=time.monotonic)
     failure: Exception | None = None  # why running the model failed (answered as e-[...])
 
+    def __post_init__(self) -> None:
+        fmt = self.input_format or DEFAULT_INPUT_FORMAT[self.model_name]
+        res = self.results or default_results(self.io, self.model_name)
+        self.port = TensorPort(self.run, self.io, self.model_name, fmt, res)
+        self.monitor = Monitor(self.port, vendor=VENDOR, model_name=self.model_name,
+                               buffer_size=self.io.input_nbytes(fmt),
+                               timestamp_us=lambda: int((time.monotonic() - self._t0) * 1e6))  # fmt: skip
+
     # ---- protocol ------------------------------------------------------------------------------
-    def boot(self) -> list[str]:
-        return ["m-timestamp-mode-performance", p.INIT_DONE, p.READY]
+    def boot(self) -> str:
+        return self.monitor.boot()
 
-    def _lap(self) -> str:
-        return f"m-lap-us-{int((time.monotonic() - self._t0) * 1e6)}"
-
-    def handle(self, text: str) -> list[str] | None:
-        """Lines answering one command (``%`` stripped); None means: say nothing (silent fault)."""
+    def handle(self, text: str) -> str | None:
+        """The text answering one command (``%`` stripped); None means: say nothing (silent fault)."""
         self._count += 1
         for fault in ("garble", "reset", "silent", "error"):
             if fault in self.faults and self._count > self.faults[fault]:
-                return {"garble": ["\x00\xff\x13garbage\x7f"], "reset": self.boot(), "silent": None,
-                        "error": ["e-[Injected failure]", p.READY]}[fault]  # fmt: skip
+                return {"garble": "\x00\xff\x13garbage\x7f\r\n", "reset": self.boot(), "silent": None,
+                        "error": "e-[Injected failure]\r\nm-ready\r\n"}[fault]  # fmt: skip
         try:
-            out = self._dispatch(p.parse_command(text))
-        except p.ProtocolError as e:
-            out = [f"e-[{str(e)}]"]
+            return self.monitor.handle(text)
         except EdgekdError as e:  # the model run failed (a crash in the interpreter's child process)
             self.failure = e
-            out = ["e-[model run failed]"]
-        return [*out, p.READY]
-
-    def _dispatch(self, cmd: p.Command) -> list[str]:
-        a = cmd.args
-        if cmd.name == "name":
-            return ["m-name-dut-[edgekd software device]"]
-        if cmd.name == "profile":
-            return [f"m-profile-[{FIRMWARE}]", f"m-model-[{self.model_name}]"]
-        if cmd.name == "timestamp":
-            return [self._lap()]
-        if cmd.name == "help":
-            return ["m-[name, profile, timestamp, db load N, db HEX, db print, infer N W, results]"]
-        if cmd.name == "results":
-            return [p.format_results(self._results)]
-        if cmd.name == "db":
-            return self._db(a)
-        if cmd.name == "infer":
-            return self._infer(a)
-        raise p.ProtocolError(f"Unknown command: {cmd.name}")
-
-    def _db(self, a: tuple[str, ...]) -> list[str]:
-        if len(a) == 2 and a[0] == "load":
-            if not a[1].isdigit() or int(a[1]) > self.input_nbytes:
-                raise p.ProtocolError(f"Invalid load size {a[1]} (max {self.input_nbytes})")
-            self._expect = int(a[1])
-            self._buffer = bytearray()
-            return [f"m-[Expecting {self._expect} bytes]"]
-        if len(a) == 1 and a[0] == "print":
-            return [f"m-buffer-{self._buffer.hex()}"]
-        if len(a) == 1:
-            self._buffer += p.decode_hex(a[0])
-            if len(self._buffer) > self._expect:
-                raise p.ProtocolError("Too many bytes")
-            return ["m-load-done"] if len(self._buffer) == self._expect else []
-        raise p.ProtocolError("Unknown db command")
-
-    def _infer(self, a: tuple[str, ...]) -> list[str]:
-        try:
-            n, w = int(a[0]), int(a[1]) if len(a) > 1 else 0
-        except (IndexError, ValueError):
-            raise p.ProtocolError("infer needs N [W]") from None
-        if n <= 0:
-            raise p.ProtocolError("Inference iterations must be >0")
-        if len(self._buffer) != self.input_nbytes:
-            raise p.ProtocolError(f"Input buffer has {len(self._buffer)} of {self.input_nbytes} bytes")
-        data = bytes(self._buffer)
-        out = [f"m-warmup-start-{w}"]
-        for _ in range(w):
-            self.run(data)
-        out += ["m-warmup-done", f"m-infer-start-{n}", self._lap()]
-        for _ in range(n):
-            self._results = self.run(data)
-        out += [self._lap(), "m-infer-done", p.format_results(self._results)]
-        return out
+            return "e-[model run failed]\r\nm-ready\r\n"
 
     # ---- serving -------------------------------------------------------------------------------
     def serve(self, fd: int, stop: threading.Event) -> None:
         """Answer commands on ``fd`` until ``stop`` is set or the other end closes."""
-        self._send(fd, self.boot()[:-1])
+        self._send(fd, self.boot())
         pending = b""
         while not stop.is_set():
             r, _, _ = select.select([fd], [], [], 0.05)
@@ -188,13 +167,13 @@ class SoftwareDevice:
             pending += chunk
             while b"%" in pending:
                 cmd, pending = pending.split(b"%", 1)
-                lines = self.handle(cmd.decode("ascii", "replace").strip())
-                if lines is not None:
-                    self._send(fd, lines)
+                text = self.handle(cmd.decode("ascii", "replace").replace("\r", "").replace("\n", ""))
+                if text is not None:
+                    self._send(fd, text)
 
     @staticmethod
-    def _send(fd: int, lines: list[str]) -> None:
-        data = "".join(f"{ln}\r\n" for ln in lines).encode("latin-1")
+    def _send(fd: int, text: str) -> None:
+        data = text.encode("latin-1")
         with contextlib.suppress(OSError):
             while data:
                 data = data[os.write(fd, data) :]
