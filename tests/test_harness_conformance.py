@@ -191,3 +191,23 @@ def test_the_official_host_sequence_scores_an_edgekd_device_correctly(name):
     else:
         assert ours["top1"] == 1.0
         assert ours["top1"] >= ref["top1"]  # the reference prints logits as is; edgekd their softmax
+
+
+@pytest.mark.slow
+def test_edgekd_bench_reads_dequantized_logits_of_an_official_style_device(tmp_path):
+    """A classifier without a final softmax: edgekd's firmware prints the softmax, a reference firmware
+    the dequantized logits; the host sees which from the first results and compares those."""
+    from edgekd.graph.sample_models import sample_models
+    from edgekd.harness.bench import run_bench
+
+    model = sample_models(["mlp"])["mlp"]
+    run, dev = _official(model, "ic01")
+    try:
+        with pty_device(dev) as port:
+            _, rec = run_bench(model, target="tflite-micro", port=port, samples=6, mode="accuracy",
+                               output=tmp_path, quiet=True)  # fmt: skip
+    finally:
+        run.close()
+    acc = rec["accuracy"]
+    assert rec["protocol"]["results"] == "softmax" and acc["results_format"] == "float"
+    assert acc["results_within_tolerance_samples"] == 6 and acc["bit_exact"] is True

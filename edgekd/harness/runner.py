@@ -7,6 +7,7 @@ mid-run gives one clear :class:`~edgekd.errors.EdgekdError` and never a hang.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -305,6 +306,17 @@ class Expected:
     def tolerance(self) -> float:
         return 0.0 if self.results == "raw" else (0.0005 + 1e-6 if self.results == "float" else 0.0015)
 
+    def as_seen(self, got: np.ndarray) -> Expected:
+        """For a classifier without a final softmax, ``float`` and ``softmax`` depend on the firmware
+        (edgekd prints the softmax, a reference firmware the dequantized logits): the one the device's
+        first results show (probabilities sum to 1)."""
+        if self.results == "raw" or self.io.ends_in_softmax or self.model_name == "ad01" or got.size < 2:
+            return self
+        probs = bool(
+            np.all((got >= 0) & (got <= 1)) and abs(float(got.sum()) - 1.0) <= 0.001 * got.size + 0.002
+        )
+        return dataclasses.replace(self, results="softmax" if probs else "float")
+
     @property
     def recoverable(self) -> bool:
         """Dequantized values printed to 3 decimals still name the int8 value (scale > 0.001)."""
@@ -324,6 +336,8 @@ class AccuracyResult:
     max_abs_diff: float = 0.0
     tolerance: float = 0.0
     first_mismatch: int | None = None
+    results_format: str = "raw"  # what the device printed (float / softmax / raw)
+    seconds: float = 0.0  # wall time of the accuracy run (load, infer, results per sample)
     outputs: list[list[float]] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -339,6 +353,9 @@ class AccuracyResult:
             "top1_agreement_with_host_tflm": self.top1_agree / n,
             "max_abs_diff_vs_host_tflm": self.max_abs_diff,
             "first_mismatch_sample": self.first_mismatch,
+            "results_format": self.results_format,
+            "seconds": self.seconds,
+            "seconds_per_sample": self.seconds / n,
         }
 
 
@@ -361,9 +378,13 @@ def run_accuracy(dev: Device, x: np.ndarray, host_out: np.ndarray, labels: np.nd
     prints results (None: raw int8). ``preloaded``: the samples are in the firmware image
     (``db sample K``)."""
     res = AccuracyResult(tolerance=expected.tolerance if expected else 0.0)
+    t0 = time.monotonic()
     for i in range(len(x)):
         dev.load_sample(i) if preloaded else dev.load(np.ascontiguousarray(x[i]).tobytes())
         inf = dev.infer(1, 0)
+        if i == 0 and expected is not None:
+            expected = expected.as_seen(np.asarray(inf.results, dtype=np.float64))
+            res.results_format, res.tolerance = expected.results, expected.tolerance
         q_ref = np.asarray(host_out[i]).reshape(-1)
         xf = None if x_float is None else np.asarray(x_float[i]).reshape(-1)
         is_int = all(isinstance(v, int) for v in inf.results)
@@ -381,6 +402,7 @@ def run_accuracy(dev: Device, x: np.ndarray, host_out: np.ndarray, labels: np.nd
         res.outputs.append(got.tolist())
         if progress is not None:
             progress(i + 1)
+    res.seconds = time.monotonic() - t0
     return res
 
 
