@@ -39,7 +39,7 @@ def trust_option(f: Callable) -> Callable:
 def wire_options(f: Callable) -> Callable:
     """``--mlperf-model``, ``--input-format``, ``--results``: what the device firmware and the bench host
     agree on (:class:`edgekd.harness.mlperf.WireSettings`; each defaults to the model's task)."""
-    from edgekd.harness.mlperf import INPUT_FORMATS, MODEL_NAMES, RESULT_FORMATS
+    from edgekd.harness.protocol import INPUT_FORMATS, MODEL_NAMES, RESULT_FORMATS
 
     f = click.option("--results", type=click.Choice(RESULT_FORMATS),
                      help="Results the device prints: dequantized floats (the reference), softmax of them, or "

@@ -21,10 +21,8 @@ import numpy as np
 
 from edgekd.errors import EdgekdError
 from edgekd.graph.quant import dequantize, quantize
+from edgekd.harness.protocol import INPUT_FORMATS, MODEL_NAMES, RESULT_FORMATS
 
-MODEL_NAMES = ("kws01", "vww01", "ic01", "ad01", "strww01")
-INPUT_FORMATS = ("int8", "uint8", "float32")
-RESULT_FORMATS = ("float", "softmax", "raw")
 DEFAULT_INPUT_FORMAT = {
     "kws01": "int8",
     "vww01": "uint8",

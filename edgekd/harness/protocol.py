@@ -18,6 +18,10 @@ TERMINATOR = "%"
 READY = "m-ready"
 INIT_DONE = "m-init-done"
 MAX_DIGITS = 20  # an integer field (microseconds, counts) has at most 20 digits: a 64-bit counter
+# what a device and the host agree on per model (edgekd.harness.mlperf); here, where the CLI reads them
+MODEL_NAMES = ("kws01", "vww01", "ic01", "ad01", "strww01")  # m-model-[...]: the runner's data set
+INPUT_FORMATS = ("int8", "uint8", "float32")
+RESULT_FORMATS = ("float", "softmax", "raw")
 
 
 class ProtocolError(EdgekdError):
