@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -43,23 +42,6 @@ from _common import machine, print_table, write_results  # noqa: E402
 TASKS = [("kws01", "kws01", "kws_dscnn_like"), ("ic01", "ic01", "ic_resnet8_like"), ("vww01", "vww01", "tiny_cnn"),
          ("ad01", "ad01", "ad_fcae_like"), ("ic01 logits", "ic01", "mlp")]  # fmt: skip
 FORMATS = {"kws01": "int8", "ad01": "float32", "ic01": "uint8", "vww01": "uint8"}
-
-
-@contextlib.contextmanager
-def _pty_process(exe: Path) -> Iterator[str]:
-    import tty
-
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    proc = subprocess.Popen([str(exe)], stdin=master, stdout=master, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(0.2)
-        yield os.ttyname(slave)
-    finally:
-        proc.kill()
-        proc.wait()
-        os.close(master)
-        os.close(slave)
 
 
 @contextlib.contextmanager
@@ -84,7 +66,7 @@ def device_port(kind: str, model: Path, name: str, work: Path) -> Iterator[str]:
 
         write_c_backend_project(model, proj, WireSettings.of(model, name, vendor="edgekd C backend"))
         subprocess.run(["make", "-s", "-C", str(proj), "host"], check=True, capture_output=True)
-        with _pty_process(proj / "firmware_host") as port:
+        with mo.on_pty(proj / "firmware_host") as port:
             yield port
     else:
         from edgekd.harness.qemu import emulated_board

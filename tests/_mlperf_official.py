@@ -10,7 +10,9 @@ with a 64-byte int8 input, 10 int8 outputs (scale 1/256, zero point -128, as a s
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 N_IN = 64  # bytes of the stand-in model's input (= the device's db buffer)
 N_OUT = 10
@@ -267,3 +269,24 @@ class OfficialHost:
 
         time.sleep(0.3)
         self.ser.reset_input_buffer()
+
+
+@contextlib.contextmanager
+def on_pty(exe) -> Iterator[str]:
+    """Run a host firmware build (stdin / stdout) behind a pseudo-terminal; yields the port name."""
+    import os
+    import subprocess
+    import time
+    import tty
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    proc = subprocess.Popen([str(exe)], stdin=master, stdout=master, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.2)
+        yield os.ttyname(slave)
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+        os.close(slave)

@@ -7,15 +7,13 @@ resolver, and its protocol code compiled on the host against a stub model).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import subprocess
-import tty
 
 import numpy as np
 import pytest
-from _mlperf_official import STUB_MODEL_C
+from _mlperf_official import STUB_MODEL_C, on_pty
 
 from edgekd.export.c_backend.host import gcc
 from edgekd.graph import run_tflm
@@ -104,20 +102,6 @@ def test_tflm_variant_protocol_code_compiles_and_answers_on_the_host(exported, t
     assert errors == ["Invalid hex digit '0g'", "Unknown command: bogus"]
 
 
-@contextlib.contextmanager
-def _on_pty(exe):
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    proc = subprocess.Popen([str(exe)], stdin=master, stdout=master, stderr=subprocess.DEVNULL)
-    try:
-        yield os.ttyname(slave)
-    finally:
-        proc.kill()
-        proc.wait()
-        os.close(master)
-        os.close(slave)
-
-
 def test_c_backend_project_builds_and_is_bit_exact_over_the_protocol(exported, tmp_path):
     model, out = exported
     assert "-DEE_RESULTS=" in (out / "firmware" / "c_backend" / "Makefile").read_text()
@@ -127,7 +111,7 @@ def test_c_backend_project_builds_and_is_bit_exact_over_the_protocol(exported, t
     x = np.random.default_rng(3).integers(-128, 128, size=(5, 64)).astype(np.int8)
     host = run_tflm(model, x)
     # the host build reads stdin / writes stdout: put it on a pty and drive it with the host runner
-    with _on_pty(proj / "firmware_host") as port, Device(port, timeout=2) as dev:
+    with on_pty(proj / "firmware_host") as port, Device(port, timeout=2) as dev:
         info = dev.handshake()
         assert (info.profile, info.model, info.name) == (FW_VERSION, "ic01", "edgekd test")
         res = run_accuracy(dev, x, host, None).as_dict()
