@@ -260,7 +260,13 @@ def test_10_bench_emulate_leaves_no_qemu_when_it_is_ended(tmp_path, how):
     cmd = [sys.executable, "-m", "edgekd", "bench", str(model), "--target", "cortex-m4-qemu", "--emulate",
            "--samples", "100000", "-o", str(tmp_path / "bench"), "-q"]  # fmt: skip
     if how == "timeout":
-        cmd = [shutil.which("timeout") or pytest.skip("no timeout(1)"), "-s", "TERM", "8", *cmd]
+        cmd = [
+            shutil.which("timeout") or pytest.skip("no timeout(1)"),
+            "-s",
+            "TERM",
+            "20",
+            *cmd,
+        ]  # QEMU up first
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
 
     def default_sigint() -> None:  # a shell starts background jobs with SIGINT ignored, nohup SIGHUP

@@ -235,6 +235,12 @@ def run_bench(
         "host": {"machine": platform.machine(), "python": platform.python_version()},
     }
     preload = wire_x if accuracy and o.emulate and o.preload else None
+    if preload is not None and preload.nbytes > _max_preload_bytes():
+        record["protocol"]["preload_skipped"] = (
+            f"{len(preload)} samples take {preload.nbytes:,} B, over the {_max_preload_bytes():,} B the "
+            "firmware image holds for them: sent as db lines"
+        )
+        preload = None
     with _connect(model_path, tgt.name, o, wire, base / "build", preload) as (url, facts):
         record.update(facts)
         record["port"] = url
@@ -253,6 +259,12 @@ def run_bench(
                 record["protocol"]["non_protocol_examples"] = dev.noise[:5]
     atomic_write_json(base / "bench.json", record)
     return base / "bench.json", record
+
+
+def _max_preload_bytes() -> int:
+    from edgekd.harness.qemu import MAX_PRELOAD_BYTES
+
+    return MAX_PRELOAD_BYTES
 
 
 @dataclass(frozen=True)
