@@ -1,7 +1,9 @@
 """edgekd.export.c_backend, kernel by kernel.
 
 Bit-exactness of every C-backend kernel against the tflite-micro interpreter, one op per model, with
-random shapes, per-channel scales and edge zero points (single-op flatbuffers built here).
+random shapes, per-channel scales and edge zero points (single-op flatbuffers built here); the fast
+kernels (``kernels="fast"``: host build with the portable SIMD fallback) on shapes that take each of
+their paths, and their one-step requantisation against the reference arithmetic.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ pytestmark = pytest.mark.skipif(gcc() is None, reason="no host gcc")
 EDGE_ZPS = [-128, 127, 0]
 
 
-def _check(model: bytes, n: int = 6, seed: int = 0, tmp_path=None) -> None:
+def _check(
+    model: bytes, n: int = 6, seed: int = 0, kernels: str = "portable", want: str | None = None
+) -> None:
+    """The host build of ``model`` equals tflite-micro on ``n`` inputs; ``want``: the kernel it must use."""
     from edgekd.graph import read_tflite
 
     m = read_tflite(model)
@@ -28,7 +33,10 @@ def _check(model: bytes, n: int = 6, seed: int = 0, tmp_path=None) -> None:
     x[0] = -128  # edge values
     x[1] = 127
     ref = run_tflm(model, x, isolate=False).reshape(n, -1)
-    with HostBuild(generate_c(model, optimize_plan=False)) as hb:
+    cm = generate_c(model, optimize_plan=False, kernels=kernels)
+    if want is not None:
+        assert [lk["kernel"] for lk in cm.layer_kernels] == [want]
+    with HostBuild(cm) as hb:
         got = hb(x)
     assert got.shape == ref.shape
     diff = np.argwhere(got != ref)
@@ -43,15 +51,15 @@ def _scale(rng, lo=-4.0, hi=-0.5) -> float:
     return float(10 ** rng.uniform(lo, hi))
 
 
-def _conv_model(rng, depthwise: bool) -> bytes:
+def _conv_model(rng, depthwise: bool, ic: int | None = None, kernel: tuple[int, int] | None = None) -> bytes:
     b = Builder()
     ih, iw = int(rng.integers(3, 12)), int(rng.integers(3, 12))
-    ic = int(rng.integers(1, 6))
-    fh, fw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    ic = ic or int(rng.integers(1, 6))
+    fh, fw = kernel or (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
     sh, sw = int(rng.integers(1, 3)), int(rng.integers(1, 3))
     dh, dw = (int(rng.integers(1, 3)), int(rng.integers(1, 3))) if rng.random() < 0.3 else (1, 1)
     same = bool(rng.random() < 0.5)
-    dm = int(rng.integers(1, 3)) if depthwise else 1
+    dm = int(rng.integers(1, 3)) if depthwise and kernel is None else 1
     oc = ic * dm if depthwise else int(rng.integers(1, 9))
     eh, ew = (fh - 1) * dh + 1, (fw - 1) * dw + 1
     if not same and (eh > ih or ew > iw):
@@ -96,15 +104,12 @@ def test_depthwise_conv2d_per_channel(seed):
     _check(_conv_model(np.random.default_rng(100 + seed), depthwise=True), seed=seed)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", range(4))
-def test_fully_connected(seed):
-    rng = np.random.default_rng(200 + seed)
+def _fc_model(rng, batches: int = 1) -> bytes:
     b = Builder()
     accum, out_n = int(rng.integers(1, 40)), int(rng.integers(1, 20))
     in_s, f_s, out_s = _scale(rng, -2, 0), _scale(rng, -3, -1), _scale(rng, -2, 0.5)
     w = rng.integers(-127, 128, size=(out_n, accum)).astype(np.int8)
-    x = b.tensor([1, accum], in_s, int(rng.choice(EDGE_ZPS)))
+    x = b.tensor([1, batches, accum] if batches > 1 else [1, accum], in_s, int(rng.choice(EDGE_ZPS)))
     ft = b.tensor([out_n, accum], f_s, 0, data=w)
     bt = b.tensor(
         [out_n],
@@ -113,24 +118,23 @@ def test_fully_connected(seed):
         dtype=S.TensorType.INT32,
         data=rng.integers(-3000, 3000, out_n).astype(np.int32),
     )
-    y = b.tensor([1, out_n], out_s, int(rng.choice(EDGE_ZPS)))
+    y = b.tensor([1, batches, out_n] if batches > 1 else [1, out_n], out_s, int(rng.choice(EDGE_ZPS)))
     opt = S.FullyConnectedOptionsT()
     opt.fusedActivationFunction = _act(rng)
-    _check(
-        b.build(
-            S.BuiltinOperator.FULLY_CONNECTED, [x, ft, bt], y, S.BuiltinOptions.FullyConnectedOptions, opt
-        )
+    return b.build(
+        S.BuiltinOperator.FULLY_CONNECTED, [x, ft, bt], y, S.BuiltinOptions.FullyConnectedOptions, opt
     )
 
 
-@pytest.mark.parametrize(
-    ("seed", "kind"), [(s, k) for s in range(3) for k in ("AVERAGE_POOL_2D", "MAX_POOL_2D")]
-)
 @pytest.mark.slow
-def test_pooling(seed, kind):
-    rng = np.random.default_rng(300 + seed)
+@pytest.mark.parametrize("seed", range(4))
+def test_fully_connected(seed):
+    _check(_fc_model(np.random.default_rng(200 + seed)))
+
+
+def _pool_model(rng, kind: str, c: int | None = None) -> bytes:
     b = Builder()
-    ih, iw, c = int(rng.integers(2, 10)), int(rng.integers(2, 10)), int(rng.integers(1, 6))
+    ih, iw, c = int(rng.integers(2, 10)), int(rng.integers(2, 10)), c or int(rng.integers(1, 6))
     fh, fw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
     sh, sw = int(rng.integers(1, 3)), int(rng.integers(1, 3))
     same = bool(rng.random() < 0.5) or fh > ih or fw > iw
@@ -148,7 +152,15 @@ def test_pooling(seed, kind):
         fw,
     )
     opt.fusedActivationFunction = _act(rng)
-    _check(b.build(getattr(S.BuiltinOperator, kind), [x], y, S.BuiltinOptions.Pool2DOptions, opt))
+    return b.build(getattr(S.BuiltinOperator, kind), [x], y, S.BuiltinOptions.Pool2DOptions, opt)
+
+
+@pytest.mark.parametrize(
+    ("seed", "kind"), [(s, k) for s in range(3) for k in ("AVERAGE_POOL_2D", "MAX_POOL_2D")]
+)
+@pytest.mark.slow
+def test_pooling(seed, kind):
+    _check(_pool_model(np.random.default_rng(300 + seed), kind))
 
 
 @pytest.mark.slow
@@ -230,3 +242,98 @@ def test_reshape():
     sh = b.tensor([2], None, None, dtype=S.TensorType.INT32, data=np.array([1, 24], dtype=np.int32))
     y = b.tensor([1, 24], 0.05, -3)
     _check(b.build(S.BuiltinOperator.RESHAPE, [x, sh], y))
+
+
+# ---- the fast kernels --------------------------------------------------------------------------------
+FAST_CONV_CASES = [(4, (1, 1)), (8, (1, 1)), (12, (1, 1)), (3, (3, 3)), (5, (2, 3)), (8, (3, 3)), (1, (3, 2))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("seed", "case"), list(enumerate(FAST_CONV_CASES)))
+def test_fast_conv2d(seed, case):
+    """Pointwise rows straight from the input (channels a multiple of 4), else im2col with padding."""
+    ic, kernel = case
+    model = _conv_model(np.random.default_rng(800 + seed), depthwise=False, ic=ic, kernel=kernel)
+    _check(model, seed=seed, kernels="fast", want="ek_fast_conv2d")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("seed", "case"), list(enumerate([(4, (3, 3)), (8, (3, 3)), (12, (2, 3)), (4, (1, 1))]))
+)
+def test_fast_depthwise_conv2d(seed, case):
+    ic, kernel = case
+    model = _conv_model(np.random.default_rng(900 + seed), depthwise=True, ic=ic, kernel=kernel)
+    _check(model, seed=seed, kernels="fast", want="ek_fast_depthwise_conv2d")
+
+
+@pytest.mark.slow
+def test_fast_kernels_fall_back_where_they_do_not_apply():
+    """Depth multiplier 2 / channels not a multiple of 4: the reference kernel, still bit-exact."""
+    model = _conv_model(np.random.default_rng(7), depthwise=True, ic=3)
+    _check(model, kernels="fast", want="ek_depthwise_conv2d")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_fully_connected(seed):
+    """Odd and even output counts, depths not a multiple of 4, one to three batches."""
+    _check(_fc_model(np.random.default_rng(1000 + seed), batches=1 + seed % 3), kernels="fast",
+           want="ek_fast_fully_connected")  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(3))
+def test_fast_average_pool(seed):
+    _check(_pool_model(np.random.default_rng(1100 + seed), "AVERAGE_POOL_2D", c=4 * (seed + 1)), kernels="fast",
+           want="ek_fast_avg_pool")  # fmt: skip
+
+
+REQUANT_MAIN = r"""#include <stdio.h>
+#include "edgekd_kernels_fast.h"
+/* stdin: acc mult shift zp rshift rnd_lo rnd_hi per line; stdout: reference + zp, fast */
+int main(void) {
+    long acc, mult, shift, zp, rshift, lo, hi;
+    while (scanf("%ld %ld %ld %ld %ld %ld %ld", &acc, &mult, &shift, &zp, &rshift, &lo, &hi) == 7) {
+        ek_requant q = {(int32_t)mult, (int32_t)rshift, (int32_t)lo, (int32_t)hi};
+        printf("%ld %ld\n", (long)ek_mul_by_quantized_multiplier((int32_t)acc, (int32_t)mult, (int32_t)shift) + zp,
+               (long)ek_fast_requantize((int32_t)acc, &q));
+    }
+    return 0;
+}
+"""
+
+
+def test_fast_requantize_equals_the_reference_arithmetic(tmp_path):
+    """The one-SMLAL rounding of ek_fast_requantize (the fast kernels' output step) against TFLM's
+    double rounding, on int32 extremes, rounding ties and random values over every right shift."""
+    import subprocess
+
+    from edgekd.export.c_backend.codegen import RUNTIME_DIR, requant_entry
+    from edgekd.export.c_backend.quant import quantize_multiplier
+
+    for f in ("edgekd_kernels.h", "edgekd_kernels.c", "edgekd_kernels_fast.h", "edgekd_kernels_fast.c"):
+        (tmp_path / f).write_text((RUNTIME_DIR / f).read_text())
+    (tmp_path / "main.c").write_text(REQUANT_MAIN)
+    exe = tmp_path / "rq"
+    subprocess.run([gcc(), "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-o", str(exe), *(str(tmp_path / f) for f in
+                    ("main.c", "edgekd_kernels.c", "edgekd_kernels_fast.c"))], check=True)  # fmt: skip
+    rng = np.random.default_rng(0)
+    edges = [0, 1, -1, 2, -2, 2**31 - 1, -(2**31), 2**30, -(2**30), 12345, -12345]
+    lines = []
+    for real in [*(2.0 ** -np.arange(0, 34)), *(10 ** rng.uniform(-9, 1.5, 200)), 1.0 - 1e-12, 0.5]:
+        mult, shift = quantize_multiplier(float(real))
+        e = max(-shift, 1)
+        ties = [k * (1 << (e - 1)) + d for k in (-3, -1, 1, 3) for d in (-1, 0, 1)]  # near .5 after the shift
+        accs = [*edges, *rng.integers(-(2**31), 2**31, 20), *rng.integers(-5000, 5000, 20), *ties]
+        for zp in (-128, 0, 127):
+            entry = requant_entry(mult, shift, zp)
+            lines += [f"{int(a)} {mult} {shift} {zp} {' '.join(map(str, entry[1:]))}" for a in accs
+                      if -(2**31) <= int(a) < 2**31]  # fmt: skip
+    out = subprocess.run(
+        [str(exe)], input="\n".join(lines), capture_output=True, text=True, check=True
+    ).stdout
+    pairs = np.array([line.split() for line in out.splitlines()], dtype=np.int64)
+    assert len(pairs) == len(lines) > 10000
+    bad = np.flatnonzero(pairs[:, 0] != pairs[:, 1])
+    assert bad.size == 0, f"{bad.size} differ, first: {lines[bad[0]]} -> {pairs[bad[0]].tolist()}"

@@ -1,7 +1,8 @@
 """edgekd.export.c_backend on whole models.
 
-The C backend on whole models: bit-exact with the tflite-micro interpreter on the exported test models,
-arena from edgekd's planner, clear errors for unsupported ops and float models.
+The C backend on whole models: bit-exact with the tflite-micro interpreter on the exported test models
+with either kernel set (portable reference kernels, fast Cortex-M4 kernels through their portable SIMD
+fallback), arena from edgekd's planner, clear errors for unsupported ops and float models.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import pytest
 
 from edgekd.errors import EdgekdError
 from edgekd.export.c_backend import HostBuild, generate_c
+from edgekd.export.c_backend.codegen import KERNELS
 from edgekd.export.c_backend.host import gcc
 from edgekd.graph import measure_arena, read_tflite, run_tflm
 from edgekd.graph.sample_models import sample_models
 
 NAMES = ["tiny_cnn", "residual", "mlp", "mobilenet_tiny"]
+MLPERF = ["kws_dscnn_like", "ic_resnet8_like", "vww_mobilenet_like", "ad_fcae_like"]
 
 
 @pytest.fixture(scope="module")
@@ -23,23 +26,54 @@ def models():
     return sample_models([*NAMES, "scratch_ops"])
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(gcc() is None, reason="no host gcc")
-@pytest.mark.parametrize("name", NAMES)
-def test_bit_exact_with_tflite_micro_and_smaller_arena(models, name):
-    path = models[name]
-    cm = generate_c(path)
+def _assert_bit_exact(path, cm, n: int = 32) -> None:
     shape = read_tflite(path).input_details()[0]["shape"]
-    x = np.random.default_rng(1).integers(-128, 128, size=(32, *shape[1:])).astype(np.int8)
+    x = np.random.default_rng(1).integers(-128, 128, size=(n, *shape[1:])).astype(np.int8)
     ref = run_tflm(path, x).reshape(len(x), -1)
     with HostBuild(cm) as hb:
         got = hb(x)
-    assert np.array_equal(got, ref), f"{int((got != ref).sum())} output bytes differ"
+    assert np.array_equal(got, ref), f"{cm.kernels} kernels: {int((got != ref).sum())} output bytes differ"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(gcc() is None, reason="no host gcc")
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize("name", NAMES)
+def test_bit_exact_with_tflite_micro_and_smaller_arena(models, name, kernels):
+    path = models[name]
+    cm = generate_c(path, kernels=kernels)
+    _assert_bit_exact(path, cm)
     arena = measure_arena(path)
     # one static buffer from edgekd's planner: never above TFLM's planned head, far below its total
     assert cm.arena_size <= arena["head"]
     assert cm.arena_size < arena["total"]
     assert cm.greedy_arena == arena["head"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(gcc() is None, reason="no host gcc")
+@pytest.mark.parametrize("name", MLPERF)
+def test_fast_kernels_bit_exact_on_the_mlperf_models(name):
+    """The MLPerf Tiny shaped models through the fast kernels; the choice is stated in the source and
+    the summary (c_model.json), layer by layer."""
+    path = sample_models([name])[name]
+    cm = generate_c(path, kernels="fast")
+    _assert_bit_exact(path, cm, n=8)
+    info = cm.summary()
+    assert info["kernels"] == "fast" and "Kernels: fast" in cm.files["edgekd_model.c"]
+    assert "edgekd_kernels_fast.c" in cm.sources
+    assert [lk["op"] for lk in info["layer_kernels"]] == cm.order
+    conv = {lk["kernel"] for lk in info["layer_kernels"] if lk["opcode"] in ("CONV_2D", "FULLY_CONNECTED")}
+    assert conv <= {"ek_fast_conv2d", "ek_fast_fully_connected"}
+    assert (
+        info["scratch_bytes"] > 0
+        and f"ek_scratch_words[{info['scratch_bytes'] // 4}]" in cm.files["edgekd_model.c"]
+    )
+
+
+def test_unknown_kernels_are_refused(models):
+    with pytest.raises(EdgekdError, match="unknown kernels 'simd'; choose one of portable, fast"):
+        generate_c(models["mlp"], kernels="simd")
 
 
 def test_unsupported_op_is_named_and_tflm_suggested(models):

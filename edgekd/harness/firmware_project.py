@@ -41,7 +41,8 @@ def write_c_backend_project(model_path: str | os.PathLike, dst: Path,
     make = (FIRMWARE_DIR / "Makefile.in").read_text()
     flags = [f for f in CFLAGS if not f.startswith("-fcallgraph")]
     (dst / "Makefile").write_text(_fill(make, CFLAGS=" ".join(flags), LDFLAGS=" ".join(LDFLAGS),
-                                        LDLIBS=" ".join(LDLIBS), **_setting_values(settings)))  # fmt: skip
+                                        LDLIBS=" ".join(LDLIBS), MODEL_SOURCES=" ".join(cm.sources),
+                                        **_setting_values(settings)))  # fmt: skip
     return {"folder": str(dst), "arena_bytes": cm.arena_size, **settings.as_dict(),
             "files": sorted(p.name for p in dst.iterdir())}  # fmt: skip
 

@@ -85,13 +85,15 @@ def samples_c(samples: np.ndarray) -> str:
 
 def build_firmware(model_path: str | os.PathLike, build_dir: str | os.PathLike, model_name: str | None = None,
                    input_format: str | None = None, results: str | None = None,
-                   samples: np.ndarray | None = None, vendor: str = VENDOR) -> Firmware:  # fmt: skip
+                   samples: np.ndarray | None = None, vendor: str = VENDOR,
+                   kernels: str | None = None) -> Firmware:  # fmt: skip
     """C backend + protocol firmware, cross-compiled; raises EdgekdError if it does not fit the board.
 
     ``model_name`` / ``input_format`` / ``results``: ee_main.c's settings (default: the MLPerf Tiny
     task's, :class:`WireSettings`); ``samples``: wire bytes ``(N, nbytes)`` baked into flash for
-    ``db sample K`` (fast accuracy runs: no hex over the emulated UART)."""
-    from edgekd.export.c_backend import generate_c
+    ``db sample K`` (fast accuracy runs: no hex over the emulated UART); ``kernels``: the C backend's
+    (``codegen.KERNELS``; default ``DEFAULT_KERNELS``)."""
+    from edgekd.export.c_backend.codegen import DEFAULT_KERNELS, generate_c
 
     tool("arm-none-eabi-gcc")  # missing toolchain: say so before generating code
     settings = WireSettings.of(model_path, model_name, input_format, results, vendor)
@@ -99,10 +101,10 @@ def build_firmware(model_path: str | os.PathLike, build_dir: str | os.PathLike, 
     if d.exists():
         shutil.rmtree(d)
     d.mkdir(parents=True)
-    cm = generate_c(model_path)
+    cm = generate_c(model_path, kernels=kernels or DEFAULT_KERNELS)
     cm.write(d)
     copy_templates(d)
-    srcs = [*FIRMWARE_SOURCES, "edgekd_model.c", "edgekd_kernels.c"]
+    srcs = [*FIRMWARE_SOURCES, *cm.sources]
     defines = settings.defines()
     n_samples = 0
     if samples is not None:
@@ -357,14 +359,16 @@ def run_qemu(
 def emulated_board(model_path: str | os.PathLike, target: str, build_dir: str | os.PathLike,
                    quiet: bool = False, model_name: str | None = None, input_format: str | None = None,
                    results: str | None = None,
-                   samples: np.ndarray | None = None) -> Iterator[tuple[str, dict[str, Any]]]:  # fmt: skip
+                   samples: np.ndarray | None = None,
+                   kernels: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:  # fmt: skip
     """Build the firmware for ``model_path`` (settings and baked ``samples`` as :func:`build_firmware`)
-    and run it in QEMU; yields (port URL, facts for bench.json)."""
+    and run it in QEMU (C backend ``kernels`` as :func:`build_firmware`); yields (port URL, facts for
+    bench.json)."""
     if target != "cortex-m4-qemu":
         raise EdgekdError(
             f"--emulate runs the cortex-m4-qemu target only, not {target!r}; use --target cortex-m4-qemu"
         )
-    fw = build_firmware(model_path, build_dir, model_name, input_format, results, samples)
+    fw = build_firmware(model_path, build_dir, model_name, input_format, results, samples, kernels=kernels)
     facts = {
         "device": "emulated Cortex-M4 (QEMU mps2-an386, edgekd C backend firmware)",
         "emulated": True,

@@ -1,6 +1,11 @@
 """Turn a full-integer int8 ``.tflite`` into plain C99: weights as const arrays, every activation in one
 static arena laid out by edgekd's planner, and calls to int8 kernels with TFLite Micro's reference
 numerics (``runtime/edgekd_kernels.c``). One emitter per op, registered with :func:`emitter`.
+
+``kernels="fast"`` swaps convolution, depthwise convolution and fully connected layers for edgekd's
+Cortex-M4 kernels (``runtime/edgekd_kernels_fast.c``: SIMD MACs, im2col + register-blocked GEMM), with
+the constant data they need prepared here (input offset folded into the bias, blocked weights); the
+results are the same bytes. Each layer's choice is recorded (``CModel.layer_kernels``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from edgekd.graph.tflite_model import Operator, Tensor, TFLiteModel, _schema_mod
 
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 RUNTIME_FILES = ("edgekd_kernels.h", "edgekd_kernels.c")
+FAST_RUNTIME_FILES = ("edgekd_kernels_fast.h", "edgekd_kernels_fast.c")
+KERNELS = ("portable", "fast")
+DEFAULT_KERNELS = "fast"
+FAST_DW_MAX_TAPS = 64  # EK_FAST_DW_MAX_TAPS
 
 Emitter = Callable[["_Ctx", Operator, Any], str]
 EMITTERS: dict[str, Emitter] = {}
@@ -59,6 +68,14 @@ class CModel:
     ops: list[str]
     weight_bytes: int
     order: list[int] = field(default_factory=list)
+    kernels: str = "portable"
+    layer_kernels: list[dict[str, Any]] = field(default_factory=list)
+    scratch_bytes: int = 0
+
+    @property
+    def sources(self) -> list[str]:
+        """The C files to compile (the model and its kernels)."""
+        return sorted(f for f in self.files if f.endswith(".c"))
 
     def write(self, folder: str | os.PathLike) -> Path:
         out = Path(folder)
@@ -70,7 +87,8 @@ class CModel:
     def summary(self) -> dict[str, Any]:
         return {"arena_bytes": self.arena_size, "plan": self.plan_method, "tflm_greedy_arena_bytes": self.greedy_arena,
                 "weight_bytes": self.weight_bytes, "ops": self.ops, "input": self.input, "output": self.output,
-                "files": sorted(self.files)}  # fmt: skip
+                "files": sorted(self.files), "kernels": self.kernels, "scratch_bytes": self.scratch_bytes,
+                "layer_kernels": self.layer_kernels}  # fmt: skip
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -102,9 +120,12 @@ def _ints(vals: list[int] | tuple[int, ...], n: int = 6, fill: int = 0) -> str:
 
 
 class _Ctx:
-    def __init__(self, m: TFLiteModel, offsets: dict[int, int]) -> None:
+    def __init__(self, m: TFLiteModel, offsets: dict[int, int], kernels: str = "portable") -> None:
         self.m = m
         self.offsets = offsets
+        self.fast = kernels == "fast"
+        self.scratch = 0
+        self.layers: list[dict[str, Any]] = []
         s = _schema_module()
         self.mt = s.ModelT.InitFromPackedBuf(bytearray(m.data), 0)
         self.decls: list[str] = []
@@ -134,10 +155,16 @@ class _Ctx:
             self.const_names[key] = name
         return self.const_names[key]
 
-    def array(self, name: str, ctype: str, values: list[int]) -> str:
-        self.decls.append(_c_array(name, ctype, np.asarray(values)))
-        self.weight_bytes += len(values) * 4
+    def array(self, name: str, ctype: str, values: list[int] | np.ndarray) -> str:
+        self.decls.append(_c_array(name, ctype, np.asarray(values), align=True))
+        self.weight_bytes += len(values) * (1 if ctype == "int8_t" else 4)
         return name
+
+    def kernel(self, op: Operator, fn: str, scratch: int = 0) -> str:
+        """Record ``fn`` as operator ``op``'s kernel and the scratch bytes it needs."""
+        self.layers.append({"op": op.index, "opcode": op.opcode, "kernel": fn})
+        self.scratch = max(self.scratch, scratch)
+        return fn
 
     def ptr(self, i: int) -> str:
         """A C expression for tensor ``i``'s int8 data (arena slot or const array)."""
@@ -161,9 +188,13 @@ def _scale(t: Tensor) -> float:
 # ---- emitters --------------------------------------------------------------------------------------
 
 
-def _conv_args(ctx: _Ctx, op: Operator, opt: Any, depthwise: bool) -> str:
+_Multipliers = Callable[[bool], str]
+
+
+def _conv_setup(ctx: _Ctx, op: Operator, opt: Any, depthwise: bool) -> tuple[str, _Multipliers, str]:
+    """Declare operator ``op``'s parameters; (``&p, in``, the multiplier arguments' declarer, ``out``):
+    ``ms(fast)`` declares ``m, s`` for a reference kernel, one ek_requant table for a fast one."""
     inp, flt, out = ctx.t(op.inputs[0]), ctx.t(op.inputs[1]), ctx.t(op.outputs[0])
-    bias_idx = op.inputs[2] if len(op.inputs) > 2 else -1
     _, ih, iw, ic = _shape4(inp.shape)
     _, oh, ow, oc = _shape4(out.shape)
     if depthwise:
@@ -194,26 +225,109 @@ def _conv_args(ctx: _Ctx, op: Operator, opt: Any, depthwise: bool) -> str:
         f"static const ek_conv_params p{k} = {{{_s4(inp.shape)}, {_s4(out.shape)}, {fh}, {fw}, {sh}, {sw}, {dh}, {dw}, "
         f"{ph}, {pw}, {dm}, {-_zp(inp)}, {_zp(out)}, {lo}, {hi}}};\n"
     )
-    m_name = ctx.array(f"m{k}", "int32_t", mults)
-    s_name = ctx.array(f"s{k}", "int32_t", shifts)
-    bias = ctx.const(ctx.t(bias_idx), "int32_t") if bias_idx >= 0 else "0"
-    return f"&p{k}, {ctx.ptr(op.inputs[0])}, {ctx.const(flt)}, {bias}, {m_name}, {s_name}, {ctx.out(op.outputs[0])}"
+    return (
+        f"&p{k}, {ctx.ptr(op.inputs[0])}",
+        _multipliers(ctx, k, mults, shifts, _zp(out)),
+        ctx.out(op.outputs[0]),
+    )
+
+
+def _multipliers(ctx: _Ctx, k: int, mults: list[int], shifts: list[int], out_zp: int) -> _Multipliers:
+    """Operator ``k``'s multiplier arguments, declared when the kernel is chosen: ``m{k}, s{k}``
+    (reference), ``rq{k}`` (fast kernels)."""
+
+    def declare(fast: bool) -> str:
+        if not fast:
+            return f"{ctx.array(f'm{k}', 'int32_t', mults)}, {ctx.array(f's{k}', 'int32_t', shifts)}"
+        rows = [requant_entry(m_, s_, out_zp) for m_, s_ in zip(mults, shifts, strict=True)]
+        body = ",\n    ".join("{" + ", ".join(map(str, r)) + "}" for r in rows)
+        ctx.decls.append(f"static const ek_requant rq{k}[{len(rows)}] = {{\n    {body}\n}};\n")
+        ctx.weight_bytes += 16 * len(rows)
+        return f"rq{k}"
+
+    return declare
+
+
+def requant_entry(mult: int, shift: int, zp: int) -> tuple[int, int, int, int]:
+    """``ek_requant`` of (mult, shift) and output zero point ``zp``: (mult, rshift, rnd_lo, rnd_hi), see
+    edgekd_kernels_fast.h (the one-SMLAL form for right shifts 1..23, else the reference)."""
+    e = -shift
+    if not 1 <= e <= 23:
+        return mult, shift - 32, 0, zp
+    rnd = (1 << 30) + (1 << (30 + e)) + zp * (1 << (31 + e))  # a Python int: exact, then two's complement
+    return mult, e - 1, int(_wrap32(np.int64(rnd & 0xFFFFFFFF))), int(_wrap32(np.int64(rnd >> 32)))
+
+
+def _bias(ctx: _Ctx, op: Operator) -> str:
+    return ctx.const(ctx.t(op.inputs[2]), "int32_t") if len(op.inputs) > 2 and op.inputs[2] >= 0 else "0"
+
+
+def _folded_bias(ctx: _Ctx, op: Operator, w: np.ndarray, in_offset: int) -> str:
+    """``bias + in_offset * sum(w[oc])`` (int32 wrap-around, as the reference kernel accumulates):
+    the fast kernels multiply raw int8 inputs. ``w``: (channels, depth)."""
+    has_bias = len(op.inputs) > 2 and op.inputs[2] >= 0
+    bias = ctx.data(ctx.t(op.inputs[2])).astype(np.int64) if has_bias else np.zeros(len(w), np.int64)
+    return ctx.array(f"b{op.index}", "int32_t", _wrap32(bias + in_offset * w.astype(np.int64).sum(axis=1)))
+
+
+def _wrap32(v: np.ndarray) -> np.ndarray:
+    return (np.asarray(v, dtype=np.int64) + (1 << 31)) % (1 << 32) - (1 << 31)
+
+
+def block_weights(w: np.ndarray) -> np.ndarray:
+    """GEMM weights ``(channels, depth)`` as ek_fast's layout: depth zero-padded to a multiple of 4, then
+    per channel pair and 4-deep chunk the pair's 4 + 4 bytes; an odd last channel 4 bytes a chunk."""
+    oc, k = w.shape
+    k4 = -(-k // 4) * 4
+    padded = np.zeros((oc, k4), np.int8)
+    padded[:, :k] = w
+    pairs = oc // 2
+    head = padded[: 2 * pairs].reshape(pairs, 2, k4 // 4, 4).transpose(0, 2, 1, 3).reshape(-1)
+    return np.concatenate([head, padded[2 * pairs :].reshape(-1)])
+
+
+def pack_depthwise(w: np.ndarray) -> np.ndarray:
+    """Depthwise weights ``(taps, channels)`` (channels a multiple of 4) as ek_fast's int32 words: per
+    4 channels and tap, ``c0 | c2 << 16`` and ``c1 | c3 << 16``."""
+    taps, ch = w.shape
+    g = w.astype(np.int64).reshape(taps, ch // 4, 4).transpose(1, 0, 2)
+    words = (g[..., [0, 1]] & 0xFFFF) | (g[..., [2, 3]] << 16)
+    return _wrap32(words.reshape(-1))
 
 
 @emitter("CONV_2D")
 def _conv(ctx: _Ctx, op: Operator, opt: Any) -> str:
-    return f"ek_conv2d({_conv_args(ctx, op, opt, False)});"
+    head, ms, out = _conv_setup(ctx, op, opt, False)
+    flt = ctx.t(op.inputs[1])
+    if not ctx.fast:
+        return (
+            f"{ctx.kernel(op, 'ek_conv2d')}({head}, {ctx.const(flt)}, {_bias(ctx, op)}, {ms(False)}, {out});"
+        )
+    w = ctx.data(flt).reshape(flt.shape[0], -1)
+    k4 = -(-w.shape[1] // 4) * 4
+    bias = _folded_bias(ctx, op, w, -_zp(ctx.t(op.inputs[0])))
+    wb = ctx.array(f"w{op.index}", "int8_t", block_weights(w))
+    return f"{ctx.kernel(op, 'ek_fast_conv2d', 6 * k4)}({head}, {wb}, {bias}, {ms(True)}, {out}, ek_scratch);"
 
 
 @emitter("DEPTHWISE_CONV_2D")
 def _dwconv(ctx: _Ctx, op: Operator, opt: Any) -> str:
-    return f"ek_depthwise_conv2d({_conv_args(ctx, op, opt, True)});"
+    head, ms, out = _conv_setup(ctx, op, opt, True)
+    inp, flt = ctx.t(op.inputs[0]), ctx.t(op.inputs[1])
+    ch, taps = _shape4(inp.shape)[3], int(flt.shape[1] * flt.shape[2])
+    if not ctx.fast or flt.shape[3] != ch or ch % 4 or taps > FAST_DW_MAX_TAPS:
+        fn = ctx.kernel(op, "ek_depthwise_conv2d")
+        return f"{fn}({head}, {ctx.const(flt)}, {_bias(ctx, op)}, {ms(False)}, {out});"
+    w = ctx.data(flt).reshape(taps, ch)
+    bias = _folded_bias(ctx, op, w.T, -_zp(inp))
+    wp = ctx.array(f"w{op.index}", "int32_t", pack_depthwise(w))
+    fn = ctx.kernel(op, "ek_fast_depthwise_conv2d", ch)
+    return f"{fn}({head}, {wp}, {bias}, {ms(True)}, {out}, ek_scratch);"
 
 
 @emitter("FULLY_CONNECTED")
 def _fc(ctx: _Ctx, op: Operator, opt: Any) -> str:
     inp, flt, out = ctx.t(op.inputs[0]), ctx.t(op.inputs[1]), ctx.t(op.outputs[0])
-    bias_idx = op.inputs[2] if len(op.inputs) > 2 else -1
     out_depth, accum = int(flt.shape[0]), int(flt.shape[1])
     n_in = int(np.prod(inp.shape))
     batches = n_in // accum
@@ -229,11 +343,17 @@ def _fc(ctx: _Ctx, op: Operator, opt: Any) -> str:
         f"static const ek_fc_params p{k} = {{{batches}, {accum}, {out_depth}, {int(per_channel)}, "
         f"{-_zp(inp)}, {-_zp(flt)}, {_zp(out)}, {lo}, {hi}}};\n"
     )
-    m_name = ctx.array(f"m{k}", "int32_t", [p[0] for p in pairs])
-    s_name = ctx.array(f"s{k}", "int32_t", [p[1] for p in pairs])
-    bias = ctx.const(ctx.t(bias_idx), "int32_t") if bias_idx >= 0 else "0"
-    return (f"ek_fully_connected(&p{k}, {ctx.ptr(op.inputs[0])}, {ctx.const(flt)}, {bias}, {m_name}, {s_name}, "
-            f"{ctx.out(op.outputs[0])});")  # fmt: skip
+    ms = _multipliers(ctx, k, [p[0] for p in pairs], [p[1] for p in pairs], _zp(out))
+    head, o = f"&p{k}, {ctx.ptr(op.inputs[0])}", ctx.out(op.outputs[0])
+    if not ctx.fast or _zp(flt) != 0:
+        fn = ctx.kernel(op, "ek_fully_connected")
+        return f"{fn}({head}, {ctx.const(flt)}, {_bias(ctx, op)}, {ms(False)}, {o});"
+    w = ctx.data(flt).reshape(out_depth, accum)
+    bias = _folded_bias(ctx, op, w, -_zp(inp))
+    wb = ctx.array(f"w{k}", "int8_t", block_weights(w))
+    k4 = -(-accum // 4) * 4
+    fn = ctx.kernel(op, "ek_fast_fully_connected", 6 * k4)
+    return f"{fn}({head}, {wb}, {bias}, {ms(True)}, {o}, ek_scratch);"
 
 
 @emitter("AVERAGE_POOL_2D", "MAX_POOL_2D")
@@ -252,7 +372,9 @@ def _pool(ctx: _Ctx, op: Operator, opt: Any) -> str:
         f"{ph}, {pw}, {lo}, {hi}}};\n"
     )
     fn = "ek_avg_pool" if op.opcode == "AVERAGE_POOL_2D" else "ek_max_pool"
-    return f"{fn}(&p{k}, {ctx.ptr(op.inputs[0])}, {ctx.out(op.outputs[0])});"
+    if ctx.fast and fn == "ek_avg_pool" and fh * fw <= 256 and _shape4(inp.shape)[3] % 4 == 0:
+        fn = "ek_fast_avg_pool"
+    return f"{ctx.kernel(op, fn)}(&p{k}, {ctx.ptr(op.inputs[0])}, {ctx.out(op.outputs[0])});"
 
 
 @emitter("ADD")
@@ -435,7 +557,10 @@ _MALFORMED = (ArithmeticError, AttributeError, IndexError, KeyError, TypeError, 
 def _emit(ctx: _Ctx, op: Operator) -> str:
     """One operator's C call; parameters a validated model should not have become one line naming it."""
     try:
-        return EMITTERS[op.name](ctx, op, ctx.options(op))
+        call = EMITTERS[op.name](ctx, op, ctx.options(op))
+        if not ctx.layers or ctx.layers[-1]["op"] != op.index:  # ops with one kernel: the call names it
+            ctx.kernel(op, call.split("(", 1)[0])
+        return call
     except _MALFORMED as e:
         why = " ".join(str(e).split())[:120] or type(e).__name__
         raise EdgekdError(
@@ -445,13 +570,20 @@ def _emit(ctx: _Ctx, op: Operator) -> str:
 
 
 def generate_c(
-    model: str | os.PathLike | bytes | TFLiteModel, *, optimize_plan: bool = True, prefix: str = "edgekd"
+    model: str | os.PathLike | bytes | TFLiteModel,
+    *,
+    optimize_plan: bool = True,
+    prefix: str = "edgekd",
+    kernels: str = DEFAULT_KERNELS,
 ) -> CModel:
-    """C sources for ``model`` (see module doc). Raises EdgekdError for float models and unsupported ops."""
+    """C sources for ``model`` (see module doc) with ``kernels`` (one of KERNELS). Raises EdgekdError for
+    float models and unsupported ops."""
+    if kernels not in KERNELS:
+        raise EdgekdError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
     m = model if isinstance(model, TFLiteModel) else read_tflite(model)
     _check(m)
     order, offsets, arena, method, greedy_head = plan_arena(m, optimize_plan)
-    ctx = _Ctx(m, offsets)
+    ctx = _Ctx(m, offsets, kernels)
     calls = [f"    /* {i}: {m.operators[i].opcode} */\n    " + _emit(ctx, m.operators[i]) for i in order]
     ti, to = m.tensors[m.inputs[0]], m.tensors[m.outputs[0]]
     if ti.index not in offsets or to.index not in offsets:
@@ -462,14 +594,20 @@ def generate_c(
     }  # fmt: skip
     header = model_header(Path(m.source).name, ti.nbytes, to.nbytes, arena, _scale(to), _zp(to), prefix,
                           in_scale=_scale(ti), in_zp=_zp(ti), in_unsigned=ti.dtype == "uint8")  # fmt: skip
+    scratch = -(-ctx.scratch // 16) * 16
+    fast_include = '#include "edgekd_kernels_fast.h"\n' if ctx.fast else ""
+    scratch_decl = (f"/* im2col / int16 rows / depthwise padding of the fast kernels */\n"
+                    f"static int32_t ek_scratch_words[{scratch // 4}];\n"
+                    f"#define ek_scratch ((int8_t *)ek_scratch_words)\n") if scratch else ""  # fmt: skip
     body = f"""/* Generated by edgekd from {Path(m.source).name}: do not edit.
- * Operators: {len(m.operators)}; arena {arena} bytes (plan: {method}; TFLite Micro's greedy plan: {greedy_head}). */
+ * Operators: {len(m.operators)}; arena {arena} bytes (plan: {method}; TFLite Micro's greedy plan: {greedy_head}).
+ * Kernels: {_kernels_note(kernels, scratch)} */
 #include "{prefix}_model.h"
 
 #include "edgekd_kernels.h"
-
+{fast_include}
 static int8_t ek_arena[{max(arena, 16)}] __attribute__((aligned(16)));
-
+{scratch_decl}
 {"".join(ctx.decls)}
 int8_t *{prefix}_input(void) {{ return ek_arena + {offsets[ti.index]}; }}
 const int8_t *{prefix}_output(void) {{ return ek_arena + {offsets[to.index]}; }}
@@ -479,7 +617,16 @@ void {prefix}_invoke(void) {{
 }}
 """
     files = {f"{prefix}_model.h": header, f"{prefix}_model.c": body}
-    for f in RUNTIME_FILES:
+    for f in RUNTIME_FILES + (FAST_RUNTIME_FILES if ctx.fast else ()):
         files[f] = (RUNTIME_DIR / f).read_text()
     return CModel(m.source, files, arena, method, greedy_head, io["input"], io["output"],
-                  m.op_names(), ctx.weight_bytes, order)  # fmt: skip
+                  m.op_names(), ctx.weight_bytes, order, kernels, ctx.layers, scratch)  # fmt: skip
+
+
+def _kernels_note(kernels: str, scratch: int) -> str:
+    if kernels == "portable":
+        return "portable (edgekd_kernels.c: TFLite Micro reference numerics, plain C)."
+    return (
+        f"fast (edgekd_kernels_fast.c: Cortex-M4 SIMD with a portable fallback, bit-exact with the "
+        f"portable kernels; scratch {scratch} bytes); other ops portable (edgekd_kernels.c)."
+    )

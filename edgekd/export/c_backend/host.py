@@ -57,7 +57,7 @@ class HostBuild:
         cmodel.write(self.dir)
         (self.dir / "host_main.c").write_text(HOST_MAIN)
         self.exe = self.dir / "model_host"
-        srcs = [str(self.dir / f) for f in ("host_main.c", "edgekd_model.c", "edgekd_kernels.c")]
+        srcs = [str(self.dir / f) for f in ("host_main.c", *cmodel.sources)]
         cmd = [
             cc,
             opt,

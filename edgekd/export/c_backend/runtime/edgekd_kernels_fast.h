@@ -1,0 +1,38 @@
+/* edgekd C backend: fast int8 kernels for Cortex-M4 (2-way SIMD MACs with the ACLE intrinsics when
+ * __ARM_FEATURE_DSP is defined, the same arithmetic in portable C elsewhere), bit-exact with the
+ * reference kernels of edgekd_kernels.c. The code generator prepares their constant data:
+ *   - the input offset folded into the bias (bias + in_offset * sum of the weights), so padding reads
+ *     the input zero point and every MAC is a plain int8 x int8 product;
+ *   - GEMM weights blocked by output-channel pairs and 4-deep chunks (zero-padded to a multiple of 4);
+ *   - depthwise weights as int16 pairs in words (channels 0|2, 1|3 of every 4, per tap) for
+ *     SMLABB / SMLATT. */
+#ifndef EDGEKD_KERNELS_FAST_H_
+#define EDGEKD_KERNELS_FAST_H_
+
+#include "edgekd_kernels.h"
+
+/* Scratch bytes a fast conv / fully connected needs for accumulation depth k (im2col + int16 rows). */
+#define EK_FAST_GEMM_SCRATCH(k) (6 * (((k) + 3) / 4 * 4))
+/* Depthwise: taps (fh * fw) at most this; scratch: one input row of zero points (in.c bytes). */
+#define EK_FAST_DW_MAX_TAPS 64
+
+/* One channel's requantisation (TFLM's MultiplyByQuantizedMultiplier of (mult, shift), plus the output
+ * zero point zp) prepared by the code generator. A right shift e = -shift in 1..23: rshift = e - 1 and
+ * rnd = 2^30 + 2^(30 + e) + zp * 2^(31 + e) as the 64-bit rnd_hi:rnd_lo, so the result is
+ * (acc * mult + rnd - [acc < 0] * 2^31) >> 32 >> rshift (one SMLAL). Other shifts: rshift = shift - 32
+ * (negative) and rnd_hi = zp, the reference arithmetic. */
+typedef struct {
+    int32_t mult, rshift, rnd_lo, rnd_hi;
+} ek_requant;
+
+int32_t ek_fast_requantize(int32_t acc, const ek_requant *q);
+void ek_fast_conv2d(const ek_conv_params *p, const int8_t *in, const int8_t *wblk, const int32_t *bias,
+                    const ek_requant *rq, int8_t *out, int8_t *scratch);
+void ek_fast_depthwise_conv2d(const ek_conv_params *p, const int8_t *in, const int32_t *w32,
+                              const int32_t *bias, const ek_requant *rq, int8_t *out, int8_t *scratch);
+void ek_fast_fully_connected(const ek_fc_params *p, const int8_t *in, const int8_t *wblk, const int32_t *bias,
+                             const ek_requant *rq, int8_t *out, int8_t *scratch);
+/* Windows of at most 256 elements (16-bit sums), channels a multiple of 4. */
+void ek_fast_avg_pool(const ek_pool_params *p, const int8_t *in, int8_t *out);
+
+#endif /* EDGEKD_KERNELS_FAST_H_ */
