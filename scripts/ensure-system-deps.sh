@@ -19,6 +19,13 @@ if command -v arm-none-eabi-gcc >/dev/null 2>&1; then
 else
     missing="$missing libnewlib-arm-none-eabi"
 fi
+# libstdc++ for arm-none-eabi (packaged apart from the compiler): the TFLite Micro firmware (--runtime tflm)
+if command -v arm-none-eabi-g++ >/dev/null 2>&1; then
+    [ -n "$(arm-none-eabi-g++ -mcpu=cortex-m4 -mfloat-abi=hard -mfpu=fpv4-sp-d16 -print-file-name=libstdc++_nano.a 2>/dev/null | grep /)" ] \
+        || missing="$missing libstdc++-arm-none-eabi-newlib"
+else
+    missing="$missing libstdc++-arm-none-eabi-newlib"
+fi
 command -v qemu-system-arm >/dev/null 2>&1 || missing="$missing qemu-system-arm"
 
 [ -z "$missing" ] && exit 0

@@ -94,3 +94,11 @@ def test_float_model_is_refused():
     model = b.build(S.BuiltinOperator.FULLY_CONNECTED, [x, w], y)
     with pytest.raises(EdgekdError, match="full-integer int8"):
         generate_c(model)
+
+
+def test_bench_kernels_option_lists_the_c_backend_kernels():
+    from edgekd.commands.bench import command
+    from edgekd.export.c_backend.codegen import DEFAULT_KERNELS, KERNELS
+
+    opt = next(p for p in command.params if p.name == "kernels")
+    assert tuple(opt.type.choices) == KERNELS and opt.default == DEFAULT_KERNELS

@@ -58,10 +58,11 @@ def test_export_writes_c_sources_and_both_firmware_projects(exported):
     assert "AddFullyConnected" in (tflm / "src/op_resolver.h").read_text()
     cc = (tflm / "src/tflm_model.cc").read_text()
     assert '#include "model_data.h"' in cc and '#include "op_resolver.h"' in cc
+    from edgekd.export.micro import arena_report
     from edgekd.graph import measure_arena
 
     header = (tflm / "src/edgekd_model.h").read_text()
-    assert f"#define EDGEKD_ARENA_SIZE {(measure_arena(model)['total'] + 15) // 16 * 16}" in header
+    assert f"#define EDGEKD_ARENA_SIZE {arena_report(measure_arena(model))['recommended_bytes']}" in header
     assert "create_tflm_tree.py" in (tflm / "README.md").read_text()
 
 

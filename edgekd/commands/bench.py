@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgekd.commands._common import wire_options
+from edgekd.harness.tflm_firmware import RUNTIMES
 
 
 @click.command("bench")
@@ -36,18 +37,28 @@ from edgekd.commands._common import wire_options
 @wire_options
 @click.option("--preload/--no-preload", default=True, show_default=True,
               help="--emulate: accuracy samples in the firmware image, or sent as db lines over the UART.")  # fmt: skip
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="c", show_default=True,
+              help="--emulate: the model runtime in the firmware: edgekd's C backend, TFLite Micro with CMSIS-NN "
+              "kernels (tflm) or with its reference kernels (tflm-reference).")  # fmt: skip
+@click.option("--kernels", type=click.Choice(["portable", "fast"]), default="fast", show_default=True,
+              help="--emulate --runtime c: the C backend's kernels (Cortex-M4 SIMD, or plain C loops).")  # fmt: skip
+@click.option("--tflm-tree", type=click.Path(file_okay=False),
+              help="The TFLite Micro source tree for --runtime tflm* (create_tflm_tree.py output; default: "
+              "$EDGEKD_TFLM_DIR or ../shared/third_party/tflite-micro/tflm_tree_{cmsisnn,ref}).")  # fmt: skip
 @click.option("--output", "-o", type=click.Path(file_okay=False), help="Folder for bench.json.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def command(source: str, target: str, port: str | None, emulate: bool, software: bool, mode: str, samples: int,
             data: str | None, windows: int, window_s: float, timeout: float, infer_timeout: float,
             baud: int, mlperf_model: str | None, input_format: str | None, results: str | None,
-            preload: bool, output: str | None, quiet: bool) -> None:  # fmt: skip
+            preload: bool, runtime: str, kernels: str, tflm_tree: str | None, output: str | None,
+            quiet: bool) -> None:  # fmt: skip
     """Benchmark SOURCE (a run folder or an int8 .tflite) on an MLPerf Tiny device: accuracy (top-1 and
     results vs the host TFLite Micro) and performance (median inferences/s). Writes bench/<target>/bench.json.
 
     \b
     edgekd bench runs/demo --target nucleo-l4r5zi --port /dev/ttyACM0
     edgekd bench runs/demo --target cortex-m4-qemu --emulate
+    edgekd bench runs/demo --target cortex-m4-qemu --emulate --runtime tflm
     edgekd bench model.tflite --target tflite-micro --software
     """
     from edgekd.errors import set_interrupt_message
@@ -62,7 +73,7 @@ def command(source: str, target: str, port: str | None, emulate: bool, software:
                            data=data, windows=windows, window_s=window_s, timeout=timeout,
                            infer_timeout=infer_timeout, output=output, quiet=quiet, baudrate=baud,
                            mlperf_model=mlperf_model, input_format=input_format, results=results,
-                           preload=preload)  # fmt: skip
+                           preload=preload, runtime=runtime, kernels=kernels, tflm_tree=tflm_tree)  # fmt: skip
     with run_folder_locked(source):
         path, record = run_bench(source, options)
     from edgekd.safetext import plain

@@ -9,7 +9,7 @@ import platform
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from edgekd.harness.mlperf import (
 )
 from edgekd.harness.runner import Device, Expected, NoTimestamps, run_accuracy, run_performance
 from edgekd.provenance import provenance
+
+if TYPE_CHECKING:
+    from edgekd.harness.qemu import Firmware
 
 BENCH_VERSION = 2  # 2: the provenance header (edgekd.provenance) instead of "edgekd_bench": 1
 MODES = ("accuracy", "performance", "all")
@@ -120,7 +123,8 @@ class BenchOptions:
     task's) and ``results`` (``float`` / ``softmax`` / ``raw``, default :func:`mlperf.default_results`)
     configure edgekd's devices and tell the host what a device on ``port`` expects and prints;
     ``preload``: the emulated board gets the accuracy samples in its firmware image (``db sample K``)
-    instead of over its UART.
+    instead of over its UART; ``runtime``: the emulated board's model runtime, edgekd's C backend
+    (``c``) or TFLite Micro (``tflm`` with CMSIS-NN, ``tflm-reference``) built from ``tflm_tree``.
     """
 
     target: str
@@ -142,6 +146,9 @@ class BenchOptions:
     input_format: str | None = None
     results: str | None = None
     preload: bool = True  # emulated board: accuracy samples in the firmware image, not sent as db lines
+    runtime: str = "c"  # emulated board: edgekd's C backend, or TFLite Micro ("tflm", "tflm-reference")
+    kernels: str | None = None  # the C backend's kernels ("fast" / "portable"; default: fast)
+    tflm_tree: str | None = None  # the TFLite Micro tree (default: tflm_firmware.default_tree)
 
     @classmethod
     def of(cls, options: BenchOptions | None = None, **changes: Any) -> BenchOptions:
@@ -189,10 +196,22 @@ def _connect(model_path: Path, target: str, o: BenchOptions, wire: WireSettings,
     else:
         from edgekd.harness.qemu import emulated_board
 
+        fw = _tflm_firmware(model_path, o, wire, build_dir, samples) if o.runtime != "c" else None
         with emulated_board(model_path, target, build_dir, quiet=o.quiet, model_name=wire.model_name,
                             input_format=wire.input_format, results=wire.results,
-                            samples=samples) as (url, facts):  # fmt: skip
+                            samples=samples, kernels=o.kernels, firmware=fw) as (url, facts):  # fmt: skip
             yield url, facts
+
+
+def _tflm_firmware(model_path: Path, o: BenchOptions, wire: WireSettings, build_dir: Path,
+                   samples: np.ndarray | None) -> Firmware:  # fmt: skip
+    """The TFLite Micro firmware for ``--runtime tflm`` / ``tflm-reference`` on the emulated board."""
+    from edgekd.harness.tflm_firmware import build_tflm_firmware, find_tree
+
+    find_tree(o.runtime, o.tflm_tree)  # a missing tree: say so before anything is built
+    _stage(o, f"building the TFLite Micro firmware ({o.runtime}); a first build compiles the tree's files")
+    return build_tflm_firmware(model_path, build_dir, o.runtime, o.tflm_tree, wire.model_name, wire.input_format,
+                               wire.results, samples)  # fmt: skip
 
 
 def run_bench(
@@ -206,6 +225,7 @@ def run_bench(
     o = BenchOptions.of(options, **changes)
     if o.mode not in MODES:
         raise EdgekdError(f"--mode {o.mode}: valid: {', '.join(MODES)}")
+    _check_runtime(o)
     tgt = load_target(o.target)
     model_path, run = find_model(source, tgt.name)
     m = read_tflite(model_path)
@@ -257,6 +277,10 @@ def run_bench(
             finally:
                 record["protocol"]["non_protocol_lines"] = dev.noise_count
                 record["protocol"]["non_protocol_examples"] = dev.noise[:5]
+                if o.emulate and o.runtime != "c":
+                    from edgekd.harness.tflm_firmware import apply_boot_report
+
+                    apply_boot_report([*dev.boot_text, *dev.noise], record)
     atomic_write_json(base / "bench.json", record)
     return base / "bench.json", record
 
@@ -265,6 +289,15 @@ def _max_preload_bytes() -> int:
     from edgekd.harness.qemu import MAX_PRELOAD_BYTES
 
     return MAX_PRELOAD_BYTES
+
+
+def _check_runtime(o: BenchOptions) -> None:
+    from edgekd.harness.tflm_firmware import RUNTIMES
+
+    if o.runtime not in RUNTIMES:
+        raise EdgekdError(f"--runtime {o.runtime}: valid: {', '.join(RUNTIMES)}")
+    if o.runtime != "c" and not o.emulate:
+        raise EdgekdError(f"--runtime {o.runtime} builds the emulated board's firmware; pass --emulate")
 
 
 @dataclass(frozen=True)

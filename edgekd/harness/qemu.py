@@ -65,6 +65,8 @@ class Firmware:
     c_model: dict[str, Any] = field(default_factory=dict)
     settings: WireSettings | None = None
     preloaded_samples: int = 0
+    device: str = "edgekd C backend firmware"
+    facts: dict[str, Any] = field(default_factory=dict)  # more for bench.json (the TFLite Micro build)
 
 
 def copy_templates(dst: Path) -> None:
@@ -360,17 +362,20 @@ def emulated_board(model_path: str | os.PathLike, target: str, build_dir: str | 
                    quiet: bool = False, model_name: str | None = None, input_format: str | None = None,
                    results: str | None = None,
                    samples: np.ndarray | None = None,
-                   kernels: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:  # fmt: skip
-    """Build the firmware for ``model_path`` (settings and baked ``samples`` as :func:`build_firmware`)
-    and run it in QEMU (C backend ``kernels`` as :func:`build_firmware`); yields (port URL, facts for
-    bench.json)."""
+                   kernels: str | None = None,
+                   firmware: Firmware | None = None) -> Iterator[tuple[str, dict[str, Any]]]:  # fmt: skip
+    """Build the firmware for ``model_path`` (settings, baked ``samples`` and C backend ``kernels`` as
+    :func:`build_firmware`; or run ``firmware``, built already) and run it in QEMU; yields (port URL,
+    facts for bench.json)."""
     if target != "cortex-m4-qemu":
         raise EdgekdError(
             f"--emulate runs the cortex-m4-qemu target only, not {target!r}; use --target cortex-m4-qemu"
         )
-    fw = build_firmware(model_path, build_dir, model_name, input_format, results, samples, kernels=kernels)
+    fw = firmware or build_firmware(
+        model_path, build_dir, model_name, input_format, results, samples, kernels=kernels
+    )
     facts = {
-        "device": "emulated Cortex-M4 (QEMU mps2-an386, edgekd C backend firmware)",
+        "device": f"emulated Cortex-M4 (QEMU mps2-an386, {fw.device})",
         "emulated": True,
         "time_base": f"emulated: qemu -icount shift={ICOUNT_SHIFT} (1 instruction = {2**ICOUNT_SHIFT} ns); "
         "deterministic, not cycle-accurate",
@@ -381,6 +386,7 @@ def emulated_board(model_path: str | os.PathLike, target: str, build_dir: str | 
         "window_s": 0.02,
         **(fw.settings.as_dict() if fw.settings else {}),
         "preloaded_samples": fw.preloaded_samples,
+        **fw.facts,
     }
     with run_qemu(fw.elf) as (url, _proc):
         yield url, facts

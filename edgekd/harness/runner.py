@@ -79,6 +79,7 @@ class Device:
         self.texts: list[str] = []  # the non-protocol lines of the last reply
         self.noise: list[str] = []  # the first non-protocol lines of the session (for bench.json)
         self.noise_count = 0
+        self.boot_text: list[str] = []  # the first non-protocol lines before the handshake (a boot report)
 
     # ---- connection ------------------------------------------------------------------------------
     def open(self) -> Device:
@@ -225,10 +226,14 @@ class Device:
             line = self._readline(min(deadline, time.monotonic() + 0.3))
             if line is None:
                 break
-            with contextlib.suppress(p.ProtocolError):
+            try:
                 msg = p.parse_line(line)
-                if msg.kind == "timestamp_mode":
-                    self.info.timestamp_mode = str(msg.value)
+            except p.ProtocolError:
+                if line.strip() and len(self.boot_text) < 20:
+                    self.boot_text.append(line[:200])
+                continue
+            if msg.kind == "timestamp_mode":
+                self.info.timestamp_mode = str(msg.value)
         last: Exception | None = None
         while time.monotonic() < deadline:
             try:

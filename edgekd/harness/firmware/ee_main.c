@@ -21,6 +21,9 @@
  *                    encoding, and the extra command `db sample K` (copy sample K into the db buffer
  *                    as if loaded: m-load-done, or e-[No sample K]). Without it `db sample` is hex.
  *   EE_ENERGY        defined: m-timestamp-mode-energy and no m-lap-us lines (energy mode).
+ *   EE_BOOT_REPORT   defined: main() calls edgekd_boot_report() after board_init(), before the banner:
+ *                    the model's own boot diagnostics as prefix-less lines (tflm/tflm_model.cc: the arena
+ *                    TFLite Micro used and its stack), which the host runner skips.
  * The float math is float32 in program order, as edgekd/harness/mlperf.py computes it on the host;
  * build with -ffp-contract=off so the compiler keeps it that way (no fused multiply-add). */
 #include <math.h>
@@ -82,6 +85,9 @@
 /* the AD score needs the float input: one value per output */
 #define EE_AD_SCORE_POSSIBLE (EE_RES == EE_RES_float && EDGEKD_OUTPUT_SIZE == EDGEKD_INPUT_ELEMENTS)
 
+#ifdef EE_BOOT_REPORT
+void edgekd_boot_report(void);
+#endif
 #ifdef EE_SAMPLES
 extern const int32_t edgekd_sample_count;
 extern const uint8_t edgekd_samples[][EE_DB_SIZE];
@@ -509,6 +515,9 @@ static void dispatch(char *text) {
 
 int main(void) {
     board_init();
+#ifdef EE_BOOT_REPORT
+    edgekd_boot_report();
+#endif
 #ifdef EE_ENERGY
     line("m-timestamp-mode-energy");
 #else
