@@ -44,6 +44,10 @@ if TYPE_CHECKING:
               help="Conversion route (default: onnx2tf, falling back to litert-torch).")  # fmt: skip
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="ONNX int8 calibration method (onnxruntime).")  # fmt: skip
+@click.option("--ranges", type=click.Choice(["auto", "minmax", "percentile", "mse"]),
+              help="TFLite int8 activation ranges: auto (the best int8 accuracy on the validation split), "
+                   "min/max (the converter's), percentile or MSE-optimal clipping (default: the calibration "
+                   "recipe's, else auto).")  # fmt: skip
 @click.option(
     "--output",
     "-o",
@@ -59,8 +63,8 @@ if TYPE_CHECKING:
 @trust_option
 def command(source: str, target: str | None, fmt: str | None, firmware: bool, mlperf_model: str | None,
             input_format: str | None, results: str | None, quant: str | None, calibration: str | None,
-            eval_data: str | None, route: str | None, method: str, out: str | None, quiet: bool,
-            all_networks: bool) -> None:  # fmt: skip
+            eval_data: str | None, route: str | None, method: str, ranges: str | None, out: str | None,
+            quiet: bool, all_networks: bool) -> None:  # fmt: skip
     """Export SOURCE (a run folder, a .onnx file or an edgekd .pt) for a --target or a --format.
 
     \b
@@ -79,7 +83,7 @@ def command(source: str, target: str | None, fmt: str | None, firmware: bool, ml
         "export cancelled; exports are built in a temporary folder, so the previous export is intact"
     )
     options = ExportOptions(target=target, fmt=fmt, quant=quant, calibration=calibration, eval_data=eval_data,
-                            route=route, method=method, out=out, quiet=quiet,
+                            route=route, method=method, ranges=ranges, out=out, quiet=quiet,
                             firmware=_firmware_writer(mlperf_model, input_format, results) if firmware else None)  # fmt: skip
     if source.lower().endswith(".tflite"):
         from pathlib import Path
@@ -87,7 +91,7 @@ def command(source: str, target: str | None, fmt: str | None, firmware: bool, ml
         from edgekd.export.from_tflite import check_options
 
         check_options(Path(source), {"--calibration": calibration, "--eval": eval_data, "--route": route,
-                                     "--method": _given("method") and method, "--all-networks": all_networks})  # fmt: skip
+                                     "--method": _given("method") and method, "--ranges": ranges, "--all-networks": all_networks})  # fmt: skip
         click.echo(str(export_run(source, options)))
         return
     with run_folder_locked(source):

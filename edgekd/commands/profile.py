@@ -60,6 +60,9 @@ from edgekd.errors import EdgekdError, set_interrupt_message
 @click.option(
     "--target", "targets", multiple=True, help="Targets for the fit table and MCU estimate (default: all)."
 )
+@click.option("--layers", is_flag=True,
+              help="Per-layer float-vs-int8 diff of every export (SQNR, max error, accuracy with one layer "
+                   "int8) and the layers that cost the most; run folders only.")  # fmt: skip
 @click.option("--all-networks", is_flag=True,
               help="Profile every network the run produced (networks.json) side by side on its test split, "
                    "into RUN_DIR/report-networks.{json,md,html}.")  # fmt: skip
@@ -78,6 +81,7 @@ def command(
     runtimes: tuple[str, ...],
     rss: str,
     targets: tuple[str, ...],
+    layers: bool = False,
     all_networks: bool = False,
 ) -> None:
     """Profile a run folder (teacher, student, every export) or any .pt/.onnx/.tflite FILEs.
@@ -92,7 +96,7 @@ def command(
 
     opts = ProfileOptions(targets=list(targets) or None, runs=runs, warmup=warmup, threads=threads, samples=samples,
                           runtimes=list(runtimes) or None, rss=rss, json_path=json_path, md_path=md_path,
-                          html_path=html_path)  # fmt: skip
+                          html_path=html_path, layers=layers)  # fmt: skip
     opts.check_runtimes()
     dirs = [p for p in paths if p.is_dir()]
     if dirs:
@@ -116,6 +120,10 @@ def command(
             report = profile_run(paths[0], opts)
             click.echo(f"reports: {paths[0] / 'report.html'}, report.md, report.json", err=True)
     else:
+        if layers:
+            raise EdgekdError(
+                "--layers: give a run folder (its export folders hold the int8 model and its float twin)"
+            )
         bad = []
         for p in paths:
             try:
@@ -132,6 +140,8 @@ def command(
 
     for n in report.get("notes", []):  # notes name files and ops: shown without escape sequences
         click.echo(f"note: {plain(n)}", err=True)
+    for lr in report.get("layers") or []:
+        click.echo(f"layers {plain(lr['folder'])}: {plain(lr.get('error') or lr['summary'])}", err=True)
     failed = [r for r in report["artifacts"] if r.get("error")]
     if failed:
         click.echo(

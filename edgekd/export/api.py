@@ -18,7 +18,7 @@ from edgekd.atomic import atomic_directory, atomic_write_json
 from edgekd.data.evalset import EvalSet
 from edgekd.errors import EdgekdError
 from edgekd.export import checks as ck
-from edgekd.export import micro, routes
+from edgekd.export import micro, ranges, routes
 from edgekd.export import onnx as ox
 from edgekd.export import tflite as tfl
 from edgekd.export.context import ExportContext, Log
@@ -126,7 +126,7 @@ def export_model(source: str | Path | Any, options: ExportOptions) -> Path:
     with tempfile.TemporaryDirectory(prefix="edgekd-export-") as work_s, atomic_directory(out_dir) as stage:
         ctx = ExportContext(src=src, tgt=tgt, quants=quants, work=Path(work_s), stage=stage, out_dir=out_dir,
                             record=record, log=log, eval=ev, calib=calib_used, tflm_samples=o.tflm_samples,
-                            route=o.route)  # fmt: skip
+                            route=o.route, ranges=_ranges_method(o, calib_info))  # fmt: skip
         _onnx_stage(ctx, eval_npz)
         if o.fmt == "onnx" or (tgt is not None and ("onnxruntime" in tgt.runtimes or tgt.is_mcu)):
             shutil.copy2(ctx.onnx_path, stage / "model.onnx")
@@ -182,6 +182,12 @@ def _samples(src: Any, o: ExportOptions, tgt: Target | None, quants: list[str], 
     if cap is not None and len(ev.x) > cap:
         ev = ev.rows(slice(None, cap))
     return ev, calib_used, calib_info, eval_npz
+
+
+def _ranges_method(o: ExportOptions, calib_info: dict[str, Any] | None) -> str:
+    """The int8 activation-range method: the option, else the calibration recipe's, else ``auto``."""
+    recipe = (calib_info or {}).get("recipe") or {}
+    return o.ranges or recipe.get("ranges") or "auto"
 
 
 def _record(src: Any, tgt: Target | None, fmt: str | None, quants: list[str], ev: EvalSet,
@@ -273,6 +279,8 @@ def _tflite_stage(ctx: ExportContext) -> None:
     ]
     if flex:
         raise ck.flex_op_error(flex, ctx.onnx_model, ctx.target_name)
+    if "int8" in files and ctx.calib_x is not None:
+        ranges.choose(ctx, files, ctx.ranges)
     paths = {}
     for q, data in files.items():  # every runtime (LiteRT, its reference kernels, TFLM) reads files
         paths[q] = ctx.work / f"converted_{q}.tflite"
@@ -288,6 +296,11 @@ def _tflite_stage(ctx: ExportContext) -> None:
     checks["host_runtime"] = "ai-edge-litert"
     ctx.log.step(f"TFLite fp32 matches {ctx.ref_name} (max |diff| {diff:.2e} <= {tol:.1e})")
     ctx.record["tflite"] = {}
+    if "int8" in files and "fp32" not in ctx.quants:  # the reference of `edgekd profile --layers`
+        (ctx.stage / "model_fp32.tflite").write_bytes(files["fp32"])
+        ctx.record["tflite"]["fp32"] = {"file": "model_fp32.tflite", "bytes": len(files["fp32"]),
+                                        "note": "float twin of model_int8.tflite (same operators), for the "
+                                                "per-layer float-vs-int8 diff"}  # fmt: skip
     for q in ctx.quants:
         data = files[q]
         model = read_tflite(data)

@@ -86,11 +86,15 @@ def _norm(s: str) -> str:
     return re.sub(r"[^a-z0-9]", "", s.lower())
 
 
+def _onnx_types(opcode: str) -> set[str]:
+    return {_norm(t) for t in TFLITE_FROM_ONNX.get(opcode, ())} | {_norm(opcode)}
+
+
 def layer_of_op(tfl: Any, op_index: int, onnx_model: Any | None) -> dict[str, Any]:
     """Best guess of the ONNX node and PyTorch module a TFLite operator came from.
 
-    onnx2tf keeps ONNX names in some TFLite tensor names; otherwise the k-th TFLite op of a kind is matched
-    to the k-th ONNX node of the op types it is converted from (execution order is preserved).
+    onnx2tf keeps ONNX names in some TFLite tensor names; otherwise the k-th TFLite op converted from an ONNX op type
+    (CONV_2D and DEPTHWISE_CONV_2D: Conv) is matched to the k-th ONNX node of it (execution order is kept).
     """
     from edgekd.export.onnx import node_module_paths
 
@@ -115,9 +119,11 @@ def layer_of_op(tfl: Any, op_index: int, onnx_model: Any | None) -> dict[str, An
             node = n
             break
     if node is None:
-        types = {_norm(t) for t in TFLITE_FROM_ONNX.get(op.opcode, ())} | {_norm(op.opcode)}
+        types = _onnx_types(op.opcode)
         cands = [n for n in nodes if _norm(n.op_type) in types]
-        k = sum(1 for o in tfl.operators[:op_index] if o.opcode == op.opcode)
+        k = sum(
+            1 for o in tfl.operators[:op_index] if _onnx_types(o.opcode) & types
+        )  # CONV_2D, DEPTHWISE: Conv
         if cands:
             node = cands[min(k, len(cands) - 1)]
     if node is not None:

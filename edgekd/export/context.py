@@ -65,6 +65,7 @@ class ExportContext:
     calib: EvalSet | None = None
     tflm_samples: int = 1000
     route: str | None = None  # requested route (None: automatic order)
+    ranges: str = "auto"  # int8 activation ranges (edgekd.export.ranges.METHODS)
     task: str = "classification"
     onnx_path: Path | None = None
     onnx_model: Any = None

@@ -24,7 +24,9 @@ class ExportOptions:
     ``calibration`` a recipe ``.yaml`` or ``.npz``; ``eval_data`` an ``.npz``; ``route``
     ``onnx2tf | litert-torch``; ``input_shape`` for a ``torch.nn.Module`` source; ``out`` the folder;
     ``method`` the ONNX int8 calibration; ``max_eval`` / ``tflm_samples`` cap the evaluation samples;
-    ``firmware`` writes benchmark firmware projects (C backend).
+    ``firmware`` writes benchmark firmware projects (C backend); ``ranges`` the int8 activation ranges
+    (``auto`` | ``minmax`` | ``percentile`` | ``mse``, see :mod:`edgekd.export.ranges`; ``None``: the
+    calibration recipe's, else ``auto``).
     """
 
     target: str | Path | None = None
@@ -40,6 +42,7 @@ class ExportOptions:
     tflm_samples: int = TFLM_MAX_SAMPLES
     quiet: bool = True
     firmware: FirmwareWriter | None = None
+    ranges: str | None = None
 
     @classmethod
     def of(cls, options: ExportOptions | None = None, **changes: Any) -> ExportOptions:

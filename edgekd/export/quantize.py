@@ -7,6 +7,7 @@ A recipe::
     num_samples: 200
     selection: stratified   # stratified (equal share per class) | random | first
     seed: 0
+    ranges: auto            # int8 activation ranges: auto (best on the validation split) | minmax | percentile | mse
 
 Samples come from the run's splits, which already carry the training preprocessing (``data.json``'s
 normalisation). An ``.npz`` holds ``x`` (N, *input_shape) float, already preprocessed like training,
@@ -32,6 +33,7 @@ from edgekd.files import MAX_EVAL_NPZ_BYTES, load_npz
 MIN_SAMPLES = 100
 SELECTIONS = ("stratified", "random", "first")
 SPLITS = ("train", "val", "test")
+RANGES = ("auto", "minmax", "percentile", "mse")  # edgekd.export.ranges.METHODS
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class CalibrationRecipe:
     num_samples: int = 200
     selection: str = "stratified"
     seed: int = 0
+    ranges: str = "auto"
 
 
 def calibration_dirs() -> list[Path]:
@@ -81,6 +84,8 @@ def load_recipe(path: str | Path | None = None) -> CalibrationRecipe:
         raise EdgekdError(f"{p}: key 'split' is {r.split!r}; valid: {', '.join(SPLITS)}")
     if r.selection not in SELECTIONS:
         raise EdgekdError(f"{p}: key 'selection' is {r.selection!r}; valid: {', '.join(SELECTIONS)}")
+    if r.ranges not in RANGES:
+        raise EdgekdError(f"{p}: key 'ranges' is {r.ranges!r}; valid: {', '.join(RANGES)}")
     if not isinstance(r.num_samples, int) or r.num_samples < 1:
         raise EdgekdError(f"{p}: key 'num_samples' must be a positive integer")
     return r

@@ -197,9 +197,30 @@ def profile_run(
     from edgekd.profile.report.bench_file import device_row  # measured on a device: bench/<target>/bench.json
 
     report["device_measured"] = device_row(run.root)
+    if opts.layers:
+        report["layers"] = _layer_reports(run, data)
     if write:
         _write(report, opts.with_outputs(run.report("json").with_suffix("")), run.plots)
     return report
+
+
+def _layer_reports(run: RunFolder, data: EvalSet | None) -> list[dict[str, Any]]:
+    """:func:`edgekd.profile.layers.layer_report` of every export folder with an int8 model and its
+    float twin (a failure is that folder's ``error``)."""
+    from edgekd.profile.layers import export_folders, layer_report
+
+    if data is None:
+        return [{"folder": str(run.export_root), "error": "no data.json: the per-layer diff needs samples"}]
+    out = []
+    for folder in export_folders(run.export_root):
+        try:
+            out.append(layer_report(folder, data))
+        except EdgekdError as e:
+            out.append({"folder": str(folder), "error": str(e)})
+    if not out:
+        out.append({"folder": str(run.export_root), "error": "no export folder with model_int8.tflite and "
+                    "model_fp32.tflite: re-export with this edgekd (it writes the float twin)"})  # fmt: skip
+    return out
 
 
 def _find_data_json(path: Path) -> Path | None:

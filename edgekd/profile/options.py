@@ -22,7 +22,8 @@ class ProfileOptions:
     data; ``runtimes``: only these runtimes (``None`` = every one that applies); ``rss``: ``"off"``,
     ``"subprocess"`` (a fresh process per row: slower, includes the runtime's libraries) or
     ``"inprocess"`` (VmHWM reset around load + one inference); ``json_path`` / ``md_path`` /
-    ``html_path``: where the reports go (a run folder's defaults when ``None``).
+    ``html_path``: where the reports go (a run folder's defaults when ``None``); ``layers``: add the
+    per-layer float-vs-int8 diff of every export folder (:mod:`edgekd.profile.layers`).
     """
 
     targets: tuple[str, ...] | None = None
@@ -35,6 +36,7 @@ class ProfileOptions:
     json_path: Path | None = None
     md_path: Path | None = None
     html_path: Path | None = None
+    layers: bool = False
 
     def __post_init__(self) -> None:
         if self.rss not in RSS_MODES:

@@ -9,9 +9,12 @@ from typing import Any
 from edgekd.profile.report.plots import PLOT_SECTIONS, make_plots
 from edgekd.profile.report.tables import (
     FIT_HEADERS,
+    LAYER_HEADERS,
+    LAYER_NOTE,
     SUMMARY_HEADERS,
     detail_sections,
     fit_rows,
+    layer_sections,
     per_class_rows,
     summary_rows,
 )
@@ -168,6 +171,14 @@ def render_html(report: dict[str, Any], plots: list[dict[str, Any]] | None = Non
     ph, pr = per_class_rows(report)
     if pr:
         out.append(f'<section id="per-class"><h2>Per-class accuracy</h2>{_html_table(ph, pr)}</section>')
+    for folder, summary, rows in layer_sections(report):
+        table = (
+            _html_table(LAYER_HEADERS, rows, left=3) + f'<p class="note">{esc(LAYER_NOTE)}</p>'
+            if rows
+            else ""
+        )
+        out.append(f'<section class="layers"><h2>Per-layer float vs int8: <code>{esc(folder)}</code></h2>'
+                   f"<p>{esc(summary)}</p>{table}</section>")  # fmt: skip
     if report.get("notes"):
         items = "".join(f"<li>{esc(n)}</li>" for n in report["notes"])
         out.append(f'<section id="notes"><h2>Notes</h2><ul class="note">{items}</ul></section>')

@@ -6,9 +6,12 @@ from typing import Any
 
 from edgekd.profile.report.tables import (
     FIT_HEADERS,
+    LAYER_HEADERS,
+    LAYER_NOTE,
     SUMMARY_HEADERS,
     detail_sections,
     fit_rows,
+    layer_sections,
     per_class_rows,
     summary_rows,
 )
@@ -51,6 +54,10 @@ def render_markdown(report: dict[str, Any], plot_files: dict[str, str] | None = 
     ph, pr = per_class_rows(report)
     if pr:
         parts += ["", "## Per-class accuracy", "", _md_table(ph, pr)]
+    for folder, summary, rows in layer_sections(report):
+        parts += ["", f"## Per-layer float vs int8: `{folder}`", "", summary]
+        if rows:
+            parts += ["", _md_table(LAYER_HEADERS, rows), "", LAYER_NOTE]
     if plot_files:
         parts += ["", "## Plots", ""]
         parts += [f"![{name}]({path})" for name, path in plot_files.items()]

@@ -246,3 +246,41 @@ def _unique_files(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             seen.add(r["path"])
             out.append(r)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# per-layer float-vs-int8 diff (edgekd profile --layers)
+
+LAYER_HEADERS = [
+    "#",
+    "Layer",
+    "TFLite op",
+    "SQNR dB",
+    "SQNR alone dB",
+    "Max |error|",
+    "Clipped",
+    "Top-1 alone",
+]
+
+
+def _db(v: Any) -> str:
+    return "–" if v is None else f"{v:.1f}"
+
+
+def layer_sections(report: dict[str, Any]) -> list[tuple[str, str, list[list[str]]]]:
+    """``(export folder, summary line or error, rows)`` for each per-layer report."""
+    out = []
+    for lr in report.get("layers") or []:
+        if lr.get("error"):
+            out.append((lr["folder"], f"error: {lr['error']}", []))
+            continue
+        rows = [[str(r["operator"]), r["name"], r["op"], _db(r["sqnr_db"]), _db(r["sqnr_alone_db"]),
+                 f"{r['max_abs_error']:.3g}", f"{100 * r['clipped']:.2f}%", fmt_pct(r.get("accuracy_alone"))]
+                for r in lr["layers"]]  # fmt: skip
+        out.append((lr["folder"], lr["summary"], rows))
+    return out
+
+
+LAYER_NOTE = ("SQNR: the dequantized int8 activation against the float one (error accumulated up to the layer); "
+              "SQNR alone: the float activation quantized with this tensor's int8 scale only; top-1 alone: the "
+              "float model with only this layer int8 (weights, bias, output). Reference kernels, same samples.")  # fmt: skip

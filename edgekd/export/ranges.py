@@ -1,0 +1,158 @@
+"""Activation ranges for int8: min/max (the converter's), percentile and MSE-optimal clipping, chosen
+by the int8 accuracy measured on a held-out split (the validation split; never the test split).
+
+The converter (onnx2tf -> the TFLite converter) calibrates min/max on the calibration samples. The other
+candidates are computed here from the float activations of the same samples (the fp32 ``.tflite`` of the
+same conversion, whose operators match the int8 model's one for one) and written into the int8 model's
+tensor quantization parameters (:func:`edgekd.graph.requantize.with_activation_ranges`: biases
+re-quantized, tied ops follow, model input/output and fixed-range ops kept). Each candidate is measured on
+the held-out split with the int8 runtime of the export (TFLite Micro for MCU targets); the best one is
+kept (ties keep min/max, the converter's own file). ``export.json``'s ``calibration.ranges`` records
+the candidates, their held-out accuracies and the choice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import EdgekdError
+from edgekd.export.quantize import RANGES
+from edgekd.graph import requantize as rq
+from edgekd.graph.quant import dequantize, quantize
+from edgekd.graph.tflite_model import TFLiteModel
+
+METHODS = RANGES
+PERCENTILE = 99.99
+MAX_VALUES = 1 << 20  # float values kept per tensor for the percentile / MSE search
+MAX_HELD_OUT = 1000
+MSE_GRID = 64
+
+
+def percentile_range(v: np.ndarray, pct: float = PERCENTILE) -> tuple[float, float]:
+    """``[lo, hi]`` at the ``100 - pct`` and ``pct`` percentiles of the values."""
+    lo, hi = np.percentile(v, [100.0 - pct, pct])
+    return float(lo), float(hi)
+
+
+def _qdq_mse(v: np.ndarray, lo: float, hi: float) -> float:
+    scale, zp = rq.qparams_for_range(lo, hi)
+    return float(np.mean((dequantize(quantize(v, scale, zp, np.int8), scale, zp) - v) ** 2))
+
+
+def mse_range(v: np.ndarray, grid: int = MSE_GRID) -> tuple[float, float]:
+    """The range ``a * [min, max]`` (``a`` in (0, 1]) whose int8 quantize-dequantize has the least MSE."""
+    lo, hi = float(min(v.min(), 0.0)), float(max(v.max(), 0.0))
+    if hi - lo <= 0:
+        return lo, hi
+    best = min(np.linspace(1.0 / grid, 1.0, grid), key=lambda a: _qdq_mse(v, a * lo, a * hi))
+    return float(best * lo), float(best * hi)
+
+
+def float_activations(
+    fp32: TFLiteModel, int8: TFLiteModel, x: np.ndarray, tensors: list[int]
+) -> dict[int, np.ndarray]:
+    """``{int8 tensor: float values}`` of the fp32 twin on ``x`` (model input layout), at most
+    :data:`MAX_VALUES` values per tensor (an even stride over each sample)."""
+    pos = {t: k for k, (_, t) in enumerate(rq.op_output_tensors(int8))}
+    fp_outs = [t for _, t in rq.op_output_tensors(fp32)]
+    wanted = [fp_outs[pos[t]] for t in tensors]
+    per_sample = [max(1, MAX_VALUES // max(1, len(x))) for _ in tensors]
+    acc: list[list[np.ndarray]] = [[] for _ in tensors]
+    for vals, _ in rq.iter_tensors(fp32, x, wanted):
+        for k, v in enumerate(vals):
+            flat = v.ravel()
+            acc[k].append(flat[:: max(1, -(-flat.size // per_sample[k]))])
+    return {t: np.concatenate(a) for t, a in zip(tensors, acc)}
+
+
+def candidates(
+    fp32: TFLiteModel, int8: TFLiteModel, x: np.ndarray, pct: float = PERCENTILE
+) -> dict[str, bytes]:
+    """``{method: int8 flatbuffer}`` for min/max (unchanged), percentile and MSE ranges."""
+    if not same_graph(fp32, int8):
+        raise EdgekdError(
+            f"{int8.source}: its operators do not match the fp32 model's; ranges cannot be moved"
+        )
+    tensors = sorted(rq.rerangeable(int8))
+    out = {"minmax": int8.data}
+    if not tensors:
+        return out
+    values = float_activations(fp32, int8, x, tensors)
+    out["percentile"] = rq.with_activation_ranges(
+        int8, {t: percentile_range(values[t], pct) for t in tensors}
+    )
+    out["mse"] = rq.with_activation_ranges(int8, {t: mse_range(values[t]) for t in tensors})
+    return out
+
+
+def same_graph(a: TFLiteModel, b: TFLiteModel) -> bool:
+    """True when two models have the same operator sequence (an fp32 / int8 pair from one conversion)."""
+    return [o.opcode for o in a.operators] == [o.opcode for o in b.operators]
+
+
+def held_out_split(splits: Any | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The validation split (x, y), at most :data:`MAX_HELD_OUT` rows; None without labelled validation data."""
+    val = None if splits is None else getattr(splits, "val", None)
+    if val is None or len(val) == 0 or val.y is None:
+        return None
+    return val.x[:MAX_HELD_OUT], val.y[:MAX_HELD_OUT]
+
+
+def _accuracy(
+    runtime: str, data: bytes, path: Any, x: np.ndarray, y: np.ndarray, channels_last: bool
+) -> float:
+    from edgekd.runtimes import run_outputs
+
+    path.write_bytes(data)
+    out = run_outputs(runtime, path, x, channels_last=channels_last)
+    return float((out.argmax(1) == y).mean())
+
+
+def choose(ctx: Any, files: dict[str, bytes], method: str = "auto") -> None:
+    """Replace ``files["int8"]`` by the range candidate ``method`` asks for (``auto``: the best on the
+    held-out split) and record ``calibration.ranges`` in ``export.json``."""
+    from edgekd.graph import read_tflite
+    from edgekd.runtimes import adapt_input
+
+    if method not in METHODS:
+        raise EdgekdError(f"--ranges {method}: valid: {', '.join(METHODS)}")
+    rec: dict[str, Any] = {"requested": method, "percentile": PERCENTILE}
+    ctx.record.setdefault("calibration", {})["ranges"] = rec
+    if method == "minmax":
+        rec.update(chosen="minmax", note="the converter's min/max on the calibration samples")
+        return
+    fp32, int8 = (
+        read_tflite(files["fp32"], source="fp32 model"),
+        read_tflite(files["int8"], source="int8 model"),
+    )
+    if not same_graph(fp32, int8):
+        rec.update(chosen="minmax", note="the fp32 and int8 models' operators differ (route): min/max kept")
+        return
+    shape = tuple(fp32.input_details()[0]["shape"])
+    channels_last = tuple(shape[1:]) != tuple(ctx.calib_x.shape[1:])
+    cands = candidates(fp32, int8, adapt_input(ctx.calib_x, shape, channels_last, "calibration samples"))
+    rec["rerangeable_tensors"] = len(rq.rerangeable(int8))
+    if method != "auto":
+        files["int8"] = cands.get(method, files["int8"])
+        rec["chosen"] = method if method in cands else "minmax"
+        return
+    held = held_out_split(ctx.src.splits)
+    if held is None or ctx.task != "classification" or len(cands) == 1:
+        rec.update(
+            chosen="minmax", note="no labelled validation split (or nothing to re-range): min/max kept"
+        )
+        return
+    runtime = "tflm" if ctx.is_mcu else "litert"
+    rec["held_out"] = {"split": "val", "samples": int(len(held[0])), "runtime": runtime}
+    results = []
+    for name, data in cands.items():
+        acc = _accuracy(runtime, data, ctx.work / f"ranges_{name}.tflite", *held, channels_last)
+        results.append({"method": name, "held_out_accuracy": acc})
+    best = max(results, key=lambda r: r["held_out_accuracy"])  # first maximum: ties keep min/max
+    rec.update(candidates=results, chosen=best["method"])
+    files["int8"] = cands[best["method"]]
+    ctx.log.step("int8 activation ranges: " + ", ".join(
+        f"{r['method']} {100 * r['held_out_accuracy']:.2f}%" for r in results
+    ) + f" on {len(held[0])} validation samples; chosen {best['method']}")  # fmt: skip
