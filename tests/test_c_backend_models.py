@@ -12,7 +12,7 @@ import pytest
 
 from edgekd.errors import EdgekdError
 from edgekd.export.c_backend import HostBuild, generate_c
-from edgekd.export.c_backend.codegen import KERNELS
+from edgekd.export.c_backend.codegen import KERNELS, _scratch_sizes, plan_arena
 from edgekd.export.c_backend.host import gcc
 from edgekd.graph import measure_arena, read_tflite, run_tflm
 from edgekd.graph.sample_models import sample_models
@@ -44,10 +44,13 @@ def test_bit_exact_with_tflite_micro_and_smaller_arena(models, name, kernels):
     cm = generate_c(path, kernels=kernels)
     _assert_bit_exact(path, cm)
     arena = measure_arena(path)
-    # one static buffer from edgekd's planner: never above TFLM's planned head, far below its total
-    assert cm.arena_size <= arena["head"]
+    # one static buffer from edgekd's planner: never above TFLM's planned head plus the fast kernels'
+    # largest layer scratch (planned inside the arena), far below its total
+    most = max((p["bytes"] for p in cm.scratch_placement), default=0)
+    assert cm.arena_size <= arena["head"] + most
     assert cm.arena_size < arena["total"]
     assert cm.greedy_arena == arena["head"]
+    assert cm.scratch_bytes == 0 and "ek_scratch" not in cm.files["edgekd_model.c"]
 
 
 @pytest.mark.slow
@@ -65,10 +68,37 @@ def test_fast_kernels_bit_exact_on_the_mlperf_models(name):
     assert [lk["op"] for lk in info["layer_kernels"]] == cm.order
     conv = {lk["kernel"] for lk in info["layer_kernels"] if lk["opcode"] in ("CONV_2D", "FULLY_CONNECTED")}
     assert conv <= {"ek_fast_conv2d", "ek_fast_fully_connected"}
-    assert (
-        info["scratch_bytes"] > 0
-        and f"ek_scratch_words[{info['scratch_bytes'] // 4}]" in cm.files["edgekd_model.c"]
-    )
+    assert info["scratch_bytes"] == 0 and info["scratch_placement"]
+    for p in info["scratch_placement"]:  # inside the arena, passed to that layer's kernel
+        assert p["offset"] % 16 == 0 and p["offset"] + p["bytes"] <= cm.arena_size
+        assert f"(ek_arena + {p['offset']}));" in cm.files["edgekd_model.c"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fast_kernel_scratch_is_planned_in_the_arena(models, name):
+    """Each layer's scratch is an arena buffer alive during that layer: the arena is never above the
+    tensors' arena plus the static scratch buffer it replaces, and the scratch overlaps none of the
+    layer's own tensors."""
+    m = read_tflite(models[name])
+    cm = generate_c(m, kernels="fast")
+    tensors_only = plan_arena(m).arena
+    static = -(-max(_scratch_sizes(m, "fast").values()) // 16) * 16
+    assert cm.arena_size <= tensors_only + static
+    plan = plan_arena(m, scratch=_scratch_sizes(m, "fast"))
+    sizes = {t.index: t.nbytes for t in m.tensors}
+    for p in cm.scratch_placement:
+        op = m.operators[p["op"]]
+        for t in {*op.inputs, *op.outputs} & plan.offsets.keys():
+            lo = plan.offsets[t]
+            assert lo + sizes[t] <= p["offset"] or p["offset"] + p["bytes"] <= lo
+
+
+def test_scratch_in_the_arena_removes_the_im2col_buffer_on_tiny_cnn(models):
+    """tiny_cnn: 4,096 B of tensors plus a 1,536 B static im2col buffer became one 4,112 B arena."""
+    m = read_tflite(models["tiny_cnn"])
+    assert plan_arena(m).arena == 4096
+    assert max(_scratch_sizes(m, "fast").values()) == 1536
+    assert generate_c(m, kernels="fast").arena_size == 4112
 
 
 def test_unknown_kernels_are_refused(models):

@@ -5,17 +5,20 @@ numerics (``runtime/edgekd_kernels.c``). One emitter per op, registered with :fu
 ``kernels="fast"`` swaps convolution, depthwise convolution and fully connected layers for edgekd's
 Cortex-M4 kernels (``runtime/edgekd_kernels_fast.c``: SIMD MACs, im2col + register-blocked GEMM), with
 the constant data they need prepared here (input offset folded into the bias, blocked weights); the
-results are the same bytes. Each layer's choice is recorded (``CModel.layer_kernels``).
+results are the same bytes. Each layer's choice is recorded (``CModel.layer_kernels``). The scratch
+a fast kernel needs (im2col rows, int16 rows, depthwise padding) is planned as an arena buffer alive
+only during its layer (``CModel.scratch_placement``), so it shares space with tensors dead by then.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -70,7 +73,8 @@ class CModel:
     order: list[int] = field(default_factory=list)
     kernels: str = "portable"
     layer_kernels: list[dict[str, Any]] = field(default_factory=list)
-    scratch_bytes: int = 0
+    scratch_bytes: int = 0  # a static buffer outside the arena (0: the scratch is planned in the arena)
+    scratch_placement: list[dict[str, int]] = field(default_factory=list)  # per layer: op, offset, bytes
 
     @property
     def sources(self) -> list[str]:
@@ -88,7 +92,7 @@ class CModel:
         return {"arena_bytes": self.arena_size, "plan": self.plan_method, "tflm_greedy_arena_bytes": self.greedy_arena,
                 "weight_bytes": self.weight_bytes, "ops": self.ops, "input": self.input, "output": self.output,
                 "files": sorted(self.files), "kernels": self.kernels, "scratch_bytes": self.scratch_bytes,
-                "layer_kernels": self.layer_kernels}  # fmt: skip
+                "scratch_placement": self.scratch_placement, "layer_kernels": self.layer_kernels}  # fmt: skip
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -120,11 +124,18 @@ def _ints(vals: list[int] | tuple[int, ...], n: int = 6, fill: int = 0) -> str:
 
 
 class _Ctx:
-    def __init__(self, m: TFLiteModel, offsets: dict[int, int], kernels: str = "portable") -> None:
+    def __init__(
+        self,
+        m: TFLiteModel,
+        offsets: dict[int, int],
+        kernels: str = "portable",
+        scratch_at: dict[int, int] | None = None,
+    ) -> None:
         self.m = m
         self.offsets = offsets
         self.fast = kernels == "fast"
-        self.scratch = 0
+        self.scratch_at = scratch_at if scratch_at is not None else {}  # op -> arena offset of its scratch
+        self.op_scratch: dict[int, int] = {}  # op -> scratch bytes its kernel needs
         self.layers: list[dict[str, Any]] = []
         s = _schema_module()
         self.mt = s.ModelT.InitFromPackedBuf(bytearray(m.data), 0)
@@ -163,8 +174,13 @@ class _Ctx:
     def kernel(self, op: Operator, fn: str, scratch: int = 0) -> str:
         """Record ``fn`` as operator ``op``'s kernel and the scratch bytes it needs."""
         self.layers.append({"op": op.index, "opcode": op.opcode, "kernel": fn})
-        self.scratch = max(self.scratch, scratch)
+        if scratch:
+            self.op_scratch[op.index] = scratch
         return fn
+
+    def scratch_ptr(self, op: Operator) -> str:
+        """Operator ``op``'s scratch: its arena buffer, alive only during that operator."""
+        return f"(ek_arena + {self.scratch_at[op.index]})"
 
     def ptr(self, i: int) -> str:
         """A C expression for tensor ``i``'s int8 data (arena slot or const array)."""
@@ -307,7 +323,7 @@ def _conv(ctx: _Ctx, op: Operator, opt: Any) -> str:
     k4 = -(-w.shape[1] // 4) * 4
     bias = _folded_bias(ctx, op, w, -_zp(ctx.t(op.inputs[0])))
     wb = ctx.array(f"w{op.index}", "int8_t", block_weights(w))
-    return f"{ctx.kernel(op, 'ek_fast_conv2d', 6 * k4)}({head}, {wb}, {bias}, {ms(True)}, {out}, ek_scratch);"
+    return f"{ctx.kernel(op, 'ek_fast_conv2d', 6 * k4)}({head}, {wb}, {bias}, {ms(True)}, {out}, {ctx.scratch_ptr(op)});"
 
 
 @emitter("DEPTHWISE_CONV_2D")
@@ -322,7 +338,7 @@ def _dwconv(ctx: _Ctx, op: Operator, opt: Any) -> str:
     bias = _folded_bias(ctx, op, w.T, -_zp(inp))
     wp = ctx.array(f"w{op.index}", "int32_t", pack_depthwise(w))
     fn = ctx.kernel(op, "ek_fast_depthwise_conv2d", ch)
-    return f"{fn}({head}, {wp}, {bias}, {ms(True)}, {out}, ek_scratch);"
+    return f"{fn}({head}, {wp}, {bias}, {ms(True)}, {out}, {ctx.scratch_ptr(op)});"
 
 
 @emitter("FULLY_CONNECTED")
@@ -353,7 +369,7 @@ def _fc(ctx: _Ctx, op: Operator, opt: Any) -> str:
     wb = ctx.array(f"w{k}", "int8_t", block_weights(w))
     k4 = -(-accum // 4) * 4
     fn = ctx.kernel(op, "ek_fast_fully_connected", 6 * k4)
-    return f"{fn}({head}, {wb}, {bias}, {ms(True)}, {o}, ek_scratch);"
+    return f"{fn}({head}, {wb}, {bias}, {ms(True)}, {o}, {ctx.scratch_ptr(op)});"
 
 
 @emitter("AVERAGE_POOL_2D", "MAX_POOL_2D")
@@ -535,20 +551,43 @@ void {prefix}_invoke(void);
 """
 
 
-def plan_arena(m: TFLiteModel, optimize: bool = True) -> tuple[list[int], dict[int, int], int, str, int]:
-    """(operator order, tensor offsets, arena bytes, plan name, TFLM greedy arena bytes) from edgekd's planner."""
+class ArenaPlan(NamedTuple):
+    """The C model's arena: operator order, tensor and scratch offsets, bytes, plan name, TFLM's head."""
+
+    order: list[int]
+    offsets: dict[int, int]  # tensor -> arena offset
+    arena: int
+    method: str
+    greedy_head: int  # TFLite Micro's greedy plan of the model (its reference kernels' scratch)
+    scratch_at: dict[int, int]  # operator -> arena offset of its kernel scratch
+
+
+def plan_arena(m: TFLiteModel, optimize: bool = True, scratch: dict[int, int] | None = None) -> ArenaPlan:
+    """The arena from edgekd's planner, with ``scratch`` (operator -> bytes its C kernel needs while it
+    runs) planned as buffers alive during that operator only."""
     from edgekd.graph.planner import greedy_plan, optimized_plan
 
-    def tensor_head(p: Any) -> int:
-        return max((b.offset + b.size for b in p.buffers if b.tensor >= 0 and b.subgraph == 0), default=0)
+    need = scratch or {}
 
-    greedy = greedy_plan(m)
-    best, name = greedy, "tflm-greedy"
+    def requests(_m: TFLiteModel, op: int, subgraph: int) -> list[int]:
+        return [need[op]] if subgraph == 0 and op in need else []
+
+    best = greedy_plan(m, requests=requests)
+    name = "tflm-greedy"
     if optimize:
-        opt = optimized_plan(m)
-        if tensor_head(opt) < tensor_head(greedy):
+        opt = optimized_plan(m, requests=requests)
+        if opt.head < best.head:
             best, name = opt, opt.method
-    return list(best.order), dict(best.offsets), tensor_head(best), name, greedy.head
+    at = {b.op: b.offset for b in best.buffers if b.tensor < 0 and b.subgraph == 0}
+    return ArenaPlan(list(best.order), dict(best.offsets), best.head, name, greedy_plan(m).head, at)
+
+
+def _scratch_sizes(m: TFLiteModel, kernels: str) -> dict[int, int]:
+    """Operator -> scratch bytes its kernel needs (a dry run of the emitters, arena offsets unknown)."""
+    ctx = _Ctx(m, defaultdict(int), kernels, defaultdict(int))
+    for op in m.operators:
+        _emit(ctx, op)
+    return ctx.op_scratch
 
 
 _MALFORMED = (ArithmeticError, AttributeError, IndexError, KeyError, TypeError, ValueError)
@@ -582,8 +621,10 @@ def generate_c(
         raise EdgekdError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
     m = model if isinstance(model, TFLiteModel) else read_tflite(model)
     _check(m)
-    order, offsets, arena, method, greedy_head = plan_arena(m, optimize_plan)
-    ctx = _Ctx(m, offsets, kernels)
+    order, offsets, arena, method, greedy_head, scratch_at = plan_arena(
+        m, optimize_plan, _scratch_sizes(m, kernels)
+    )
+    ctx = _Ctx(m, offsets, kernels, scratch_at)
     calls = [f"    /* {i}: {m.operators[i].opcode} */\n    " + _emit(ctx, m.operators[i]) for i in order]
     ti, to = m.tensors[m.inputs[0]], m.tensors[m.outputs[0]]
     if ti.index not in offsets or to.index not in offsets:
@@ -594,20 +635,17 @@ def generate_c(
     }  # fmt: skip
     header = model_header(Path(m.source).name, ti.nbytes, to.nbytes, arena, _scale(to), _zp(to), prefix,
                           in_scale=_scale(ti), in_zp=_zp(ti), in_unsigned=ti.dtype == "uint8")  # fmt: skip
-    scratch = -(-ctx.scratch // 16) * 16
+    placement = [{"op": k, "offset": scratch_at[k], "bytes": n} for k, n in sorted(ctx.op_scratch.items())]
     fast_include = '#include "edgekd_kernels_fast.h"\n' if ctx.fast else ""
-    scratch_decl = (f"/* im2col / int16 rows / depthwise padding of the fast kernels */\n"
-                    f"static int32_t ek_scratch_words[{scratch // 4}];\n"
-                    f"#define ek_scratch ((int8_t *)ek_scratch_words)\n") if scratch else ""  # fmt: skip
     body = f"""/* Generated by edgekd from {Path(m.source).name}: do not edit.
  * Operators: {len(m.operators)}; arena {arena} bytes (plan: {method}; TFLite Micro's greedy plan: {greedy_head}).
- * Kernels: {_kernels_note(kernels, scratch)} */
+ * Kernels: {_kernels_note(kernels, placement)} */
 #include "{prefix}_model.h"
 
 #include "edgekd_kernels.h"
 {fast_include}
 static int8_t ek_arena[{max(arena, 16)}] __attribute__((aligned(16)));
-{scratch_decl}
+
 {"".join(ctx.decls)}
 int8_t *{prefix}_input(void) {{ return ek_arena + {offsets[ti.index]}; }}
 const int8_t *{prefix}_output(void) {{ return ek_arena + {offsets[to.index]}; }}
@@ -620,13 +658,15 @@ void {prefix}_invoke(void) {{
     for f in RUNTIME_FILES + (FAST_RUNTIME_FILES if ctx.fast else ()):
         files[f] = (RUNTIME_DIR / f).read_text()
     return CModel(m.source, files, arena, method, greedy_head, io["input"], io["output"],
-                  m.op_names(), ctx.weight_bytes, order, kernels, ctx.layers, scratch)  # fmt: skip
+                  m.op_names(), ctx.weight_bytes, order, kernels, ctx.layers, 0, placement)  # fmt: skip
 
 
-def _kernels_note(kernels: str, scratch: int) -> str:
+def _kernels_note(kernels: str, placement: list[dict[str, int]]) -> str:
     if kernels == "portable":
         return "portable (edgekd_kernels.c: TFLite Micro reference numerics, plain C)."
+    most = max((p["bytes"] for p in placement), default=0)
     return (
         f"fast (edgekd_kernels_fast.c: Cortex-M4 SIMD with a portable fallback, bit-exact with the "
-        f"portable kernels; scratch {scratch} bytes); other ops portable (edgekd_kernels.c)."
+        f"portable kernels; scratch up to {most} bytes a layer, in the arena during that layer only); "
+        f"other ops portable (edgekd_kernels.c)."
     )
