@@ -12,7 +12,7 @@ import pytest
 
 from edgekd.errors import EdgekdError
 from edgekd.export.c_backend import HostBuild, generate_c
-from edgekd.export.c_backend.codegen import KERNELS, _scratch_sizes, plan_arena
+from edgekd.export.c_backend.codegen import KERNELS, _dry_run, _scratch_sizes, plan_arena
 from edgekd.export.c_backend.host import gcc
 from edgekd.graph import measure_arena, read_tflite, run_tflm
 from edgekd.graph.sample_models import sample_models
@@ -82,9 +82,10 @@ def test_fast_kernel_scratch_is_planned_in_the_arena(models, name):
     m = read_tflite(models[name])
     cm = generate_c(m, kernels="fast")
     tensors_only = plan_arena(m).arena
-    static = -(-max(_scratch_sizes(m, "fast").values()) // 16) * 16
-    assert cm.arena_size <= tensors_only + static
-    plan = plan_arena(m, scratch=_scratch_sizes(m, "fast"))
+    static = -(-max(_scratch_sizes(m, "fast", inplace=False).values()) // 16) * 16
+    assert cm.arena_size <= generate_c(m, kernels="fast", inplace=False).arena_size <= tensors_only + static
+    plan = plan_arena(m, True, *_dry_run(m, "fast"))
+    assert plan.offsets == {t: cm.input["offset"] for t in m.inputs} | plan.offsets
     sizes = {t.index: t.nbytes for t in m.tensors}
     for p in cm.scratch_placement:
         op = m.operators[p["op"]]
@@ -94,11 +95,28 @@ def test_fast_kernel_scratch_is_planned_in_the_arena(models, name):
 
 
 def test_scratch_in_the_arena_removes_the_im2col_buffer_on_tiny_cnn(models):
-    """tiny_cnn: 4,096 B of tensors plus a 1,536 B static im2col buffer became one 4,112 B arena."""
+    """tiny_cnn: 4,096 B of tensors plus a 1,536 B static im2col buffer: 4,112 B with the scratch in
+    the arena, 2,560 B once the depthwise convolution also writes over its input."""
     m = read_tflite(models["tiny_cnn"])
     assert plan_arena(m).arena == 4096
     assert max(_scratch_sizes(m, "fast").values()) == 1536
-    assert generate_c(m, kernels="fast").arena_size == 4112
+    assert generate_c(m, kernels="fast", inplace=False).arena_size == 4112
+    assert generate_c(m, kernels="fast").arena_size == 2560
+
+
+def test_in_place_layers_share_their_input_buffer():
+    """kws_dscnn_like: its depthwise (stride 1) and pointwise (64 -> 64) layers write over their input,
+    halving the 16,384 B arena (8,000 B in + 8,000 B out + scratch at each layer) to 8,736 B; the
+    output of each in-place layer sits at its input's offset, bit-exact (test above)."""
+    m = read_tflite(sample_models(["kws_dscnn_like"])["kws_dscnn_like"])
+    assert generate_c(m, kernels="fast", inplace=False).arena_size == 16384
+    sizes, alias = _dry_run(m, "fast")
+    cm = generate_c(m, kernels="fast")
+    assert cm.arena_size == 8736
+    kinds = [lk["kernel"] for lk in cm.layer_kernels]
+    assert kinds.count("ek_fast_depthwise_conv2d_inplace") == 4 and len(alias) == 8
+    plan = plan_arena(m, True, sizes, alias)
+    assert all(plan.offsets[o] == plan.offsets[i] for o, i in alias.items())
 
 
 def test_unknown_kernels_are_refused(models):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,7 @@ import numpy as np
 
 from edgekd.errors import EdgekdError
 from edgekd.export.c_backend import quant as q
+from edgekd.graph.planner.lifetimes import OFFLINE_METADATA
 from edgekd.graph.reader import read_tflite
 from edgekd.graph.tflite_model import Operator, Tensor, TFLiteModel, _schema_module
 
@@ -130,12 +131,16 @@ class _Ctx:
         offsets: dict[int, int],
         kernels: str = "portable",
         scratch_at: dict[int, int] | None = None,
+        inplace: bool = True,
     ) -> None:
         self.m = m
+        self.inplace = inplace  # let layers proven safe write their output over their input
         self.offsets = offsets
         self.fast = kernels == "fast"
         self.scratch_at = scratch_at if scratch_at is not None else {}  # op -> arena offset of its scratch
         self.op_scratch: dict[int, int] = {}  # op -> scratch bytes its kernel needs
+        self.aliases: dict[int, int] = {}  # output tensor -> the input it overwrites (in-place ops)
+        self.uses = Counter(t for o in m.operators for t in o.inputs)
         self.layers: list[dict[str, Any]] = []
         s = _schema_module()
         self.mt = s.ModelT.InitFromPackedBuf(bytearray(m.data), 0)
@@ -323,6 +328,8 @@ def _conv(ctx: _Ctx, op: Operator, opt: Any) -> str:
     k4 = -(-w.shape[1] // 4) * 4
     bias = _folded_bias(ctx, op, w, -_zp(ctx.t(op.inputs[0])))
     wb = ctx.array(f"w{op.index}", "int8_t", block_weights(w))
+    if _inplace_pointwise(ctx, op, opt):
+        ctx.aliases[op.outputs[0]] = op.inputs[0]
     return f"{ctx.kernel(op, 'ek_fast_conv2d', 6 * k4)}({head}, {wb}, {bias}, {ms(True)}, {out}, {ctx.scratch_ptr(op)});"
 
 
@@ -337,8 +344,56 @@ def _dwconv(ctx: _Ctx, op: Operator, opt: Any) -> str:
     w = ctx.data(flt).reshape(taps, ch)
     bias = _folded_bias(ctx, op, w.T, -_zp(inp))
     wp = ctx.array(f"w{op.index}", "int32_t", pack_depthwise(w))
+    inplace = _inplace_scratch(ctx, op, opt)
+    if inplace:
+        ctx.aliases[op.outputs[0]] = inp.index
+        fn = ctx.kernel(op, "ek_fast_depthwise_conv2d_inplace", inplace)
+        return f"{fn}(&p{op.index}, {out}, {wp}, {bias}, {ms(True)}, {ctx.scratch_ptr(op)});"
     fn = ctx.kernel(op, "ek_fast_depthwise_conv2d", ch)
     return f"{fn}({head}, {wp}, {bias}, {ms(True)}, {out}, {ctx.scratch_ptr(op)});"
+
+
+def _dead_after(ctx: _Ctx, t: int) -> bool:
+    """Whether activation tensor ``t`` may be overwritten by the output of the one operator reading it:
+    planned in the arena, read by one operator once, not a model input or output, no offline offsets."""
+    m, tensor = ctx.m, ctx.t(t)
+    if (
+        not ctx.inplace
+        or tensor.has_data
+        or tensor.is_variable
+        or ctx.uses[t] != 1
+        or t in (*m.inputs, *m.outputs)
+    ):
+        return False
+    return OFFLINE_METADATA not in m.metadata
+
+
+def _inplace_pointwise(ctx: _Ctx, op: Operator, opt: Any) -> bool:
+    """A 1x1 stride-1 convolution ek_fast_conv2d reads straight from the input (its ``direct`` case)
+    may write over its input when out channels <= in channels: each pair of pixels is read (expanded
+    to int16 in the scratch) before its outputs are stored, and they end before unread input starts."""
+    inp, flt, out = ctx.t(op.inputs[0]), ctx.t(op.inputs[1]), ctx.t(op.outputs[0])
+    _, ih, iw, ic = _shape4(inp.shape)
+    oc, fh, fw, _ = flt.shape
+    pointwise = (fh, fw, opt.strideH, opt.strideW) == (1, 1, 1, 1) and ic % 4 == 0
+    same = _shape4(out.shape)[1:3] == (ih, iw) and len(op.inputs) > 1
+    return pointwise and same and oc <= ic and _dead_after(ctx, inp.index)
+
+
+def _inplace_scratch(ctx: _Ctx, op: Operator, opt: Any) -> int:
+    """Scratch bytes of the in-place depthwise kernel for ``op``, or 0 where it is not safe or saves
+    nothing: stride 1 and the output shape the input's, an activation tensor read by this operator
+    only (dead after it; not a model input or output), no offline offsets, ring smaller than the output."""
+    inp, out, flt = ctx.t(op.inputs[0]), ctx.t(op.outputs[0]), ctx.t(op.inputs[1])
+    if (opt.strideH, opt.strideW) != (1, 1) or _shape4(inp.shape) != _shape4(out.shape):
+        return 0
+    if not _dead_after(ctx, inp.index):
+        return 0
+    _, ih, iw, ch = _shape4(inp.shape)
+    dh = max(1, opt.dilationHFactor)
+    pad_h = q.same_padding(ih, int(flt.shape[1]), 1, dh, ih) if opt.padding == 0 else 0
+    need = ch + (pad_h + 1) * iw * ch  # EK_FAST_DW_INPLACE_SCRATCH
+    return need if need < out.nbytes else 0
 
 
 @emitter("FULLY_CONNECTED")
@@ -419,6 +474,9 @@ def _add(ctx: _Ctx, op: Operator, opt: Any) -> str:
         f"static const ek_add_params p{k} = {{{size}, {-_zp(a)}, {-_zp(b)}, {_zp(out)}, {left}, {m1}, {s1}, {m2}, {s2}, "
         f"{mo}, {so}, {lo}, {hi}, {int(bcast)}, {_ints(od)}, {_ints(strides(a.shape))}, {_ints(strides(b.shape))}}};\n"
     )
+    over = [t for t in op.inputs[:2] if ctx.t(t).nbytes == out.nbytes and _dead_after(ctx, t)]
+    if not bcast and over:  # elementwise: out[i] is stored after in1[i] and in2[i] are read
+        ctx.aliases[op.outputs[0]] = over[0]
     return f"ek_add(&p{k}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.inputs[1])}, {ctx.out(op.outputs[0])});"
 
 
@@ -562,32 +620,48 @@ class ArenaPlan(NamedTuple):
     scratch_at: dict[int, int]  # operator -> arena offset of its kernel scratch
 
 
-def plan_arena(m: TFLiteModel, optimize: bool = True, scratch: dict[int, int] | None = None) -> ArenaPlan:
+def plan_arena(
+    m: TFLiteModel,
+    optimize: bool = True,
+    scratch: dict[int, int] | None = None,
+    alias: dict[int, int] | None = None,
+) -> ArenaPlan:
     """The arena from edgekd's planner, with ``scratch`` (operator -> bytes its C kernel needs while it
-    runs) planned as buffers alive during that operator only."""
+    runs) planned as buffers alive during that operator only, and each ``alias`` output (written in
+    place over input ``alias[out]``) sharing its input's buffer."""
     from edgekd.graph.planner import greedy_plan, optimized_plan
+    from edgekd.graph.planner.lifetimes import alias_root
 
     need = scratch or {}
 
     def requests(_m: TFLiteModel, op: int, subgraph: int) -> list[int]:
         return [need[op]] if subgraph == 0 and op in need else []
 
-    best = greedy_plan(m, requests=requests)
+    alias = alias or {}
+    best = greedy_plan(m, requests=requests, alias=alias)
     name = "tflm-greedy"
     if optimize:
-        opt = optimized_plan(m, requests=requests)
+        opt = optimized_plan(m, requests=requests, alias=alias)
         if opt.head < best.head:
             best, name = opt, opt.method
     at = {b.op: b.offset for b in best.buffers if b.tensor < 0 and b.subgraph == 0}
-    return ArenaPlan(list(best.order), dict(best.offsets), best.head, name, greedy_plan(m).head, at)
+    offsets = dict(best.offsets)
+    offsets.update({t: offsets[alias_root(alias, t)] for t in alias})
+    return ArenaPlan(list(best.order), offsets, best.head, name, greedy_plan(m).head, at)
 
 
-def _scratch_sizes(m: TFLiteModel, kernels: str) -> dict[int, int]:
-    """Operator -> scratch bytes its kernel needs (a dry run of the emitters, arena offsets unknown)."""
-    ctx = _Ctx(m, defaultdict(int), kernels, defaultdict(int))
+def _dry_run(m: TFLiteModel, kernels: str, inplace: bool = True) -> tuple[dict[int, int], dict[int, int]]:
+    """(operator -> scratch bytes its kernel needs, in-place output -> its input): a dry run of the
+    emitters, arena offsets unknown."""
+    ctx = _Ctx(m, defaultdict(int), kernels, defaultdict(int), inplace)
     for op in m.operators:
         _emit(ctx, op)
-    return ctx.op_scratch
+    return ctx.op_scratch, ctx.aliases
+
+
+def _scratch_sizes(m: TFLiteModel, kernels: str, inplace: bool = True) -> dict[int, int]:
+    """Operator -> scratch bytes its kernel needs."""
+    return _dry_run(m, kernels, inplace)[0]
 
 
 _MALFORMED = (ArithmeticError, AttributeError, IndexError, KeyError, TypeError, ValueError)
@@ -614,17 +688,19 @@ def generate_c(
     optimize_plan: bool = True,
     prefix: str = "edgekd",
     kernels: str = DEFAULT_KERNELS,
+    inplace: bool = True,
 ) -> CModel:
-    """C sources for ``model`` (see module doc) with ``kernels`` (one of KERNELS). Raises EdgekdError for
-    float models and unsupported ops."""
+    """C sources for ``model`` (see module doc) with ``kernels`` (one of KERNELS); ``inplace``: layers
+    proven safe (fast depthwise / pointwise convolutions, elementwise ADD whose input dies there) write
+    their output over their input. Raises EdgekdError for float models and unsupported ops."""
     if kernels not in KERNELS:
         raise EdgekdError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
     m = model if isinstance(model, TFLiteModel) else read_tflite(model)
     _check(m)
     order, offsets, arena, method, greedy_head, scratch_at = plan_arena(
-        m, optimize_plan, _scratch_sizes(m, kernels)
+        m, optimize_plan, *_dry_run(m, kernels, inplace)
     )
-    ctx = _Ctx(m, offsets, kernels, scratch_at)
+    ctx = _Ctx(m, offsets, kernels, scratch_at, inplace)
     calls = [f"    /* {i}: {m.operators[i].opcode} */\n    " + _emit(ctx, m.operators[i]) for i in order]
     ti, to = m.tensors[m.inputs[0]], m.tensors[m.outputs[0]]
     if ti.index not in offsets or to.index not in offsets:

@@ -198,10 +198,12 @@ def _mark(
     scratch: bool,
     use_offline: bool,
     requests: ScratchRequests | None = None,
+    alias: dict[int, int] | None = None,
 ) -> tuple[list[Buffer], list[tuple[int, int]], int]:
     """TFLM's AllocationInfoBuilder: buffers with lifetimes, each subgraph-0 op's scope span, and
     the number of scopes. Control-flow ops open one nested scope per subgraph they call. Scratch
-    buffers come from ``requests`` (default: TFLM's reference kernels, :func:`scratch_requests`)."""
+    buffers come from ``requests`` (default: TFLM's reference kernels, :func:`scratch_requests`);
+    ``alias`` (see :func:`merge_aliases`) makes in-place outputs share their input's buffer."""
     requests = requests or scratch_requests
     sgs = _subgraphs(model)
     control_flow_visits(model)  # bounded work: exponentially nested IF/WHILE is refused in one line
@@ -273,7 +275,28 @@ def _mark(
         base += len(sg.tensors)
     # TFLM prepares subgraphs in index order, nodes in file order: that is the scratch request order
     scratch_reqs.sort(key=lambda r: r[0])
-    return bufs + [b for _, b in scratch_reqs], spans, scope
+    return merge_aliases(bufs, alias or {}) + [b for _, b in scratch_reqs], spans, scope
+
+
+def alias_root(alias: dict[int, int], t: int) -> int:
+    """The tensor whose buffer ``t`` occupies (following chains of in-place operators)."""
+    while t in alias:
+        t = alias[t]
+    return t
+
+
+def merge_aliases(bufs: list[Buffer], alias: dict[int, int]) -> list[Buffer]:
+    """Subgraph-0 buffers with each ``alias`` output (written in place over input ``alias[out]``)
+    folded into its input's buffer: one buffer living from the input's creation to the output's
+    last use, as large as either."""
+    if not alias:
+        return bufs
+    by_tensor = {b.tensor: b for b in bufs if b.subgraph == 0}
+    for out in alias:
+        root, bo = by_tensor[alias_root(alias, out)], by_tensor[out]
+        root.first, root.last = min(root.first, bo.first), max(root.last, bo.last)
+        root.size = max(root.size, bo.size)
+    return [b for b in bufs if not (b.subgraph == 0 and b.tensor in alias)]
 
 
 def build_buffers(
@@ -283,11 +306,12 @@ def build_buffers(
     scratch: bool = True,
     use_offline: bool = True,
     requests: ScratchRequests | None = None,
+    alias: dict[int, int] | None = None,
 ) -> list[Buffer]:
     """Planned buffers with TFLM lifetimes for subgraph 0's operators run in ``order`` (default: file
     order); tensors of every subgraph first (subgraph, tensor index order), then scratch buffers
     (from ``requests``, default :func:`scratch_requests`)."""
-    return _mark(model, order, scratch, use_offline, requests)[0]
+    return _mark(model, order, scratch, use_offline, requests, alias)[0]
 
 
 def op_timeline(buffers: Sequence[Buffer], spans: Sequence[tuple[int, int]]) -> list[int]:

@@ -184,6 +184,7 @@ def optimized_plan(
     placement: bool = True,
     max_states: int = 20000,
     requests: ScratchRequests | None = None,
+    alias: dict[int, int] | None = None,
 ) -> Plan:
     """A plan never worse than :func:`greedy_plan`: best of several operator orders and placements.
 
@@ -191,10 +192,11 @@ def optimized_plan(
     plus (when ``needs_offline_offsets``) the tensor offsets stored as ``OfflineMemoryAllocation``
     metadata, with kernel scratch buffers still placed online by TFLM. ``method`` tells what won,
     e.g. ``"dfs-exact+tflm-greedy"`` or ``"file+size/best-fit"``. ``requests`` replaces TFLM's
-    reference-kernel scratch buffers (e.g. by the C backend's own, see ``codegen.plan_arena``).
+    reference-kernel scratch buffers (e.g. by the C backend's own, see ``codegen.plan_arena``);
+    ``alias`` maps outputs written in place to their input (one buffer, see ``merge_aliases``).
     """
     m = _as_model(model)
-    base = greedy_plan(m, requests=requests)
+    base = greedy_plan(m, requests=requests, alias=alias)
     best = base
     has_offline = any(b.offline_offset >= 0 for b in base.buffers)
     orders = (
@@ -203,12 +205,12 @@ def optimized_plan(
         else [("file", list(range(len(m.operators))))]
     )
     for oname, order in orders:
-        bufs, spans, _ = _mark(m, order, True, True, requests)
+        bufs, spans, _ = _mark(m, order, True, True, requests, alias)
         head = tflm_greedy_place(bufs)
         if head < best.head:
             best = Plan(bufs, list(order), head, op_timeline(bufs, spans), f"{oname}+tflm-greedy")
         if placement and not has_offline:
-            trial = build_buffers(m, order, requests=requests)
+            trial = build_buffers(m, order, requests=requests, alias=alias)
             h, pname = best_placement(trial)
             if h < best.head:
                 real, h_real = _realize_offline(trial)

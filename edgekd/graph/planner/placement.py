@@ -72,11 +72,12 @@ def greedy_plan(
     model: TFLiteModel | bytes | str | os.PathLike,
     order: Sequence[int] | None = None,
     requests: ScratchRequests | None = None,
+    alias: dict[int, int] | None = None,
 ) -> Plan:
-    """TFLM's own plan for ``model`` (optionally with operators executed in ``order``, and the scratch
-    buffers of ``requests`` instead of TFLM's reference kernels')."""
+    """TFLM's own plan for ``model`` (optionally with operators executed in ``order``, the scratch
+    buffers of ``requests`` instead of TFLM's reference kernels', in-place outputs ``alias``)."""
     m = _as_model(model)
-    bufs, spans, _ = _mark(m, order, True, True, requests)
+    bufs, spans, _ = _mark(m, order, True, True, requests, alias)
     head = tflm_greedy_place(bufs)
     ordr = list(range(len(m.operators))) if order is None else list(order)
     return Plan(bufs, ordr, head, op_timeline(bufs, spans), "tflm-greedy")
