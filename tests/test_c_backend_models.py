@@ -94,22 +94,32 @@ def test_fast_kernel_scratch_is_planned_in_the_arena(models, name):
             assert lo + sizes[t] <= p["offset"] or p["offset"] + p["bytes"] <= lo
 
 
-def test_scratch_in_the_arena_removes_the_im2col_buffer_on_tiny_cnn(models):
-    """tiny_cnn: 4,096 B of tensors plus a 1,536 B static im2col buffer: 4,112 B with the scratch in
-    the arena, 2,560 B once the depthwise convolution also writes over its input."""
+def test_scratch_in_the_arena_and_in_place_layers_on_tiny_cnn(models):
+    """tiny_cnn: 4,096 B of tensors plus a static scratch buffer (1,536 B before it was sized by kernel
+    path; 512 B now, its fully connected layer's one row) became one 4,112 B arena with the scratch in
+    it, 2,560 B once the depthwise convolution also writes over its input."""
     m = read_tflite(models["tiny_cnn"])
     assert plan_arena(m).arena == 4096
-    assert max(_scratch_sizes(m, "fast").values()) == 1536
+    assert max(_scratch_sizes(m, "fast").values()) == 512
     assert generate_c(m, kernels="fast", inplace=False).arena_size == 4112
     assert generate_c(m, kernels="fast").arena_size == 2560
 
 
+def test_gemm_scratch_is_sized_by_the_kernel_path():
+    """A one-row fully connected layer needs its int16 row only (2 * k4 bytes, not the 6 * k4 worst
+    case): ad_fcae_like's 640-deep layers take 1,280 B, so its arena is 768 B of tensors + 1,280 B."""
+    m = read_tflite(sample_models(["ad_fcae_like"])["ad_fcae_like"])
+    assert plan_arena(m).arena == 768
+    assert max(_scratch_sizes(m, "fast").values()) == 1280
+    assert generate_c(m, kernels="fast").arena_size == 2048
+
+
 def test_in_place_layers_share_their_input_buffer():
     """kws_dscnn_like: its depthwise (stride 1) and pointwise (64 -> 64) layers write over their input,
-    halving the 16,384 B arena (8,000 B in + 8,000 B out + scratch at each layer) to 8,736 B; the
+    halving the 16,256 B arena (8,000 B in + 8,000 B out + scratch at each layer) to 8,736 B; the
     output of each in-place layer sits at its input's offset, bit-exact (test above)."""
     m = read_tflite(sample_models(["kws_dscnn_like"])["kws_dscnn_like"])
-    assert generate_c(m, kernels="fast", inplace=False).arena_size == 16384
+    assert generate_c(m, kernels="fast", inplace=False).arena_size == 16256
     sizes, alias = _dry_run(m, "fast")
     cm = generate_c(m, kernels="fast")
     assert cm.arena_size == 8736

@@ -330,7 +330,8 @@ def _conv(ctx: _Ctx, op: Operator, opt: Any) -> str:
     wb = ctx.array(f"w{op.index}", "int8_t", block_weights(w))
     if _inplace_pointwise(ctx, op, opt):
         ctx.aliases[op.outputs[0]] = op.inputs[0]
-    return f"{ctx.kernel(op, 'ek_fast_conv2d', 6 * k4)}({head}, {wb}, {bias}, {ms(True)}, {out}, {ctx.scratch_ptr(op)});"
+    need = 4 * k4 if _direct_pointwise(ctx, op, opt) else 6 * k4  # int16 pairs of 2 rows (+ 2 im2col rows)
+    return f"{ctx.kernel(op, 'ek_fast_conv2d', need)}({head}, {wb}, {bias}, {ms(True)}, {out}, {ctx.scratch_ptr(op)});"
 
 
 @emitter("DEPTHWISE_CONV_2D")
@@ -368,16 +369,23 @@ def _dead_after(ctx: _Ctx, t: int) -> bool:
     return OFFLINE_METADATA not in m.metadata
 
 
-def _inplace_pointwise(ctx: _Ctx, op: Operator, opt: Any) -> bool:
-    """A 1x1 stride-1 convolution ek_fast_conv2d reads straight from the input (its ``direct`` case)
-    may write over its input when out channels <= in channels: each pair of pixels is read (expanded
-    to int16 in the scratch) before its outputs are stored, and they end before unread input starts."""
+def _direct_pointwise(ctx: _Ctx, op: Operator, opt: Any) -> bool:
+    """ek_fast_conv2d's ``direct`` case: 1x1, stride 1, in channels a multiple of 4 (rows read straight
+    from the input, no im2col)."""
     inp, flt, out = ctx.t(op.inputs[0]), ctx.t(op.inputs[1]), ctx.t(op.outputs[0])
     _, ih, iw, ic = _shape4(inp.shape)
-    oc, fh, fw, _ = flt.shape
+    _, fh, fw, _ = flt.shape
     pointwise = (fh, fw, opt.strideH, opt.strideW) == (1, 1, 1, 1) and ic % 4 == 0
-    same = _shape4(out.shape)[1:3] == (ih, iw) and len(op.inputs) > 1
-    return pointwise and same and oc <= ic and _dead_after(ctx, inp.index)
+    return pointwise and _shape4(out.shape)[1:3] == (ih, iw)
+
+
+def _inplace_pointwise(ctx: _Ctx, op: Operator, opt: Any) -> bool:
+    """A direct pointwise convolution may write over its input when out channels <= in channels: each
+    pair of pixels is read (expanded to int16 in the scratch) before its outputs are stored, and they
+    end before unread input starts."""
+    inp, flt = ctx.t(op.inputs[0]), ctx.t(op.inputs[1])
+    fits = int(flt.shape[0]) <= _shape4(inp.shape)[3]
+    return _direct_pointwise(ctx, op, opt) and fits and _dead_after(ctx, inp.index)
 
 
 def _inplace_scratch(ctx: _Ctx, op: Operator, opt: Any) -> int:
@@ -423,7 +431,8 @@ def _fc(ctx: _Ctx, op: Operator, opt: Any) -> str:
     bias = _folded_bias(ctx, op, w, -_zp(inp))
     wb = ctx.array(f"w{k}", "int8_t", block_weights(w))
     k4 = -(-accum // 4) * 4
-    fn = ctx.kernel(op, "ek_fast_fully_connected", 6 * k4)
+    rows = 2 if batches > 1 else 1  # int16 pairs of the rows (+ the rows zero-padded to k4)
+    fn = ctx.kernel(op, "ek_fast_fully_connected", rows * k4 * (2 + (accum != k4)))
     return f"{fn}({head}, {wb}, {bias}, {ms(True)}, {o}, {ctx.scratch_ptr(op)});"
 
 

@@ -249,8 +249,8 @@ void ek_fast_conv2d(const ek_conv_params *p, const int8_t *in, const int8_t *wbl
     const ek_gemm g = {k4, oc, p->act_min, p->act_max, -1, wblk, bias, rq};
     const int direct = p->fh == 1 && p->fw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 &&
                        p->pad_w == 0 && ic % 4 == 0 && p->in.h == p->out.h && p->in.w == p->out.w;
-    int32_t *x = (int32_t *)(void *)scratch; /* 4 * k4 bytes, then two im2col rows */
-    int8_t *r0 = scratch + 4 * k4, *r1 = r0 + k4;
+    int32_t *x = (int32_t *)(void *)scratch; /* 4 * k4 bytes, then two im2col rows (not when direct) */
+    int8_t *const r0 = scratch + 4 * k4, *const r1 = direct ? r0 : r0 + k4;
     const int32_t pixels = p->out.n * p->out.h * p->out.w;
     int32_t q = 0;
     for (; q + 1 < pixels; q += 2) {
@@ -281,9 +281,11 @@ void ek_fast_fully_connected(const ek_fc_params *p, const int8_t *in, const int8
     const int32_t k = p->accum_depth, k4 = (k + 3) / 4 * 4;
     const ek_gemm g = {k4, p->out_depth, p->act_min, p->act_max, p->per_channel ? -1 : 0,
                        wblk, bias, rq};
+    /* x: int16 pairs of 2 rows (4 * k4 bytes; one batch: 1 row), then rows zero-padded to k4 if k != k4 */
+    const int32_t rows = p->batches > 1 ? 2 : 1;
     int32_t *x = (int32_t *)(void *)scratch;
-    int8_t *r0 = scratch + 4 * k4, *r1 = r0 + k4;
-    memset(r0, 0, (size_t)(2 * k4));
+    int8_t *const r0 = scratch + 2 * rows * k4, *const r1 = rows == 2 && k != k4 ? r0 + k4 : r0;
+    if (k != k4) memset(r0, 0, (size_t)(rows * k4));
     int32_t b = 0;
     for (; b + 1 < p->batches; b += 2) {
         const int8_t *a0 = in + b * k, *a1 = a0 + k;

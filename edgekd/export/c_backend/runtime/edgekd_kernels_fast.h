@@ -11,7 +11,8 @@
 
 #include "edgekd_kernels.h"
 
-/* Scratch bytes a fast conv / fully connected needs for accumulation depth k (im2col + int16 rows). */
+/* Scratch bytes a fast conv / fully connected needs at most for accumulation depth k (im2col + int16
+ * rows); less without im2col (pointwise, k a multiple of 4) or with one row (see the code generator). */
 #define EK_FAST_GEMM_SCRATCH(k) (6 * (((k) + 3) / 4 * 4))
 /* Depthwise: taps (fh * fw) at most this; scratch: one input row of zero points (in.c bytes). */
 #define EK_FAST_DW_MAX_TAPS 64
