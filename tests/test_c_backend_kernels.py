@@ -12,16 +12,17 @@ import numpy as np
 import pytest
 
 from edgekd.export.c_backend import HostBuild, generate_c
+from edgekd.export.c_backend.codegen import _dry_run
 from edgekd.export.c_backend.host import gcc
 from edgekd.export.c_backend.testing import Builder, S
-from edgekd.graph import run_tflm
+from edgekd.graph import read_tflite, run_tflm
 
 pytestmark = pytest.mark.skipif(gcc() is None, reason="no host gcc")
 EDGE_ZPS = [-128, 127, 0]
 
 
 def _check(
-    model: bytes, n: int = 6, seed: int = 0, kernels: str = "portable", want: str | None = None
+    model: bytes, n: int = 6, seed: int = 0, kernels: str = "portable", want: str | list[str] | None = None
 ) -> None:
     """The host build of ``model`` equals tflite-micro on ``n`` inputs; ``want``: the kernel it must use."""
     from edgekd.graph import read_tflite
@@ -35,7 +36,7 @@ def _check(
     ref = run_tflm(model, x, isolate=False).reshape(n, -1)
     cm = generate_c(model, optimize_plan=False, kernels=kernels)
     if want is not None:
-        assert [lk["kernel"] for lk in cm.layer_kernels] == [want]
+        assert [lk["kernel"] for lk in cm.layer_kernels] == ([want] if isinstance(want, str) else want)
     with HostBuild(cm) as hb:
         got = hb(x)
     assert got.shape == ref.shape
@@ -265,6 +266,72 @@ def test_fast_depthwise_conv2d(seed, case):
     ic, kernel = case
     model = _conv_model(np.random.default_rng(900 + seed), depthwise=True, ic=ic, kernel=kernel)
     _check(model, seed=seed, kernels="fast", want="ek_fast_depthwise_conv2d")
+
+
+def _inplace_chain(rng, ic: int, kernel: tuple[int, int], dil: tuple[int, int], oc: int) -> bytes:
+    """RESHAPE (a copy) -> depthwise stride 1 SAME -> pointwise to ``oc`` channels: the depthwise and
+    pointwise layers' inputs die there, so they may be written over."""
+    b = Builder()
+    ih, iw = int(rng.integers(3, 10)), int(rng.integers(3, 10))
+    shape = [1, ih, iw, ic]
+    in_s, in_zp = _scale(rng, -2, 0), int(rng.choice(EDGE_ZPS))
+    x = b.tensor(shape, in_s, in_zp)
+    sh = b.tensor([4], None, None, dtype=S.TensorType.INT32, data=np.array(shape, dtype=np.int32))
+    t = b.tensor(shape, in_s, in_zp)
+    ops = [(S.BuiltinOperator.RESHAPE, [x, sh], t, 0, None)]
+    for depthwise, n_out in ((True, ic), (False, oc)):
+        w_shape = (1, *kernel, ic) if depthwise else (n_out, 1, 1, ic)
+        w = rng.integers(-127, 128, size=w_shape).astype(np.int8)
+        f_scales = np.array([_scale(rng, -3, -1) for _ in range(n_out)], dtype=np.float32)
+        ft = b.tensor(list(w.shape), f_scales, [0] * n_out, data=w, qdim=3 if depthwise else 0)
+        bias = rng.integers(-5000, 5000, size=n_out).astype(np.int32)
+        bt = b.tensor(
+            [n_out], f_scales.astype(np.float64) * in_s, [0] * n_out, dtype=S.TensorType.INT32, data=bias
+        )
+        in_s, in_zp = _scale(rng, -2, 0.5), int(rng.choice(EDGE_ZPS))
+        y = b.tensor([1, ih, iw, n_out], in_s, in_zp)
+        opt = S.DepthwiseConv2DOptionsT() if depthwise else S.Conv2DOptionsT()
+        if depthwise:
+            opt.depthMultiplier = 1
+        opt.padding, opt.strideH, opt.strideW = 0, 1, 1
+        opt.dilationHFactor, opt.dilationWFactor = dil if depthwise else (1, 1)
+        opt.fusedActivationFunction = _act(rng)
+        kind = S.BuiltinOptions.DepthwiseConv2DOptions if depthwise else S.BuiltinOptions.Conv2DOptions
+        code = S.BuiltinOperator.DEPTHWISE_CONV_2D if depthwise else S.BuiltinOperator.CONV_2D
+        ops.append((code, [t, ft, bt], y, kind, opt))
+        t = y
+    return b.build_ops(ops)
+
+
+INPLACE_CASES = [
+    (4, (3, 3), (1, 1), 4),
+    (8, (5, 5), (1, 1), 4),
+    (12, (3, 2), (2, 1), 12),
+    (4, (2, 3), (1, 2), 8),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("seed", "case"), list(enumerate(INPLACE_CASES)))
+def test_fast_in_place_depthwise_and_pointwise(seed, case):
+    """The in-place depthwise kernel (a ring of pad_h + 1 input rows) and the pointwise convolution
+    written over its input (out channels <= in channels; more: a separate buffer), bit-exact."""
+    ic, kernel, dil, oc = case
+    model = _inplace_chain(np.random.default_rng(1000 + seed), ic, kernel, dil, oc)
+    _check(
+        model,
+        seed=seed,
+        kernels="fast",
+        want=["ek_copy", "ek_fast_depthwise_conv2d_inplace", "ek_fast_conv2d"],
+    )
+    m = read_tflite(model)
+    alias = _dry_run(m, "fast")[1]
+    _, dw_out, pw_out = (op.outputs[0] for op in m.operators)
+    assert dw_out in alias and (pw_out in alias) == (oc <= ic)
+    assert (
+        generate_c(model, kernels="fast").arena_size
+        <= generate_c(model, kernels="fast", inplace=False).arena_size
+    )
 
 
 @pytest.mark.slow

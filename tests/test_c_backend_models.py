@@ -12,7 +12,7 @@ import pytest
 
 from edgekd.errors import EdgekdError
 from edgekd.export.c_backend import HostBuild, generate_c
-from edgekd.export.c_backend.codegen import KERNELS
+from edgekd.export.c_backend.codegen import KERNELS, _dry_run, _scratch_sizes, plan_arena
 from edgekd.export.c_backend.host import gcc
 from edgekd.graph import measure_arena, read_tflite, run_tflm
 from edgekd.graph.sample_models import sample_models
@@ -44,10 +44,13 @@ def test_bit_exact_with_tflite_micro_and_smaller_arena(models, name, kernels):
     cm = generate_c(path, kernels=kernels)
     _assert_bit_exact(path, cm)
     arena = measure_arena(path)
-    # one static buffer from edgekd's planner: never above TFLM's planned head, far below its total
-    assert cm.arena_size <= arena["head"]
+    # one static buffer from edgekd's planner: never above TFLM's planned head plus the fast kernels'
+    # largest layer scratch (planned inside the arena), far below its total
+    most = max((p["bytes"] for p in cm.scratch_placement), default=0)
+    assert cm.arena_size <= arena["head"] + most
     assert cm.arena_size < arena["total"]
     assert cm.greedy_arena == arena["head"]
+    assert cm.scratch_bytes == 0 and "ek_scratch" not in cm.files["edgekd_model.c"]
 
 
 @pytest.mark.slow
@@ -65,10 +68,65 @@ def test_fast_kernels_bit_exact_on_the_mlperf_models(name):
     assert [lk["op"] for lk in info["layer_kernels"]] == cm.order
     conv = {lk["kernel"] for lk in info["layer_kernels"] if lk["opcode"] in ("CONV_2D", "FULLY_CONNECTED")}
     assert conv <= {"ek_fast_conv2d", "ek_fast_fully_connected"}
-    assert (
-        info["scratch_bytes"] > 0
-        and f"ek_scratch_words[{info['scratch_bytes'] // 4}]" in cm.files["edgekd_model.c"]
-    )
+    assert info["scratch_bytes"] == 0 and info["scratch_placement"]
+    for p in info["scratch_placement"]:  # inside the arena, passed to that layer's kernel
+        assert p["offset"] % 16 == 0 and p["offset"] + p["bytes"] <= cm.arena_size
+        assert f"(ek_arena + {p['offset']}));" in cm.files["edgekd_model.c"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fast_kernel_scratch_is_planned_in_the_arena(models, name):
+    """Each layer's scratch is an arena buffer alive during that layer: the arena is never above the
+    tensors' arena plus the static scratch buffer it replaces, and the scratch overlaps none of the
+    layer's own tensors."""
+    m = read_tflite(models[name])
+    cm = generate_c(m, kernels="fast")
+    tensors_only = plan_arena(m).arena
+    static = -(-max(_scratch_sizes(m, "fast", inplace=False).values()) // 16) * 16
+    assert cm.arena_size <= generate_c(m, kernels="fast", inplace=False).arena_size <= tensors_only + static
+    plan = plan_arena(m, True, *_dry_run(m, "fast"))
+    assert plan.offsets == {t: cm.input["offset"] for t in m.inputs} | plan.offsets
+    sizes = {t.index: t.nbytes for t in m.tensors}
+    for p in cm.scratch_placement:
+        op = m.operators[p["op"]]
+        for t in {*op.inputs, *op.outputs} & plan.offsets.keys():
+            lo = plan.offsets[t]
+            assert lo + sizes[t] <= p["offset"] or p["offset"] + p["bytes"] <= lo
+
+
+def test_scratch_in_the_arena_and_in_place_layers_on_tiny_cnn(models):
+    """tiny_cnn: 4,096 B of tensors plus a static scratch buffer (1,536 B before it was sized by kernel
+    path; 512 B now, its fully connected layer's one row) became one 4,112 B arena with the scratch in
+    it, 2,560 B once the depthwise convolution also writes over its input."""
+    m = read_tflite(models["tiny_cnn"])
+    assert plan_arena(m).arena == 4096
+    assert max(_scratch_sizes(m, "fast").values()) == 512
+    assert generate_c(m, kernels="fast", inplace=False).arena_size == 4112
+    assert generate_c(m, kernels="fast").arena_size == 2560
+
+
+def test_gemm_scratch_is_sized_by_the_kernel_path():
+    """A one-row fully connected layer needs its int16 row only (2 * k4 bytes, not the 6 * k4 worst
+    case): ad_fcae_like's 640-deep layers take 1,280 B, so its arena is 768 B of tensors + 1,280 B."""
+    m = read_tflite(sample_models(["ad_fcae_like"])["ad_fcae_like"])
+    assert plan_arena(m).arena == 768
+    assert max(_scratch_sizes(m, "fast").values()) == 1280
+    assert generate_c(m, kernels="fast").arena_size == 2048
+
+
+def test_in_place_layers_share_their_input_buffer():
+    """kws_dscnn_like: its depthwise (stride 1) and pointwise (64 -> 64) layers write over their input,
+    halving the 16,256 B arena (8,000 B in + 8,000 B out + scratch at each layer) to 8,736 B; the
+    output of each in-place layer sits at its input's offset, bit-exact (test above)."""
+    m = read_tflite(sample_models(["kws_dscnn_like"])["kws_dscnn_like"])
+    assert generate_c(m, kernels="fast", inplace=False).arena_size == 16256
+    sizes, alias = _dry_run(m, "fast")
+    cm = generate_c(m, kernels="fast")
+    assert cm.arena_size == 8736
+    kinds = [lk["kernel"] for lk in cm.layer_kernels]
+    assert kinds.count("ek_fast_depthwise_conv2d_inplace") == 4 and len(alias) == 8
+    plan = plan_arena(m, True, sizes, alias)
+    assert all(plan.offsets[o] == plan.offsets[i] for o, i in alias.items())
 
 
 def test_unknown_kernels_are_refused(models):

@@ -5,22 +5,26 @@ numerics (``runtime/edgekd_kernels.c``). One emitter per op, registered with :fu
 ``kernels="fast"`` swaps convolution, depthwise convolution and fully connected layers for edgekd's
 Cortex-M4 kernels (``runtime/edgekd_kernels_fast.c``: SIMD MACs, im2col + register-blocked GEMM), with
 the constant data they need prepared here (input offset folded into the bias, blocked weights); the
-results are the same bytes. Each layer's choice is recorded (``CModel.layer_kernels``).
+results are the same bytes. Each layer's choice is recorded (``CModel.layer_kernels``). The scratch
+a fast kernel needs (im2col rows, int16 rows, depthwise padding) is planned as an arena buffer alive
+only during its layer (``CModel.scratch_placement``), so it shares space with tensors dead by then.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from edgekd.errors import EdgekdError
 from edgekd.export.c_backend import quant as q
+from edgekd.graph.planner.lifetimes import OFFLINE_METADATA
 from edgekd.graph.reader import read_tflite
 from edgekd.graph.tflite_model import Operator, Tensor, TFLiteModel, _schema_module
 
@@ -70,7 +74,8 @@ class CModel:
     order: list[int] = field(default_factory=list)
     kernels: str = "portable"
     layer_kernels: list[dict[str, Any]] = field(default_factory=list)
-    scratch_bytes: int = 0
+    scratch_bytes: int = 0  # a static buffer outside the arena (0: the scratch is planned in the arena)
+    scratch_placement: list[dict[str, int]] = field(default_factory=list)  # per layer: op, offset, bytes
 
     @property
     def sources(self) -> list[str]:
@@ -88,7 +93,7 @@ class CModel:
         return {"arena_bytes": self.arena_size, "plan": self.plan_method, "tflm_greedy_arena_bytes": self.greedy_arena,
                 "weight_bytes": self.weight_bytes, "ops": self.ops, "input": self.input, "output": self.output,
                 "files": sorted(self.files), "kernels": self.kernels, "scratch_bytes": self.scratch_bytes,
-                "layer_kernels": self.layer_kernels}  # fmt: skip
+                "scratch_placement": self.scratch_placement, "layer_kernels": self.layer_kernels}  # fmt: skip
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -120,11 +125,22 @@ def _ints(vals: list[int] | tuple[int, ...], n: int = 6, fill: int = 0) -> str:
 
 
 class _Ctx:
-    def __init__(self, m: TFLiteModel, offsets: dict[int, int], kernels: str = "portable") -> None:
+    def __init__(
+        self,
+        m: TFLiteModel,
+        offsets: dict[int, int],
+        kernels: str = "portable",
+        scratch_at: dict[int, int] | None = None,
+        inplace: bool = True,
+    ) -> None:
         self.m = m
+        self.inplace = inplace  # let layers proven safe write their output over their input
         self.offsets = offsets
         self.fast = kernels == "fast"
-        self.scratch = 0
+        self.scratch_at = scratch_at if scratch_at is not None else {}  # op -> arena offset of its scratch
+        self.op_scratch: dict[int, int] = {}  # op -> scratch bytes its kernel needs
+        self.aliases: dict[int, int] = {}  # output tensor -> the input it overwrites (in-place ops)
+        self.uses = Counter(t for o in m.operators for t in o.inputs)
         self.layers: list[dict[str, Any]] = []
         s = _schema_module()
         self.mt = s.ModelT.InitFromPackedBuf(bytearray(m.data), 0)
@@ -163,8 +179,13 @@ class _Ctx:
     def kernel(self, op: Operator, fn: str, scratch: int = 0) -> str:
         """Record ``fn`` as operator ``op``'s kernel and the scratch bytes it needs."""
         self.layers.append({"op": op.index, "opcode": op.opcode, "kernel": fn})
-        self.scratch = max(self.scratch, scratch)
+        if scratch:
+            self.op_scratch[op.index] = scratch
         return fn
+
+    def scratch_ptr(self, op: Operator) -> str:
+        """Operator ``op``'s scratch: its arena buffer, alive only during that operator."""
+        return f"(ek_arena + {self.scratch_at[op.index]})"
 
     def ptr(self, i: int) -> str:
         """A C expression for tensor ``i``'s int8 data (arena slot or const array)."""
@@ -307,7 +328,10 @@ def _conv(ctx: _Ctx, op: Operator, opt: Any) -> str:
     k4 = -(-w.shape[1] // 4) * 4
     bias = _folded_bias(ctx, op, w, -_zp(ctx.t(op.inputs[0])))
     wb = ctx.array(f"w{op.index}", "int8_t", block_weights(w))
-    return f"{ctx.kernel(op, 'ek_fast_conv2d', 6 * k4)}({head}, {wb}, {bias}, {ms(True)}, {out}, ek_scratch);"
+    if _inplace_pointwise(ctx, op, opt):
+        ctx.aliases[op.outputs[0]] = op.inputs[0]
+    need = 4 * k4 if _direct_pointwise(ctx, op, opt) else 6 * k4  # int16 pairs of 2 rows (+ 2 im2col rows)
+    return f"{ctx.kernel(op, 'ek_fast_conv2d', need)}({head}, {wb}, {bias}, {ms(True)}, {out}, {ctx.scratch_ptr(op)});"
 
 
 @emitter("DEPTHWISE_CONV_2D")
@@ -321,8 +345,63 @@ def _dwconv(ctx: _Ctx, op: Operator, opt: Any) -> str:
     w = ctx.data(flt).reshape(taps, ch)
     bias = _folded_bias(ctx, op, w.T, -_zp(inp))
     wp = ctx.array(f"w{op.index}", "int32_t", pack_depthwise(w))
+    inplace = _inplace_scratch(ctx, op, opt)
+    if inplace:
+        ctx.aliases[op.outputs[0]] = inp.index
+        fn = ctx.kernel(op, "ek_fast_depthwise_conv2d_inplace", inplace)
+        return f"{fn}(&p{op.index}, {out}, {wp}, {bias}, {ms(True)}, {ctx.scratch_ptr(op)});"
     fn = ctx.kernel(op, "ek_fast_depthwise_conv2d", ch)
-    return f"{fn}({head}, {wp}, {bias}, {ms(True)}, {out}, ek_scratch);"
+    return f"{fn}({head}, {wp}, {bias}, {ms(True)}, {out}, {ctx.scratch_ptr(op)});"
+
+
+def _dead_after(ctx: _Ctx, t: int) -> bool:
+    """Whether activation tensor ``t`` may be overwritten by the output of the one operator reading it:
+    planned in the arena, read by one operator once, not a model input or output, no offline offsets."""
+    m, tensor = ctx.m, ctx.t(t)
+    if (
+        not ctx.inplace
+        or tensor.has_data
+        or tensor.is_variable
+        or ctx.uses[t] != 1
+        or t in (*m.inputs, *m.outputs)
+    ):
+        return False
+    return OFFLINE_METADATA not in m.metadata
+
+
+def _direct_pointwise(ctx: _Ctx, op: Operator, opt: Any) -> bool:
+    """ek_fast_conv2d's ``direct`` case: 1x1, stride 1, in channels a multiple of 4 (rows read straight
+    from the input, no im2col)."""
+    inp, flt, out = ctx.t(op.inputs[0]), ctx.t(op.inputs[1]), ctx.t(op.outputs[0])
+    _, ih, iw, ic = _shape4(inp.shape)
+    _, fh, fw, _ = flt.shape
+    pointwise = (fh, fw, opt.strideH, opt.strideW) == (1, 1, 1, 1) and ic % 4 == 0
+    return pointwise and _shape4(out.shape)[1:3] == (ih, iw)
+
+
+def _inplace_pointwise(ctx: _Ctx, op: Operator, opt: Any) -> bool:
+    """A direct pointwise convolution may write over its input when out channels <= in channels: each
+    pair of pixels is read (expanded to int16 in the scratch) before its outputs are stored, and they
+    end before unread input starts."""
+    inp, flt = ctx.t(op.inputs[0]), ctx.t(op.inputs[1])
+    fits = int(flt.shape[0]) <= _shape4(inp.shape)[3]
+    return _direct_pointwise(ctx, op, opt) and fits and _dead_after(ctx, inp.index)
+
+
+def _inplace_scratch(ctx: _Ctx, op: Operator, opt: Any) -> int:
+    """Scratch bytes of the in-place depthwise kernel for ``op``, or 0 where it is not safe or saves
+    nothing: stride 1 and the output shape the input's, an activation tensor read by this operator
+    only (dead after it; not a model input or output), no offline offsets, ring smaller than the output."""
+    inp, out, flt = ctx.t(op.inputs[0]), ctx.t(op.outputs[0]), ctx.t(op.inputs[1])
+    if (opt.strideH, opt.strideW) != (1, 1) or _shape4(inp.shape) != _shape4(out.shape):
+        return 0
+    if not _dead_after(ctx, inp.index):
+        return 0
+    _, ih, iw, ch = _shape4(inp.shape)
+    dh = max(1, opt.dilationHFactor)
+    pad_h = q.same_padding(ih, int(flt.shape[1]), 1, dh, ih) if opt.padding == 0 else 0
+    need = ch + (pad_h + 1) * iw * ch  # EK_FAST_DW_INPLACE_SCRATCH
+    return need if need < out.nbytes else 0
 
 
 @emitter("FULLY_CONNECTED")
@@ -352,8 +431,9 @@ def _fc(ctx: _Ctx, op: Operator, opt: Any) -> str:
     bias = _folded_bias(ctx, op, w, -_zp(inp))
     wb = ctx.array(f"w{k}", "int8_t", block_weights(w))
     k4 = -(-accum // 4) * 4
-    fn = ctx.kernel(op, "ek_fast_fully_connected", 6 * k4)
-    return f"{fn}({head}, {wb}, {bias}, {ms(True)}, {o}, ek_scratch);"
+    rows = 2 if batches > 1 else 1  # int16 pairs of the rows (+ the rows zero-padded to k4)
+    fn = ctx.kernel(op, "ek_fast_fully_connected", rows * k4 * (2 + (accum != k4)))
+    return f"{fn}({head}, {wb}, {bias}, {ms(True)}, {o}, {ctx.scratch_ptr(op)});"
 
 
 @emitter("AVERAGE_POOL_2D", "MAX_POOL_2D")
@@ -403,6 +483,9 @@ def _add(ctx: _Ctx, op: Operator, opt: Any) -> str:
         f"static const ek_add_params p{k} = {{{size}, {-_zp(a)}, {-_zp(b)}, {_zp(out)}, {left}, {m1}, {s1}, {m2}, {s2}, "
         f"{mo}, {so}, {lo}, {hi}, {int(bcast)}, {_ints(od)}, {_ints(strides(a.shape))}, {_ints(strides(b.shape))}}};\n"
     )
+    over = [t for t in op.inputs[:2] if ctx.t(t).nbytes == out.nbytes and _dead_after(ctx, t)]
+    if not bcast and over:  # elementwise: out[i] is stored after in1[i] and in2[i] are read
+        ctx.aliases[op.outputs[0]] = over[0]
     return f"ek_add(&p{k}, {ctx.ptr(op.inputs[0])}, {ctx.ptr(op.inputs[1])}, {ctx.out(op.outputs[0])});"
 
 
@@ -535,20 +618,59 @@ void {prefix}_invoke(void);
 """
 
 
-def plan_arena(m: TFLiteModel, optimize: bool = True) -> tuple[list[int], dict[int, int], int, str, int]:
-    """(operator order, tensor offsets, arena bytes, plan name, TFLM greedy arena bytes) from edgekd's planner."""
+class ArenaPlan(NamedTuple):
+    """The C model's arena: operator order, tensor and scratch offsets, bytes, plan name, TFLM's head."""
+
+    order: list[int]
+    offsets: dict[int, int]  # tensor -> arena offset
+    arena: int
+    method: str
+    greedy_head: int  # TFLite Micro's greedy plan of the model (its reference kernels' scratch)
+    scratch_at: dict[int, int]  # operator -> arena offset of its kernel scratch
+
+
+def plan_arena(
+    m: TFLiteModel,
+    optimize: bool = True,
+    scratch: dict[int, int] | None = None,
+    alias: dict[int, int] | None = None,
+) -> ArenaPlan:
+    """The arena from edgekd's planner, with ``scratch`` (operator -> bytes its C kernel needs while it
+    runs) planned as buffers alive during that operator only, and each ``alias`` output (written in
+    place over input ``alias[out]``) sharing its input's buffer."""
     from edgekd.graph.planner import greedy_plan, optimized_plan
+    from edgekd.graph.planner.lifetimes import alias_root
 
-    def tensor_head(p: Any) -> int:
-        return max((b.offset + b.size for b in p.buffers if b.tensor >= 0 and b.subgraph == 0), default=0)
+    need = scratch or {}
 
-    greedy = greedy_plan(m)
-    best, name = greedy, "tflm-greedy"
+    def requests(_m: TFLiteModel, op: int, subgraph: int) -> list[int]:
+        return [need[op]] if subgraph == 0 and op in need else []
+
+    alias = alias or {}
+    best = greedy_plan(m, requests=requests, alias=alias)
+    name = "tflm-greedy"
     if optimize:
-        opt = optimized_plan(m)
-        if tensor_head(opt) < tensor_head(greedy):
+        opt = optimized_plan(m, requests=requests, alias=alias)
+        if opt.head < best.head:
             best, name = opt, opt.method
-    return list(best.order), dict(best.offsets), tensor_head(best), name, greedy.head
+    at = {b.op: b.offset for b in best.buffers if b.tensor < 0 and b.subgraph == 0}
+    offsets = dict(best.offsets)
+    offsets.update({t: offsets[alias_root(alias, t)] for t in alias})
+    return ArenaPlan(list(best.order), offsets, best.head, name, greedy_plan(m).head, at)
+
+
+def _dry_run(m: TFLiteModel, kernels: str, inplace: bool = True) -> tuple[dict[int, int], dict[int, int]]:
+    """(operator -> scratch bytes its kernel needs, in-place output -> its input): a dry run of the
+    emitters, arena offsets unknown."""
+    ctx = _Ctx(m, defaultdict(int), kernels, defaultdict(int), inplace)
+    for op in m.operators:
+        _emit(ctx, op)
+    return ctx.op_scratch, ctx.aliases
+
+
+def _scratch_sizes(m: TFLiteModel, kernels: str, inplace: bool = True) -> dict[int, int]:
+    """Operator -> scratch bytes its kernel needs."""
+    return _dry_run(m, kernels, inplace)[0]
 
 
 _MALFORMED = (ArithmeticError, AttributeError, IndexError, KeyError, TypeError, ValueError)
@@ -575,15 +697,19 @@ def generate_c(
     optimize_plan: bool = True,
     prefix: str = "edgekd",
     kernels: str = DEFAULT_KERNELS,
+    inplace: bool = True,
 ) -> CModel:
-    """C sources for ``model`` (see module doc) with ``kernels`` (one of KERNELS). Raises EdgekdError for
-    float models and unsupported ops."""
+    """C sources for ``model`` (see module doc) with ``kernels`` (one of KERNELS); ``inplace``: layers
+    proven safe (fast depthwise / pointwise convolutions, elementwise ADD whose input dies there) write
+    their output over their input. Raises EdgekdError for float models and unsupported ops."""
     if kernels not in KERNELS:
         raise EdgekdError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
     m = model if isinstance(model, TFLiteModel) else read_tflite(model)
     _check(m)
-    order, offsets, arena, method, greedy_head = plan_arena(m, optimize_plan)
-    ctx = _Ctx(m, offsets, kernels)
+    order, offsets, arena, method, greedy_head, scratch_at = plan_arena(
+        m, optimize_plan, *_dry_run(m, kernels, inplace)
+    )
+    ctx = _Ctx(m, offsets, kernels, scratch_at, inplace)
     calls = [f"    /* {i}: {m.operators[i].opcode} */\n    " + _emit(ctx, m.operators[i]) for i in order]
     ti, to = m.tensors[m.inputs[0]], m.tensors[m.outputs[0]]
     if ti.index not in offsets or to.index not in offsets:
@@ -594,20 +720,17 @@ def generate_c(
     }  # fmt: skip
     header = model_header(Path(m.source).name, ti.nbytes, to.nbytes, arena, _scale(to), _zp(to), prefix,
                           in_scale=_scale(ti), in_zp=_zp(ti), in_unsigned=ti.dtype == "uint8")  # fmt: skip
-    scratch = -(-ctx.scratch // 16) * 16
+    placement = [{"op": k, "offset": scratch_at[k], "bytes": n} for k, n in sorted(ctx.op_scratch.items())]
     fast_include = '#include "edgekd_kernels_fast.h"\n' if ctx.fast else ""
-    scratch_decl = (f"/* im2col / int16 rows / depthwise padding of the fast kernels */\n"
-                    f"static int32_t ek_scratch_words[{scratch // 4}];\n"
-                    f"#define ek_scratch ((int8_t *)ek_scratch_words)\n") if scratch else ""  # fmt: skip
     body = f"""/* Generated by edgekd from {Path(m.source).name}: do not edit.
  * Operators: {len(m.operators)}; arena {arena} bytes (plan: {method}; TFLite Micro's greedy plan: {greedy_head}).
- * Kernels: {_kernels_note(kernels, scratch)} */
+ * Kernels: {_kernels_note(kernels, placement)} */
 #include "{prefix}_model.h"
 
 #include "edgekd_kernels.h"
 {fast_include}
 static int8_t ek_arena[{max(arena, 16)}] __attribute__((aligned(16)));
-{scratch_decl}
+
 {"".join(ctx.decls)}
 int8_t *{prefix}_input(void) {{ return ek_arena + {offsets[ti.index]}; }}
 const int8_t *{prefix}_output(void) {{ return ek_arena + {offsets[to.index]}; }}
@@ -620,13 +743,15 @@ void {prefix}_invoke(void) {{
     for f in RUNTIME_FILES + (FAST_RUNTIME_FILES if ctx.fast else ()):
         files[f] = (RUNTIME_DIR / f).read_text()
     return CModel(m.source, files, arena, method, greedy_head, io["input"], io["output"],
-                  m.op_names(), ctx.weight_bytes, order, kernels, ctx.layers, scratch)  # fmt: skip
+                  m.op_names(), ctx.weight_bytes, order, kernels, ctx.layers, 0, placement)  # fmt: skip
 
 
-def _kernels_note(kernels: str, scratch: int) -> str:
+def _kernels_note(kernels: str, placement: list[dict[str, int]]) -> str:
     if kernels == "portable":
         return "portable (edgekd_kernels.c: TFLite Micro reference numerics, plain C)."
+    most = max((p["bytes"] for p in placement), default=0)
     return (
         f"fast (edgekd_kernels_fast.c: Cortex-M4 SIMD with a portable fallback, bit-exact with the "
-        f"portable kernels; scratch {scratch} bytes); other ops portable (edgekd_kernels.c)."
+        f"portable kernels; scratch up to {most} bytes a layer, in the arena during that layer only); "
+        f"other ops portable (edgekd_kernels.c)."
     )

@@ -12,7 +12,7 @@ S = _schema_module()
 
 
 class Builder:
-    """A one-operator int8 TFLite model."""
+    """A one-operator int8 TFLite model (or a chain of operators: ``build_ops``)."""
 
     def __init__(self) -> None:
         self.tensors: list = []
@@ -38,15 +38,32 @@ class Builder:
         return len(self.tensors) - 1
 
     def build(self, code: int, inputs, output, opt_type=0, opt=None) -> bytes:
-        oc = S.OperatorCodeT()
-        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
-        op = S.OperatorT()
-        op.opcodeIndex, op.inputs, op.outputs = 0, list(inputs), [output]
-        op.builtinOptionsType, op.builtinOptions = opt_type, opt
+        return self.build_ops([(code, inputs, output, opt_type, opt)])
+
+    def build_ops(self, ops) -> bytes:
+        """A model of ``ops`` ((code, inputs, output, options type, options) each) run in order: the
+        first op's first input is the model input, the last op's output the model output."""
+        codes = list(dict.fromkeys(o[0] for o in ops))
+        operator_codes = []
+        for code in codes:
+            oc = S.OperatorCodeT()
+            oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
+            operator_codes.append(oc)
+        operators = []
+        for code, inputs, output, opt_type, opt in ops:
+            op = S.OperatorT()
+            op.opcodeIndex, op.inputs, op.outputs = codes.index(code), list(inputs), [output]
+            op.builtinOptionsType, op.builtinOptions = opt_type, opt
+            operators.append(op)
         sg = S.SubGraphT()
-        sg.tensors, sg.inputs, sg.outputs, sg.operators = self.tensors, [inputs[0]], [output], [op]
+        sg.tensors, sg.inputs, sg.outputs, sg.operators = (
+            self.tensors,
+            [ops[0][1][0]],
+            [ops[-1][2]],
+            operators,
+        )
         m = S.ModelT()
-        m.version, m.operatorCodes, m.subgraphs, m.buffers = 3, [oc], [sg], self.buffers
+        m.version, m.operatorCodes, m.subgraphs, m.buffers = 3, operator_codes, [sg], self.buffers
         b = flatbuffers.Builder(4096)
         b.Finish(m.Pack(b), file_identifier=b"TFL3")
         return bytes(b.Output())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,9 @@ from edgekd.graph.validate import control_flow_visits
 
 ALIGN = 16
 OFFLINE_METADATA = "OfflineMemoryAllocation"
+
+# (model, operator index, subgraph) -> bytes of each scratch buffer that operator needs while it runs
+ScratchRequests = Callable[[TFLiteModel, int, int], list[int]]
 
 
 def align_up(n: int, a: int = ALIGN) -> int:
@@ -190,10 +193,18 @@ def offline_offsets(model: TFLiteModel) -> list[int] | None:
 
 
 def _mark(
-    model: TFLiteModel, order: Sequence[int] | None, scratch: bool, use_offline: bool
+    model: TFLiteModel,
+    order: Sequence[int] | None,
+    scratch: bool,
+    use_offline: bool,
+    requests: ScratchRequests | None = None,
+    alias: dict[int, int] | None = None,
 ) -> tuple[list[Buffer], list[tuple[int, int]], int]:
     """TFLM's AllocationInfoBuilder: buffers with lifetimes, each subgraph-0 op's scope span, and
-    the number of scopes. Control-flow ops open one nested scope per subgraph they call."""
+    the number of scopes. Control-flow ops open one nested scope per subgraph they call. Scratch
+    buffers come from ``requests`` (default: TFLM's reference kernels, :func:`scratch_requests`);
+    ``alias`` (see :func:`merge_aliases`) makes in-place outputs share their input's buffer."""
+    requests = requests or scratch_requests
     sgs = _subgraphs(model)
     control_flow_visits(model)  # bounded work: exponentially nested IF/WHILE is refused in one line
     n_ops = len(sgs[0].operators)
@@ -237,7 +248,7 @@ def _mark(
             if sgi == 0 and depth == 0:
                 spans.append((start, scope))
             if scratch:
-                for nbytes in scratch_requests(model, oi, sgi):
+                for nbytes in requests(model, oi, sgi):
                     buf = Buffer(-1, align_up(nbytes), start, scope, op=oi, subgraph=sgi)
                     buf.name = f"scratch:{op.opcode}#{oi}" + (f"@sg{sgi}" if sgi else "")
                     scratch_reqs.append(((sgi, pos), buf))
@@ -264,7 +275,28 @@ def _mark(
         base += len(sg.tensors)
     # TFLM prepares subgraphs in index order, nodes in file order: that is the scratch request order
     scratch_reqs.sort(key=lambda r: r[0])
-    return bufs + [b for _, b in scratch_reqs], spans, scope
+    return merge_aliases(bufs, alias or {}) + [b for _, b in scratch_reqs], spans, scope
+
+
+def alias_root(alias: dict[int, int], t: int) -> int:
+    """The tensor whose buffer ``t`` occupies (following chains of in-place operators)."""
+    while t in alias:
+        t = alias[t]
+    return t
+
+
+def merge_aliases(bufs: list[Buffer], alias: dict[int, int]) -> list[Buffer]:
+    """Subgraph-0 buffers with each ``alias`` output (written in place over input ``alias[out]``)
+    folded into its input's buffer: one buffer living from the input's creation to the output's
+    last use, as large as either."""
+    if not alias:
+        return bufs
+    by_tensor = {b.tensor: b for b in bufs if b.subgraph == 0}
+    for out in alias:
+        root, bo = by_tensor[alias_root(alias, out)], by_tensor[out]
+        root.first, root.last = min(root.first, bo.first), max(root.last, bo.last)
+        root.size = max(root.size, bo.size)
+    return [b for b in bufs if not (b.subgraph == 0 and b.tensor in alias)]
 
 
 def build_buffers(
@@ -273,10 +305,13 @@ def build_buffers(
     *,
     scratch: bool = True,
     use_offline: bool = True,
+    requests: ScratchRequests | None = None,
+    alias: dict[int, int] | None = None,
 ) -> list[Buffer]:
     """Planned buffers with TFLM lifetimes for subgraph 0's operators run in ``order`` (default: file
-    order); tensors of every subgraph first (subgraph, tensor index order), then scratch buffers."""
-    return _mark(model, order, scratch, use_offline)[0]
+    order); tensors of every subgraph first (subgraph, tensor index order), then scratch buffers
+    (from ``requests``, default :func:`scratch_requests`)."""
+    return _mark(model, order, scratch, use_offline, requests, alias)[0]
 
 
 def op_timeline(buffers: Sequence[Buffer], spans: Sequence[tuple[int, int]]) -> list[int]:

@@ -6,6 +6,7 @@ import os
 
 from edgekd.graph.planner.lifetimes import (
     Plan,
+    ScratchRequests,
     _as_model,
     _mark,
     align_up,
@@ -24,7 +25,7 @@ from edgekd.graph.tflite_model import TFLiteModel
 class _Graph:
     """Dependency structure of the operators, with planned tensor sizes."""
 
-    def __init__(self, m: TFLiteModel) -> None:
+    def __init__(self, m: TFLiteModel, requests: ScratchRequests | None = None) -> None:
         self.m = m
         self.n = len(m.operators)
         planned = {
@@ -45,7 +46,8 @@ class _Graph:
                     self.consumers[t] |= 1 << o.index
         self.outputs = set(m.outputs)
         self.inputs = set(m.inputs)
-        self.scratch = [sum(align_up(s) for s in scratch_requests(m, i)) for i in range(self.n)]
+        req = requests or scratch_requests
+        self.scratch = [sum(align_up(s) for s in req(m, i, 0)) for i in range(self.n)]
         self.op_in = [[t for t in set(o.inputs) if t in planned] for o in m.operators]
         self.op_out = [[t for t in set(o.outputs) if t in planned] for o in m.operators]
 
@@ -156,7 +158,7 @@ def _beam_order(g: _Graph, width: int) -> list[int]:
 
 
 def candidate_orders(
-    m: TFLiteModel, max_states: int = 20000, beam_width: int = 32
+    m: TFLiteModel, max_states: int = 20000, beam_width: int = 32, requests: ScratchRequests | None = None
 ) -> list[tuple[str, list[int]]]:
     """Operator orders worth evaluating: file order, the exact min-peak order (DFS with memoisation
     over executed-op sets, while there are at most ``max_states`` sets), else a beam search, and a
@@ -165,7 +167,7 @@ def candidate_orders(
     out: list[tuple[str, list[int]]] = [("file", list(range(n)))]
     if n == 0:
         return out
-    g = _Graph(m)
+    g = _Graph(m, requests)
     exact = _exact_order(g, max_states) if n <= 512 else None
     if exact is not None:
         out.append(("dfs-exact", exact))
@@ -181,26 +183,34 @@ def optimized_plan(
     reorder: bool = True,
     placement: bool = True,
     max_states: int = 20000,
+    requests: ScratchRequests | None = None,
+    alias: dict[int, int] | None = None,
 ) -> Plan:
     """A plan never worse than :func:`greedy_plan`: best of several operator orders and placements.
 
     The head reported is what TFLM itself gets from :func:`apply_plan`'s file: re-ordered operators,
     plus (when ``needs_offline_offsets``) the tensor offsets stored as ``OfflineMemoryAllocation``
     metadata, with kernel scratch buffers still placed online by TFLM. ``method`` tells what won,
-    e.g. ``"dfs-exact+tflm-greedy"`` or ``"file+size/best-fit"``.
+    e.g. ``"dfs-exact+tflm-greedy"`` or ``"file+size/best-fit"``. ``requests`` replaces TFLM's
+    reference-kernel scratch buffers (e.g. by the C backend's own, see ``codegen.plan_arena``);
+    ``alias`` maps outputs written in place to their input (one buffer, see ``merge_aliases``).
     """
     m = _as_model(model)
-    base = greedy_plan(m)
+    base = greedy_plan(m, requests=requests, alias=alias)
     best = base
     has_offline = any(b.offline_offset >= 0 for b in base.buffers)
-    orders = candidate_orders(m, max_states) if reorder else [("file", list(range(len(m.operators))))]
+    orders = (
+        candidate_orders(m, max_states, requests=requests)
+        if reorder
+        else [("file", list(range(len(m.operators))))]
+    )
     for oname, order in orders:
-        bufs, spans, _ = _mark(m, order, True, True)
+        bufs, spans, _ = _mark(m, order, True, True, requests, alias)
         head = tflm_greedy_place(bufs)
         if head < best.head:
             best = Plan(bufs, list(order), head, op_timeline(bufs, spans), f"{oname}+tflm-greedy")
         if placement and not has_offline:
-            trial = build_buffers(m, order)
+            trial = build_buffers(m, order, requests=requests, alias=alias)
             h, pname = best_placement(trial)
             if h < best.head:
                 real, h_real = _realize_offline(trial)

@@ -7,7 +7,15 @@ import os
 import random
 from collections.abc import Sequence
 
-from edgekd.graph.planner.lifetimes import Buffer, Plan, _as_model, _mark, op_timeline, timeline
+from edgekd.graph.planner.lifetimes import (
+    Buffer,
+    Plan,
+    ScratchRequests,
+    _as_model,
+    _mark,
+    op_timeline,
+    timeline,
+)
 from edgekd.graph.tflite_model import TFLiteModel
 
 # ------------------------------------------------------------------------------------------------
@@ -60,10 +68,16 @@ def tflm_greedy_place(buffers: list[Buffer]) -> int:
     return max(b.offset + b.size for b in buffers)
 
 
-def greedy_plan(model: TFLiteModel | bytes | str | os.PathLike, order: Sequence[int] | None = None) -> Plan:
-    """TFLM's own plan for ``model`` (optionally with operators executed in ``order``)."""
+def greedy_plan(
+    model: TFLiteModel | bytes | str | os.PathLike,
+    order: Sequence[int] | None = None,
+    requests: ScratchRequests | None = None,
+    alias: dict[int, int] | None = None,
+) -> Plan:
+    """TFLM's own plan for ``model`` (optionally with operators executed in ``order``, the scratch
+    buffers of ``requests`` instead of TFLM's reference kernels', in-place outputs ``alias``)."""
     m = _as_model(model)
-    bufs, spans, _ = _mark(m, order, True, True)
+    bufs, spans, _ = _mark(m, order, True, True, requests, alias)
     head = tflm_greedy_place(bufs)
     ordr = list(range(len(m.operators))) if order is None else list(order)
     return Plan(bufs, ordr, head, op_timeline(bufs, spans), "tflm-greedy")

@@ -249,8 +249,8 @@ void ek_fast_conv2d(const ek_conv_params *p, const int8_t *in, const int8_t *wbl
     const ek_gemm g = {k4, oc, p->act_min, p->act_max, -1, wblk, bias, rq};
     const int direct = p->fh == 1 && p->fw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 &&
                        p->pad_w == 0 && ic % 4 == 0 && p->in.h == p->out.h && p->in.w == p->out.w;
-    int32_t *x = (int32_t *)(void *)scratch; /* 4 * k4 bytes, then two im2col rows */
-    int8_t *r0 = scratch + 4 * k4, *r1 = r0 + k4;
+    int32_t *x = (int32_t *)(void *)scratch; /* 4 * k4 bytes, then two im2col rows (not when direct) */
+    int8_t *const r0 = scratch + 4 * k4, *const r1 = direct ? r0 : r0 + k4;
     const int32_t pixels = p->out.n * p->out.h * p->out.w;
     int32_t q = 0;
     for (; q + 1 < pixels; q += 2) {
@@ -281,9 +281,11 @@ void ek_fast_fully_connected(const ek_fc_params *p, const int8_t *in, const int8
     const int32_t k = p->accum_depth, k4 = (k + 3) / 4 * 4;
     const ek_gemm g = {k4, p->out_depth, p->act_min, p->act_max, p->per_channel ? -1 : 0,
                        wblk, bias, rq};
+    /* x: int16 pairs of 2 rows (4 * k4 bytes; one batch: 1 row), then rows zero-padded to k4 if k != k4 */
+    const int32_t rows = p->batches > 1 ? 2 : 1;
     int32_t *x = (int32_t *)(void *)scratch;
-    int8_t *r0 = scratch + 4 * k4, *r1 = r0 + k4;
-    memset(r0, 0, (size_t)(2 * k4));
+    int8_t *const r0 = scratch + 2 * rows * k4, *const r1 = rows == 2 && k != k4 ? r0 + k4 : r0;
+    if (k != k4) memset(r0, 0, (size_t)(rows * k4));
     int32_t b = 0;
     for (; b + 1 < p->batches; b += 2) {
         const int8_t *a0 = in + b * k, *a1 = a0 + k;
@@ -360,6 +362,39 @@ void ek_fast_depthwise_conv2d(const ek_conv_params *p, const int8_t *in, const i
                 }
                 dw_pixel(tap, taps, ch, w32, bias, rq, lo, hi, o);
             }
+}
+
+/* In place (stride 1, output shape = input shape, io holds the input and receives the output): before
+ * output row oy overwrites input row oy, that row is kept in a ring of pad_h + 1 rows, where the taps
+ * of rows oy - pad_h .. oy read it; rows below oy are still the input. Scratch: ch zero points, then
+ * the ring (EK_FAST_DW_INPLACE_SCRATCH). The same MACs and requantisation as ek_fast_depthwise_conv2d. */
+void ek_fast_depthwise_conv2d_inplace(const ek_conv_params *p, int8_t *io, const int32_t *w32,
+                                      const int32_t *bias, const ek_requant *rq, int8_t *scratch) {
+    const int32_t ch = p->in.c, taps = p->fh * p->fw, fw = p->fw, ih = p->in.h, iw = p->in.w;
+    const int32_t lo = p->act_min, hi = p->act_max, row = iw * ch, keep = p->pad_h + 1;
+    int8_t *ring = scratch + ch;
+    const int8_t *tap[EK_FAST_DW_MAX_TAPS], *rows[EK_FAST_DW_MAX_TAPS];
+    memset(scratch, (int8_t)(-p->in_offset), (size_t)ch);
+    for (int32_t b = 0; b < p->in.n; ++b) {
+        int8_t *img = io + b * ih * row;
+        for (int32_t oy = 0; oy < ih; ++oy) {
+            memcpy(ring + (oy % keep) * row, img + oy * row, (size_t)row);
+            for (int32_t fy = 0; fy < p->fh; ++fy) { /* this output row's input rows: ring, input or none */
+                const int32_t iy = oy - p->pad_h + p->dil_h * fy;
+                rows[fy] = iy < 0 || iy >= ih ? 0 : iy <= oy ? ring + (iy % keep) * row : img + iy * row;
+            }
+            for (int32_t ox = 0; ox < iw; ++ox) {
+                const int32_t ix0 = ox - p->pad_w;
+                int32_t t = 0;
+                for (int32_t fy = 0; fy < p->fh; ++fy)
+                    for (int32_t fx = 0; fx < fw; ++fx, ++t) {
+                        const int32_t ix = ix0 + p->dil_w * fx;
+                        tap[t] = rows[fy] && ix >= 0 && ix < iw ? rows[fy] + ix * ch : scratch;
+                    }
+                dw_pixel(tap, taps, ch, w32, bias, rq, lo, hi, img + oy * row + ox * ch);
+            }
+        }
+    }
 }
 
 /* ---- average pool (windows of at most 256 elements, channels a multiple of 4) --------------------- */

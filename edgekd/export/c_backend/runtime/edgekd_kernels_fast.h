@@ -11,10 +11,13 @@
 
 #include "edgekd_kernels.h"
 
-/* Scratch bytes a fast conv / fully connected needs for accumulation depth k (im2col + int16 rows). */
+/* Scratch bytes a fast conv / fully connected needs at most for accumulation depth k (im2col + int16
+ * rows); less without im2col (pointwise, k a multiple of 4) or with one row (see the code generator). */
 #define EK_FAST_GEMM_SCRATCH(k) (6 * (((k) + 3) / 4 * 4))
 /* Depthwise: taps (fh * fw) at most this; scratch: one input row of zero points (in.c bytes). */
 #define EK_FAST_DW_MAX_TAPS 64
+/* In-place depthwise scratch: one row of zero points and pad_h + 1 input rows. */
+#define EK_FAST_DW_INPLACE_SCRATCH(ch, w, pad_h) ((ch) + ((pad_h) + 1) * (w) * (ch))
 
 /* One channel's requantisation (TFLM's MultiplyByQuantizedMultiplier of (mult, shift), plus the output
  * zero point zp) prepared by the code generator. A right shift e = -shift in 1..23: rshift = e - 1 and
@@ -30,6 +33,9 @@ void ek_fast_conv2d(const ek_conv_params *p, const int8_t *in, const int8_t *wbl
                     const ek_requant *rq, int8_t *out, int8_t *scratch);
 void ek_fast_depthwise_conv2d(const ek_conv_params *p, const int8_t *in, const int32_t *w32,
                               const int32_t *bias, const ek_requant *rq, int8_t *out, int8_t *scratch);
+/* Stride 1, output shape = input shape: io is the input, overwritten by the output. */
+void ek_fast_depthwise_conv2d_inplace(const ek_conv_params *p, int8_t *io, const int32_t *w32,
+                                      const int32_t *bias, const ek_requant *rq, int8_t *scratch);
 void ek_fast_fully_connected(const ek_fc_params *p, const int8_t *in, const int8_t *wblk, const int32_t *bias,
                              const ek_requant *rq, int8_t *out, int8_t *scratch);
 /* Windows of at most 256 elements (16-bit sums), channels a multiple of 4. */
