@@ -41,7 +41,6 @@ from _common import machine, print_table, write_results  # noqa: E402
 # (row, MLPerf Tiny name, sample model): "ic01 logits" is a classifier without a final softmax
 TASKS = [("kws01", "kws01", "kws_dscnn_like"), ("ic01", "ic01", "ic_resnet8_like"), ("vww01", "vww01", "tiny_cnn"),
          ("ad01", "ad01", "ad_fcae_like"), ("ic01 logits", "ic01", "mlp")]  # fmt: skip
-FORMATS = {"kws01": "int8", "ad01": "float32", "ic01": "uint8", "vww01": "uint8"}
 
 
 @contextlib.contextmanager
@@ -83,22 +82,17 @@ def device_port(kind: str, model: Path, name: str, work: Path) -> Iterator[str]:
 def official_sequence(kind: str, model: Path, name: str, n: int, work: Path) -> dict[str, Any]:
     """The official host sequence on one device: reported model name, top-1 or AD score error."""
     from edgekd.graph import run_tflm
-    from edgekd.harness.mlperf import ModelIO, encode_inputs, result_values
+    from edgekd.harness.mlperf import DEFAULT_INPUT_FORMAT, ModelIO, encode_inputs, result_values
 
     io = ModelIO.of(model)
     q = np.random.default_rng(0).integers(-128, 128, size=(n, *io.input_shape)).astype(np.int8)
     host = run_tflm(model, q).reshape(n, -1)
-    wire = encode_inputs(q, None, io, FORMATS[name])
+    wire = encode_inputs(q, None, io, DEFAULT_INPUT_FORMAT[name])
     t0 = time.monotonic()
     with device_port(kind, model, name, work) as port:
         h = mo.OfficialHost(port, timeout=120)
         try:
-            h.drain_boot()
-            reported = h.model()
-            results = []
-            for i in range(n):
-                h.load(wire[i].tobytes())
-                results.append(h.infer())
+            reported, results = h.sequence(wire)
         finally:
             h.close()
     row: dict[str, Any] = {"device": kind, "task": name, "model_reported": reported, "samples": n,

@@ -256,6 +256,16 @@ class OfficialHost:
                 return [float(x) for x in m.group(1).split(",") if x.strip()]
         return []
 
+    def sequence(self, wire) -> tuple[str | None, list[list[float]]]:
+        """The runner's accuracy loop: the model name, then each sample (wire bytes) loaded and inferred."""
+        self.drain_boot()
+        reported = self.model()
+        results = []
+        for sample in wire:
+            self.load(sample.tobytes())
+            results.append(self.infer())
+        return reported, results
+
     @staticmethod
     def top1(results: list[float]) -> int:
         """main.py: multi-value results are divided by their sum before the arg-max."""

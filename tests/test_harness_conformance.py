@@ -161,12 +161,7 @@ def official_host_scores(model, name: str, device_kind: str, n: int = 6) -> dict
     try:
         with pty_device(dev) as port:
             host = mo.OfficialHost(port)
-            host.drain_boot()
-            reported = host.model()
-            results = []
-            for i in range(n):
-                host.load(wire[i].tobytes())
-                results.append(host.infer())
+            reported, results = host.sequence(wire)
             host.close()
     finally:
         run.close()

@@ -76,7 +76,7 @@ def read_data_info(path: Path) -> dict[str, Any]:
         raise EdgekdError(f"{path}: cannot read data description ({e})") from None
 
 
-def _task_of(info: dict[str, Any]) -> str:
+def task_of(info: dict[str, Any]) -> str:
     """``data.json``'s ``task`` (``classification`` | ``reconstruction``; missing = classification)."""
     task = info.get("task") or info.get("load_args", {}).get("task")
     return normalize_task(task, "data.json") or "classification"
@@ -92,7 +92,7 @@ def data_from_info(info: dict[str, Any], samples: int | None = None) -> EvalSet:
     """The test split described by a run folder's ``data.json``."""
     from edgekd.data.registry import load_data_from_info
 
-    return _test_split(load_data_from_info(info), _task_of(info), samples)
+    return _test_split(load_data_from_info(info), task_of(info), samples)
 
 
 def _from_npz(p: Path, samples: int | None) -> EvalSet:

@@ -158,14 +158,11 @@ class BenchOptions:
 
 def _run_task(run: Path | None) -> str | None:
     """The run folder's task (``classification`` / ``reconstruction``) from its data.json, if any."""
-    import json
+    from edgekd.data.evalset import read_data_info, task_of
 
     if run is None or not (run / "data.json").is_file():
         return None
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        task = json.loads((run / "data.json").read_text()).get("task")
-        return task if isinstance(task, str) else None
-    return None
+    return task_of(read_data_info(run / "data.json"))
 
 
 @contextlib.contextmanager
@@ -254,10 +251,12 @@ def run_bench(
         "protocol": wire.as_dict(),
         "host": {"machine": platform.machine(), "python": platform.python_version()},
     }
+    from edgekd.harness.qemu import MAX_PRELOAD_BYTES
+
     preload = wire_x if accuracy and o.emulate and o.preload else None
-    if preload is not None and preload.nbytes > _max_preload_bytes():
+    if preload is not None and preload.nbytes > MAX_PRELOAD_BYTES:
         record["protocol"]["preload_skipped"] = (
-            f"{len(preload)} samples take {preload.nbytes:,} B, over the {_max_preload_bytes():,} B the "
+            f"{len(preload)} samples take {preload.nbytes:,} B, over the {MAX_PRELOAD_BYTES:,} B the "
             "firmware image holds for them: sent as db lines"
         )
         preload = None
@@ -283,12 +282,6 @@ def run_bench(
                     apply_boot_report([*dev.boot_text, *dev.noise], record)
     atomic_write_json(base / "bench.json", record)
     return base / "bench.json", record
-
-
-def _max_preload_bytes() -> int:
-    from edgekd.harness.qemu import MAX_PRELOAD_BYTES
-
-    return MAX_PRELOAD_BYTES
 
 
 def _check_runtime(o: BenchOptions) -> None:
