@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -104,7 +105,7 @@ def write_firmware(model_path: str | os.PathLike, out_dir: str | os.PathLike, ta
     with ``input_format`` and ``results`` (defaults: the task's, :class:`WireSettings`); the
     C-backend one is skipped (with the reason) when the model uses an op the C backend lacks."""
     c_settings = WireSettings.of(model_path, model_name, input_format, results, "edgekd C backend")
-    tflm_settings = WireSettings.of(model_path, model_name, input_format, results, "edgekd TFLite Micro")
+    tflm_settings = dataclasses.replace(c_settings, vendor="edgekd TFLite Micro")  # the model read once
     root = Path(out_dir) / "firmware"
     if root.exists():
         shutil.rmtree(root)
