@@ -83,6 +83,10 @@ class TrainConfig:
     teacher_views: int = 0
     cache_dir: str = ""
     channels_last: bool = True  # image batches and conv networks in channels-last memory format
+    # Quantization-aware training (edgekd.distill.qat): the student trains with TFLite's int8 arithmetic
+    # simulated; its learned activation ranges go into the int8 export. Only the last stage may set it.
+    qat: bool = False
+    qat_range_epochs: int = 0  # epochs that observe the activation ranges (0: the first half), then fixed
 
 
 @dataclass
@@ -372,6 +376,10 @@ def validate(r: Recipe, source: str) -> None:
     from edgekd.data import check_options  # numpy only (no torch); importing it registers the loaders
 
     check_options(r.data.name, r.data.options, source)
+    if r.train.qat_range_epochs < 0:
+        raise EdgekdError(
+            f"{source}: key 'train.qat_range_epochs' must be >= 0 (0: the first half of the stage)"
+        )
     if not 0 <= r.train.teacher_views <= 1024:
         raise EdgekdError(f"{source}: key 'train.teacher_views' must be between 0 and 1024")
     if r.data.augment:  # imports torch: only when there is something to check

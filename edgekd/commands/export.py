@@ -44,10 +44,10 @@ if TYPE_CHECKING:
               help="Conversion route (default: onnx2tf, falling back to litert-torch).")  # fmt: skip
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="ONNX int8 calibration method (onnxruntime).")  # fmt: skip
-@click.option("--ranges", type=click.Choice(["auto", "minmax", "percentile", "mse"]),
+@click.option("--ranges", type=click.Choice(["auto", "minmax", "percentile", "mse", "learned"]),
               help="TFLite int8 activation ranges: auto (the best int8 accuracy on the validation split), "
-                   "min/max (the converter's), percentile or MSE-optimal clipping (default: the calibration "
-                   "recipe's, else auto).")  # fmt: skip
+                   "min/max (the converter's), percentile or MSE-optimal clipping, or learned (a QAT student's "
+                   "own; auto includes them) (default: the calibration recipe's, else auto).")  # fmt: skip
 @click.option(
     "--output",
     "-o",

@@ -53,7 +53,12 @@ def write_results(run: RunFolder, recipe: Recipe, splits: DataSplits, distiller:
         final_model,
         recipe.model.name,
         kwargs,
-        meta={"method": method.name, "seed": recipe.seed, **result.final},
+        meta={
+            "method": method.name,
+            "seed": recipe.seed,
+            **result.final,
+            **({"qat": result.qat} if result.qat else {}),
+        },  # fmt: skip
     )
     save_networks(run, distiller, recipe, kwargs, out, final_model)
     write_metrics(run, result, extra)

@@ -14,6 +14,7 @@ from edgekd.data import DataSplits
 from edgekd.data.augment import Augmentation, check_shapes
 from edgekd.data.prepare import prepare_data
 from edgekd.distill.methods import build_method
+from edgekd.distill.qat import FakeQuantizer
 from edgekd.distill.results import write_results, write_run_inputs, write_scheme_results
 from edgekd.distill.schemes import SchemeContext, build_scheme
 from edgekd.distill.schemes.base import TrainOnce
@@ -139,6 +140,11 @@ def check_stages(recipe: Recipe, stages: list[Stage], world_size: int) -> None:
 
     for k, st in enumerate(stages):
         where = f"stages[{k}]" if recipe.stages else "train"
+        if st.cfg.qat and k + 1 < len(stages):
+            raise EdgekdError(
+                f"recipe: key '{where}.train.qat' is true but a later stage trains in float and would undo "
+                "it; set qat only in the last stage"
+            )
         stage_param_groups(st, where)
         resolve_device(st.cfg.device)
         distributed.check_batch(st.cfg.batch_size, world_size, f"{where}.train.batch_size" if recipe.stages
@@ -251,14 +257,18 @@ def build_stages(
                             where=where, **context)  # fmt: skip
 
     if not recipe.stages:
-        return [Stage("train", method_for(recipe.losses, "losses"), recipe.train)]
-    stages = []
-    for i, sc in enumerate(recipe.stages):
-        where = f"stages[{i}]"
-        train = {**recipe.to_dict()["train"], **sc.train, "epochs": sc.epochs}
-        cfg = recipe_from_dict({"train": train}, f"recipe ({where}.train)").train
-        d = method_for(list(sc.losses) or list(recipe.losses), f"{where}.losses")
-        stages.append(Stage(sc.name or f"stage{i + 1}", d, cfg, sc.trainable))
+        stages = [Stage("train", method_for(recipe.losses, "losses"), recipe.train)]
+    else:
+        stages = []
+        for i, sc in enumerate(recipe.stages):
+            where = f"stages[{i}]"
+            train = {**recipe.to_dict()["train"], **sc.train, "epochs": sc.epochs}
+            cfg = recipe_from_dict({"train": train}, f"recipe ({where}.train)").train
+            d = method_for(list(sc.losses) or list(recipe.losses), f"{where}.losses")
+            stages.append(Stage(sc.name or f"stage{i + 1}", d, cfg, sc.trainable))
+    for st in stages:
+        if st.cfg.qat:  # the int8 simulation, a part of the distiller's state (checkpointed)
+            st.distiller.fake_quant = st.quantizer = FakeQuantizer(student, context["sample_x"])
     return stages
 
 

@@ -25,7 +25,7 @@ class ExportOptions:
     ``onnx2tf | litert-torch``; ``input_shape`` for a ``torch.nn.Module`` source; ``out`` the folder;
     ``method`` the ONNX int8 calibration; ``max_eval`` / ``tflm_samples`` cap the evaluation samples;
     ``firmware`` writes benchmark firmware projects (C backend); ``ranges`` the int8 activation ranges
-    (``auto`` | ``minmax`` | ``percentile`` | ``mse``, see :mod:`edgekd.export.ranges`; ``None``: the
+    (``auto`` | ``minmax`` | ``percentile`` | ``mse`` | ``learned``, see :mod:`edgekd.export.ranges`; ``None``: the
     calibration recipe's, else ``auto``).
     """
 

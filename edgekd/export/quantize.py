@@ -7,7 +7,7 @@ A recipe::
     num_samples: 200
     selection: stratified   # stratified (equal share per class) | random | first
     seed: 0
-    ranges: auto            # int8 activation ranges: auto (best on the validation split) | minmax | percentile | mse
+    ranges: auto            # int8 activation ranges: auto (best on the validation split) | minmax | percentile | mse | learned (QAT)
 
 Samples come from the run's splits, which already carry the training preprocessing (``data.json``'s
 normalisation). An ``.npz`` holds ``x`` (N, *input_shape) float, already preprocessed like training,
@@ -33,7 +33,7 @@ from edgekd.files import MAX_EVAL_NPZ_BYTES, load_npz
 MIN_SAMPLES = 100
 SELECTIONS = ("stratified", "random", "first")
 SPLITS = ("train", "val", "test")
-RANGES = ("auto", "minmax", "percentile", "mse")  # edgekd.export.ranges.METHODS
+RANGES = ("auto", "minmax", "percentile", "mse", "learned")  # edgekd.export.ranges.METHODS
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,13 @@ re-quantized, tied ops follow, model input/output and fixed-range ops kept). Eac
 the held-out split with the int8 runtime of the export (TFLite Micro for MCU targets); the best one is
 kept (ties keep min/max, the converter's own file). ``export.json``'s ``calibration.ranges`` records
 the candidates, their held-out accuracies and the choice.
+
+A student trained with quantization-aware training (``train.qat``, :mod:`edgekd.distill.qat`) carries
+its learned ranges in its checkpoint (``meta.qat``, one per module path); the candidate ``learned``
+writes them into the int8 model. Each learned point is matched to the int8 tensor that holds the same
+values: the sorted float activations of the PyTorch module and of the fp32 ``.tflite`` tensor on the
+calibration samples agree (sorting makes the comparison independent of NCHW / NHWC layout and of the
+converter's fusions). Tensors without a match keep min/max; the record counts both.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ PERCENTILE = 99.99
 MAX_VALUES = 1 << 20  # float values kept per tensor for the percentile / MSE search
 MAX_HELD_OUT = 1000
 MSE_GRID = 64
+MATCH_SAMPLES = 16  # calibration samples on which learned points are matched to int8 tensors
+MATCH_TOLERANCE = 1e-3  # max |sorted difference| / value range of a match (fp32 round-off is ~1e-6)
 
 
 def percentile_range(v: np.ndarray, pct: float = PERCENTILE) -> tuple[float, float]:
@@ -87,6 +96,70 @@ def candidates(
     return out
 
 
+def module_activations(model: Any, x: np.ndarray, modules: list[str], source: str) -> dict[str, np.ndarray]:
+    """``{module path: output values}`` of the PyTorch ``model`` on ``x`` (the float network)."""
+    import torch
+
+    out: dict[str, list[np.ndarray]] = {m: [] for m in modules}
+    handles = []
+    try:
+        for path in modules:
+            try:
+                m = model.get_submodule(path)
+            except AttributeError:
+                raise EdgekdError(
+                    f"{source}: key 'meta.qat' names module {path!r}, which the model lacks; "
+                    "re-run the QAT stage, or export with --ranges minmax"
+                ) from None
+            handles.append(m.register_forward_hook(
+                lambda _m, _a, o, p=path: out[p].append(o.detach().numpy().reshape(len(o), -1))
+            ))  # fmt: skip
+        with torch.no_grad():
+            model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    finally:
+        for h in handles:
+            h.remove()
+    return {m: np.concatenate(v, 1).ravel() for m, v in out.items() if v}
+
+
+def match_learned(
+    fp32: TFLiteModel, int8: TFLiteModel, learned: dict[str, tuple[float, float]], model: Any,
+    x_torch: np.ndarray, x_tflite: np.ndarray, source: str,
+) -> tuple[dict[int, tuple[float, float]], list[str]]:  # fmt: skip
+    """``{int8 tensor: learned range}`` for the re-rangeable tensors whose fp32 values equal a learned
+    point's module output on the samples, and the learned points left without a tensor."""
+    tensors = sorted(rq.rerangeable(int8))
+    pos = {t: k for k, (_, t) in enumerate(rq.op_output_tensors(int8))}
+    fp_outs = [t for _, t in rq.op_output_tensors(fp32)]
+    values: list[list[np.ndarray]] = [[] for _ in tensors]
+    for vals, _ in rq.iter_tensors(fp32, x_tflite, [fp_outs[pos[t]] for t in tensors]):
+        for k, v in enumerate(vals):
+            values[k].append(np.asarray(v, np.float32).ravel())
+    torch_vals = {m: np.sort(v) for m, v in module_activations(model, x_torch, list(learned), source).items()}
+    ranges: dict[int, tuple[float, float]] = {}
+    used: set[str] = set()
+    for t, vs in zip(tensors, values):
+        tv = np.sort(np.concatenate(vs)) if vs else np.zeros(0, np.float32)
+        scale = float(tv[-1] - tv[0]) + 1e-12 if len(tv) else 1.0
+        errors = {m: float(np.abs(v - tv).max()) / scale for m, v in torch_vals.items() if v.size == tv.size}
+        best = min(errors, key=errors.__getitem__, default=None)
+        if best is not None and errors[best] <= MATCH_TOLERANCE:
+            ranges[t] = learned[best]
+            used.add(best)
+    return ranges, [m for m in learned if m not in used]
+
+
+def learned_ranges(src: Any) -> dict[str, tuple[float, float]] | None:
+    """The QAT ranges of the exported student (``meta.qat`` of its checkpoint), None for other sources."""
+    from edgekd.distill.qat import read_qat_record
+
+    meta = (src.record or {}).get("meta")
+    if not isinstance(meta, dict) or "qat" not in meta:
+        return None
+    where = src.run.trained_model() if src.run is not None else src.path
+    return read_qat_record(meta["qat"], str(where))
+
+
 def same_graph(a: TFLiteModel, b: TFLiteModel) -> bool:
     """True when two models have the same operator sequence (an fp32 / int8 pair from one conversion)."""
     return [o.opcode for o in a.operators] == [o.opcode for o in b.operators]
@@ -118,8 +191,14 @@ def choose(ctx: Any, files: dict[str, bytes], method: str = "auto") -> None:
 
     if method not in METHODS:
         raise EdgekdError(f"--ranges {method}: valid: {', '.join(METHODS)}")
+    learned = learned_ranges(ctx.src)
     rec: dict[str, Any] = {"requested": method, "percentile": PERCENTILE}
     ctx.record.setdefault("calibration", {})["ranges"] = rec
+    if method == "learned" and learned is None:
+        raise EdgekdError(
+            f"{ctx.src.path}: --ranges learned needs a student trained with train.qat (its checkpoint has no "
+            "meta.qat); use --ranges auto"
+        )
     if method == "minmax":
         rec.update(chosen="minmax", note="the converter's min/max on the calibration samples")
         return
@@ -128,21 +207,52 @@ def choose(ctx: Any, files: dict[str, bytes], method: str = "auto") -> None:
         read_tflite(files["int8"], source="int8 model"),
     )
     if not same_graph(fp32, int8):
+        if learned is not None:
+            route = ctx.record.get("route", {}).get("used", "this")
+            raise EdgekdError(
+                f"{ctx.src.path}: the {route} route's int8 model does not match its fp32 model operator for "
+                "operator, so the QAT student's learned ranges cannot be written into it; export with "
+                "--route onnx2tf, or pass --ranges minmax to drop the learned ranges"
+            )
         rec.update(chosen="minmax", note="the fp32 and int8 models' operators differ (route): min/max kept")
         return
     shape = tuple(fp32.input_details()[0]["shape"])
     channels_last = tuple(shape[1:]) != tuple(ctx.calib_x.shape[1:])
-    cands = candidates(fp32, int8, adapt_input(ctx.calib_x, shape, channels_last, "calibration samples"))
+    x_tflite = adapt_input(ctx.calib_x, shape, channels_last, "calibration samples")
+    cands = _learned_candidate(ctx, fp32, int8, learned, x_tflite, rec) if learned is not None else {}
+    if method in ("auto", "percentile", "mse"):
+        cands.update(candidates(fp32, int8, x_tflite))
     rec["rerangeable_tensors"] = len(rq.rerangeable(int8))
     if method != "auto":
         files["int8"] = cands.get(method, files["int8"])
         rec["chosen"] = method if method in cands else "minmax"
         return
+    _choose_on_held_out(ctx, files, cands, rec, channels_last)
+
+
+def _learned_candidate(ctx: Any, fp32: TFLiteModel, int8: TFLiteModel, learned: dict[str, tuple[float, float]],
+                       x_tflite: np.ndarray, rec: dict[str, Any]) -> dict[str, bytes]:  # fmt: skip
+    """``{"learned": int8 model with the QAT ranges}``; the match is recorded in ``rec["learned"]``."""
+    n = MATCH_SAMPLES
+    matched, unused = match_learned(fp32, int8, learned, ctx.src.torch_model, ctx.calib_x[:n], x_tflite[:n],
+                                    str(ctx.src.path))  # fmt: skip
+    rec["learned"] = {"points": len(learned), "tensors_matched": len(matched),
+                      "points_without_tensor": unused, "match_samples": int(min(n, len(x_tflite)))}  # fmt: skip
+    ctx.log.step(f"QAT ranges: {len(matched)} of {len(rq.rerangeable(int8))} re-rangeable int8 tensors "
+                 f"matched to learned points")  # fmt: skip
+    return {"learned": rq.with_activation_ranges(int8, matched)} if matched else {}
+
+
+def _choose_on_held_out(ctx: Any, files: dict[str, bytes], cands: dict[str, bytes], rec: dict[str, Any],
+                        channels_last: bool) -> None:  # fmt: skip
+    """Keep the candidate with the best int8 accuracy on the validation split (first maximum: learned
+    ranges, then min/max, win ties)."""
     held = held_out_split(ctx.src.splits)
+    default = "learned" if "learned" in cands else "minmax"
     if held is None or ctx.task != "classification" or len(cands) == 1:
-        rec.update(
-            chosen="minmax", note="no labelled validation split (or nothing to re-range): min/max kept"
-        )
+        rec.update(chosen=default, note="no labelled validation split (or nothing to re-range): "
+                   f"{default} kept")  # fmt: skip
+        files["int8"] = cands.get(default, files["int8"])
         return
     runtime = "tflm" if ctx.is_mcu else "litert"
     rec["held_out"] = {"split": "val", "samples": int(len(held[0])), "runtime": runtime}
@@ -150,7 +260,7 @@ def choose(ctx: Any, files: dict[str, bytes], method: str = "auto") -> None:
     for name, data in cands.items():
         acc = _accuracy(runtime, data, ctx.work / f"ranges_{name}.tflite", *held, channels_last)
         results.append({"method": name, "held_out_accuracy": acc})
-    best = max(results, key=lambda r: r["held_out_accuracy"])  # first maximum: ties keep min/max
+    best = max(results, key=lambda r: r["held_out_accuracy"])
     rec.update(candidates=results, chosen=best["method"])
     files["int8"] = cands[best["method"]]
     ctx.log.step("int8 activation ranges: " + ", ".join(

@@ -25,6 +25,7 @@ from edgekd.distill import distributed
 from edgekd.distill.cache import TeacherOutputs
 from edgekd.distill.distributed import DistContext
 from edgekd.distill.methods.base import Distiller
+from edgekd.distill.qat import FakeQuantizer, range_epochs
 from edgekd.distill.train.checkpoint import Checkpointer, ResumePoint
 from edgekd.distill.train.device import Amp, memory_format, resolve_device, resolve_threads, seed_everything
 from edgekd.distill.train.guard import DivergenceGuard
@@ -79,6 +80,7 @@ class _StageRun:
     teacher_out: Tensor | None
     pass_extra: bool
     steps: int
+    quantizer: FakeQuantizer | None = None  # a QAT stage's int8 simulation (attached while it trains)
 
     @property
     def cfg(self) -> TrainConfig:
@@ -201,14 +203,20 @@ class Trainer:
             final = self._scores("test", self.distiller.student, f.test, f.device)
         for st in self.stages:
             st.distiller.to("cpu", memory_format=torch.contiguous_format)
-        return FitResult(f.history, final)
+        last = self.stages[-1]
+        qat = last.quantizer.record() if last.cfg.qat and last.quantizer is not None else None
+        return FitResult(f.history, final, qat)
 
     # --- stage ---------------------------------------------------------------------------------------
     def _fit_stage(self, f: _Fit, k: int, first: int, optimizer_states: dict[str, Any] | None) -> None:
         s = self._begin_stage(f, k, optimizer_states)
-        for epoch in range(first, s.cfg.epochs):
-            row = self._epoch(f, s, epoch)
-            self._end_epoch(f, s, epoch, row)
+        try:
+            for epoch in range(first, s.cfg.epochs):
+                row = self._epoch(f, s, epoch)
+                self._end_epoch(f, s, epoch, row)
+        finally:
+            if s.quantizer is not None:
+                s.quantizer.detach()
 
     def _begin_stage(self, f: _Fit, k: int, optimizer_states: dict[str, Any] | None) -> _StageRun:
         stage = self.stages[k]
@@ -221,13 +229,20 @@ class Trainer:
         forward = distributed.wrap(distiller, f.device, f.ctx)
         pass_extra = bool(f.extra) and _accepts(distiller.forward_train, "extra")  # once, not per step
         steps = max(1, math.ceil(f.n / stage.cfg.batch_size))
-        return _StageRun(k, stage, optimizers, amp, forward, teacher_out, pass_extra, steps)
+        quantizer = stage.quantizer if stage.cfg.qat else None
+        if quantizer is not None:
+            quantizer.attach(distiller.student)
+        return _StageRun(k, stage, optimizers, amp, forward, teacher_out, pass_extra, steps, quantizer)
 
     # --- epoch ---------------------------------------------------------------------------------------
     def _epoch(self, f: _Fit, s: _StageRun, epoch: int) -> dict[str, Any]:
         """One pass over the seeded permutation of the training set; the epoch's row."""
         distiller, batch_size = s.stage.distiller, s.cfg.batch_size
         distiller.train()
+        if s.quantizer is not None:  # ranges observed first, then fixed with batch norm frozen
+            s.quantizer.observing = epoch < range_epochs(s.cfg.epochs, s.cfg.qat_range_epochs)
+            if not s.quantizer.observing:
+                s.quantizer.freeze(distiller.student)
         distiller.on_epoch_start(epoch, s.cfg.epochs)
         t0 = time.perf_counter()
         perm = torch.randperm(f.n, generator=f.gen)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgekd.distill.methods.base import Distiller
+from edgekd.distill.qat import FakeQuantizer
 from edgekd.recipe import TrainConfig
 
 
@@ -16,12 +17,14 @@ class TrainingInterrupted(Exception):
 @dataclass
 class Stage:
     """One stage of a run: a distiller (sharing the student with the other stages), its own training
-    settings, and which student parameters train (a module-path prefix, or all)."""
+    settings, which student parameters train (a module-path prefix, or all) and, for a QAT stage, the
+    int8 simulation of the student (:class:`edgekd.distill.qat.FakeQuantizer`)."""
 
     name: str
     distiller: Distiller
     cfg: TrainConfig
     trainable: str | None = None
+    quantizer: FakeQuantizer | None = None
 
 
 @dataclass
@@ -30,3 +33,4 @@ class FitResult:
 
     history: list[dict[str, Any]] = field(default_factory=list)
     final: dict[str, Any] = field(default_factory=dict)
+    qat: dict[str, Any] | None = None  # the learned int8 ranges of a QAT run (edgekd.distill.qat)
