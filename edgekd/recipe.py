@@ -49,6 +49,9 @@ class DataConfig:
 class ModelConfig:
     name: str = "cnn"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # Start from these weights (a run folder or edgekd checkpoint of the same model and kwargs), e.g. a
+    # QAT fine-tune of a trained student; "": the seeded initialisation.
+    init: str = ""
 
 
 @dataclass

@@ -200,3 +200,30 @@ def test_a_route_that_cannot_keep_learned_ranges_says_so(monkeypatch, tmp_path) 
     plain = SimpleNamespace(src=SimpleNamespace(record={"meta": {}}, run=None, path=src.path), record={})
     with pytest.raises(EdgekdError, match="--ranges learned needs a student trained with train.qat"):
         R.choose(plain, {"fp32": data, "int8": data}, "learned")
+
+
+def test_model_init_starts_from_a_trained_student(tmp_path) -> None:
+    from _train import cnn_recipe
+
+    from edgekd.data.prepare import prepare_data
+    from edgekd.distill.runner import load_initial_weights, model_kwargs, run_training
+    from edgekd.models import load_model
+    from edgekd.recipe import recipe_from_dict
+
+    src = run_training(
+        recipe_from_dict(cnn_recipe(train={"epochs": 1})), tmp_path, distill=False, progress=False
+    )
+    r = recipe_from_dict(cnn_recipe(model={**cnn_recipe()["model"], "init": str(src.root)}))
+    kwargs = model_kwargs(r.model.kwargs, prepare_data(r))
+    student = build_model(r.model.name, **kwargs)
+    assert load_initial_weights(student, r, kwargs, tmp_path) == src.model
+    trained, _ = load_model(src.model)
+    assert all(
+        torch.equal(a, b) for a, b in zip(student.state_dict().values(), trained.state_dict().values())
+    )
+    other = recipe_from_dict(
+        cnn_recipe(model={"name": "cnn", "kwargs": {"channels": [4, 4]}, "init": str(src.root)})
+    )
+    with pytest.raises(EdgekdError, match=r"key 'model.init' names .*model\.pt, a 'cnn' network"):
+        load_initial_weights(build_model("cnn", **model_kwargs(other.model.kwargs, prepare_data(other))),
+                             other, model_kwargs(other.model.kwargs, prepare_data(other)), tmp_path)  # fmt: skip

@@ -18,9 +18,12 @@ from edgekd.recipe import Recipe, dump_recipe
 from edgekd.runfolder import RunFolder, plot_curves, write_metrics
 
 
-def write_run_inputs(run: RunFolder, recipe: Recipe, splits: DataSplits, teacher_files: list[Path]) -> None:
-    """The run folder before training: teachers, recipe, seeds, data."""
+def write_run_inputs(run: RunFolder, recipe: Recipe, splits: DataSplits, teacher_files: list[Path],
+                     init_file: Path | None = None) -> None:  # fmt: skip
+    """The run folder before training: teachers, the initial weights (``init.pt``), recipe, seeds, data."""
     run.ensure()
+    if init_file is not None and not (run.root / "init.pt").exists():
+        atomic_write_bytes(run.root / "init.pt", Path(init_file).read_bytes())
     for i, f in enumerate(teacher_files):  # copies of the teachers used (teacher.pt, teacher-2.pt, ...)
         dst = run.teacher if i == 0 else run.root / f"teacher-{i + 1}.pt"
         if not (dst.exists() and dst.samefile(f)):

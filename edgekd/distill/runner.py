@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,7 @@ def run_training(
     kwargs = model_kwargs(recipe.model.kwargs, splits)
     seed_everything(recipe.seed)  # model initialisation is part of the recorded seed
     student = build_model(recipe.model.name, **kwargs)
+    init_file = load_initial_weights(student, recipe, kwargs, runs_dir)
     stages = build_stages(recipe, student, teacher, splits, kwargs)
     check_stages(recipe, stages, ctx.world_size)
     augmentation = run_augmentation(recipe, splits)  # transforms that fit this data, checked before writing
@@ -101,11 +103,30 @@ def run_training(
     with contextlib.ExitStack() as held:
         if ctx.is_main:
             held.enter_context(claim.hold())
-            write_run_inputs(run, recipe, splits, teacher_files)
+            write_run_inputs(run, recipe, splits, teacher_files, init_file)
         _fit_and_write(run, recipe, splits, stages, kwargs, distill, resume, progress, runs_dir,
                        stop_after_epoch, augmentation)  # fmt: skip
     ctx.barrier()  # the other ranks return once the run folder is complete
     return run
+
+
+def load_initial_weights(student: nn.Module, recipe: Recipe, kwargs: dict[str, Any],
+                         runs_dir: str | Path) -> Path | None:  # fmt: skip
+    """Load ``model.init`` (a run folder or checkpoint of the same model and kwargs) into ``student``;
+    the file used (None without ``model.init``)."""
+    if not recipe.model.init:
+        return None
+    path = RunFolder.resolve_model(recipe.model.init, runs_dir)
+    model, record = load_model(path)
+    plain = json.loads(json.dumps(kwargs, default=list))  # as the checkpoint stores them (tuples as lists)
+    same = record.get("name") == recipe.model.name and record.get("kwargs") == plain
+    if not same:
+        raise EdgekdError(
+            f"recipe: key 'model.init' names {path}, a {record.get('name')!r} network with {record.get('kwargs')}; "
+            f"the recipe builds {recipe.model.name!r} with {kwargs}; point it at a run of the same model"
+        )
+    student.load_state_dict(model.state_dict())
+    return path
 
 
 def run_or_reuse(recipe: Recipe, runs_dir: str | Path, *, resume: bool, run_dir: str | Path | None = None,
