@@ -98,8 +98,11 @@ def test_an_autoencoder_runs_end_to_end_train_export_profile(tmp_path, run_cli):
     run = tmp_path / "runs" / "ae"
     assert json.loads((run / "data.json").read_text())["task"] == "reconstruction"
     assert json.loads((run / "metrics.json").read_text())["final"]["test_auc"] > 0.8
-    checks = json.loads((run / "export" / "tflite-micro" / "export.json").read_text())["checks"]
+    exported = json.loads((run / "export" / "tflite-micro" / "export.json").read_text())
+    checks, ranges = exported["checks"], exported["calibration"]["ranges"]
     assert checks["int8_score_spearman"] > 0.8 and checks["int8_sqnr_db"] > 10
+    assert ranges["held_out"]["metric"] == "score_spearman"  # autoencoders choose ranges on validation too
+    assert ranges["chosen"] in {c["method"] for c in ranges["candidates"]} and len(ranges["candidates"]) == 3
     assert "int8_top1_agreement" not in checks  # argmax over reconstructed values means nothing
     report = json.loads((run / "report.json").read_text())
     assert report["artifacts"] and (run / "report.html").exists()

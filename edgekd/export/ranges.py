@@ -20,6 +20,7 @@ converter's fusions). Tensors without a match keep min/max; the record counts bo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -165,22 +166,57 @@ def same_graph(a: TFLiteModel, b: TFLiteModel) -> bool:
     return [o.opcode for o in a.operators] == [o.opcode for o in b.operators]
 
 
-def held_out_split(splits: Any | None) -> tuple[np.ndarray, np.ndarray] | None:
-    """The validation split (x, y), at most :data:`MAX_HELD_OUT` rows; None without labelled validation data."""
+def held_out_split(splits: Any | None, labelled: bool = True) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The validation split (x, y), at most :data:`MAX_HELD_OUT` rows; None without validation data (or,
+    with ``labelled``, without its labels)."""
     val = None if splits is None else getattr(splits, "val", None)
-    if val is None or len(val) == 0 or val.y is None:
+    if val is None or len(val) == 0 or (labelled and val.y is None):
         return None
-    return val.x[:MAX_HELD_OUT], val.y[:MAX_HELD_OUT]
+    return val.x[:MAX_HELD_OUT], (None if val.y is None else val.y[:MAX_HELD_OUT])
+
+
+def _outputs(runtime: str, data: bytes, path: Any, x: np.ndarray, channels_last: bool) -> np.ndarray:
+    from edgekd.runtimes import run_outputs
+
+    path.write_bytes(data)
+    return run_outputs(runtime, path, x, channels_last=channels_last)
 
 
 def _accuracy(
     runtime: str, data: bytes, path: Any, x: np.ndarray, y: np.ndarray, channels_last: bool
 ) -> float:
-    from edgekd.runtimes import run_outputs
+    return float((_outputs(runtime, data, path, x, channels_last).argmax(1) == y).mean())
 
-    path.write_bytes(data)
-    out = run_outputs(runtime, path, x, channels_last=channels_last)
-    return float((out.argmax(1) == y).mean())
+
+def _held_out_scorer(ctx: Any, fp32: bytes, runtime: str, channels_last: bool
+                     ) -> tuple[str, int, Callable[[str, bytes], float]] | None:  # fmt: skip
+    """``(metric, samples, score(name, int8 file))`` on the validation split: top-1 accuracy for a
+    classifier; for an autoencoder the rank correlation of its per-sample anomaly scores with the float
+    model's (what an anomaly threshold sees). None without validation data."""
+    from edgekd.metrics.ranks import spearman
+    from edgekd.metrics.reconstruction import reconstruction_scores
+
+    labelled = ctx.task == "classification"
+    held = (
+        held_out_split(ctx.src.splits, labelled) if ctx.task in ("classification", "reconstruction") else None
+    )
+    if held is None:
+        return None
+    x, y = held
+    if labelled:
+        return "accuracy", len(x), lambda name, data: _accuracy(
+            runtime, data, ctx.work / f"ranges_{name}.tflite", x, y, channels_last)  # fmt: skip
+    ref = reconstruction_scores(
+        _outputs("litert", fp32, ctx.work / "ranges_fp32.tflite", x, channels_last), x
+    )
+
+    def score(name: str, data: bytes) -> float:
+        got = reconstruction_scores(
+            _outputs(runtime, data, ctx.work / f"ranges_{name}.tflite", x, channels_last), x
+        )
+        return spearman(got, ref) or 0.0
+
+    return "score_spearman", len(x), score
 
 
 def choose(ctx: Any, files: dict[str, bytes], method: str = "auto") -> None:
@@ -245,24 +281,21 @@ def _learned_candidate(ctx: Any, fp32: TFLiteModel, int8: TFLiteModel, learned: 
 
 def _choose_on_held_out(ctx: Any, files: dict[str, bytes], cands: dict[str, bytes], rec: dict[str, Any],
                         channels_last: bool) -> None:  # fmt: skip
-    """Keep the candidate with the best int8 accuracy on the validation split (first maximum: learned
-    ranges, then min/max, win ties)."""
-    held = held_out_split(ctx.src.splits)
+    """Keep the candidate that scores best on the validation split (:func:`_held_out_scorer`; first
+    maximum: learned ranges, then min/max, win ties)."""
+    runtime = "tflm" if ctx.is_mcu else "litert"
+    scorer = _held_out_scorer(ctx, files["fp32"], runtime, channels_last) if len(cands) > 1 else None
     default = "learned" if "learned" in cands else "minmax"
-    if held is None or ctx.task != "classification" or len(cands) == 1:
-        rec.update(chosen=default, note="no labelled validation split (or nothing to re-range): "
-                   f"{default} kept")  # fmt: skip
+    if scorer is None:
+        rec.update(chosen=default, note=f"no validation split (or nothing to re-range): {default} kept")
         files["int8"] = cands.get(default, files["int8"])
         return
-    runtime = "tflm" if ctx.is_mcu else "litert"
-    rec["held_out"] = {"split": "val", "samples": int(len(held[0])), "runtime": runtime}
-    results = []
-    for name, data in cands.items():
-        acc = _accuracy(runtime, data, ctx.work / f"ranges_{name}.tflite", *held, channels_last)
-        results.append({"method": name, "held_out_accuracy": acc})
-    best = max(results, key=lambda r: r["held_out_accuracy"])
+    metric, samples, score = scorer
+    rec["held_out"] = {"split": "val", "samples": int(samples), "runtime": runtime, "metric": metric}
+    results = [{"method": name, f"held_out_{metric}": score(name, data)} for name, data in cands.items()]
+    best = max(results, key=lambda r: r[f"held_out_{metric}"])
     rec.update(candidates=results, chosen=best["method"])
     files["int8"] = cands[best["method"]]
-    ctx.log.step("int8 activation ranges: " + ", ".join(
-        f"{r['method']} {100 * r['held_out_accuracy']:.2f}%" for r in results
-    ) + f" on {len(held[0])} validation samples; chosen {best['method']}")  # fmt: skip
+    ctx.log.step(f"int8 activation ranges ({metric}): " + ", ".join(
+        f"{r['method']} {r[f'held_out_{metric}']:.4f}" for r in results
+    ) + f" on {samples} validation samples; chosen {best['method']}")  # fmt: skip
