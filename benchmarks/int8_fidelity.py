@@ -1,6 +1,7 @@
 """Does int8 keep the float accuracy? The int8-fidelity benchmark (issue 27), on TFLite Micro.
 
-For every student of ``examples/`` that ships to a microcontroller (the digits and MNIST demos) and every
+For every student of ``examples/`` that ships to a microcontroller (the digits and MNIST demos, the SMD
+anomaly-detection autoencoders: fc and conv1d, judged by the ROC AUC of their anomaly scores) and every
 student size of the KD-gain benchmark (``benchmarks/kd_gain.py``: 2k, 10k and 50k parameters on digits,
 MNIST and Fashion-MNIST, the DIST-distilled seed-0 student of that benchmark) the rows are, all int8 on
 the host TFLite Micro interpreter, judged on the whole test split:
@@ -54,7 +55,7 @@ QAT_SEEDS = (0, 1, 2)
 TFLM_SAMPLES = 10_000  # the whole test split of MNIST / Fashion-MNIST
 # The QAT+KD fine-tune: a tenth of the student's learning rate, cosine to 0; the first half of the epochs
 # observes the activation ranges, the second trains with them fixed and batch norm frozen.
-QAT_EPOCHS = {"digits": 10, "mnist": 3, "fashion-mnist": 3}
+QAT_EPOCHS = {"digits": 10, "mnist": 3, "fashion-mnist": 3, "smd": 3}
 QAT_LR_FACTORS = (0.1, 0.01)  # tried on seed 0, chosen on the validation split (fake-quantized accuracy)
 KD_ROW = "dist"  # the KD-gain row whose students are measured (DIST, Huang et al. 2022)
 
@@ -64,26 +65,30 @@ def students() -> dict[str, dict[str, Any]]:
     from edgekd.recipe import load_recipe
 
     out: dict[str, dict[str, Any]] = {}
-    for name, file in (("demo", "demo.yaml"), ("demo-mnist", "demo_mnist.yaml")):
+
+    def example(file: str) -> dict[str, Any]:
         r = load_recipe(REPO / "examples" / file).to_dict()
         for key in ("baseline", "export", "profile"):
             r.pop(key, None)
-        out[name] = {
-            "data": r["data"]["name"],
-            "recipe": r,
-            "runs": RUNS / "examples",
-            "source": f"examples/{file}",
-        }
+        return r
+
+    # the SMD students learn from the noisy-sequential ensemble, which learns from the LSTM autoencoder
+    smd_chain = [example("smd_lstm_ae.yaml"), example("smd_noisy_sequential.yaml")]
+    for name, file in (("demo", "demo.yaml"), ("demo-mnist", "demo_mnist.yaml"), ("smd-mcu-fc", "smd_mcu_fc.yaml"),
+                       ("smd-mcu-conv1d", "smd_mcu_conv1d.yaml")):  # fmt: skip
+        r = example(file)
+        out[name] = {"data": r["data"]["name"], "recipe": r, "runs": RUNS / "examples", "source": f"examples/{file}",
+                     "before": smd_chain if r["data"]["name"] == "smd" else []}  # fmt: skip
     for data in ("digits", "mnist", "fashion-mnist"):
         chosen = kd_gain.choose(data, kd_gain.load_all(data))
         if chosen is None:
             continue
         for size in kd_gain.SIZES:
             r = kd_gain.recipe_dict(data, size, KD_ROW, chosen[KD_ROW], 0)
-            out[f"{data}-{size}"] = {"data": data, "recipe": r, "runs": kd_gain.RUNS / data,
+            out[f"{data}-{size}"] = {"data": data, "recipe": r, "runs": kd_gain.RUNS / data, "before": [],
                                      "source": f"benchmarks/kd_gain.py {size} {KD_ROW} seed 0"}  # fmt: skip
     order = ["digits-2k", "digits-10k", "digits-50k", "demo", "mnist-2k", "demo-mnist", "fashion-mnist-2k",
-             "mnist-10k", "fashion-mnist-10k", "mnist-50k", "fashion-mnist-50k"]  # fmt: skip
+             "smd-mcu-fc", "smd-mcu-conv1d", "mnist-10k", "fashion-mnist-10k", "mnist-50k", "fashion-mnist-50k"]  # fmt: skip
     return {k: out[k] for k in order if k in out}
 
 
@@ -119,14 +124,19 @@ def _export(folder: Path, ranges: str, name: str) -> dict[str, Any]:
     )
     rec = json.loads((out / "export.json").read_text())
     c = rec["checks"]
+    metric = "auc" if rec["task"]["task"] == "reconstruction" else "accuracy"  # AUC of the anomaly scores
     return {"ranges": rec.get("calibration", {}).get("ranges"), "eval_samples": c["eval_samples"],
-            "float_accuracy": c["float_accuracy"], "int8_accuracy": c["int8_accuracy"],
+            "metric": metric, "float_score": c.get(f"float_{metric}"), "int8_score": c.get(f"int8_{metric}"),
+            "float_accuracy": c.get("float_accuracy"), "int8_accuracy": c.get("int8_accuracy"),
+            "int8_score_spearman": c.get("int8_score_spearman"),
             "int8_top1_agreement": c.get("int8_top1_agreement"), "runtime": c["int8_runtime"],
             "flash_bytes": rec["tflite"]["int8"]["bytes"], "arena_bytes": rec["micro"]["arena"]["tflm"]["total"],
             "wall_seconds": rec["wall_time_s"]}  # fmt: skip
 
 
 def float_folder(spec: dict[str, Any]) -> Path:
+    for teacher in spec["before"]:  # the student's teachers, trained once
+        _train(teacher, spec["runs"])
     folder, _ = _train(spec["recipe"], spec["runs"])
     return folder
 
@@ -166,7 +176,7 @@ def chosen_lr(st: RunStore) -> float | None:
     sweep = [st.get(qat_key(f, 0)) for f in QAT_LR_FACTORS]
     if any(r is None for r in sweep):
         return None
-    best = max(sweep, key=lambda r: (r["fake_quant_val_accuracy"], -(r["fake_quant_val_loss"] or 0.0)))
+    best = max(sweep, key=lambda r: (r["fake_quant_val_accuracy"] or 0.0, -(r["fake_quant_val_loss"] or 0.0)))
     return float(best["lr_factor"])
 
 
@@ -196,8 +206,13 @@ def run(names: list[str] | None, minutes: float | None) -> None:
             except Exception as e:  # one student's failure is reported; the others still run
                 print(f"{name} {key}: FAILED {type(e).__name__}: {e}", flush=True)
                 break
-            print(f"{name} {key}: int8 {100 * rec['int8_accuracy']:.2f}% (float {100 * rec['float_accuracy']:.2f}%)",
+            print(f"{name} {key}: int8 {100 * score(rec, 'int8'):.2f} (float {100 * score(rec, 'float'):.2f})",
                   flush=True)  # fmt: skip
+
+
+def score(rec: dict[str, Any], which: str) -> float:
+    """The judged figure of a step (``which``: float or int8): test accuracy, or the anomaly AUC."""
+    return rec.get(f"{which}_score", rec.get(f"{which}_accuracy"))
 
 
 def student_row(name: str, spec: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -210,16 +225,16 @@ def student_row(name: str, spec: dict[str, Any]) -> tuple[dict[str, Any], list[s
     row: dict[str, Any] = {"student": name, "source": spec["source"]}
     ptq, chosen = recs["ptq"], recs["ptq-chosen"]
     if ptq:
-        row.update(params=ptq.get("params"), eval_samples=ptq["eval_samples"], float=ptq["float_accuracy"],
-                   ptq=ptq["int8_accuracy"], flash_bytes=ptq["flash_bytes"], arena_bytes=ptq["arena_bytes"])  # fmt: skip
+        row.update(params=ptq.get("params"), eval_samples=ptq["eval_samples"], float=score(ptq, "float"),
+                   metric=ptq.get("metric", "accuracy"), ptq=score(ptq, "int8"), flash_bytes=ptq["flash_bytes"], arena_bytes=ptq["arena_bytes"])  # fmt: skip
     if chosen:
-        row.update(ptq_chosen=chosen["int8_accuracy"], chosen_ranges=(chosen["ranges"] or {}).get("chosen"))
+        row.update(ptq_chosen=score(chosen, "int8"), chosen_ranges=(chosen["ranges"] or {}).get("chosen"))
     qats = [r for k, r in recs.items() if r and lr is not None and k.startswith(f"qat-lr{lr:g}-")]
     if lr is not None:
         row["qat_lr_factor"] = lr
     if qats:
-        m, s = mean_std([r["int8_accuracy"] for r in qats])
-        row.update(qat_kd=[m, s], qat_kd_seeds=len(qats), qat_float=mean_std([r["qat_float_test_accuracy"] for r in qats]),
+        m, s = mean_std([score(r, "int8") for r in qats])
+        row.update(qat_kd=[m, s], qat_kd_seeds=len(qats), qat_float=mean_std([score(r, "float") for r in qats]),
                    qat_train_seconds=mean_std([r["train_seconds"] for r in qats])[0])  # fmt: skip
     if ptq and chosen and qats:
         best = max(row["ptq_chosen"], row["qat_kd"][0])

@@ -55,6 +55,8 @@ def test_points_are_where_tflite_keeps_int8_tensors() -> None:
     mlp = build_model("mlp", input_shape=[64], num_classes=10, hidden=[32, 16])
     pts = qat.quant_points(mlp, torch.zeros(2, 64))
     assert len(pts) == 2 and all(isinstance(mlp.get_submodule(p), nn.ReLU) for p in pts)
+    ae = build_model("fc-ae", input_shape=[32, 38], hidden=[64], latent=16)  # output = last Linear, reshaped
+    assert qat.quant_points(ae, torch.zeros(2, 32, 38)) == ["encoder.1", "encoder.3", "decoder.1"]
 
 
 def test_attach_and_detach_leave_the_state_dict_alone() -> None:

@@ -108,10 +108,14 @@ def quant_points(model: nn.Module, sample_x: Tensor) -> list[str]:
     for _, m, ins, _ in calls:
         for i in ins:
             readers.setdefault(i, []).append(m)
-    final = id(result) if isinstance(result, Tensor) else None
+    final = {id(result)} if isinstance(result, Tensor) else set()
+    if calls and isinstance(result, Tensor) and calls[-1][3] not in readers:
+        last = next(t for t in reversed(keep) if id(t) == calls[-1][3])
+        if last.numel() == result.numel():  # the last module's output, only reshaped into the result
+            final.add(calls[-1][3])
     points: list[str] = []
     for name, m, _, out in calls:
-        if not isinstance(m, kinds) or name in points or out == final:
+        if not isinstance(m, kinds) or name in points or out in final:
             continue  # the model output keeps the calibration's range (its consumer is the host)
         after = readers.get(out, [])
         if not (len(after) == 1 and _fuses(m, after[0])):

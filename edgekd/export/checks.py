@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import EdgekdError
+from edgekd.metrics.anomaly import roc_auc
 from edgekd.metrics.classification import accuracy, top1_agreement
 from edgekd.metrics.reconstruction import reconstruction_metrics, reconstruction_scores
 
@@ -41,25 +42,34 @@ def compare(task: str, got: np.ndarray, reference: np.ndarray, x: np.ndarray, y:
 
     classification: ``<prefix>_accuracy`` (null without labels) and ``<prefix>_top1_agreement``;
     reconstruction: ``<prefix>_max_abs_error``, ``<prefix>_sqnr_db``, ``<prefix>_score_spearman`` (rank
-    correlation of per-sample anomaly scores = reconstruction MSE).
+    correlation of per-sample anomaly scores = reconstruction MSE) and, with 0/1 anomaly labels,
+    ``<prefix>_auc`` (ROC AUC of those scores).
     """
     if task == "reconstruction":
         try:
             m = reconstruction_metrics(got, reference, x)
         except ValueError as e:
             raise EdgekdError(f"task reconstruction: {e}; is the model an autoencoder?") from None
-        return {f"{prefix}_{k}": v for k, v in m.items()}
+        return {f"{prefix}_{k}": v for k, v in {**m, **_anomaly_auc(got, x, y)}.items()}
     return {
         f"{prefix}_accuracy": accuracy(got, y),
         f"{prefix}_top1_agreement": top1_agreement(got, reference),
     }
 
 
+def _anomaly_auc(outputs: np.ndarray, x: np.ndarray, y: np.ndarray | None) -> dict[str, Any]:
+    """``{"auc": ROC AUC}`` of the reconstruction scores against 0/1 anomaly labels (``{}`` without both)."""
+    if y is None or len(y) != len(x) or not set(np.unique(y).tolist()) == {0, 1}:
+        return {}
+    return {"auc": roc_auc(reconstruction_scores(outputs, x), np.asarray(y))}
+
+
 def float_summary(task: str, reference: np.ndarray, x: np.ndarray, y: np.ndarray | None) -> dict[str, Any]:
     """What the float model itself scores: accuracy, or the mean reconstruction MSE."""
     if task == "reconstruction":
         try:
-            return {"float_score_mean": float(reconstruction_scores(reference, x).mean())}
+            return {"float_score_mean": float(reconstruction_scores(reference, x).mean()),
+                    **{f"float_{k}": v for k, v in _anomaly_auc(reference, x, y).items()}}  # fmt: skip
         except ValueError as e:
             raise EdgekdError(f"task reconstruction: {e}; is the model an autoencoder?") from None
     return {"float_accuracy": accuracy(reference, y)}
