@@ -59,7 +59,7 @@ def compare(task: str, got: np.ndarray, reference: np.ndarray, x: np.ndarray, y:
 
 def _anomaly_auc(outputs: np.ndarray, x: np.ndarray, y: np.ndarray | None) -> dict[str, Any]:
     """``{"auc": ROC AUC}`` of the reconstruction scores against 0/1 anomaly labels (``{}`` without both)."""
-    if y is None or len(y) != len(x) or not set(np.unique(y).tolist()) == {0, 1}:
+    if y is None or len(y) != len(x) or set(np.unique(y).tolist()) != {0, 1}:
         return {}
     return {"auc": roc_auc(reconstruction_scores(outputs, x), np.asarray(y))}
 
