@@ -56,7 +56,7 @@ def activation_qparams(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
 def fake_quant_activation(x: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     """``x`` quantized to int8 for the range ``[lo, hi]`` and back (straight-through gradient)."""
     scale, zero = activation_qparams(lo, hi)
-    return torch.fake_quantize_per_tensor_affine(x, scale, zero, -128, 127)
+    return torch.fake_quantize_per_tensor_affine(x.float(), scale, zero, -128, 127).to(x.dtype)  # AMP-safe
 
 
 def fake_quant_weight(w: Tensor) -> Tensor:
@@ -64,7 +64,7 @@ def fake_quant_weight(w: Tensor) -> Tensor:
     absmax = w.detach().abs().reshape(w.shape[0], -1).amax(1)
     scale = torch.clamp(absmax / 127.0, min=1e-12).float()
     zero = torch.zeros(w.shape[0], dtype=torch.int32, device=w.device)
-    return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -127, 127)
+    return torch.fake_quantize_per_channel_affine(w.float(), scale, zero, 0, -127, 127).to(w.dtype)
 
 
 def _leaves(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
