@@ -6,8 +6,16 @@ numerics (``runtime/edgekd_kernels.c``). One emitter per op, registered with :fu
 Cortex-M4 kernels (``runtime/edgekd_kernels_fast.c``: SIMD MACs, im2col + register-blocked GEMM), with
 the constant data they need prepared here (input offset folded into the bias, blocked weights); the
 results are the same bytes. Each layer's choice is recorded (``CModel.layer_kernels``). The scratch
-a fast kernel needs (im2col rows, int16 rows, depthwise padding) is planned as an arena buffer alive
-only during its layer (``CModel.scratch_placement``), so it shares space with tensors dead by then.
+a fast kernel needs (im2col rows, int16 rows, depthwise tap pointers and padding) is planned as an
+arena buffer alive only during its layer (``CModel.scratch_placement``), so it shares space with
+tensors dead by then.
+
+Less RAM, each bit-exact: a one-row fully connected layer reads its int8 input straight (no scratch);
+stride-1 depthwise, pointwise and other convolutions (out channels <= in channels) and elementwise
+ADD write over an input the planner proves dead (:func:`_dead_after`); a PAD read by one convolution is
+fused into it (the convolution reads the unpadded input: no copy, no padded tensor); and where it lowers
+the arena by at least ``LOWMEM_MIN_GAIN`` a convolution takes its slower variant with two int8 im2col
+rows of scratch instead of six (:func:`choose_lowmem`).
 """
 
 from __future__ import annotations

@@ -45,6 +45,9 @@ EK_INLINE uint32_t rd32(const int8_t *p) { /* unaligned-safe word read (one LDR 
     return v;
 }
 
+/* the scratch the code generator plans holds EK_FAST_PTR_BYTES per pointer */
+typedef char ek_pointer_fits_its_scratch_slot[sizeof(const int8_t *) <= EK_FAST_PTR_BYTES ? 1 : -1];
+
 EK_INLINE int8_t clamp8(int32_t v, int32_t lo, int32_t hi) { return (int8_t)(v < lo ? lo : v > hi ? hi : v); }
 
 /* TFLM's MultiplyByQuantizedMultiplier plus the output zero point, with one 64-bit rounding step. For a
@@ -197,6 +200,16 @@ EK_INLINE int32_t mac4(int32_t xe, int32_t xo, uint32_t w, int32_t acc) {
     return EK_SMLAD(xo, EK_SXTB16_ROR8(w), EK_SMLAD(xe, EK_SXTB16(w), acc));
 }
 
+#if defined(__ARM_FEATURE_DSP)
+/* acc += the word (xe, xo) x the next 4 weights at ptr (post-incremented): one channel of gemm_row */
+#define EK_MACW(acc, ptr)                                                                               \
+    "ldr %[wa], [%[" ptr "]], #4\n\t"                                                                  \
+    "sxtb16 %[wt], %[wa], ror #8\n\t"                                                                  \
+    "sxtb16 %[wa], %[wa]\n\t"                                                                          \
+    "smlad %[" acc "], %[xe], %[wa], %[" acc "]\n\t"                                                   \
+    "smlad %[" acc "], %[xo], %[wt], %[" acc "]\n\t"
+#endif
+
 /* o[0..n_out) of one row r (k bytes, read as int8 words and sign-extended in registers): 4 channels per
  * step (each input word expanded once for the four), then a pair, then an odd channel. No scratch. */
 static void gemm_row(const ek_gemm *g, const int8_t *r, int32_t k, int8_t *o) {
@@ -206,21 +219,33 @@ static void gemm_row(const ek_gemm *g, const int8_t *r, int32_t k, int8_t *o) {
     const int32_t n_out = g->n_out, pair = 2 * g->k4, mask = g->mask, lo = g->act_min, hi = g->act_max;
     const int8_t *const full = r + (k & ~3); /* the whole chunks end there; then k % 4 bytes */
     const int32_t tail = k & 3;
-    const uint32_t ut = tail ? rd_tail(full, tail) : 0;
-    const int32_t te = EK_SXTB16(ut), to = EK_SXTB16_ROR8(ut);
     int32_t oc = 0;
     for (; oc + 3 < n_out; oc += 4) { /* two weight pairs: channels oc, oc + 1 at w, oc + 2, oc + 3 at wb */
         const int8_t *wb = w + pair;
         int32_t a0 = bias[oc], a1 = bias[oc + 1], a2 = bias[oc + 2], a3 = bias[oc + 3];
-        for (const int8_t *x = r; x < full; x += 4, w += 8, wb += 8) {
+        for (const int8_t *x = r; x < full;) {
+#if defined(__ARM_FEATURE_DSP) /* in registers whatever the compiler's allocation: 25 instructions a chunk */
+            int32_t xe, xo, wa, wt;
+            __asm__("ldr %[xe], [%[x]], #4\n\t"
+                    "sxtb16 %[xo], %[xe], ror #8\n\t"
+                    "sxtb16 %[xe], %[xe]\n\t"
+                    EK_MACW("a0", "w") EK_MACW("a1", "w") EK_MACW("a2", "wb") EK_MACW("a3", "wb")
+                    : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(x), [w] "+r"(w),
+                      [wb] "+r"(wb), [xe] "=&r"(xe), [xo] "=&r"(xo), [wa] "=&r"(wa), [wt] "=&r"(wt)
+                    : "m"(*(const int8_t(*)[4])x), "m"(*(const int8_t(*)[8])w), "m"(*(const int8_t(*)[8])wb));
+#else
             const uint32_t u = rd32(x);
             const int32_t xe = EK_SXTB16(u), xo = EK_SXTB16_ROR8(u);
             a0 = mac4(xe, xo, rd32(w), a0);
             a1 = mac4(xe, xo, rd32(w + 4), a1);
             a2 = mac4(xe, xo, rd32(wb), a2);
             a3 = mac4(xe, xo, rd32(wb + 4), a3);
+            x += 4, w += 8, wb += 8;
+#endif
         }
         if (tail) {
+            const uint32_t u = rd_tail(full, tail);
+            const int32_t te = EK_SXTB16(u), to = EK_SXTB16_ROR8(u);
             a0 = mac4(te, to, rd32(w), a0);
             a1 = mac4(te, to, rd32(w + 4), a1);
             a2 = mac4(te, to, rd32(wb), a2);
@@ -233,30 +258,18 @@ static void gemm_row(const ek_gemm *g, const int8_t *r, int32_t k, int8_t *o) {
         o[oc + 2] = requant8(a2, &rq[(oc + 2) & mask], lo, hi);
         o[oc + 3] = requant8(a3, &rq[(oc + 3) & mask], lo, hi);
     }
-    for (; oc + 1 < n_out; oc += 2) {
-        int32_t a0 = bias[oc], a1 = bias[oc + 1];
-        for (const int8_t *x = r; x < full; x += 4, w += 8) {
-            const uint32_t u = rd32(x);
+    for (; oc < n_out; oc += 2) { /* a last pair, then an odd channel (4 weight bytes a chunk) */
+        const int32_t two = oc + 1 < n_out, step = two ? 8 : 4;
+        int32_t a0 = bias[oc], a1 = two ? bias[oc + 1] : 0;
+        for (const int8_t *x = r; x <= full; x += 4, w += step) {
+            if (x == full && !tail) break;
+            const uint32_t u = x < full ? rd32(x) : rd_tail(full, tail);
             const int32_t xe = EK_SXTB16(u), xo = EK_SXTB16_ROR8(u);
             a0 = mac4(xe, xo, rd32(w), a0);
-            a1 = mac4(xe, xo, rd32(w + 4), a1);
-        }
-        if (tail) {
-            a0 = mac4(te, to, rd32(w), a0);
-            a1 = mac4(te, to, rd32(w + 4), a1);
-            w += 8;
+            if (two) a1 = mac4(xe, xo, rd32(w + 4), a1);
         }
         o[oc] = requant8(a0, &rq[oc & mask], lo, hi);
-        o[oc + 1] = requant8(a1, &rq[(oc + 1) & mask], lo, hi);
-    }
-    if (oc < n_out) {
-        int32_t a0 = bias[oc];
-        for (const int8_t *x = r; x < full; x += 4, w += 4) {
-            const uint32_t u = rd32(x);
-            a0 = mac4(EK_SXTB16(u), EK_SXTB16_ROR8(u), rd32(w), a0);
-        }
-        if (tail) a0 = mac4(te, to, rd32(w), a0);
-        o[oc] = requant8(a0, &rq[oc & mask], lo, hi);
+        if (two) o[oc + 1] = requant8(a1, &rq[(oc + 1) & mask], lo, hi);
     }
 }
 
