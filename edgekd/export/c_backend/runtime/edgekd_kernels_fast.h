@@ -12,7 +12,8 @@
 #include "edgekd_kernels.h"
 
 /* Scratch bytes a fast conv / fully connected needs at most for accumulation depth k (im2col + int16
- * rows); less without im2col (pointwise, k a multiple of 4) or with one row (see the code generator). */
+ * rows); less without im2col (pointwise, k a multiple of 4), none for a one-batch fully connected
+ * layer (see the code generator). */
 #define EK_FAST_GEMM_SCRATCH(k) (6 * (((k) + 3) / 4 * 4))
 /* Scratch bytes per pointer kept in a kernel's scratch (tap pointers: in the arena, not on the stack);
  * 8 so the same generated arena serves 64-bit host builds. */
