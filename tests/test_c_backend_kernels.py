@@ -22,9 +22,15 @@ EDGE_ZPS = [-128, 127, 0]
 
 
 def _check(
-    model: bytes, n: int = 6, seed: int = 0, kernels: str = "portable", want: str | list[str] | None = None
-) -> None:
-    """The host build of ``model`` equals tflite-micro on ``n`` inputs; ``want``: the kernel it must use."""
+    model: bytes,
+    n: int = 6,
+    seed: int = 0,
+    kernels: str = "portable",
+    want: str | list[str] | None = None,
+    **gen: bool,
+):
+    """The host build of ``model`` equals tflite-micro on ``n`` inputs; ``want``: the kernel it must use;
+    ``gen``: more generate_c options. Returns the CModel."""
     from edgekd.graph import read_tflite
 
     m = read_tflite(model)
@@ -34,7 +40,7 @@ def _check(
     x[0] = -128  # edge values
     x[1] = 127
     ref = run_tflm(model, x, isolate=False).reshape(n, -1)
-    cm = generate_c(model, optimize_plan=False, kernels=kernels)
+    cm = generate_c(model, optimize_plan=False, kernels=kernels, **gen)
     if want is not None:
         assert [lk["kernel"] for lk in cm.layer_kernels] == ([want] if isinstance(want, str) else want)
     with HostBuild(cm) as hb:
@@ -42,6 +48,7 @@ def _check(
     assert got.shape == ref.shape
     diff = np.argwhere(got != ref)
     assert diff.size == 0, f"{len(diff)} of {ref.size} output bytes differ, first at {diff[0].tolist()}"
+    return cm
 
 
 def _act(rng) -> int:
@@ -252,10 +259,17 @@ FAST_CONV_CASES = [(4, (1, 1)), (8, (1, 1)), (12, (1, 1)), (3, (3, 3)), (5, (2, 
 @pytest.mark.slow
 @pytest.mark.parametrize(("seed", "case"), list(enumerate(FAST_CONV_CASES)))
 def test_fast_conv2d(seed, case):
-    """Pointwise rows straight from the input (channels a multiple of 4), else im2col with padding."""
+    """Pointwise rows straight from the input (channels a multiple of 4), else im2col with padding:
+    int16 rows (lowmem=False) or, where that lowers the arena, two int8 im2col rows of scratch."""
     ic, kernel = case
     model = _conv_model(np.random.default_rng(800 + seed), depthwise=False, ic=ic, kernel=kernel)
-    _check(model, seed=seed, kernels="fast", want="ek_fast_conv2d")
+    cm = _check(model, seed=seed, kernels="fast", want="ek_fast_conv2d", lowmem=False)
+    low = _check(model, seed=seed, kernels="fast")
+    kernel = low.layer_kernels[0]["kernel"]
+    assert kernel in ("ek_fast_conv2d", "ek_fast_conv2d_lowmem")
+    if kernel == "ek_fast_conv2d_lowmem":
+        assert low.scratch_placement[0]["bytes"] * 3 == cm.scratch_placement[0]["bytes"]
+        assert low.arena_size < cm.arena_size
 
 
 @pytest.mark.slow
@@ -270,9 +284,10 @@ def test_fast_depthwise_conv2d(seed, case):
 
 def _inplace_chain(rng, ic: int, kernel: tuple[int, int], dil: tuple[int, int], oc: int) -> bytes:
     """RESHAPE (a copy) -> depthwise stride 1 SAME -> pointwise to ``oc`` channels: the depthwise and
-    pointwise layers' inputs die there, so they may be written over."""
+    pointwise layers' inputs die there, so they may be written over (images large enough that the
+    ring and tap pointers are smaller than the output)."""
     b = Builder()
-    ih, iw = int(rng.integers(3, 10)), int(rng.integers(3, 10))
+    ih, iw = int(rng.integers(8, 12)), int(rng.integers(8, 12))
     shape = [1, ih, iw, ic]
     in_s, in_zp = _scale(rng, -2, 0), int(rng.choice(EDGE_ZPS))
     x = b.tensor(shape, in_s, in_zp)
@@ -404,3 +419,129 @@ def test_fast_requantize_equals_the_reference_arithmetic(tmp_path):
     assert len(pairs) == len(lines) > 10000
     bad = np.flatnonzero(pairs[:, 0] != pairs[:, 1])
     assert bad.size == 0, f"{bad.size} differ, first: {lines[bad[0]]} -> {pairs[bad[0]].tolist()}"
+
+
+# ---- less RAM: fully connected without scratch, convolutions in place, PAD fused ---------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_fully_connected_one_row_needs_no_scratch(seed):
+    """One batch: accumulated straight from the int8 input (4, 2 and 1 channels a step, depth tails
+    zero-filled in registers): no scratch in the arena, bit-exact."""
+    cm = _check(_fc_model(np.random.default_rng(1200 + seed)), kernels="fast", want="ek_fast_fully_connected")
+    assert cm.scratch_placement == []
+    call = next(ln for ln in cm.files["edgekd_model.c"].splitlines() if "ek_fast_fully_connected(&" in ln)
+    assert call.endswith(", 0);")  # the scratch argument
+
+
+def _conv_op(b, rng, t, shape, q, depthwise, kernel, stride, same, dil, oc):
+    """A convolution reading tensor ``t`` (``shape``, quantisation ``q``): (op, output, shape, q)."""
+    _, ih, iw, ic = shape
+    fh, fw = kernel
+    eh, ew = (fh - 1) * dil[0] + 1, (fw - 1) * dil[1] + 1
+    oh = -(-ih // stride) if same else (ih - eh) // stride + 1
+    ow = -(-iw // stride) if same else (iw - ew) // stride + 1
+    oc = ic if depthwise else oc
+    w = rng.integers(-127, 128, size=(1, fh, fw, oc) if depthwise else (oc, fh, fw, ic)).astype(np.int8)
+    f_scales = np.array([_scale(rng, -3, -1) for _ in range(oc)], dtype=np.float32)
+    ft = b.tensor(list(w.shape), f_scales, [0] * oc, data=w, qdim=3 if depthwise else 0)
+    bias = rng.integers(-5000, 5000, size=oc).astype(np.int32)
+    bt = b.tensor([oc], f_scales.astype(np.float64) * q[0], [0] * oc, dtype=S.TensorType.INT32, data=bias)
+    out_q = (_scale(rng, -2, 0.5), int(rng.choice(EDGE_ZPS)))
+    out_shape = [shape[0], oh, ow, oc]
+    y = b.tensor(out_shape, *out_q)
+    opt = S.DepthwiseConv2DOptionsT() if depthwise else S.Conv2DOptionsT()
+    if depthwise:
+        opt.depthMultiplier = 1
+    opt.padding, opt.strideH, opt.strideW = (0 if same else 1), stride, stride
+    opt.dilationHFactor, opt.dilationWFactor, opt.fusedActivationFunction = *dil, _act(rng)
+    kind = S.BuiltinOptions.DepthwiseConv2DOptions if depthwise else S.BuiltinOptions.Conv2DOptions
+    code = S.BuiltinOperator.DEPTHWISE_CONV_2D if depthwise else S.BuiltinOperator.CONV_2D
+    return (code, [t, ft, bt], y, kind, opt), y, out_shape, out_q
+
+
+def _copied_input(b, rng, shape):
+    """RESHAPE (a copy) of the model input: its output dies at its one reader, which may write over it."""
+    q = (_scale(rng, -2, 0), int(rng.choice(EDGE_ZPS)))
+    x = b.tensor(shape, *q)
+    sh = b.tensor([4], None, None, dtype=S.TensorType.INT32, data=np.array(shape, dtype=np.int32))
+    t = b.tensor(shape, *q)
+    return (S.BuiltinOperator.RESHAPE, [x, sh], t, 0, None), t, q
+
+
+IN_PLACE_CONV_CASES = [  # batches (the host check feeds one), in channels, out channels, kernel, dilation
+    (1, 16, 16, (3, 3), (1, 1)),
+    (1, 8, 4, (3, 3), (1, 1)),
+    (1, 6, 6, (3, 3), (2, 1)),
+    (1, 5, 3, (2, 3), (1, 2)),
+    (1, 8, 8, (5, 5), (1, 1)),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("seed", "case"), list(enumerate(IN_PLACE_CONV_CASES)))
+def test_fast_conv2d_in_place(seed, case):
+    """A stride-1 SAME convolution (out channels <= in channels) written over its dead input, with a
+    ring of pad_h + 1 input rows and two int8 im2col rows: bit-exact, and a smaller arena."""
+    n, ic, oc, kernel, dil = case
+    rng = np.random.default_rng(1300 + seed)
+    b = Builder()
+    shape = [n, int(rng.integers(12, 16)), int(rng.integers(12, 16)), 1]
+    q = (_scale(rng, -2, 0), int(rng.choice(EDGE_ZPS)))
+    x = b.tensor(shape, *q)  # a 1x1 convolution to ic channels first: the next one is the arena's peak
+    first, t, shape, q = _conv_op(b, rng, x, shape, q, False, (1, 1), 1, True, (1, 1), ic)
+    conv, y, _, _ = _conv_op(b, rng, t, shape, q, False, kernel, 1, True, dil, oc)
+    model = b.build_ops([first, conv])
+    cm = _check(model, seed=seed, kernels="fast")
+    assert cm.layer_kernels[1]["kernel"] == "ek_fast_conv2d_inplace"
+    assert y in _dry_run(read_tflite(model), "fast")[1]
+    assert cm.arena_size < generate_c(model, kernels="fast", lowmem=False).arena_size
+
+
+PAD_CASES = [  # depthwise, kernel, stride, conv SAME, pads (top, bottom, left, right), PADV2
+    (True, (3, 3), 2, False, (0, 1, 0, 1), False),
+    (True, (3, 3), 1, False, (1, 1, 1, 1), True),
+    (False, (3, 3), 2, False, (1, 1, 1, 1), False),
+    (False, (3, 3), 1, True, (2, 0, 1, 2), True),
+    (True, (5, 5), 1, True, (0, 2, 2, 0), False),
+]
+
+
+def _pad_chain(rng, depthwise, kernel, stride, same, pads, v2, value_offset=0):
+    b = Builder()
+    shape = [1, int(rng.integers(6, 11)), int(rng.integers(6, 11)), 8]
+    copy, t, q = _copied_input(b, rng, shape)
+    top, bottom, left, right = pads
+    pt = b.tensor([4, 2], None, None, dtype=S.TensorType.INT32,
+                  data=np.array([[0, 0], [top, bottom], [left, right], [0, 0]], dtype=np.int32))  # fmt: skip
+    padded = [1, shape[1] + top + bottom, shape[2] + left + right, 8]
+    pad_out = b.tensor(padded, *q)
+    if v2:
+        v = b.tensor([1], *q, data=np.array([q[1] + value_offset], dtype=np.int8))
+        pad = (S.BuiltinOperator.PADV2, [t, pt, v], pad_out, S.BuiltinOptions.PadV2Options, S.PadV2OptionsT())
+    else:
+        pad = (S.BuiltinOperator.PAD, [t, pt], pad_out, S.BuiltinOptions.PadOptions, S.PadOptionsT())
+    conv, _, _, _ = _conv_op(b, rng, pad_out, padded, q, depthwise, kernel, stride, same, (1, 1), 8)
+    return b.build_ops([copy, pad, conv])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("seed", "case"), list(enumerate(PAD_CASES)))
+def test_pad_fused_into_the_convolution(seed, case):
+    """A PAD (or PADV2 with the zero point) read by one convolution is not copied: the convolution
+    reads the unpadded input with the PAD's rows and columns added to its own padding (fast and
+    portable kernels), bit-exact and with a smaller arena than with the copy."""
+    model = _pad_chain(np.random.default_rng(1400 + seed), *case)
+    for kernels in ("fast", "portable"):
+        cm = _check(model, seed=seed, kernels=kernels)
+        assert [lk["kernel"] for lk in cm.layer_kernels][:2] == ["ek_copy", "fused"]
+        assert cm.arena_size < generate_c(model, kernels=kernels, inplace=False).arena_size
+
+
+@pytest.mark.slow
+def test_pad_with_another_value_is_copied():
+    """PADV2 with a value other than the zero point: the copy stays (the kernels pad with the zero point)."""
+    model = _pad_chain(
+        np.random.default_rng(1500), True, (3, 3), 1, False, (1, 1, 1, 1), True, value_offset=3
+    )
+    cm = _check(model, kernels="fast")
+    assert [lk["kernel"] for lk in cm.layer_kernels][:2] == ["ek_copy", "ek_pad"]

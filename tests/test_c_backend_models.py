@@ -12,7 +12,7 @@ import pytest
 
 from edgekd.errors import EdgekdError
 from edgekd.export.c_backend import HostBuild, generate_c
-from edgekd.export.c_backend.codegen import KERNELS, _dry_run, _scratch_sizes, plan_arena
+from edgekd.export.c_backend.codegen import KERNELS, _dry_run, _scratch_sizes, choose_lowmem, plan_arena
 from edgekd.export.c_backend.host import gcc
 from edgekd.graph import measure_arena, read_tflite, run_tflm
 from edgekd.graph.sample_models import sample_models
@@ -67,8 +67,13 @@ def test_fast_kernels_bit_exact_on_the_mlperf_models(name):
     assert "edgekd_kernels_fast.c" in cm.sources
     assert [lk["op"] for lk in info["layer_kernels"]] == cm.order
     conv = {lk["kernel"] for lk in info["layer_kernels"] if lk["opcode"] in ("CONV_2D", "FULLY_CONNECTED")}
-    assert conv <= {"ek_fast_conv2d", "ek_fast_fully_connected"}
-    assert info["scratch_bytes"] == 0 and info["scratch_placement"]
+    assert conv <= {
+        "ek_fast_conv2d",
+        "ek_fast_conv2d_inplace",
+        "ek_fast_conv2d_lowmem",
+        "ek_fast_fully_connected",
+    }
+    assert info["scratch_bytes"] == 0 and bool(info["scratch_placement"]) == (name != "ad_fcae_like")
     for p in info["scratch_placement"]:  # inside the arena, passed to that layer's kernel
         assert p["offset"] % 16 == 0 and p["offset"] + p["bytes"] <= cm.arena_size
         assert f"(ek_arena + {p['offset']}));" in cm.files["edgekd_model.c"]
@@ -82,9 +87,9 @@ def test_fast_kernel_scratch_is_planned_in_the_arena(models, name):
     m = read_tflite(models[name])
     cm = generate_c(m, kernels="fast")
     tensors_only = plan_arena(m).arena
-    static = -(-max(_scratch_sizes(m, "fast", inplace=False).values()) // 16) * 16
+    static = -(-max(_scratch_sizes(m, "fast", inplace=False).values(), default=0) // 16) * 16
     assert cm.arena_size <= generate_c(m, kernels="fast", inplace=False).arena_size <= tensors_only + static
-    plan = plan_arena(m, True, *_dry_run(m, "fast"))
+    plan = plan_arena(m, True, *_dry_run(m, "fast", True, choose_lowmem(m, "fast")))
     assert plan.offsets == {t: cm.input["offset"] for t in m.inputs} | plan.offsets
     sizes = {t.index: t.nbytes for t in m.tensors}
     for p in cm.scratch_placement:
@@ -96,33 +101,35 @@ def test_fast_kernel_scratch_is_planned_in_the_arena(models, name):
 
 def test_scratch_in_the_arena_and_in_place_layers_on_tiny_cnn(models):
     """tiny_cnn: 4,096 B of tensors plus a static scratch buffer (1,536 B before it was sized by kernel
-    path; 512 B now, its fully connected layer's one row) became one 4,112 B arena with the scratch in
-    it, 2,560 B once the depthwise convolution also writes over its input."""
+    path) became one arena with the scratch in it: 4,176 B (the depthwise layer's 9 tap pointers and
+    zero points, 80 B, on top of its 2 x 2,048 B), 2,560 B once the depthwise convolution writes over its
+    input (its scratch, 360 B with the ring, the largest; the fully connected layer needs none)."""
     m = read_tflite(models["tiny_cnn"])
     assert plan_arena(m).arena == 4096
-    assert max(_scratch_sizes(m, "fast").values()) == 512
-    assert generate_c(m, kernels="fast", inplace=False).arena_size == 4112
+    assert max(_scratch_sizes(m, "fast").values()) == 360
+    assert generate_c(m, kernels="fast", inplace=False).arena_size == 4176
     assert generate_c(m, kernels="fast").arena_size == 2560
 
 
-def test_gemm_scratch_is_sized_by_the_kernel_path():
-    """A one-row fully connected layer needs its int16 row only (2 * k4 bytes, not the 6 * k4 worst
-    case): ad_fcae_like's 640-deep layers take 1,280 B, so its arena is 768 B of tensors + 1,280 B."""
+def test_one_row_fully_connected_layers_need_no_scratch():
+    """A one-row fully connected layer accumulates straight from its int8 input: ad_fcae_like's arena is
+    its 768 B of tensors (TFLite Micro's head; 2,048 B when its 640-deep layer took a 1,280 B int16 row)."""
     m = read_tflite(sample_models(["ad_fcae_like"])["ad_fcae_like"])
     assert plan_arena(m).arena == 768
-    assert max(_scratch_sizes(m, "fast").values()) == 1280
-    assert generate_c(m, kernels="fast").arena_size == 2048
+    assert _scratch_sizes(m, "fast") == {}
+    assert generate_c(m, kernels="fast").arena_size == 768
 
 
 def test_in_place_layers_share_their_input_buffer():
     """kws_dscnn_like: its depthwise (stride 1) and pointwise (64 -> 64) layers write over their input,
-    halving the 16,256 B arena (8,000 B in + 8,000 B out + scratch at each layer) to 8,736 B; the
+    halving the 16,256 B arena (8,000 B in + 8,000 B out + scratch at each layer) to 8,800 B (8,000 B +
+    the in-place depthwise scratch: 12 tap and row pointers, zero points, a ring of 2 rows); the
     output of each in-place layer sits at its input's offset, bit-exact (test above)."""
     m = read_tflite(sample_models(["kws_dscnn_like"])["kws_dscnn_like"])
     assert generate_c(m, kernels="fast", inplace=False).arena_size == 16256
     sizes, alias = _dry_run(m, "fast")
     cm = generate_c(m, kernels="fast")
-    assert cm.arena_size == 8736
+    assert cm.arena_size == 8800
     kinds = [lk["kernel"] for lk in cm.layer_kernels]
     assert kinds.count("ek_fast_depthwise_conv2d_inplace") == 4 and len(alias) == 8
     plan = plan_arena(m, True, sizes, alias)

@@ -118,6 +118,47 @@ def test_objects_have_unique_archive_names_and_the_map_lists_linked_ones(tmp_pat
     }
 
 
+def test_object_cache_key_follows_the_tree_path_and_every_file_s_size_and_mtime(tmp_path, monkeypatch):
+    """The cache key reads the tree's file paths, sizes and mtimes (no file contents): the same tree gives
+    the same key; an edited (size or mtime), added or removed file, or the same files at another path,
+    another key."""
+    monkeypatch.setenv(tf.CACHE_ENV, str(tmp_path / "cache"))
+    tree = tmp_path / "tree"
+    (tree / "k").mkdir(parents=True)
+    src = tree / "k" / "conv.cc"
+    src.write_text("int conv() { return 1; }\n")
+    (tree / "k" / "conv.h").write_text("int conv();\n")
+
+    def key(t: Path = tree) -> Path:
+        return tf.cache_dir(t, ["-Os"], "true")  # `true --version`: an empty compiler version
+
+    first = key()
+    assert key() == first and first.parent == tmp_path / "cache"
+    st = src.stat()
+    src.write_text("int conv() { return 22; }\n")  # one byte longer
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert key() != first
+    src.write_text("int conv() { return 2; }\n")  # the original size, a new mtime
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert key() != first
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert key() == first  # same paths, sizes and mtimes: a content-only edit keeping both is not seen
+    (tree / "k" / "new.h").write_text("\n")
+    assert key() != first
+    (tree / "k" / "new.h").unlink()
+    assert key() == first
+    other = tmp_path / "copy"
+    other.mkdir()
+    for p in tree.rglob("*"):
+        q = other / p.relative_to(tree)
+        if p.is_dir():
+            q.mkdir()
+        else:
+            q.write_bytes(p.read_bytes())
+            os.utime(q, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns))
+    assert tf.tree_fingerprint(other) == tf.tree_fingerprint(tree) and key(other) != first
+
+
 def test_boot_report_fills_memory():
     lines = ["boot: hello", "edgekd-tflm: arena_used_bytes=5124 arena_bytes=6784",
              "infer 1 0%: edgekd-tflm: stack_bytes=1400"]  # fmt: skip

@@ -117,7 +117,8 @@ def tree_sources(tree: Path) -> list[str]:
 
 
 def tree_fingerprint(tree: Path) -> str:
-    """Changes when any file of the tree does (path, size, mtime), so a regenerated tree rebuilds."""
+    """Changes when any file of the tree does (path, size, mtime in ns), so an edited or regenerated tree
+    rebuilds. Only stat() is called, no file is read (about 20 ms for the 644-file CMSIS-NN tree)."""
     h = hashlib.sha256()
     for p in sorted(tree.rglob("*")):
         if p.is_file():

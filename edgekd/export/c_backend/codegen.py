@@ -6,8 +6,16 @@ numerics (``runtime/edgekd_kernels.c``). One emitter per op, registered with :fu
 Cortex-M4 kernels (``runtime/edgekd_kernels_fast.c``: SIMD MACs, im2col + register-blocked GEMM), with
 the constant data they need prepared here (input offset folded into the bias, blocked weights); the
 results are the same bytes. Each layer's choice is recorded (``CModel.layer_kernels``). The scratch
-a fast kernel needs (im2col rows, int16 rows, depthwise padding) is planned as an arena buffer alive
-only during its layer (``CModel.scratch_placement``), so it shares space with tensors dead by then.
+a fast kernel needs (im2col rows, int16 rows, depthwise tap pointers and padding) is planned as an
+arena buffer alive only during its layer (``CModel.scratch_placement``), so it shares space with
+tensors dead by then.
+
+Less RAM, each bit-exact: a one-row fully connected layer reads its int8 input straight (no scratch);
+stride-1 depthwise, pointwise and other convolutions (out channels <= in channels) and elementwise
+ADD write over an input the planner proves dead (:func:`_dead_after`); a PAD read by one convolution is
+fused into it (the convolution reads the unpadded input: no copy, no padded tensor); and where it lowers
+the arena by at least ``LOWMEM_MIN_GAIN`` a convolution takes its slower variant with two int8 im2col
+rows of scratch instead of six (:func:`choose_lowmem`).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import numpy as np
 
 from edgekd.errors import EdgekdError
 from edgekd.export.c_backend import quant as q
-from edgekd.graph.planner.lifetimes import OFFLINE_METADATA
+from edgekd.graph.planner.lifetimes import OFFLINE_METADATA, View
 from edgekd.graph.reader import read_tflite
 from edgekd.graph.tflite_model import Operator, Tensor, TFLiteModel, _schema_module
 
@@ -34,6 +42,10 @@ FAST_RUNTIME_FILES = ("edgekd_kernels_fast.h", "edgekd_kernels_fast.c")
 KERNELS = ("portable", "fast")
 DEFAULT_KERNELS = "fast"
 FAST_DW_MAX_TAPS = 64  # EK_FAST_DW_MAX_TAPS
+PTR_BYTES = 8  # EK_FAST_PTR_BYTES: scratch bytes per pointer (the same arena serves 64-bit host builds)
+# A memory-saving variant that costs instructions (a convolution in place or with less scratch) is kept
+# only where it lowers the whole arena by at least this fraction.
+LOWMEM_MIN_GAIN = 1 / 16
 
 Emitter = Callable[["_Ctx", Operator, Any], str]
 EMITTERS: dict[str, Emitter] = {}
@@ -132,9 +144,12 @@ class _Ctx:
         kernels: str = "portable",
         scratch_at: dict[int, int] | None = None,
         inplace: bool = True,
+        lowmem: set[int] | None = None,
     ) -> None:
         self.m = m
         self.inplace = inplace  # let layers proven safe write their output over their input
+        self.lowmem = lowmem  # operators that may take a slower memory-saving variant (None: every one)
+        self.lowmem_ops: set[int] = set()  # operators that have one
         self.offsets = offsets
         self.fast = kernels == "fast"
         self.scratch_at = scratch_at if scratch_at is not None else {}  # op -> arena offset of its scratch
@@ -147,6 +162,7 @@ class _Ctx:
         self.decls: list[str] = []
         self.const_names: dict[tuple[int, str], str] = {}
         self.weight_bytes = 0
+        self.fused_pads = _fusable_pads(self) if inplace else {}  # PAD output -> (input, top, left)
 
     def t(self, i: int) -> Tensor:
         return self.m.tensors[i]
@@ -184,8 +200,15 @@ class _Ctx:
         return fn
 
     def scratch_ptr(self, op: Operator) -> str:
-        """Operator ``op``'s scratch: its arena buffer, alive only during that operator."""
+        """Operator ``op``'s scratch: its arena buffer, alive only during that operator (0: none)."""
+        if op.index not in self.op_scratch:
+            return "0"
         return f"(ek_arena + {self.scratch_at[op.index]})"
+
+    def may_lowmem(self, op: Operator) -> bool:
+        """Record that ``op`` has a slower memory-saving variant; whether it may take it."""
+        self.lowmem_ops.add(op.index)
+        return self.lowmem is None or op.index in self.lowmem
 
     def ptr(self, i: int) -> str:
         """A C expression for tensor ``i``'s int8 data (arena slot or const array)."""
@@ -212,24 +235,98 @@ def _scale(t: Tensor) -> float:
 _Multipliers = Callable[[bool], str]
 
 
-def _conv_setup(ctx: _Ctx, op: Operator, opt: Any, depthwise: bool) -> tuple[str, _Multipliers, str]:
-    """Declare operator ``op``'s parameters; (``&p, in``, the multiplier arguments' declarer, ``out``):
-    ``ms(fast)`` declares ``m, s`` for a reference kernel, one ek_requant table for a fast one."""
+class _Geom(NamedTuple):
+    """A convolution's geometry; ``src``: the tensor it reads (a fused PAD's input: ``ph``, ``pw``
+    include that PAD's leading rows and columns)."""
+
+    src: int
+    ih: int
+    iw: int
+    ic: int
+    oh: int
+    ow: int
+    oc: int
+    fh: int
+    fw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    ph: int
+    pw: int
+
+
+def _geometry(ctx: _Ctx, op: Operator, opt: Any) -> _Geom:
     inp, flt, out = ctx.t(op.inputs[0]), ctx.t(op.inputs[1]), ctx.t(op.outputs[0])
     _, ih, iw, ic = _shape4(inp.shape)
     _, oh, ow, oc = _shape4(out.shape)
-    if depthwise:
-        _, fh, fw, _ = flt.shape
-    else:
-        _, fh, fw, fc = flt.shape
-        if fc != ic:
-            raise EdgekdError(f"{ctx.m.source}: CONV_2D operator {op.index} is a grouped convolution "
-                              f"(filter depth {fc}, input depth {ic}); the C backend does not support groups")  # fmt: skip
+    fh, fw = int(flt.shape[1]), int(flt.shape[2])
     sh, sw = opt.strideH, opt.strideW
     dh, dw = max(1, opt.dilationHFactor), max(1, opt.dilationWFactor)
     same = opt.padding == 0
     ph = q.same_padding(ih, fh, sh, dh, oh) if same else 0
     pw = q.same_padding(iw, fw, sw, dw, ow) if same else 0
+    src, top, left = ctx.fused_pads.get(op.inputs[0], (op.inputs[0], 0, 0))
+    _, ih, iw, _ = _shape4(ctx.t(src).shape)
+    return _Geom(src, ih, iw, ic, oh, ow, oc, fh, fw, sh, sw, dh, dw, ph + top, pw + left)
+
+
+def _fusable_pads(ctx: _Ctx) -> dict[int, tuple[int, int, int]]:
+    """PAD outputs a convolution can read without the copy (PAD output -> (its input, top, left)):
+    padding in height and width only, with the convolution input's zero point (what the kernels read
+    outside the image), the one reader a (depthwise) convolution, the PAD's output not a model output,
+    its input an activation, no offline offsets (a malformed PAD is left to its emitter)."""
+    m = ctx.m
+    if OFFLINE_METADATA in m.metadata:
+        return {}
+    readers: dict[int, list[Operator]] = defaultdict(list)
+    for o in m.operators:
+        for t in set(o.inputs):
+            readers[t].append(o)
+    fused = {}
+    for op in m.operators:
+        if op.opcode not in ("PAD", "PADV2") or len(op.outputs) != 1:
+            continue
+        try:
+            how = _fusable_pad(ctx, op, readers)
+        except _MALFORMED:  # not fused: the PAD's own emitter names the problem
+            continue
+        if how is not None:
+            fused[op.outputs[0]] = how
+    return fused
+
+
+def _fusable_pad(ctx: _Ctx, op: Operator, readers: dict[int, list[Operator]]) -> tuple[int, int, int] | None:
+    """(input, top, left) of PAD ``op`` when the one convolution reading it can pad as it reads."""
+    src, out = op.inputs[0], op.outputs[0]
+    rd = readers[out]
+    if len(rd) != 1 or ctx.uses[out] != 1 or rd[0].opcode not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        return None
+    a, b, pads_t = ctx.t(src), ctx.t(out), ctx.t(op.inputs[1])
+    if rd[0].inputs[0] != out or out in ctx.m.outputs or a.has_data or a.is_variable or len(a.shape) != 4:
+        return None
+    if not pads_t.has_data or (_zp(a), _scale(a)) != (_zp(b), _scale(b)):
+        return None
+    pads = ctx.data(pads_t).reshape(-1, 2).astype(np.int64)
+    value = _zp(b)
+    if op.opcode == "PADV2" and len(op.inputs) > 2 and op.inputs[2] >= 0:
+        value = int(ctx.data(ctx.t(op.inputs[2])).reshape(-1)[0])
+    if pads.shape != (4, 2) or pads.min() < 0 or pads[0].any() or pads[3].any() or value != _zp(b):
+        return None
+    return src, int(pads[1, 0]), int(pads[2, 0])
+
+
+def _conv_setup(ctx: _Ctx, op: Operator, opt: Any, depthwise: bool) -> tuple[str, _Multipliers, str]:
+    """Declare operator ``op``'s parameters; (``&p, in``, the multiplier arguments' declarer, ``out``):
+    ``ms(fast)`` declares ``m, s`` for a reference kernel, one ek_requant table for a fast one."""
+    inp, flt, out = ctx.t(op.inputs[0]), ctx.t(op.inputs[1]), ctx.t(op.outputs[0])
+    g = _geometry(ctx, op, opt)
+    oc, fh, fw, sh, sw, dh, dw, ph, pw = g.oc, g.fh, g.fw, g.sh, g.sw, g.dh, g.dw, g.ph, g.pw
+    ic = g.ic
+    if not depthwise and int(flt.shape[3]) != ic:
+        raise EdgekdError(f"{ctx.m.source}: CONV_2D operator {op.index} is a grouped convolution "
+                          f"(filter depth {int(flt.shape[3])}, input depth {ic}); the C backend does not support groups")  # fmt: skip
+    src = ctx.t(g.src)
     lo, hi = q.activation_range(opt.fusedActivationFunction, _scale(out), _zp(out))
     in_s, out_s = _scale(inp), _scale(out)
     mults, shifts = [], []
@@ -243,11 +340,11 @@ def _conv_setup(ctx: _Ctx, op: Operator, opt: Any, depthwise: bool) -> tuple[str
         dm = oc // ic
     k = op.index
     ctx.decls.append(
-        f"static const ek_conv_params p{k} = {{{_s4(inp.shape)}, {_s4(out.shape)}, {fh}, {fw}, {sh}, {sw}, {dh}, {dw}, "
+        f"static const ek_conv_params p{k} = {{{_s4(src.shape)}, {_s4(out.shape)}, {fh}, {fw}, {sh}, {sw}, {dh}, {dw}, "
         f"{ph}, {pw}, {dm}, {-_zp(inp)}, {_zp(out)}, {lo}, {hi}}};\n"
     )
     return (
-        f"&p{k}, {ctx.ptr(op.inputs[0])}",
+        f"&p{k}, {ctx.ptr(g.src)}",
         _multipliers(ctx, k, mults, shifts, _zp(out)),
         ctx.out(op.outputs[0]),
     )
@@ -328,10 +425,22 @@ def _conv(ctx: _Ctx, op: Operator, opt: Any) -> str:
     k4 = -(-w.shape[1] // 4) * 4
     bias = _folded_bias(ctx, op, w, -_zp(ctx.t(op.inputs[0])))
     wb = ctx.array(f"w{op.index}", "int8_t", block_weights(w))
-    if _inplace_pointwise(ctx, op, opt):
-        ctx.aliases[op.outputs[0]] = op.inputs[0]
-    need = 4 * k4 if _direct_pointwise(ctx, op, opt) else 6 * k4  # int16 pairs of 2 rows (+ 2 im2col rows)
-    return f"{ctx.kernel(op, 'ek_fast_conv2d', need)}({head}, {wb}, {bias}, {ms(True)}, {out}, {ctx.scratch_ptr(op)});"
+    g = _geometry(ctx, op, opt)
+    direct = _direct_pointwise(g)
+    if direct and _inplace_pointwise(ctx, g):
+        ctx.aliases[op.outputs[0]] = g.src
+    if direct:  # int16 pairs of 2 rows
+        return f"{ctx.kernel(op, 'ek_fast_conv2d', 4 * k4)}({head}, {wb}, {bias}, {ms(True)}, {out}, {ctx.scratch_ptr(op)});"
+    ring = _inplace_conv(ctx, op, g, k4)
+    if ctx.may_lowmem(op) and ring:  # two int8 im2col rows + a ring of input rows, over the input
+        ctx.aliases[op.outputs[0]] = g.src
+        fn = ctx.kernel(op, "ek_fast_conv2d_inplace", 2 * k4 + ring)
+        return f"{fn}(&p{op.index}, {out}, {wb}, {bias}, {ms(True)}, {ctx.scratch_ptr(op)});"
+    if ctx.may_lowmem(op):  # two int8 im2col rows
+        fn = ctx.kernel(op, "ek_fast_conv2d_lowmem", 2 * k4)
+    else:  # int16 pairs of 2 rows + 2 im2col rows
+        fn = ctx.kernel(op, "ek_fast_conv2d", 6 * k4)
+    return f"{fn}({head}, {wb}, {bias}, {ms(True)}, {out}, {ctx.scratch_ptr(op)});"
 
 
 @emitter("DEPTHWISE_CONV_2D")
@@ -345,12 +454,13 @@ def _dwconv(ctx: _Ctx, op: Operator, opt: Any) -> str:
     w = ctx.data(flt).reshape(taps, ch)
     bias = _folded_bias(ctx, op, w.T, -_zp(inp))
     wp = ctx.array(f"w{op.index}", "int32_t", pack_depthwise(w))
-    inplace = _inplace_scratch(ctx, op, opt)
+    g = _geometry(ctx, op, opt)
+    inplace = _inplace_scratch(ctx, op, g)
     if inplace:
-        ctx.aliases[op.outputs[0]] = inp.index
+        ctx.aliases[op.outputs[0]] = g.src
         fn = ctx.kernel(op, "ek_fast_depthwise_conv2d_inplace", inplace)
         return f"{fn}(&p{op.index}, {out}, {wp}, {bias}, {ms(True)}, {ctx.scratch_ptr(op)});"
-    fn = ctx.kernel(op, "ek_fast_depthwise_conv2d", ch)
+    fn = ctx.kernel(op, "ek_fast_depthwise_conv2d", taps * PTR_BYTES + ch)  # EK_FAST_DW_SCRATCH
     return f"{fn}({head}, {wp}, {bias}, {ms(True)}, {out}, {ctx.scratch_ptr(op)});"
 
 
@@ -369,39 +479,46 @@ def _dead_after(ctx: _Ctx, t: int) -> bool:
     return OFFLINE_METADATA not in m.metadata
 
 
-def _direct_pointwise(ctx: _Ctx, op: Operator, opt: Any) -> bool:
-    """ek_fast_conv2d's ``direct`` case: 1x1, stride 1, in channels a multiple of 4 (rows read straight
-    from the input, no im2col)."""
-    inp, flt, out = ctx.t(op.inputs[0]), ctx.t(op.inputs[1]), ctx.t(op.outputs[0])
-    _, ih, iw, ic = _shape4(inp.shape)
-    _, fh, fw, _ = flt.shape
-    pointwise = (fh, fw, opt.strideH, opt.strideW) == (1, 1, 1, 1) and ic % 4 == 0
-    return pointwise and _shape4(out.shape)[1:3] == (ih, iw)
+def _direct_pointwise(g: _Geom) -> bool:
+    """ek_fast_conv2d's ``direct`` case: 1x1, stride 1, no padding, in channels a multiple of 4 (rows
+    read straight from the input, no im2col)."""
+    pointwise = (g.fh, g.fw, g.sh, g.sw, g.ph, g.pw) == (1, 1, 1, 1, 0, 0) and g.ic % 4 == 0
+    return pointwise and (g.oh, g.ow) == (g.ih, g.iw)
 
 
-def _inplace_pointwise(ctx: _Ctx, op: Operator, opt: Any) -> bool:
+def _inplace_pointwise(ctx: _Ctx, g: _Geom) -> bool:
     """A direct pointwise convolution may write over its input when out channels <= in channels: each
     pair of pixels is read (expanded to int16 in the scratch) before its outputs are stored, and they
     end before unread input starts."""
-    inp, flt = ctx.t(op.inputs[0]), ctx.t(op.inputs[1])
-    fits = int(flt.shape[0]) <= _shape4(inp.shape)[3]
-    return _direct_pointwise(ctx, op, opt) and fits and _dead_after(ctx, inp.index)
+    return g.oc <= g.ic and _dead_after(ctx, g.src)
 
 
-def _inplace_scratch(ctx: _Ctx, op: Operator, opt: Any) -> int:
+def _same_rows(ctx: _Ctx, op: Operator, g: _Geom) -> bool:
+    """Stride 1, the output's batches, height and width the input's, the input dead after ``op``."""
+    same = (g.sh, g.sw, g.oh, g.ow) == (1, 1, g.ih, g.iw)
+    n_in, n_out = _shape4(ctx.t(g.src).shape)[0], _shape4(ctx.t(op.outputs[0]).shape)[0]
+    return same and n_in == n_out and _dead_after(ctx, g.src)
+
+
+def _inplace_conv(ctx: _Ctx, op: Operator, g: _Geom, k4: int) -> int:
+    """Ring bytes (pad_h + 1 input rows) of the in-place convolution for ``op``, or 0 where it is not
+    safe or saves nothing: :func:`_same_rows`, out channels <= in channels (output row R ends before
+    input row R + 1), scratch smaller than the output (EK_FAST_CONV_INPLACE_SCRATCH)."""
+    if g.oc > g.ic or not _same_rows(ctx, op, g):
+        return 0
+    ring = (g.ph + 1) * g.iw * g.ic
+    return ring if 2 * k4 + ring < ctx.t(op.outputs[0]).nbytes else 0
+
+
+def _inplace_scratch(ctx: _Ctx, op: Operator, g: _Geom) -> int:
     """Scratch bytes of the in-place depthwise kernel for ``op``, or 0 where it is not safe or saves
     nothing: stride 1 and the output shape the input's, an activation tensor read by this operator
     only (dead after it; not a model input or output), no offline offsets, ring smaller than the output."""
-    inp, out, flt = ctx.t(op.inputs[0]), ctx.t(op.outputs[0]), ctx.t(op.inputs[1])
-    if (opt.strideH, opt.strideW) != (1, 1) or _shape4(inp.shape) != _shape4(out.shape):
+    if g.oc != g.ic or not _same_rows(ctx, op, g):
         return 0
-    if not _dead_after(ctx, inp.index):
-        return 0
-    _, ih, iw, ch = _shape4(inp.shape)
-    dh = max(1, opt.dilationHFactor)
-    pad_h = q.same_padding(ih, int(flt.shape[1]), 1, dh, ih) if opt.padding == 0 else 0
-    need = ch + (pad_h + 1) * iw * ch  # EK_FAST_DW_INPLACE_SCRATCH
-    return need if need < out.nbytes else 0
+    taps = g.fh * g.fw
+    need = (taps + g.fh) * PTR_BYTES + g.ic + (g.ph + 1) * g.iw * g.ic  # EK_FAST_DW_INPLACE_SCRATCH
+    return need if need < ctx.t(op.outputs[0]).nbytes else 0
 
 
 @emitter("FULLY_CONNECTED")
@@ -431,8 +548,8 @@ def _fc(ctx: _Ctx, op: Operator, opt: Any) -> str:
     bias = _folded_bias(ctx, op, w, -_zp(inp))
     wb = ctx.array(f"w{k}", "int8_t", block_weights(w))
     k4 = -(-accum // 4) * 4
-    rows = 2 if batches > 1 else 1  # int16 pairs of the rows (+ the rows zero-padded to k4)
-    fn = ctx.kernel(op, "ek_fast_fully_connected", rows * k4 * (2 + (accum != k4)))
+    # one batch: straight from the input; more: int16 pairs of 2 rows (+ the rows zero-padded to k4)
+    fn = ctx.kernel(op, "ek_fast_fully_connected", 0 if batches == 1 else 2 * k4 * (2 + (accum != k4)))
     return f"{fn}({head}, {wb}, {bias}, {ms(True)}, {o}, {ctx.scratch_ptr(op)});"
 
 
@@ -531,6 +648,10 @@ def _softmax(ctx: _Ctx, op: Operator, opt: Any) -> str:
 @emitter("PAD", "PADV2")
 def _pad(ctx: _Ctx, op: Operator, opt: Any) -> str:
     inp, pads_t, out = ctx.t(op.inputs[0]), ctx.t(op.inputs[1]), ctx.t(op.outputs[0])
+    if out.index in ctx.fused_pads:  # the convolution reading it pads as it reads (no copy)
+        ctx.aliases[out.index] = View(inp.index)
+        ctx.kernel(op, "fused")
+        return "/* fused into the convolution that reads it: no copy */"
     pads = ctx.data(pads_t).reshape(-1, 2)
     value = _zp(out)
     if op.opcode == "PADV2" and len(op.inputs) > 2 and op.inputs[2] >= 0:
@@ -659,13 +780,38 @@ def plan_arena(
     return ArenaPlan(list(best.order), offsets, best.head, name, greedy_plan(m).head, at)
 
 
-def _dry_run(m: TFLiteModel, kernels: str, inplace: bool = True) -> tuple[dict[int, int], dict[int, int]]:
-    """(operator -> scratch bytes its kernel needs, in-place output -> its input): a dry run of the
-    emitters, arena offsets unknown."""
-    ctx = _Ctx(m, defaultdict(int), kernels, defaultdict(int), inplace)
+def _dry_ctx(m: TFLiteModel, kernels: str, inplace: bool = True, lowmem: set[int] | None = None) -> _Ctx:
+    ctx = _Ctx(m, defaultdict(int), kernels, defaultdict(int), inplace, lowmem)
     for op in m.operators:
         _emit(ctx, op)
+    return ctx
+
+
+def _dry_run(
+    m: TFLiteModel, kernels: str, inplace: bool = True, lowmem: set[int] | None = None
+) -> tuple[dict[int, int], dict[int, int]]:
+    """(operator -> scratch bytes its kernel needs, in-place output -> its input): a dry run of the
+    emitters, arena offsets unknown; ``lowmem``: as :class:`_Ctx`."""
+    ctx = _dry_ctx(m, kernels, inplace, lowmem)
     return ctx.op_scratch, ctx.aliases
+
+
+def choose_lowmem(m: TFLiteModel, kernels: str, inplace: bool = True, optimize: bool = True) -> set[int]:
+    """The operators that take their slower memory-saving variant (a convolution in place or with two
+    int8 im2col rows of scratch): from all of them, each dropped in turn unless the arena without it is
+    larger by at least LOWMEM_MIN_GAIN; so the instructions go up only where the arena comes down."""
+    chosen = set(_dry_ctx(m, kernels, inplace).lowmem_ops)
+
+    def arena(ops: set[int]) -> int:
+        return plan_arena(m, optimize, *_dry_run(m, kernels, inplace, ops)).arena
+
+    current = arena(chosen) if chosen else 0
+    for op in sorted(chosen):
+        trial = chosen - {op}
+        a = arena(trial)
+        if a - current < a * LOWMEM_MIN_GAIN:
+            chosen, current = trial, a
+    return chosen
 
 
 def _scratch_sizes(m: TFLiteModel, kernels: str, inplace: bool = True) -> dict[int, int]:
@@ -698,18 +844,23 @@ def generate_c(
     prefix: str = "edgekd",
     kernels: str = DEFAULT_KERNELS,
     inplace: bool = True,
+    lowmem: bool = True,
 ) -> CModel:
     """C sources for ``model`` (see module doc) with ``kernels`` (one of KERNELS); ``inplace``: layers
-    proven safe (fast depthwise / pointwise convolutions, elementwise ADD whose input dies there) write
-    their output over their input. Raises EdgekdError for float models and unsupported ops."""
+    proven safe (fast depthwise / pointwise / other stride-1 convolutions, elementwise ADD whose input
+    dies there) write their output over their input, and a PAD read by one convolution is fused into it
+    (no copy); ``lowmem``: convolutions may take a slower variant with less scratch (or in place) where
+    that lowers the arena (:func:`choose_lowmem`). Raises EdgekdError for float models and unsupported
+    ops."""
     if kernels not in KERNELS:
         raise EdgekdError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
     m = model if isinstance(model, TFLiteModel) else read_tflite(model)
     _check(m)
+    chosen = choose_lowmem(m, kernels, inplace, optimize_plan) if lowmem else set()
     order, offsets, arena, method, greedy_head, scratch_at = plan_arena(
-        m, optimize_plan, *_dry_run(m, kernels, inplace)
+        m, optimize_plan, *_dry_run(m, kernels, inplace, chosen)
     )
-    ctx = _Ctx(m, offsets, kernels, scratch_at, inplace)
+    ctx = _Ctx(m, offsets, kernels, scratch_at, inplace, chosen)
     calls = [f"    /* {i}: {m.operators[i].opcode} */\n    " + _emit(ctx, m.operators[i]) for i in order]
     ti, to = m.tensors[m.inputs[0]], m.tensors[m.outputs[0]]
     if ti.index not in offsets or to.index not in offsets:

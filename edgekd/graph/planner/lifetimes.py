@@ -285,17 +285,23 @@ def alias_root(alias: dict[int, int], t: int) -> int:
     return t
 
 
+class View(int):
+    """An ``alias`` target whose output is never written: its readers read the input's bytes (a PAD
+    fused into the convolution after it), so the shared buffer keeps the input's size."""
+
+
 def merge_aliases(bufs: list[Buffer], alias: dict[int, int]) -> list[Buffer]:
     """Subgraph-0 buffers with each ``alias`` output (written in place over input ``alias[out]``)
     folded into its input's buffer: one buffer living from the input's creation to the output's
-    last use, as large as either."""
+    last use, as large as either (as the input for a :class:`View`)."""
     if not alias:
         return bufs
     by_tensor = {b.tensor: b for b in bufs if b.subgraph == 0}
     for out in alias:
         root, bo = by_tensor[alias_root(alias, out)], by_tensor[out]
         root.first, root.last = min(root.first, bo.first), max(root.last, bo.last)
-        root.size = max(root.size, bo.size)
+        if not isinstance(alias[out], View):
+            root.size = max(root.size, bo.size)
     return [b for b in bufs if not (b.subgraph == 0 and b.tensor in alias)]
 
 

@@ -45,6 +45,9 @@ EK_INLINE uint32_t rd32(const int8_t *p) { /* unaligned-safe word read (one LDR 
     return v;
 }
 
+/* the scratch the code generator plans holds EK_FAST_PTR_BYTES per pointer */
+typedef char ek_pointer_fits_its_scratch_slot[sizeof(const int8_t *) <= EK_FAST_PTR_BYTES ? 1 : -1];
+
 EK_INLINE int8_t clamp8(int32_t v, int32_t lo, int32_t hi) { return (int8_t)(v < lo ? lo : v > hi ? hi : v); }
 
 /* TFLM's MultiplyByQuantizedMultiplier plus the output zero point, with one 64-bit rounding step. For a
@@ -94,14 +97,6 @@ static void expand2(const int8_t *r0, const int8_t *r1, int32_t k4, int32_t *x) 
         x[1] = EK_SXTB16_ROR8(u0);
         x[2] = EK_SXTB16(u1);
         x[3] = EK_SXTB16_ROR8(u1);
-    }
-}
-
-static void expand1(const int8_t *r0, int32_t k4, int32_t *x) {
-    for (int32_t j = 0; j < k4; j += 4, x += 2) {
-        const uint32_t u0 = rd32(r0 + j);
-        x[0] = EK_SXTB16(u0);
-        x[1] = EK_SXTB16_ROR8(u0);
     }
 }
 
@@ -191,30 +186,129 @@ static void gemm2(const ek_gemm *g, const int32_t *x, int8_t *o0, int8_t *o1) {
     }
 }
 
-/* One output row (x from expand1): 2 channels per step. */
-static void gemm1(const ek_gemm *g, const int32_t *x, int8_t *o0) {
+/* ---- int8 rows straight from memory (no int16 copy): one-batch FC, odd pixels, less scratch ------ */
+/* The row's last chunk (k % 4 bytes from r) as a word, zero-filled past the depth (the blocked weights
+ * are zero there). */
+EK_INLINE uint32_t rd_tail(const int8_t *r, int32_t n) {
+    uint32_t v = 0;
+    memcpy(&v, r, (size_t)n);
+    return v;
+}
+
+/* acc += one input word (4 depths, sign-extended in registers) x one channel's 4 weights (w). */
+EK_INLINE int32_t mac4(int32_t xe, int32_t xo, uint32_t w, int32_t acc) {
+    return EK_SMLAD(xo, EK_SXTB16_ROR8(w), EK_SMLAD(xe, EK_SXTB16(w), acc));
+}
+
+#if defined(__ARM_FEATURE_DSP)
+/* acc += the word (xe, xo) x the next 4 weights at ptr (post-incremented): one channel of gemm_row */
+#define EK_MACW(acc, ptr)                                                                               \
+    "ldr %[wa], [%[" ptr "]], #4\n\t"                                                                  \
+    "sxtb16 %[wt], %[wa], ror #8\n\t"                                                                  \
+    "sxtb16 %[wa], %[wa]\n\t"                                                                          \
+    "smlad %[" acc "], %[xe], %[wa], %[" acc "]\n\t"                                                   \
+    "smlad %[" acc "], %[xo], %[wt], %[" acc "]\n\t"
+#endif
+
+/* o[0..n_out) of one row r (k bytes, read as int8 words and sign-extended in registers): 4 channels per
+ * step (each input word expanded once for the four), then a pair, then an odd channel. No scratch. */
+static void gemm_row(const ek_gemm *g, const int8_t *r, int32_t k, int8_t *o) {
     const int8_t *w = g->w;
-    const int32_t *const bias = g->bias, *const xend = x + g->k4 / 2;
+    const int32_t *const bias = g->bias;
     const ek_requant *const rq = g->rq;
-    const int32_t n_out = g->n_out, mask = g->mask, lo = g->act_min, hi = g->act_max;
+    const int32_t n_out = g->n_out, pair = 2 * g->k4, mask = g->mask, lo = g->act_min, hi = g->act_max;
+    const int8_t *const full = r + (k & ~3); /* the whole chunks end there; then k % 4 bytes */
+    const int32_t tail = k & 3;
+    int32_t oc = 0;
+    for (; oc + 3 < n_out; oc += 4) { /* two weight pairs: channels oc, oc + 1 at w, oc + 2, oc + 3 at wb */
+        const int8_t *wb = w + pair;
+        int32_t a0 = bias[oc], a1 = bias[oc + 1], a2 = bias[oc + 2], a3 = bias[oc + 3];
+        for (const int8_t *x = r; x < full;) {
+#if defined(__ARM_FEATURE_DSP) /* in registers whatever the compiler's allocation: 25 instructions a chunk */
+            int32_t xe, xo, wa, wt;
+            __asm__("ldr %[xe], [%[x]], #4\n\t"
+                    "sxtb16 %[xo], %[xe], ror #8\n\t"
+                    "sxtb16 %[xe], %[xe]\n\t"
+                    EK_MACW("a0", "w") EK_MACW("a1", "w") EK_MACW("a2", "wb") EK_MACW("a3", "wb")
+                    : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(x), [w] "+r"(w),
+                      [wb] "+r"(wb), [xe] "=&r"(xe), [xo] "=&r"(xo), [wa] "=&r"(wa), [wt] "=&r"(wt)
+                    : "m"(*(const int8_t(*)[4])x), "m"(*(const int8_t(*)[8])w), "m"(*(const int8_t(*)[8])wb));
+#else
+            const uint32_t u = rd32(x);
+            const int32_t xe = EK_SXTB16(u), xo = EK_SXTB16_ROR8(u);
+            a0 = mac4(xe, xo, rd32(w), a0);
+            a1 = mac4(xe, xo, rd32(w + 4), a1);
+            a2 = mac4(xe, xo, rd32(wb), a2);
+            a3 = mac4(xe, xo, rd32(wb + 4), a3);
+            x += 4, w += 8, wb += 8;
+#endif
+        }
+        if (tail) {
+            const uint32_t u = rd_tail(full, tail);
+            const int32_t te = EK_SXTB16(u), to = EK_SXTB16_ROR8(u);
+            a0 = mac4(te, to, rd32(w), a0);
+            a1 = mac4(te, to, rd32(w + 4), a1);
+            a2 = mac4(te, to, rd32(wb), a2);
+            a3 = mac4(te, to, rd32(wb + 4), a3);
+            wb += 8;
+        }
+        w = wb;
+        o[oc] = requant8(a0, &rq[oc & mask], lo, hi);
+        o[oc + 1] = requant8(a1, &rq[(oc + 1) & mask], lo, hi);
+        o[oc + 2] = requant8(a2, &rq[(oc + 2) & mask], lo, hi);
+        o[oc + 3] = requant8(a3, &rq[(oc + 3) & mask], lo, hi);
+    }
+    for (; oc < n_out; oc += 2) { /* a last pair, then an odd channel (4 weight bytes a chunk) */
+        const int32_t two = oc + 1 < n_out, step = two ? 8 : 4;
+        int32_t a0 = bias[oc], a1 = two ? bias[oc + 1] : 0;
+        for (const int8_t *x = r; x <= full; x += 4, w += step) {
+            if (x == full && !tail) break;
+            const uint32_t u = x < full ? rd32(x) : rd_tail(full, tail);
+            const int32_t xe = EK_SXTB16(u), xo = EK_SXTB16_ROR8(u);
+            a0 = mac4(xe, xo, rd32(w), a0);
+            if (two) a1 = mac4(xe, xo, rd32(w + 4), a1);
+        }
+        o[oc] = requant8(a0, &rq[oc & mask], lo, hi);
+        if (two) o[oc + 1] = requant8(a1, &rq[(oc + 1) & mask], lo, hi);
+    }
+}
+
+/* Two int8 rows (k4 bytes each, zero-padded past the depth): 2 pixels x 2 channels per step, the rows
+ * sign-extended in registers (no int16 copy: 2 * k4 bytes of im2col scratch instead of 6 * k4). */
+static void gemm2_rows(const ek_gemm *g, const int8_t *r0, const int8_t *r1, int8_t *o0, int8_t *o1) {
+    const int8_t *w = g->w;
+    const int32_t *const bias = g->bias;
+    const ek_requant *const rq = g->rq;
+    const int32_t n_out = g->n_out, k4 = g->k4, mask = g->mask, lo = g->act_min, hi = g->act_max;
     int32_t oc = 0;
     for (; oc + 1 < n_out; oc += 2) {
-        int32_t a0 = bias[oc], a1 = bias[oc + 1];
-        for (const int32_t *xp = x; xp < xend; xp += 2, w += 8) {
-            const uint32_t w0 = rd32(w), w1 = rd32(w + 4);
-            a0 = EK_SMLAD(xp[1], EK_SXTB16_ROR8(w0), EK_SMLAD(xp[0], EK_SXTB16(w0), a0));
-            a1 = EK_SMLAD(xp[1], EK_SXTB16_ROR8(w1), EK_SMLAD(xp[0], EK_SXTB16(w1), a1));
+        int32_t a00 = bias[oc], a01 = bias[oc + 1], a10 = a00, a11 = a01;
+        for (int32_t j = 0; j < k4; j += 4, w += 8) {
+            const uint32_t u0 = rd32(r0 + j), u1 = rd32(r1 + j), w0 = rd32(w), w1 = rd32(w + 4);
+            const int32_t x0 = EK_SXTB16(u0), x1 = EK_SXTB16_ROR8(u0), x2 = EK_SXTB16(u1), x3 = EK_SXTB16_ROR8(u1);
+            const int32_t w0e = EK_SXTB16(w0), w0o = EK_SXTB16_ROR8(w0);
+            const int32_t w1e = EK_SXTB16(w1), w1o = EK_SXTB16_ROR8(w1);
+            a00 = EK_SMLAD(x1, w0o, EK_SMLAD(x0, w0e, a00));
+            a10 = EK_SMLAD(x3, w0o, EK_SMLAD(x2, w0e, a10));
+            a01 = EK_SMLAD(x1, w1o, EK_SMLAD(x0, w1e, a01));
+            a11 = EK_SMLAD(x3, w1o, EK_SMLAD(x2, w1e, a11));
         }
-        o0[oc] = requant8(a0, &rq[oc & mask], lo, hi);
-        o0[oc + 1] = requant8(a1, &rq[(oc + 1) & mask], lo, hi);
+        const ek_requant *q0 = &rq[oc & mask], *q1 = &rq[(oc + 1) & mask];
+        o0[oc] = requant8(a00, q0, lo, hi);
+        o0[oc + 1] = requant8(a01, q1, lo, hi);
+        o1[oc] = requant8(a10, q0, lo, hi);
+        o1[oc + 1] = requant8(a11, q1, lo, hi);
     }
     if (oc < n_out) {
-        int32_t a0 = bias[oc];
-        for (const int32_t *xp = x; xp < xend; xp += 2, w += 4) {
-            const uint32_t w0 = rd32(w);
-            a0 = EK_SMLAD(xp[1], EK_SXTB16_ROR8(w0), EK_SMLAD(xp[0], EK_SXTB16(w0), a0));
+        int32_t a0 = bias[oc], a1 = a0;
+        for (int32_t j = 0; j < k4; j += 4, w += 4) {
+            const uint32_t u0 = rd32(r0 + j), u1 = rd32(r1 + j), w0 = rd32(w);
+            const int32_t w0e = EK_SXTB16(w0), w0o = EK_SXTB16_ROR8(w0);
+            a0 = EK_SMLAD(EK_SXTB16_ROR8(u0), w0o, EK_SMLAD(EK_SXTB16(u0), w0e, a0));
+            a1 = EK_SMLAD(EK_SXTB16_ROR8(u1), w0o, EK_SMLAD(EK_SXTB16(u1), w0e, a1));
         }
         o0[oc] = requant8(a0, &rq[oc & mask], lo, hi);
+        o1[oc] = requant8(a1, &rq[oc & mask], lo, hi);
     }
 }
 
@@ -264,28 +358,101 @@ void ek_fast_conv2d(const ek_conv_params *p, const int8_t *in, const int8_t *wbl
         expand2(a0, a1, k4, x);
         gemm2(&g, x, out + q * oc, out + (q + 1) * oc);
     }
-    if (q < pixels) {
+    if (q < pixels) { /* the last pixel of an odd count: its int8 row straight (no scratch needed) */
         const int8_t *a0 = in + q * ic;
         if (!direct) {
             im2col(p, in, q, k4, r0);
             a0 = r0;
         }
-        expand1(a0, k4, x);
-        gemm1(&g, x, out + q * oc);
+        gemm_row(&g, a0, k4, out + q * oc);
     }
 }
 
-/* ---- fully connected: the same GEMM, one row per batch ------------------------------------------ */
+/* ---- convolution with less scratch: two int8 im2col rows (2 * k4 bytes), no int16 copy ----------- */
+void ek_fast_conv2d_lowmem(const ek_conv_params *p, const int8_t *in, const int8_t *wblk, const int32_t *bias,
+                           const ek_requant *rq, int8_t *out, int8_t *scratch) {
+    const int32_t oc = p->out.c, k4 = (p->fh * p->fw * p->in.c + 3) / 4 * 4;
+    const ek_gemm g = {k4, oc, p->act_min, p->act_max, -1, wblk, bias, rq};
+    int8_t *const r0 = scratch, *const r1 = scratch + k4;
+    const int32_t pixels = p->out.n * p->out.h * p->out.w;
+    int32_t q = 0;
+    for (; q + 1 < pixels; q += 2) {
+        im2col(p, in, q, k4, r0);
+        im2col(p, in, q + 1, k4, r1);
+        gemm2_rows(&g, r0, r1, out + q * oc, out + (q + 1) * oc);
+    }
+    if (q < pixels) {
+        im2col(p, in, q, k4, r0);
+        gemm_row(&g, r0, k4, out + q * oc);
+    }
+}
+
+/* Output pixel (oy, ox)'s im2col row for the in-place convolution: input rows up to oy from the ring
+ * (each copied there before its output row overwrote it), later rows from the image. */
+static void im2col_ring(const ek_conv_params *p, const int8_t *img, const int8_t *ring, int32_t keep, int32_t oy,
+                        int32_t ox, int32_t k4, int8_t *row) {
+    const int32_t ic = p->in.c, h = p->in.h, w = p->in.w, stride = w * ic;
+    const int8_t zp = (int8_t)(-p->in_offset);
+    int8_t *r = row;
+    for (int32_t fy = 0; fy < p->fh; ++fy) {
+        const int32_t iy = oy - p->pad_h + p->dil_h * fy;
+        const int8_t *src = iy < 0 || iy >= h ? 0 : iy <= oy ? ring + (iy % keep) * stride : img + iy * stride;
+        for (int32_t fx = 0; fx < p->fw; ++fx, r += ic) {
+            const int32_t ix = ox - p->pad_w + p->dil_w * fx;
+            if (!src || ix < 0 || ix >= w)
+                memset(r, zp, (size_t)ic);
+            else
+                memcpy(r, src + ix * ic, (size_t)ic);
+        }
+    }
+    memset(r, 0, (size_t)(row + k4 - r));
+}
+
+/* In place (stride 1, output height and width the input's, out channels <= in channels; io holds the
+ * input and receives the output): output row R (flattened over batches) ends at or before input row
+ * R + 1 starts, so it overwrites only input rows <= R; each input row is copied into a ring of
+ * pad_h + 1 rows just before its own output row, and the taps of rows up to oy read the ring. Scratch
+ * (EK_FAST_CONV_INPLACE_SCRATCH): two im2col rows, then the ring. Same results as ek_fast_conv2d. */
+void ek_fast_conv2d_inplace(const ek_conv_params *p, int8_t *io, const int8_t *wblk, const int32_t *bias,
+                            const ek_requant *rq, int8_t *scratch) {
+    const int32_t ic = p->in.c, oc = p->out.c, h = p->in.h, w = p->in.w, k4 = (p->fh * p->fw * ic + 3) / 4 * 4;
+    const int32_t stride = w * ic, keep = p->pad_h + 1;
+    const ek_gemm g = {k4, oc, p->act_min, p->act_max, -1, wblk, bias, rq};
+    int8_t *const r0 = scratch, *const r1 = scratch + k4, *const ring = scratch + 2 * k4;
+    for (int32_t b = 0; b < p->in.n; ++b) {
+        const int8_t *img = io + b * h * stride;
+        int8_t *o = io + b * h * w * oc;
+        for (int32_t oy = 0; oy < h; ++oy) {
+            memcpy(ring + (oy % keep) * stride, img + oy * stride, (size_t)stride);
+            int32_t ox = 0;
+            for (; ox + 1 < w; ox += 2, o += 2 * oc) {
+                im2col_ring(p, img, ring, keep, oy, ox, k4, r0);
+                im2col_ring(p, img, ring, keep, oy, ox + 1, k4, r1);
+                gemm2_rows(&g, r0, r1, o, o + oc);
+            }
+            if (ox < w) {
+                im2col_ring(p, img, ring, keep, oy, ox, k4, r0);
+                gemm_row(&g, r0, k4, o);
+                o += oc;
+            }
+        }
+    }
+}
+
+/* ---- fully connected: one batch straight from the input (no scratch), else the 2-row GEMM -------- */
 void ek_fast_fully_connected(const ek_fc_params *p, const int8_t *in, const int8_t *wblk, const int32_t *bias,
                              const ek_requant *rq, int8_t *out, int8_t *scratch) {
     const int32_t k = p->accum_depth, k4 = (k + 3) / 4 * 4;
     const ek_gemm g = {k4, p->out_depth, p->act_min, p->act_max, p->per_channel ? -1 : 0,
                        wblk, bias, rq};
-    /* x: int16 pairs of 2 rows (4 * k4 bytes; one batch: 1 row), then rows zero-padded to k4 if k != k4 */
-    const int32_t rows = p->batches > 1 ? 2 : 1;
+    if (p->batches == 1) { /* scratch may be 0 */
+        gemm_row(&g, in, k, out);
+        return;
+    }
+    /* x: int16 pairs of 2 rows (4 * k4 bytes), then the rows zero-padded to k4 if k != k4 */
     int32_t *x = (int32_t *)(void *)scratch;
-    int8_t *const r0 = scratch + 2 * rows * k4, *const r1 = rows == 2 && k != k4 ? r0 + k4 : r0;
-    if (k != k4) memset(r0, 0, (size_t)(rows * k4));
+    int8_t *const r0 = scratch + 4 * k4, *const r1 = k != k4 ? r0 + k4 : r0;
+    if (k != k4) memset(r0, 0, (size_t)(2 * k4));
     int32_t b = 0;
     for (; b + 1 < p->batches; b += 2) {
         const int8_t *a0 = in + b * k, *a1 = a0 + k;
@@ -298,15 +465,7 @@ void ek_fast_fully_connected(const ek_fc_params *p, const int8_t *in, const int8
         expand2(a0, a1, k4, x);
         gemm2(&g, x, out + b * p->out_depth, out + (b + 1) * p->out_depth);
     }
-    if (b < p->batches) {
-        const int8_t *a0 = in + b * k;
-        if (k != k4) {
-            memcpy(r0, a0, (size_t)k);
-            a0 = r0;
-        }
-        expand1(a0, k4, x);
-        gemm1(&g, x, out + b * p->out_depth);
-    }
+    if (b < p->batches) gemm_row(&g, in + b * k, k, out + b * p->out_depth);
 }
 
 /* ---- depthwise (depth multiplier 1, channels a multiple of 4): 4 channels per step over all taps --- */
@@ -348,8 +507,10 @@ void ek_fast_depthwise_conv2d(const ek_conv_params *p, const int8_t *in, const i
                               const int32_t *bias, const ek_requant *rq, int8_t *out, int8_t *scratch) {
     const int32_t ch = p->in.c, taps = p->fh * p->fw, fw = p->fw, ih = p->in.h, iw = p->in.w;
     const int32_t lo = p->act_min, hi = p->act_max;
-    const int8_t *tap[EK_FAST_DW_MAX_TAPS];
-    memset(scratch, (int8_t)(-p->in_offset), (size_t)ch); /* out-of-image taps read the zero point */
+    /* scratch (EK_FAST_DW_SCRATCH): the tap pointers, then one pixel of zero points (out-of-image taps) */
+    const int8_t **const tap = (const int8_t **)(void *)scratch;
+    int8_t *const zp = scratch + taps * EK_FAST_PTR_BYTES;
+    memset(zp, (int8_t)(-p->in_offset), (size_t)ch);
     int8_t *o = out;
     for (int32_t b = 0; b < p->out.n; ++b)
         for (int32_t oy = 0; oy < p->out.h; ++oy)
@@ -358,7 +519,7 @@ void ek_fast_depthwise_conv2d(const ek_conv_params *p, const int8_t *in, const i
                 for (int32_t t = 0; t < taps; ++t) {
                     const int32_t iy = iy0 + p->dil_h * (t / fw), ix = ix0 + p->dil_w * (t % fw);
                     const int inside = iy >= 0 && iy < ih && ix >= 0 && ix < iw;
-                    tap[t] = inside ? in + ((b * ih + iy) * iw + ix) * ch : scratch;
+                    tap[t] = inside ? in + ((b * ih + iy) * iw + ix) * ch : zp;
                 }
                 dw_pixel(tap, taps, ch, w32, bias, rq, lo, hi, o);
             }
@@ -366,15 +527,16 @@ void ek_fast_depthwise_conv2d(const ek_conv_params *p, const int8_t *in, const i
 
 /* In place (stride 1, output shape = input shape, io holds the input and receives the output): before
  * output row oy overwrites input row oy, that row is kept in a ring of pad_h + 1 rows, where the taps
- * of rows oy - pad_h .. oy read it; rows below oy are still the input. Scratch: ch zero points, then
- * the ring (EK_FAST_DW_INPLACE_SCRATCH). The same MACs and requantisation as ek_fast_depthwise_conv2d. */
+ * of rows oy - pad_h .. oy read it; rows below oy are still the input. Scratch: the tap and row
+ * pointers, ch zero points, then the ring (EK_FAST_DW_INPLACE_SCRATCH). The same MACs and
+ * requantisation as ek_fast_depthwise_conv2d. */
 void ek_fast_depthwise_conv2d_inplace(const ek_conv_params *p, int8_t *io, const int32_t *w32,
                                       const int32_t *bias, const ek_requant *rq, int8_t *scratch) {
     const int32_t ch = p->in.c, taps = p->fh * p->fw, fw = p->fw, ih = p->in.h, iw = p->in.w;
     const int32_t lo = p->act_min, hi = p->act_max, row = iw * ch, keep = p->pad_h + 1;
-    int8_t *ring = scratch + ch;
-    const int8_t *tap[EK_FAST_DW_MAX_TAPS], *rows[EK_FAST_DW_MAX_TAPS];
-    memset(scratch, (int8_t)(-p->in_offset), (size_t)ch);
+    const int8_t **const tap = (const int8_t **)(void *)scratch, **const rows = tap + taps;
+    int8_t *const zp = scratch + (taps + p->fh) * EK_FAST_PTR_BYTES, *const ring = zp + ch;
+    memset(zp, (int8_t)(-p->in_offset), (size_t)ch);
     for (int32_t b = 0; b < p->in.n; ++b) {
         int8_t *img = io + b * ih * row;
         for (int32_t oy = 0; oy < ih; ++oy) {
@@ -389,7 +551,7 @@ void ek_fast_depthwise_conv2d_inplace(const ek_conv_params *p, int8_t *io, const
                 for (int32_t fy = 0; fy < p->fh; ++fy)
                     for (int32_t fx = 0; fx < fw; ++fx, ++t) {
                         const int32_t ix = ix0 + p->dil_w * fx;
-                        tap[t] = rows[fy] && ix >= 0 && ix < iw ? rows[fy] + ix * ch : scratch;
+                        tap[t] = rows[fy] && ix >= 0 && ix < iw ? rows[fy] + ix * ch : zp;
                     }
                 dw_pixel(tap, taps, ch, w32, bias, rq, lo, hi, img + oy * row + ox * ch);
             }

@@ -12,12 +12,18 @@
 #include "edgekd_kernels.h"
 
 /* Scratch bytes a fast conv / fully connected needs at most for accumulation depth k (im2col + int16
- * rows); less without im2col (pointwise, k a multiple of 4) or with one row (see the code generator). */
+ * rows); less without im2col (pointwise, k a multiple of 4), none for a one-batch fully connected
+ * layer (see the code generator). */
 #define EK_FAST_GEMM_SCRATCH(k) (6 * (((k) + 3) / 4 * 4))
-/* Depthwise: taps (fh * fw) at most this; scratch: one input row of zero points (in.c bytes). */
+/* Scratch bytes per pointer kept in a kernel's scratch (tap pointers: in the arena, not on the stack);
+ * 8 so the same generated arena serves 64-bit host builds. */
+#define EK_FAST_PTR_BYTES 8
+/* Depthwise: taps (fh * fw) at most this; scratch: the tap pointers and one pixel of zero points. */
 #define EK_FAST_DW_MAX_TAPS 64
-/* In-place depthwise scratch: one row of zero points and pad_h + 1 input rows. */
-#define EK_FAST_DW_INPLACE_SCRATCH(ch, w, pad_h) ((ch) + ((pad_h) + 1) * (w) * (ch))
+#define EK_FAST_DW_SCRATCH(ch, taps) ((taps) * EK_FAST_PTR_BYTES + (ch))
+/* In-place depthwise scratch: the tap and row pointers, a pixel of zero points and pad_h + 1 input rows. */
+#define EK_FAST_DW_INPLACE_SCRATCH(ch, w, pad_h, taps, fh) \
+    (((taps) + (fh)) * EK_FAST_PTR_BYTES + (ch) + ((pad_h) + 1) * (w) * (ch))
 
 /* One channel's requantisation (TFLM's MultiplyByQuantizedMultiplier of (mult, shift), plus the output
  * zero point zp) prepared by the code generator. A right shift e = -shift in 1..23: rshift = e - 1 and
@@ -31,11 +37,22 @@ typedef struct {
 int32_t ek_fast_requantize(int32_t acc, const ek_requant *q);
 void ek_fast_conv2d(const ek_conv_params *p, const int8_t *in, const int8_t *wblk, const int32_t *bias,
                     const ek_requant *rq, int8_t *out, int8_t *scratch);
+/* The same convolution with two int8 im2col rows of scratch (EK_FAST_CONV_LOWMEM_SCRATCH; the GEMM
+ * sign-extends them in registers: a few more instructions per MAC). */
+#define EK_FAST_CONV_LOWMEM_SCRATCH(k) (2 * (((k) + 3) / 4 * 4))
+void ek_fast_conv2d_lowmem(const ek_conv_params *p, const int8_t *in, const int8_t *wblk, const int32_t *bias,
+                           const ek_requant *rq, int8_t *out, int8_t *scratch);
+/* In place: stride 1, output height and width the input's, out channels <= in channels; io is the
+ * input, overwritten by the output. Scratch: two im2col rows and pad_h + 1 input rows. */
+#define EK_FAST_CONV_INPLACE_SCRATCH(k, w, ic, pad_h) (EK_FAST_CONV_LOWMEM_SCRATCH(k) + ((pad_h) + 1) * (w) * (ic))
+void ek_fast_conv2d_inplace(const ek_conv_params *p, int8_t *io, const int8_t *wblk, const int32_t *bias,
+                            const ek_requant *rq, int8_t *scratch);
 void ek_fast_depthwise_conv2d(const ek_conv_params *p, const int8_t *in, const int32_t *w32,
                               const int32_t *bias, const ek_requant *rq, int8_t *out, int8_t *scratch);
 /* Stride 1, output shape = input shape: io is the input, overwritten by the output. */
 void ek_fast_depthwise_conv2d_inplace(const ek_conv_params *p, int8_t *io, const int32_t *w32,
                                       const int32_t *bias, const ek_requant *rq, int8_t *scratch);
+/* One batch: straight from the input, no scratch (scratch may be 0); more: EK_FAST_GEMM_SCRATCH. */
 void ek_fast_fully_connected(const ek_fc_params *p, const int8_t *in, const int8_t *wblk, const int32_t *bias,
                              const ek_requant *rq, int8_t *out, int8_t *scratch);
 /* Windows of at most 256 elements (16-bit sums), channels a multiple of 4. */
