@@ -29,7 +29,11 @@ def test_lr_is_chosen_on_validation_then_seeds_follow(tmp_path) -> None:
     st = RunStore(tmp_path)
     spec = {"data": "digits", "recipe": {}, "runs": tmp_path, "source": "t"}
     assert bench.chosen_lr(st) is None and len(bench.steps(spec, st)) == 2 + len(bench.QAT_LR_FACTORS)
-    hi, lo = bench.QAT_LR_FACTORS[:2]
+    *others, hi, lo = bench.QAT_LR_FACTORS
+    for f in others:
+        st.put(bench.qat_key(f, 0), {"lr_factor": f, "fake_quant_val_accuracy": 0.8, "fake_quant_val_loss": 0.1,
+                                     "int8_accuracy": 0.99})  # fmt: skip
+    assert bench.chosen_lr(st) is None  # not before every factor has run
     st.put(bench.qat_key(hi, 0), {"lr_factor": hi, "fake_quant_val_accuracy": 0.9, "fake_quant_val_loss": 0.3,
                                   "int8_accuracy": 0.99})  # fmt: skip
     st.put(bench.qat_key(lo, 0), {"lr_factor": lo, "fake_quant_val_accuracy": 0.9, "fake_quant_val_loss": 0.2,
