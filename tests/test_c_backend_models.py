@@ -215,21 +215,21 @@ def test_patch_based_prefix_bit_exact(name, prefix, kernels):
 @pytest.mark.parametrize("kernels", KERNELS)
 def test_patches_lower_the_vww_arena(kernels):
     """VWW (MobileNetV1-0.25, 96x96x3): its peak is in the first stage (48x48x8 and 48x48x16), so the
-    planner runs the first four layers (conv 3x3 stride 2, depthwise, pointwise, depthwise stride 2) in 8
+    planner runs the first four layers (conv 3x3 stride 2, depthwise, pointwise, depthwise stride 2) in 12
     row bands: the arena holds the input, the 24x24x16 output and the band buffers; recomputed halo
-    rows cost 3.8% of the model's MACs; bit-exact."""
+    rows cost 6.0% of the model's MACs; bit-exact."""
     path = sample_models(["vww_mobilenet_like"])["vww_mobilenet_like"]
     cm = generate_c(path, kernels=kernels)
     without = generate_c(path, kernels=kernels, patches=None)
-    assert (without.arena_size, cm.arena_size) == {"fast": (55328, 45104), "portable": (55296, 44928)}[
+    assert (without.arena_size, cm.arena_size) == {"fast": (55328, 42800), "portable": (55296, 42624)}[
         kernels
     ]
     assert without.patches is None and "Patch-based" not in without.files["edgekd_model.c"]
     info = cm.summary()["patches"]
-    assert (info["layers"], info["bands"], info["extra_macs"]) == ([0, 1, 2, 3], 8, 284928)
-    assert info["recompute_overhead_model"] < 0.04
+    assert (info["layers"], info["bands"], info["extra_macs"]) == ([0, 1, 2, 3], 12, 447744)
+    assert info["recompute_overhead_model"] < 0.065
     assert info["scratch_bytes"] + 27648 + 24 * 24 * 16 == cm.arena_size  # input + output + band buffers
-    assert "Patch-based prefix (MCUNetV2): operators 0..3 in 8 row bands" in cm.files["edgekd_model.c"]
+    assert "Patch-based prefix (MCUNetV2): operators 0..3 in 12 row bands" in cm.files["edgekd_model.c"]
     _assert_bit_exact(path, cm, n=4)
 
 

@@ -49,7 +49,7 @@ PTR_BYTES = 8  # EK_FAST_PTR_BYTES: scratch bytes per pointer (the same arena se
 LOWMEM_MIN_GAIN = 1 / 16
 # Patch-based prefixes (patches.py): the band counts tried, and the most recomputed MACs allowed, as a
 # fraction of the model's MACs (the recomputation costs instructions).
-PATCH_BANDS = (2, 3, 4, 6, 8)
+PATCH_BANDS = (2, 3, 4, 6, 8, 12, 16)
 PATCH_MAX_OVERHEAD = 0.10
 
 Emitter = Callable[["_Ctx", Operator, Any], str]
