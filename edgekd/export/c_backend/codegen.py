@@ -15,7 +15,10 @@ stride-1 depthwise, pointwise and other convolutions (out channels <= in channel
 ADD write over an input the planner proves dead (:func:`_dead_after`); a PAD read by one convolution is
 fused into it (the convolution reads the unpadded input: no copy, no padded tensor); and where it lowers
 the arena by at least ``LOWMEM_MIN_GAIN`` a convolution takes its slower variant with two int8 im2col
-rows of scratch instead of six (:func:`choose_lowmem`).
+rows of scratch instead of six (:func:`choose_lowmem`). Patch-based execution (MCUNetV2, rows only,
+``patches.py``): the first convolutions of a CNN run in row bands into small band buffers, the
+planner holding those buffers instead of the prefix's intermediate tensors, where that lowers the
+arena by LOWMEM_MIN_GAIN at most PATCH_MAX_OVERHEAD of the MACs recomputed (:func:`choose_patches`).
 """
 
 from __future__ import annotations
