@@ -167,7 +167,7 @@ def runtime_facts(rec: dict[str, Any]) -> dict[str, Any]:
                 "compiled_files": t.get("compiled_files"), "boot_report": t.get("boot_report")}  # fmt: skip
     c = rec.get("c_model") or {}
     return {"device": rec["device"], "kernels": c.get("kernels"), "plan": c.get("plan"),
-            "layer_kernels": [k["kernel"] for k in c.get("layer_kernels", [])]}  # fmt: skip
+            "layer_kernels": [k["kernel"] for k in c.get("layer_kernels", [])], "patches": c.get("patches")}  # fmt: skip
 
 
 def host_portable_bit_exact(model: Path) -> bool:
@@ -260,8 +260,18 @@ def model_row(name: str) -> dict[str, Any] | None:
                                          for k, r in recs.items() if k in ACCURACY_RUNTIMES},
                            "host_portable_bit_exact": c.get("host_portable_bit_exact") if c else None,
                            "missing": [k for k, r in recs.items() if r is None]}  # fmt: skip
+    row["c_patches"] = c_patches(c)
     row["goals"] = model_goals(row)
     return row
+
+
+def c_patches(rec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The C backend's patch-based prefix (its layers, row bands, recomputed MACs), None where off."""
+    p = ((rec or {}).get("facts") or {}).get("patches")
+    if not p:
+        return None
+    keep = ("layers", "bands", "scratch_bytes", "extra_macs", "recompute_overhead_model")
+    return {k: p.get(k) for k in keep}
 
 
 def mem(rec: dict[str, Any] | None, field: str) -> int | None:
@@ -362,6 +372,8 @@ def summary(models: list[str]) -> Path:
             "tflm_planned_head: its non-persistent (planned) arena part, host measure_arena (same on 32-bit)",
             "c_arena_plus_stack: the C backend's activation arena + kernel scratch + stack, without the "
             "protocol firmware's buffers",
+            "c_patches: the C backend's patch-based prefix (MCUNetV2, row bands), chosen by the code generator "
+            "where it lowers the arena by 1/16 or more at most 10% of the model's MACs recomputed; null: off",
             "bit_exact: accuracy mode --results raw, 32 inputs baked into the image (digits test samples for the "
             "students, random int8 otherwise), every output byte vs the host tflite-micro interpreter",
         ],

@@ -167,3 +167,79 @@ def test_bench_kernels_option_lists_the_c_backend_kernels():
 
     opt = next(p for p in command.params if p.name == "kernels")
     assert tuple(opt.type.choices) == KERNELS and opt.default == DEFAULT_KERNELS
+
+
+# ---- patch-based prefixes (MCUNetV2, rows only) ---------------------------------------------------
+
+
+def test_patch_bands_follow_the_receptive_field():
+    """Two row bands through a 3x3 stride-2 convolution (no top padding, as SAME on an even height) and
+    a 3x3 stride-1 one with padding 1: each band's input rows, the padding above its first row (only at
+    the image's top edge), and the recomputed halo rows."""
+    from edgekd.export.c_backend.patches import Band, Layer, plan_bands
+
+    s2 = Layer(0, 10, 11, 16, 8, 3, 2, 1, 0, 48, 64, 100)
+    s1 = Layer(1, 11, 12, 8, 8, 3, 1, 1, 1, 64, 64, 10)
+    p = plan_bands([s2, s1], (0, 1), 2)
+    assert p.bands[1] == [Band(0, 5, 0, 4, 1), Band(3, 5, 4, 4, 0)]
+    assert p.bands[0] == [Band(0, 11, 0, 5, 0), Band(6, 10, 3, 5, 0)]
+    assert p.buffer_bytes == (5 * 64, 0)  # the one intermediate: 5 rows a band
+    assert (p.prefix_macs, p.extra_macs) == (8 * 100 + 8 * 10, 2 * 100)
+    assert p.band_tensors == {10, 11} and (p.input, p.output) == (10, 12)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(gcc() is None, reason="no host gcc")
+@pytest.mark.parametrize("kernels", KERNELS)
+@pytest.mark.parametrize(
+    "name,prefix",
+    [
+        ("tiny_cnn", (2, 3)),  # two 3x3 convolutions, padding 1
+        ("mobilenet_tiny", (4, 3)),  # 3x3 stride 2 (VALID), depthwise 3x3, pointwise, depthwise stride 2
+        ("kws_dscnn_like", (2, 5)),  # 10x4 stride 2 with padding 4 rows, then depthwise 3x3
+    ],
+)
+def test_patch_based_prefix_bit_exact(name, prefix, kernels):
+    """A prefix forced into row bands (whatever it saves) gives TFLite Micro's bytes: the bands run the
+    whole-tensor kernels on sub-tensors, padding only at the image border."""
+    path = sample_models([name])[name]
+    cm = generate_c(path, kernels=kernels, patches=prefix)
+    info = cm.summary()["patches"]
+    assert info["bands"] == prefix[1] and len(info["layers"]) == prefix[0]
+    assert f"{prefix[1]} row bands" in cm.files["edgekd_model.c"]
+    _assert_bit_exact(path, cm, n=4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(gcc() is None, reason="no host gcc")
+@pytest.mark.parametrize("kernels", KERNELS)
+def test_patches_lower_the_vww_arena(kernels):
+    """VWW (MobileNetV1-0.25, 96x96x3): its peak is in the first stage (48x48x8 and 48x48x16), so the
+    planner runs the first four layers (conv 3x3 stride 2, depthwise, pointwise, depthwise stride 2) in 12
+    row bands: the arena holds the input, the 24x24x16 output and the band buffers; recomputed halo
+    rows cost 6.0% of the model's MACs; bit-exact."""
+    path = sample_models(["vww_mobilenet_like"])["vww_mobilenet_like"]
+    cm = generate_c(path, kernels=kernels)
+    without = generate_c(path, kernels=kernels, patches=None)
+    assert (without.arena_size, cm.arena_size) == {"fast": (55328, 42800), "portable": (55296, 42624)}[
+        kernels
+    ]
+    assert without.patches is None and "Patch-based" not in without.files["edgekd_model.c"]
+    info = cm.summary()["patches"]
+    assert (info["layers"], info["bands"], info["extra_macs"]) == ([0, 1, 2, 3], 12, 447744)
+    assert info["recompute_overhead_model"] < 0.065
+    assert info["scratch_bytes"] + 27648 + 24 * 24 * 16 == cm.arena_size  # input + output + band buffers
+    assert "Patch-based prefix (MCUNetV2): operators 0..3 in 12 row bands" in cm.files["edgekd_model.c"]
+    _assert_bit_exact(path, cm, n=4)
+
+
+def test_patches_stay_off_where_they_save_nothing(models):
+    """KWS's first stage keeps 25x5x64 to its end (no early peak to cut: in-place layers already share
+    one buffer); tiny_cnn's forced bands would raise its arena: the planner leaves both whole."""
+    kws = sample_models(["kws_dscnn_like"])["kws_dscnn_like"]
+    for path in (kws, models["tiny_cnn"]):
+        cm = generate_c(path, kernels="fast")
+        assert (
+            cm.patches is None and cm.arena_size == generate_c(path, kernels="fast", patches=None).arena_size
+        )
+    assert generate_c(models["tiny_cnn"], kernels="fast", patches=(2, 3)).arena_size > 2560

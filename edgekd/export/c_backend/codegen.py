@@ -15,7 +15,10 @@ stride-1 depthwise, pointwise and other convolutions (out channels <= in channel
 ADD write over an input the planner proves dead (:func:`_dead_after`); a PAD read by one convolution is
 fused into it (the convolution reads the unpadded input: no copy, no padded tensor); and where it lowers
 the arena by at least ``LOWMEM_MIN_GAIN`` a convolution takes its slower variant with two int8 im2col
-rows of scratch instead of six (:func:`choose_lowmem`).
+rows of scratch instead of six (:func:`choose_lowmem`). Patch-based execution (MCUNetV2, rows only,
+``patches.py``): the first convolutions of a CNN run in row bands into small band buffers, the
+planner holding those buffers instead of the prefix's intermediate tensors, where that lowers the
+arena by LOWMEM_MIN_GAIN at most PATCH_MAX_OVERHEAD of the MACs recomputed (:func:`choose_patches`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 
 from edgekd.errors import EdgekdError
 from edgekd.export.c_backend import quant as q
+from edgekd.export.c_backend.patches import Layer, PatchPlan, plan_bands
 from edgekd.graph.planner.lifetimes import OFFLINE_METADATA, View
 from edgekd.graph.reader import read_tflite
 from edgekd.graph.tflite_model import Operator, Tensor, TFLiteModel, _schema_module
@@ -46,6 +50,10 @@ PTR_BYTES = 8  # EK_FAST_PTR_BYTES: scratch bytes per pointer (the same arena se
 # A memory-saving variant that costs instructions (a convolution in place or with less scratch) is kept
 # only where it lowers the whole arena by at least this fraction.
 LOWMEM_MIN_GAIN = 1 / 16
+# Patch-based prefixes (patches.py): the band counts tried, and the most recomputed MACs allowed, as a
+# fraction of the model's MACs (the recomputation costs instructions).
+PATCH_BANDS = (2, 3, 4, 6, 8, 12, 16)
+PATCH_MAX_OVERHEAD = 0.10
 
 Emitter = Callable[["_Ctx", Operator, Any], str]
 EMITTERS: dict[str, Emitter] = {}
@@ -88,6 +96,7 @@ class CModel:
     layer_kernels: list[dict[str, Any]] = field(default_factory=list)
     scratch_bytes: int = 0  # a static buffer outside the arena (0: the scratch is planned in the arena)
     scratch_placement: list[dict[str, int]] = field(default_factory=list)  # per layer: op, offset, bytes
+    patches: dict[str, Any] | None = None  # the patch-based prefix (None: none), see patches.py
 
     @property
     def sources(self) -> list[str]:
@@ -105,7 +114,8 @@ class CModel:
         return {"arena_bytes": self.arena_size, "plan": self.plan_method, "tflm_greedy_arena_bytes": self.greedy_arena,
                 "weight_bytes": self.weight_bytes, "ops": self.ops, "input": self.input, "output": self.output,
                 "files": sorted(self.files), "kernels": self.kernels, "scratch_bytes": self.scratch_bytes,
-                "scratch_placement": self.scratch_placement, "layer_kernels": self.layer_kernels}  # fmt: skip
+                "scratch_placement": self.scratch_placement, "layer_kernels": self.layer_kernels,
+                "patches": self.patches}  # fmt: skip
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -145,8 +155,12 @@ class _Ctx:
         scratch_at: dict[int, int] | None = None,
         inplace: bool = True,
         lowmem: set[int] | None = None,
+        patch: PatchPlan | None = None,
     ) -> None:
         self.m = m
+        self.patch = patch  # a prefix run band by band (None: none)
+        self.ptr_expr: dict[int, str] = {}  # tensor -> its C pointer while a patch's band runs
+        self.patch_scratch = "0"  # the patch scratch's C pointer (set by the generator)
         self.inplace = inplace  # let layers proven safe write their output over their input
         self.lowmem = lowmem  # operators that may take a slower memory-saving variant (None: every one)
         self.lowmem_ops: set[int] = set()  # operators that have one
@@ -203,6 +217,8 @@ class _Ctx:
         """Operator ``op``'s scratch: its arena buffer, alive only during that operator (0: none)."""
         if op.index not in self.op_scratch:
             return "0"
+        if self.patch is not None and op.index in self.patch.ops:  # the kernel scratch opens the patch's
+            return self.patch_scratch
         return f"(ek_arena + {self.scratch_at[op.index]})"
 
     def may_lowmem(self, op: Operator) -> bool:
@@ -215,10 +231,10 @@ class _Ctx:
         t = self.t(i)
         if t.has_data:
             return f"(const int8_t *){self.const(t)}"
-        return f"(ek_arena + {self.offsets[i]})"
+        return self.out(i)
 
     def out(self, i: int) -> str:
-        return f"(ek_arena + {self.offsets[i]})"
+        return self.ptr_expr.get(i, f"(ek_arena + {self.offsets[i]})")
 
 
 def _zp(t: Tensor) -> int:
@@ -271,6 +287,15 @@ def _geometry(ctx: _Ctx, op: Operator, opt: Any) -> _Geom:
     return _Geom(src, ih, iw, ic, oh, ow, oc, fh, fw, sh, sw, dh, dw, ph + top, pw + left)
 
 
+def _readers(m: TFLiteModel) -> dict[int, list[Operator]]:
+    """Tensor -> the operators reading it."""
+    readers: dict[int, list[Operator]] = defaultdict(list)
+    for o in m.operators:
+        for t in set(o.inputs):
+            readers[t].append(o)
+    return readers
+
+
 def _fusable_pads(ctx: _Ctx) -> dict[int, tuple[int, int, int]]:
     """PAD outputs a convolution can read without the copy (PAD output -> (its input, top, left)):
     padding in height and width only, with the convolution input's zero point (what the kernels read
@@ -279,10 +304,7 @@ def _fusable_pads(ctx: _Ctx) -> dict[int, tuple[int, int, int]]:
     m = ctx.m
     if OFFLINE_METADATA in m.metadata:
         return {}
-    readers: dict[int, list[Operator]] = defaultdict(list)
-    for o in m.operators:
-        for t in set(o.inputs):
-            readers[t].append(o)
+    readers = _readers(m)
     fused = {}
     for op in m.operators:
         if op.opcode not in ("PAD", "PADV2") or len(op.outputs) != 1:
@@ -339,12 +361,23 @@ def _conv_setup(ctx: _Ctx, op: Operator, opt: Any, depthwise: bool) -> tuple[str
     if depthwise and oc != ic * dm:
         dm = oc // ic
     k = op.index
-    ctx.decls.append(
-        f"static const ek_conv_params p{k} = {{{_s4(src.shape)}, {_s4(out.shape)}, {fh}, {fw}, {sh}, {sw}, {dh}, {dw}, "
-        f"{ph}, {pw}, {dm}, {-_zp(inp)}, {_zp(out)}, {lo}, {hi}}};\n"
-    )
+
+    def fields(ih: int, oh: int, pad_h: int) -> str:
+        n, _, w, c = _shape4(src.shape)
+        on, _, ow, ocn = _shape4(out.shape)
+        return (f"{{{{{n}, {ih}, {w}, {c}}}, {{{on}, {oh}, {ow}, {ocn}}}, {fh}, {fw}, {sh}, {sw}, {dh}, {dw}, "
+                f"{pad_h}, {pw}, {dm}, {-_zp(inp)}, {_zp(out)}, {lo}, {hi}}}")  # fmt: skip
+
+    bands = ctx.patch.bands.get(k) if ctx.patch is not None else None
+    if bands is None:
+        ctx.decls.append(f"static const ek_conv_params p{k} = {fields(g.ih, g.oh, ph)};\n")
+        param = f"&p{k}"
+    else:  # one parameter set per band: its input and output rows, the padding above its first row
+        rows = ",\n    ".join(fields(b.in_rows, b.out_rows, b.pad_h) for b in bands)
+        ctx.decls.append(f"static const ek_conv_params p{k}[{len(bands)}] = {{\n    {rows}\n}};\n")
+        param = f"&p{k}[ek_band]"
     return (
-        f"&p{k}, {ctx.ptr(g.src)}",
+        f"{param}, {ctx.ptr(g.src)}",
         _multipliers(ctx, k, mults, shifts, _zp(out)),
         ctx.out(op.outputs[0]),
     )
@@ -474,6 +507,7 @@ def _dead_after(ctx: _Ctx, t: int) -> bool:
         or tensor.is_variable
         or ctx.uses[t] != 1
         or t in (*m.inputs, *m.outputs)
+        or (ctx.patch is not None and t in ctx.patch.band_tensors)
     ):
         return False
     return OFFLINE_METADATA not in m.metadata
@@ -780,20 +814,59 @@ def plan_arena(
     return ArenaPlan(list(best.order), offsets, best.head, name, greedy_plan(m).head, at)
 
 
-def _dry_ctx(m: TFLiteModel, kernels: str, inplace: bool = True, lowmem: set[int] | None = None) -> _Ctx:
-    ctx = _Ctx(m, defaultdict(int), kernels, defaultdict(int), inplace, lowmem)
+def _dry_ctx(
+    m: TFLiteModel,
+    kernels: str,
+    inplace: bool = True,
+    lowmem: set[int] | None = None,
+    patch: PatchPlan | None = None,
+) -> _Ctx:
+    ctx = _Ctx(m, defaultdict(int), kernels, defaultdict(int), inplace, lowmem, patch)
     for op in m.operators:
         _emit(ctx, op)
     return ctx
 
 
 def _dry_run(
-    m: TFLiteModel, kernels: str, inplace: bool = True, lowmem: set[int] | None = None
+    m: TFLiteModel,
+    kernels: str,
+    inplace: bool = True,
+    lowmem: set[int] | None = None,
+    patch: PatchPlan | None = None,
 ) -> tuple[dict[int, int], dict[int, int]]:
     """(operator -> scratch bytes its kernel needs, in-place output -> its input): a dry run of the
-    emitters, arena offsets unknown; ``lowmem``: as :class:`_Ctx`."""
-    ctx = _dry_ctx(m, kernels, inplace, lowmem)
-    return ctx.op_scratch, ctx.aliases
+    emitters, arena offsets unknown; ``lowmem``: as :class:`_Ctx`; with ``patch``, as the planner sees
+    it (:func:`_patch_requests`)."""
+    ctx = _dry_ctx(m, kernels, inplace, lowmem, patch)
+    if patch is None:
+        return ctx.op_scratch, ctx.aliases
+    return _patch_requests(patch, ctx.op_scratch, ctx.aliases)
+
+
+def _patch_layout(patch: PatchPlan) -> tuple[int, int, int]:
+    """(offset of band buffer 0, of band buffer 1, total bytes) of ``patch``'s scratch: the largest
+    kernel scratch of its layers first, then the two ping-pong band buffers, 16-byte aligned."""
+    from edgekd.graph.planner import align_up
+
+    kernel = align_up(patch.kernel_scratch)
+    a, b = (align_up(n) for n in patch.buffer_bytes)
+    return kernel, kernel + a, kernel + a + b
+
+
+def _patch_requests(
+    patch: PatchPlan, scratch: dict[int, int], alias: dict[int, int]
+) -> tuple[dict[int, int], dict[int, int]]:
+    """The planner's view of a patch-based prefix: one scratch buffer (kernel scratch + band buffers)
+    at its last layer; the prefix's intermediate tensors folded into its input as views (no bytes; the
+    input lives until the last layer); so the arena holds the prefix input, its output and the patch
+    scratch at once, as the band loop needs, and nothing else while the prefix runs."""
+    need = {o: n for o, n in scratch.items() if o not in patch.ops}
+    patch.kernel_scratch = max((scratch.get(o, 0) for o in patch.ops), default=0)
+    need[patch.last_op] = _patch_layout(patch)[2]
+    merged = {t: a for t, a in alias.items() if t not in patch.intermediates and t != patch.output}
+    for la in patch.layers[:-1]:
+        merged[la.out] = View(la.src)
+    return need, merged
 
 
 def choose_lowmem(m: TFLiteModel, kernels: str, inplace: bool = True, optimize: bool = True) -> set[int]:
@@ -817,6 +890,102 @@ def choose_lowmem(m: TFLiteModel, kernels: str, inplace: bool = True, optimize: 
 def _scratch_sizes(m: TFLiteModel, kernels: str, inplace: bool = True) -> dict[int, int]:
     """Operator -> scratch bytes its kernel needs."""
     return _dry_run(m, kernels, inplace)[0]
+
+
+def _prefix_chain(ctx: _Ctx) -> list[Layer]:
+    """The convolutions a patch-based prefix may hold: from the model input, a chain of CONV_2D and
+    DEPTHWISE_CONV_2D (PADs fused into them between), batch 1, each output read by the next one only
+    and not a model output."""
+    m = ctx.m
+    if OFFLINE_METADATA in m.metadata or len(m.inputs) != 1:
+        return []
+    readers = _readers(m)
+    layers: list[Layer] = []
+    t = m.inputs[0]
+    while len(readers[t]) == 1 and ctx.uses[t] == 1:
+        op = readers[t][0]
+        if op.opcode in ("PAD", "PADV2") and op.outputs[0] in ctx.fused_pads:
+            t = op.outputs[0]
+            continue
+        if op.opcode not in ("CONV_2D", "DEPTHWISE_CONV_2D") or op.inputs[0] != t or len(op.outputs) != 1:
+            break
+        out = ctx.t(op.outputs[0])
+        if out.index in m.outputs or len(out.shape) != 4 or out.shape[0] != 1:
+            break
+        g = _geometry(ctx, op, ctx.options(op))
+        depth = 1 if op.opcode == "DEPTHWISE_CONV_2D" else g.ic
+        layers.append(Layer(op.index, g.src, out.index, g.ih, g.oh, g.fh, g.sh, g.dh, g.ph, g.iw * g.ic,
+                            g.ow * g.oc, g.ow * g.oc * g.fh * g.fw * depth))  # fmt: skip
+        t = out.index
+    return layers
+
+
+def _prefix_ops(m: TFLiteModel, layers: list[Layer]) -> tuple[int, ...]:
+    """The operators from the first layer's input to the last layer's output (fused PADs too)."""
+    producer = {t: o for o in m.operators for t in o.outputs}
+    ops: list[int] = []
+    t = layers[-1].out
+    while t != layers[0].src and t in producer:
+        ops.append(producer[t].index)
+        t = producer[t].inputs[0]
+    return tuple(reversed(ops))
+
+
+def model_macs(m: TFLiteModel) -> int:
+    """Multiply-accumulates of the model's convolutions and fully connected layers."""
+    total = 0
+    for op in m.operators:
+        if op.opcode in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            out, flt = m.tensors[op.outputs[0]], m.tensors[op.inputs[1]]
+            per = (
+                int(np.prod(flt.shape[1:]))
+                if op.opcode != "DEPTHWISE_CONV_2D"
+                else int(np.prod(flt.shape[1:3]))
+            )
+            total += int(np.prod(out.shape)) * per
+    return total
+
+
+def choose_patches(
+    m: TFLiteModel,
+    kernels: str,
+    inplace: bool = True,
+    optimize: bool = True,
+    lowmem: set[int] | None = None,
+    bands: tuple[int, ...] = PATCH_BANDS,
+) -> PatchPlan | None:
+    """The patch-based prefix with the smallest arena (of every chain prefix of two layers or more from
+    the model input and every band count in ``bands``), its recomputed MACs at most PATCH_MAX_OVERHEAD
+    of the model's; among arenas within 1/64 of the smallest, the least recomputation. None unless it
+    lowers the arena by at least LOWMEM_MIN_GAIN."""
+    if not inplace:
+        return None
+    ctx = _dry_ctx(m, kernels, inplace, lowmem)
+    chain = _prefix_chain(ctx)
+    base = plan_arena(m, optimize, ctx.op_scratch, ctx.aliases).arena
+    budget = PATCH_MAX_OVERHEAD * model_macs(m)
+    found: list[tuple[int, int, PatchPlan]] = []
+    for end in range(2, len(chain) + 1):
+        layers = chain[:end]
+        out_bytes = layers[-1].oh * layers[-1].out_row_bytes
+        if out_bytes >= max(la.oh * la.out_row_bytes for la in layers[:-1]):
+            continue  # the peak has not fallen by the prefix's end: bands save nothing
+        ops = _prefix_ops(m, layers)
+        for n in bands:
+            patch = plan_bands(layers, ops, n)
+            if patch.n != n or patch.extra_macs > budget:
+                continue
+            plan = plan_arena(m, optimize, *_dry_run(m, kernels, inplace, lowmem, patch))
+            pos = [plan.order.index(o) for o in ops]
+            if pos != list(range(pos[0], pos[0] + len(ops))):
+                continue  # the band loop needs the prefix's operators in one run
+            found.append((plan.arena, patch.extra_macs, patch))
+    if not found:
+        return None
+    best = min(a for a, _, _ in found)
+    if base - best < base * LOWMEM_MIN_GAIN:
+        return None
+    return min((x for x in found if x[0] <= best * (1 + 1 / 64)), key=lambda x: (x[1], x[0]))[2]
 
 
 _MALFORMED = (ArithmeticError, AttributeError, IndexError, KeyError, TypeError, ValueError)
@@ -845,23 +1014,34 @@ def generate_c(
     kernels: str = DEFAULT_KERNELS,
     inplace: bool = True,
     lowmem: bool = True,
+    patches: int | str | tuple[int, int] | None = "auto",
 ) -> CModel:
     """C sources for ``model`` (see module doc) with ``kernels`` (one of KERNELS); ``inplace``: layers
     proven safe (fast depthwise / pointwise / other stride-1 convolutions, elementwise ADD whose input
     dies there) write their output over their input, and a PAD read by one convolution is fused into it
     (no copy); ``lowmem``: convolutions may take a slower variant with less scratch (or in place) where
-    that lowers the arena (:func:`choose_lowmem`). Raises EdgekdError for float models and unsupported
-    ops."""
+    that lowers the arena (:func:`choose_lowmem`); ``patches``: ``"auto"`` runs the model's first
+    layers in row bands where that lowers the arena (:func:`choose_patches`), an int tries only that
+    many bands, ``None`` or 0 never, ``(layers, bands)`` that prefix (tests). Raises EdgekdError for float models and unsupported ops."""
     if kernels not in KERNELS:
         raise EdgekdError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
     m = model if isinstance(model, TFLiteModel) else read_tflite(model)
     _check(m)
     chosen = choose_lowmem(m, kernels, inplace, optimize_plan) if lowmem else set()
+    patch = None
+    if isinstance(patches, tuple):  # (layers, bands): that prefix, whatever it saves (for tests)
+        layers = _prefix_chain(_dry_ctx(m, kernels, inplace, chosen))[: patches[0]]
+        if len(layers) != patches[0] or not inplace:
+            raise EdgekdError(f"{m.source}: no patch-based prefix of {patches[0]} layers")
+        patch = plan_bands(layers, _prefix_ops(m, layers), patches[1])
+    elif patches:
+        tried = PATCH_BANDS if patches == "auto" else (int(patches),)
+        patch = choose_patches(m, kernels, inplace, optimize_plan, chosen, tried)
     order, offsets, arena, method, greedy_head, scratch_at = plan_arena(
-        m, optimize_plan, *_dry_run(m, kernels, inplace, chosen)
+        m, optimize_plan, *_dry_run(m, kernels, inplace, chosen, patch)
     )
-    ctx = _Ctx(m, offsets, kernels, scratch_at, inplace, chosen)
-    calls = [f"    /* {i}: {m.operators[i].opcode} */\n    " + _emit(ctx, m.operators[i]) for i in order]
+    ctx = _Ctx(m, offsets, kernels, scratch_at, inplace, chosen, patch)
+    calls = _calls(ctx, order)
     ti, to = m.tensors[m.inputs[0]], m.tensors[m.outputs[0]]
     if ti.index not in offsets or to.index not in offsets:
         raise EdgekdError(f"{m.source}: the model input or output is a constant tensor; re-export the model")
@@ -871,11 +1051,19 @@ def generate_c(
     }  # fmt: skip
     header = model_header(Path(m.source).name, ti.nbytes, to.nbytes, arena, _scale(to), _zp(to), prefix,
                           in_scale=_scale(ti), in_zp=_zp(ti), in_unsigned=ti.dtype == "uint8")  # fmt: skip
-    placement = [{"op": k, "offset": scratch_at[k], "bytes": n} for k, n in sorted(ctx.op_scratch.items())]
+    placement = [{"op": k, "offset": scratch_at[k], "bytes": n} for k, n in sorted(ctx.op_scratch.items())
+                 if patch is None or k not in patch.ops]  # fmt: skip
+    patch_info = None
+    if patch is not None:
+        patch_info = {**patch.summary(model_macs(m)), "scratch_offset": scratch_at[patch.last_op],
+                      "scratch_bytes": _patch_layout(patch)[2]}  # fmt: skip
+        placement.append(
+            {"op": patch.last_op, "offset": scratch_at[patch.last_op], "bytes": patch_info["scratch_bytes"]}
+        )
     fast_include = '#include "edgekd_kernels_fast.h"\n' if ctx.fast else ""
     body = f"""/* Generated by edgekd from {Path(m.source).name}: do not edit.
  * Operators: {len(m.operators)}; arena {arena} bytes (plan: {method}; TFLite Micro's greedy plan: {greedy_head}).
- * Kernels: {_kernels_note(kernels, placement)} */
+ * Kernels: {_kernels_note(kernels, placement)}{_patch_note(patch_info)} */
 #include "{prefix}_model.h"
 
 #include "edgekd_kernels.h"
@@ -894,7 +1082,55 @@ void {prefix}_invoke(void) {{
     for f in RUNTIME_FILES + (FAST_RUNTIME_FILES if ctx.fast else ()):
         files[f] = (RUNTIME_DIR / f).read_text()
     return CModel(m.source, files, arena, method, greedy_head, io["input"], io["output"],
-                  m.op_names(), ctx.weight_bytes, order, kernels, ctx.layers, 0, placement)  # fmt: skip
+                  m.op_names(), ctx.weight_bytes, order, kernels, ctx.layers, 0, placement, patch_info)  # fmt: skip
+
+
+def _calls(ctx: _Ctx, order: list[int]) -> list[str]:
+    """Each operator's call in ``order``; a patch-based prefix as one loop over its row bands: its
+    first layer reads its band's rows of the input, the others the band buffers, the last writes its
+    band's rows of the full output."""
+    m, patch = ctx.m, ctx.patch
+    calls = []
+    for i in order:
+        if patch is None or i not in patch.ops:
+            calls.append(f"    /* {i}: {m.operators[i].opcode} */\n    " + _emit(ctx, m.operators[i]))
+            continue
+        if i != patch.ops[0]:
+            continue
+        first, last = patch.layers[0], patch.layers[-1]
+        n = patch.n
+        k0, kn = first.op, last.op
+        ctx.array(f"pin{k0}", "int32_t", [b.in_row0 * first.in_row_bytes for b in patch.bands[k0]])
+        ctx.array(f"pout{kn}", "int32_t", [b.out_row0 * last.out_row_bytes for b in patch.bands[kn]])
+        base = ctx.scratch_at[patch.last_op]
+        buf = _patch_layout(patch)
+        ctx.ptr_expr[first.src] = f"(ek_arena + {ctx.offsets[first.src]} + pin{k0}[ek_band])"
+        ctx.ptr_expr[last.out] = f"(ek_arena + {ctx.offsets[last.out]} + pout{kn}[ek_band])"
+        for k, la in enumerate(patch.layers[:-1]):
+            ctx.ptr_expr[la.out] = f"(ek_arena + {base + buf[patch.buffer_of(k)]})"
+        ctx.patch_scratch = f"(ek_arena + {base})"
+        body = [
+            f"        /* {o}: {m.operators[o].opcode} */\n        " + _emit(ctx, m.operators[o])
+            for o in patch.ops
+        ]
+        ctx.ptr_expr.clear()  # after the loop the prefix output is the whole tensor again
+        calls.append(
+            f"    /* operators {patch.ops[0]}..{patch.ops[-1]}: patch-based (MCUNetV2), {n} row bands of tensor "
+            f"{last.out}; band buffers at {base} */\n"
+            f"    for (int ek_band = 0; ek_band < {n}; ++ek_band) {{\n" + "\n".join(body) + "\n    }"
+        )
+    return calls
+
+
+def _patch_note(info: dict[str, Any] | None) -> str:
+    if info is None:
+        return ""
+    return (
+        f"\n * Patch-based prefix (MCUNetV2): operators {info['ops'][0]}..{info['ops'][-1]} in {info['bands']} "
+        f"row bands, {info['scratch_bytes']} bytes of band buffers and kernel scratch instead of their "
+        f"whole intermediate tensors; {info['extra_macs']} MACs recomputed at band edges "
+        f"({100 * info['recompute_overhead_model']:.1f}% of the model's)."
+    )
 
 
 def _kernels_note(kernels: str, placement: list[dict[str, int]]) -> str:
