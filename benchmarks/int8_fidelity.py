@@ -56,7 +56,8 @@ TFLM_SAMPLES = 10_000  # the whole test split of MNIST / Fashion-MNIST
 # The QAT+KD fine-tune: a tenth of the student's learning rate, cosine to 0; the first half of the epochs
 # observes the activation ranges, the second trains with them fixed and batch norm frozen.
 QAT_EPOCHS = {"digits": 10, "mnist": 3, "fashion-mnist": 3, "smd": 3}
-QAT_LR_FACTORS = (0.1, 0.01, 0.001)  # tried on seed 0, chosen on the validation split (fake-quantized accuracy)
+# tried on seed 0, chosen on the validation split (fake-quantized accuracy)
+QAT_LR_FACTORS = (0.1, 0.01, 0.001)
 KD_ROW = "dist"  # the KD-gain row whose students are measured (DIST, Huang et al. 2022)
 
 

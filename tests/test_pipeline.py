@@ -101,9 +101,7 @@ def test_an_autoencoder_runs_end_to_end_train_export_profile(tmp_path, run_cli):
     exported = json.loads((run / "export" / "tflite-micro" / "export.json").read_text())
     checks, ranges = exported["checks"], exported["calibration"]["ranges"]
     assert checks["int8_score_spearman"] > 0.8 and checks["int8_sqnr_db"] > 10
-    assert (
-        checks["float_auc"] > 0.8 and abs(checks["int8_auc"] - checks["float_auc"]) < 0.05
-    )  # the labels judge
+    assert checks["float_auc"] > 0.8 and abs(checks["int8_auc"] - checks["float_auc"]) < 0.05
     assert ranges["held_out"]["metric"] == "score_spearman"  # autoencoders choose ranges on validation too
     assert ranges["chosen"] in {c["method"] for c in ranges["candidates"]} and len(ranges["candidates"]) == 3
     assert "int8_top1_agreement" not in checks  # argmax over reconstructed values means nothing
