@@ -112,10 +112,24 @@ def _image_folder_options(tmp_path) -> dict:
     return {"path": str(tmp_path / "img"), "size": [6, 6]}
 
 
+def _detection_npz_options(tmp_path) -> dict:
+    rng = np.random.default_rng(0)
+    boxes = np.tile(np.array([1, 1, 5, 4], np.float32), (60, 2, 1))
+    classes = np.stack([np.arange(60) % 3, np.full(60, -1)], axis=1)
+    np.savez(tmp_path / "det.npz", images=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8), boxes=boxes,
+             classes=classes)  # fmt: skip
+    return {"path": str(tmp_path / "det.npz")}
+
+
+GENERATED_DETECTION = {"canvas": 32, "train_images": 40, "val_images": 10, "test_images": 10}
+
 # name -> the loader's options, or a function of tmp_path making them; a plain dict means the data set
 # is read from EDGEKD_DATA_DIR (../shared/datasets in CI)
 DATA_EXAMPLES = {
     "digits": {},
+    "detection-npz": _detection_npz_options,
+    "mnist-detection": GENERATED_DETECTION,
+    "fashion-mnist-detection": GENERATED_DETECTION,
     "npz": _npz_options,
     "image-folder": _image_folder_options,
     "mnist": {},
