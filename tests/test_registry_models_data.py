@@ -24,6 +24,18 @@ MODEL_EXAMPLES: dict[str, tuple[dict, tuple[int, ...], tuple[int, ...]]] = {
     "hinton-teacher": ({"input_shape": (1, 8, 8), "num_classes": 3}, (1, 8, 8), (3,)),
     "hinton-student": ({"input_shape": (1, 8, 8), "num_classes": 3}, (1, 8, 8), (3,)),
     "cnn": (TINY_CNN["kwargs"], (1, 8, 8), (3,)),
+    "centernet": (
+        {"input_shape": (1, 16, 16), "num_classes": 3, "channels": [4, 8, 8], "head_channels": 8},
+        (1, 16, 16),
+        (7, 4, 4),
+    ),
+    "centernet-teacher": (
+        {"input_shape": (1, 16, 16), "num_classes": 3, "head": "edges", "bins": 4},
+        (1, 16, 16),
+        (19, 4, 4),
+    ),
+    "fomo": ({"input_shape": (1, 16, 16), "num_classes": 3, "channels": [4, 8, 8]}, (1, 16, 16), (4, 2, 2)),
+    "fomo-teacher": ({"input_shape": (1, 16, 16), "num_classes": 3}, (1, 16, 16), (4, 2, 2)),
     "cnn-teacher": ({"input_shape": (1, 8, 8), "num_classes": 3}, (1, 8, 8), (3,)),
     "cnn-early-exit": (
         {"input_shape": (1, 8, 8), "num_classes": 3, "channels": [4, 8], "exit": 1, "head_channels": 8},
