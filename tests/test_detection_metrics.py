@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgekd.errors import EdgekdError
-from edgekd.metrics.detection import box_iou, detection_map, interpolated_ap, match_greedy
+from edgekd.metrics.detection import box_iou, centroid_f1, detection_map, interpolated_ap, match_greedy
 
 
 def pad(rows: list[list[tuple]], with_scores: bool = True):
@@ -139,3 +139,19 @@ def test_mismatched_layouts_are_one_line_errors():
     assert "\n" not in str(e.value)
     with pytest.raises(EdgekdError, match="scores"):
         detection_map(boxes, scores[:, :0], classes, boxes, classes)
+
+
+def test_centroid_f1_counts_points_inside_boxes_of_their_class_once():
+    """Image: objects A (class 0) and B (class 1). Points: in A class 0 (hit), in A again (duplicate: false
+    positive), in B but class 0 (false positive), nowhere (false positive); B is missed. tp 1, fp 3, fn 1."""
+    gt_boxes, gt_classes = pad([[(0, *A), (1, *B)]], False)
+    points = np.array([[[5, 5], [6, 6], [25, 25], [60, 60]]], np.float32)
+    scores = np.array([[0.9, 0.8, 0.7, 0.6]])
+    classes = np.array([[0, 0, 0, 1]])
+    got = centroid_f1(points, scores, classes, gt_boxes, gt_classes)
+    assert (got["tp"], got["fp"], got["fn"]) == (1, 3, 1)
+    assert got["precision"] == 0.25 and got["recall"] == 0.5 and got["f1"] == pytest.approx(2 * 0.125 / 0.75)
+    perfect = centroid_f1(
+        np.array([[[5, 5], [25, 25]]]), np.ones((1, 2)), np.array([[0, 1]]), gt_boxes, gt_classes
+    )
+    assert perfect["f1"] == 1.0

@@ -12,7 +12,7 @@ from torch import nn
 
 from edgekd.data.detection import paste_objects
 from edgekd.errors import EdgekdError
-from edgekd.metrics.detection import detection_map
+from edgekd.metrics.detection import centroid_f1, detection_map
 from edgekd.models import build_model
 from edgekd.models.activations import activation_peak_bytes
 from edgekd.models.detection import DetectionLayout
@@ -214,6 +214,7 @@ def test_fomo_decoding_gives_one_centroid_per_object_and_merges_touching_cells()
     assert got == [(0, [28.0, 20.0]), (2, [4.0, 4.0])] and (d_classes[0][2:] == -1).all()
     for (_, (px, py)), b in zip(got, ([16, 8, 32, 24], [0, 0, 8, 8])):
         assert b[0] <= px < b[2] and b[1] <= py < b[3]  # each centroid lies in its object's box
+    assert centroid_f1(points, scores, d_classes, boxes.numpy(), classes.numpy())["f1"] == 1.0
     logits[0, :, 0, 1] = logits[0, :, 0, 0]  # class 2 on two touching cells: one object
     points, d_boxes, _, d_classes = decode_fomo(logits, 8, top_k=4)
     assert (d_classes[0] == 2).sum() == 1

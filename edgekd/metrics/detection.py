@@ -19,6 +19,8 @@ The evaluation follows ``pycocotools``' ``COCOeval`` for boxes without crowd reg
   class with ground truth but no detection has AP 0;
 * ``mAP@0.5`` is the mean AP at IoU 0.5, ``mAP@0.5:0.95`` the mean over classes and the ten IoU
   thresholds ``0.50, 0.55, ..., 0.95``.
+
+:func:`centroid_f1` judges centroid detectors (FOMO), which give points and no boxes of their own.
 """
 
 from __future__ import annotations
@@ -155,3 +157,34 @@ def detection_map(
         "classes_evaluated": sorted(seen), "iou_thresholds": [round(float(t), 4) for t in thresholds],
         "max_detections": int(max_detections),
     }  # fmt: skip
+
+
+def centroid_f1(
+    points: np.ndarray, scores: np.ndarray, classes: np.ndarray, gt_boxes: np.ndarray, gt_classes: np.ndarray
+) -> dict[str, float]:
+    """Precision, recall and F1 of object centroids (FOMO's measure): ``points`` (N, D, 2) as ``x, y``
+    pixels with ``scores`` and ``classes`` (N, D, -1 padded). By descending score within each image, a
+    point is a true positive when it lies inside a not yet matched ground-truth box of its class (the one
+    whose centre is nearest); else a false positive. Unmatched boxes are false negatives."""
+    points, scores, classes = np.asarray(points, np.float64), np.asarray(scores), np.asarray(classes)
+    gt_boxes, gt_classes = np.asarray(gt_boxes, np.float64), np.asarray(gt_classes)
+    tp = fp = 0
+    for i in range(len(gt_classes)):
+        taken = np.zeros(gt_classes.shape[1], bool)
+        for d in np.argsort(-scores[i], kind="mergesort"):
+            if classes[i, d] < 0:
+                continue
+            (px, py), b = points[i, d], gt_boxes[i]
+            ok = (gt_classes[i] == classes[i, d]) & ~taken
+            ok &= (b[:, 0] <= px) & (px < b[:, 2]) & (b[:, 1] <= py) & (py < b[:, 3])
+            if not ok.any():
+                fp += 1
+                continue
+            dist = np.hypot((b[:, 0] + b[:, 2]) / 2 - px, (b[:, 1] + b[:, 3]) / 2 - py)
+            taken[int(np.argmin(np.where(ok, dist, np.inf)))] = True
+            tp += 1
+    fn = int((gt_classes >= 0).sum()) - tp
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
