@@ -136,7 +136,7 @@ def centernet(step: Step, head: str = "wh", bins: int = 8, wh_weight: float = 0.
 
 
 @register_loss(
-    "fomo", needs_teacher=False, tasks=DETECTION, paper="Edge Impulse FOMO 2022 (weighted cross-entropy)"
+    "fomo", needs_teacher=False, tasks=DETECTION, paper="FOMO 2022 (Edge Impulse; weighted cross-entropy)"
 )
 def fomo(step: Step, object_weight: float = 100.0) -> Tensor:
     """Weighted per-cell cross-entropy ``mean_cells w CE(label, softmax(z))``, ``w = object_weight`` on
