@@ -131,11 +131,14 @@ def _padded(n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def decode_centernet(
-    out: np.ndarray, layout: DetectionLayout, stride: int = 4, top_k: int = 100, threshold: float = 0.1
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    out: np.ndarray, layout: DetectionLayout, stride: int = 4, top_k: int = 100, threshold: float = 0.1,
+    channels_last: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Detections ``boxes`` (N, top_k, 4) in input pixels, ``scores`` (N, top_k), ``classes`` (N, top_k)
-    (-1 below ``threshold``) from outputs ``(N, channels, h, w)`` (NCHW, logits as the model gives them)."""
+    (-1 below ``threshold``) from outputs ``(N, channels, h, w)`` (logits as the model gives them; a
+    TFLite output ``(N, h, w, channels)`` with ``channels_last``)."""
     out = np.asarray(out, np.float64)
+    out = np.moveaxis(out, -1, 1) if channels_last else out
     n, _, h, w = out.shape
     heat = sigmoid(out[:, : layout.num_classes])
     heat = np.where(heat == max_pool3(heat), heat, 0.0).reshape(n, -1)
@@ -183,11 +186,13 @@ def _components(mask: np.ndarray) -> list[list[tuple[int, int]]]:
 
 
 def decode_fomo(
-    out: np.ndarray, stride: int = 8, top_k: int = 100, threshold: float = 0.5
+    out: np.ndarray, stride: int = 8, top_k: int = 100, threshold: float = 0.5, channels_last: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(centroids (N, top_k, 2) x, y in pixels, boxes, scores, classes)`` from FOMO logits
-    ``(N, C + 1, h, w)``: see the module docstring; objects sorted by score, -1 padding."""
-    prob = softmax(np.asarray(out, np.float64), axis=1)
+    ``(N, C + 1, h, w)`` (``(N, h, w, C + 1)`` with ``channels_last``): see the module docstring; objects
+    sorted by score, -1 padding."""
+    out = np.asarray(out, np.float64)
+    prob = softmax(np.moveaxis(out, -1, 1) if channels_last else out, axis=1)
     n = prob.shape[0]
     label, best = prob.argmax(axis=1), prob.max(axis=1)
     boxes, scores, classes = _padded(n, top_k)
