@@ -202,3 +202,15 @@ def test_detection_npz_refuses_bad_annotations_in_one_line_naming_the_file(tmp_p
 def test_detection_npz_refuses_classes_beyond_the_names(tmp_path):
     with pytest.raises(EdgekdError, match="holds class 1 but there are 1 classes"):
         detection_npz(_npz(tmp_path), class_names=["only"])
+
+
+def test_a_few_shot_sample_keeps_each_images_boxes(fake_root):
+    from edgekd.data.fewshot import apply_few_shot
+    from edgekd.recipe import FewShotConfig
+
+    splits = load_data("mnist-detection", options={**SMALL, "root": str(fake_root)})
+    few = apply_few_shot(splits, FewShotConfig(size=6, seed=0))
+    idx = np.array(few.info["few_shot"]["indices"])
+    assert len(few.train) == 6 and np.array_equal(few.train.x, splits.train.x[idx])
+    for key in ("boxes", "classes"):
+        assert np.array_equal(few.train.targets[key], splits.train.targets[key][idx])
