@@ -11,7 +11,8 @@ pasted (pixel-wise maximum) at random positions and sizes on a black ``canvas`` 
 a fixed seed, so the splits are the same in every run: train and validation objects come from disjoint
 parts of the source's training split, test objects from its test split. The box is the object's tight
 box (pixels >= ``INK`` after resizing; fainter ones are cleared), and boxes of one image do not overlap
-by more than ``max_iou``.
+by more than ``max_iou``. The splits are the loader's own (``data.val_fraction`` / ``test_fraction`` do not
+apply); the option ``seed`` fixes the generation, not the recipe's seed.
 
 Annotation files (``detection-npz``): an ``.npz`` with ``images``, ``boxes``, ``classes`` (and optionally
 ``images_test``, ``boxes_test``, ``classes_test``), validated as untrusted input.
