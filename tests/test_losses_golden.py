@@ -303,3 +303,116 @@ def test_pkt_is_the_kl_of_cosine_kernel_neighbourhoods():
     want = np.mean(pt * np.log((pt + eps) / (ps + eps)))
     assert loss("pkt", fs=t(fs), ft=t(ft)) == pytest.approx(float(want), rel=1e-9)
     assert loss("pkt", fs=t(ft), ft=t(ft)) == pytest.approx(0.0, abs=1e-12)
+
+
+# --- detection (CenterNet layout [heat map C | w, h | dx, dy] on a stride-4 grid, or edge bins) --------
+def sig(z: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-z))
+
+
+def det_step(out: np.ndarray, boxes: list, classes: list, side: int = 16, **more) -> Step:
+    return Step(x=torch.zeros(len(out), 1, side, side), y=None, student=t(out),
+                targets={"boxes": torch.tensor(boxes, dtype=torch.float32), "classes": torch.tensor(classes)},
+                **more)  # fmt: skip
+
+
+def test_centernet_is_focal_loss_plus_l1_size_and_offset_at_the_centres():
+    """Image 0: class 0, box 0..16 (4 x 4 cells, centre cell (2, 2); CornerNet radius 1.09 -> r = 1, sigma
+    0.5). Image 1: class 1, box x 5..12, y 4..12 (1.75 x 2 cells, centre (2.125, 2), r = 0), and padding."""
+    out = arr(2, 6, 4, 4)
+    Y = np.zeros((2, 2, 4, 4))
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            Y[0, 0, 2 + dy, 2 + dx] = math.exp(-(dx * dx + dy * dy) / (2 * 0.25))
+    Y[1, 1, 2, 2] = 1.0
+    p = np.clip(sig(out[:, :2]), 1e-4, 1 - 1e-4)
+    pos = Y == 1
+    focal = -(np.sum(np.log(p[pos]) * (1 - p[pos]) ** 2)
+              + np.sum(np.log(1 - p[~pos]) * p[~pos] ** 2 * (1 - Y[~pos]) ** 4)) / 2  # fmt: skip
+    wh_t = [(4, 4), (1.75, 2)]
+    off_t = [(0, 0), (0.125, 0)]
+    l1_wh = sum(abs(out[i, 2 + j, 2, 2] - wh_t[i][j]) for i in range(2) for j in range(2)) / 4
+    l1_off = sum(abs(out[i, 4 + j, 2, 2] - off_t[i][j]) for i in range(2) for j in range(2)) / 4
+    step = det_step(out, [[[0, 0, 16, 16], [0, 0, 0, 0]], [[5, 4, 12, 12], [0, 0, 0, 0]]], [[0, -1], [1, -1]])
+    got = {k: float(v) for k, v in LOSSES.get("centernet").fn(step).items()}
+    assert got["heatmap"] == pytest.approx(focal, rel=1e-6)
+    assert got["wh"] == pytest.approx(0.1 * l1_wh, rel=1e-6)
+    assert got["offset"] == pytest.approx(l1_off, rel=1e-6)
+
+
+def test_centernet_edges_head_uses_the_distribution_focal_loss():
+    """Box x 5..12, y 4..12 on the cell (2, 2) whose centre point is (2.5, 2.5) cells: distances left 1.25,
+    top 1.5, right 0.5, bottom 0.5; DFL = -((y_(i+1) - y) log S_i + (y - y_i) log S_(i+1))."""
+    bins = 4
+    out = arr(1, 1 + 4 * bins, 4, 4)
+    z = out[0, 1:, 2, 2].reshape(4, bins)
+    dfl = 0.0
+    for e, y in enumerate((1.25, 1.5, 0.5, 0.5)):
+        logs = np.log(softmax(z[e]))
+        i = int(y)
+        dfl += -((i + 1 - y) * logs[i] + (y - i) * logs[i + 1])
+    step = det_step(out, [[[5, 4, 12, 12]]], [[0]])
+    got = LOSSES.get("centernet").fn(step, head="edges", bins=bins, edge_weight=0.5)
+    assert float(got["edges"]) == pytest.approx(0.5 * dfl / 4, rel=1e-6) and "wh" not in got
+
+
+def test_fomo_is_cross_entropy_weighted_on_object_cells():
+    out = arr(1, 3, 2, 2)  # 2 classes + background, stride 8 on 16 x 16
+    ce = [[-math.log(softmax(out[0, :, i, j])[0]) for j in range(2)] for i in range(2)]
+    ce[0][0] = -math.log(softmax(out[0, :, 0, 0])[2])  # class 1 centred in cell (0, 0)
+    want = (100 * ce[0][0] + ce[0][1] + ce[1][0] + ce[1][1]) / 4
+    assert float(LOSSES.get("fomo").fn(det_step(out, [[[0, 0, 8, 8]]], [[1]]))) == pytest.approx(
+        want, rel=1e-9
+    )
+
+
+def test_heatmap_kd_is_binary_kl_of_softened_sigmoids_on_class_channels_only():
+    zs, zt, T = arr(N, 7, 3, 3), arr(N, 7, 3, 3), 2.0  # 3 classes + 4 box channels
+    ps, pt = sig(zs[:, :3] / T), sig(zt[:, :3] / T)
+    kl = pt * np.log(pt / ps) + (1 - pt) * np.log((1 - pt) / (1 - ps))
+    step = Step(x=torch.zeros(N, 1, 12, 12), y=None, student=t(zs), teacher=t(zt))
+    assert float(LOSSES.get("heatmap-kd").fn(step, temperature=T)) == pytest.approx(
+        T * T * kl.mean(), rel=1e-9
+    )
+
+
+def test_feature_imitation_is_masked_l2_over_cells_near_objects():
+    """Box 0..8 on a 16 x 16 input, a 4 x 4 map (stride 4): cells with centres 2 and 6 are inside, the
+    top-left 2 x 2; expand 2 makes the box -4..12: the top-left 3 x 3."""
+    fs, ft = arr(1, 2, 4, 4), arr(1, 2, 4, 4)
+    sq = ((fs - ft) ** 2).sum(axis=1)[0]
+    inner = np.zeros((4, 4), bool)
+    inner[:2, :2] = True
+    step = det_step(np.zeros((1, 5, 4, 4)), [[[0, 0, 8, 8]]], [[0]], fs=t(fs), ft=t(ft))
+    fn = LOSSES.get("feature-imitation").fn
+    assert float(fn(step)) == pytest.approx(sq[inner].sum() / (2 * 4), rel=1e-9)
+    wide = np.zeros((4, 4), bool)
+    wide[:3, :3] = True
+    assert float(fn(step, expand=2.0)) == pytest.approx(sq[wide].sum() / (2 * 9), rel=1e-9)
+    both = sq[inner].sum() / 8 + 0.5 * sq[~inner].sum() / (2 * 12)
+    assert float(fn(step, background_weight=0.5)) == pytest.approx(both, rel=1e-9)
+
+
+def test_bounded_regression_counts_the_student_error_only_above_the_teacher_plus_margin():
+    """Object A (centre cell (1, 1)): student error 1.0, teacher 0.25 -> counted. Object B (cell (3, 3)):
+    student 0.04, teacher 0.09 -> not counted unless the margin exceeds 0.05."""
+    target = np.zeros((1, 5, 4, 4))
+    target[0, 1:3] = 2.0  # w = h = 2 cells everywhere, offsets 0
+    student, teacher = target.copy(), target.copy()
+    student[0, 1, 1, 1], teacher[0, 1, 1, 1] = 3.0, 2.5  # A: w off by 1 / 0.5
+    student[0, 3, 3, 3], teacher[0, 4, 3, 3] = 0.2, 0.3  # B: dx off by 0.2, teacher's dy by 0.3
+    step = det_step(student, [[[0, 0, 8, 8], [8, 8, 16, 16]]], [[0, 0]], teacher=t(teacher))
+    fn = LOSSES.get("bounded-regression").fn
+    assert float(fn(step)) == pytest.approx(1.0 / 2, rel=1e-6)
+    assert float(fn(step, margin=0.1)) == pytest.approx((1.0 + 0.04) / 2, rel=1e-6)
+    assert float(fn(step, margin=-0.8)) == pytest.approx(0.0, abs=1e-12)  # A within 0.8 of the teacher
+
+
+def test_localization_distillation_is_the_softened_kl_over_the_four_edge_distributions():
+    bins, T = 3, 10.0
+    zs, zt = arr(1, 1 + 4 * bins, 4, 4), arr(1, 1 + 4 * bins, 4, 4)
+    a, b = zs[0, 1:, 2, 2].reshape(4, bins), zt[0, 1:, 2, 2].reshape(4, bins)  # the object's cell (2, 2)
+    want = T * T * sum(softmax(b[e] / T) @ np.log(softmax(b[e] / T) / softmax(a[e] / T)) for e in range(4))
+    step = det_step(zs, [[[5, 4, 12, 12]]], [[0]], teacher=t(zt))
+    got = LOSSES.get("localization-distillation").fn(step, bins=bins, temperature=T)
+    assert float(got) == pytest.approx(want, rel=1e-9)

@@ -34,8 +34,17 @@ LOSS_EXAMPLES: dict[str, tuple[dict, str]] = {
     "ab": ({"student": "features.1.1", "teacher": "features.1.1"}, "classification"),
     "at": ({"student": "features.0,features.1", "teacher": "features.0,features.1"}, "classification"),
     "ce": ({}, "classification"),
+    "bounded-regression": ({"params": {"margin": 0.0}}, "detection"),
+    "centernet": ({}, "detection"),
     "dist": ({"params": {"temperature": 4.0}}, "classification"),
     "dkd": ({"params": {"temperature": 4.0}}, "classification"),
+    "feature-imitation": (
+        {"student": "features.2", "teacher": "features.2", "params": {"expand": 1.5}},
+        "detection",
+    ),
+    "fomo": ({}, "detection"),
+    "heatmap-kd": ({"params": {"temperature": 2.0}}, "detection"),
+    "localization-distillation": ({"params": {"bins": 4, "temperature": 10.0}}, "detection"),
     "factor-transfer": ({"student": "features.2", "teacher": "features.2"}, "classification"),
     "fsp": ({"student": "features.0,features.1", "teacher": "features.0,features.1"}, "classification"),
     "ft-paraphraser": ({"teacher": "features.2"}, "classification"),
@@ -61,8 +70,31 @@ LOSS_EXAMPLES: dict[str, tuple[dict, str]] = {
 }
 
 
+DETECTION = {"input_shape": [1, 32, 32], "num_classes": 3}
+
+
+def _detection_targets(n: int) -> dict[str, torch.Tensor]:
+    """Two objects per image (classes i % 3 and 2), boxes in the 32x32 input."""
+    boxes = torch.tensor([[2.0, 3.0, 13.0, 12.0], [17.0, 15.0, 30.0, 31.0]]).repeat(n, 1, 1)
+    classes = torch.stack([torch.arange(n) % 3, torch.full((n,), 2)], dim=1)
+    return {"boxes": boxes, "classes": classes}
+
+
+def _detection_networks(name: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    torch.manual_seed(0)
+    if name == "fomo":
+        return build_model("fomo", channels=[4, 8, 8], **DETECTION), build_model(
+            "fomo", channels=[8, 16, 16], **DETECTION
+        )
+    head = {"head": "edges", "bins": 4} if name == "localization-distillation" else {}
+    student = build_model("centernet", channels=[4, 8, 8], head_channels=8, **head, **DETECTION)
+    return student, build_model("centernet", channels=[8, 16, 16], head_channels=16, **head, **DETECTION)
+
+
 def _batch(task: str, n: int = 16, sensors: int = 3) -> tuple[torch.Tensor, torch.Tensor | None]:
     g = torch.Generator().manual_seed(0)
+    if task == "detection":
+        return torch.randn(n, 1, 32, 32, generator=g), torch.full((n,), 2)
     if task == "reconstruction":
         return torch.randn(n, 6, sensors, generator=g), None
     return torch.randn(n, 1, 8, 8, generator=g), torch.arange(n) % 10
@@ -80,18 +112,24 @@ def _composed(name: str, **over) -> tuple[ComposedDistiller, dict]:
     fields, task = LOSS_EXAMPLES[name]
     fields = {**fields, **over}
     sensors = len(fields.get("params", {}).get("features", [0, 1, 2]))
-    student, teacher = _networks(task, sensors)
+    student, teacher = _detection_networks(name) if task == "detection" else _networks(task, sensors)
     x, y = _batch(task, sensors=sensors)
     x_teacher, _ = _batch(task)
     privileged = name == "sensor-mse"
     d = ComposedDistiller(student, teacher if LOSSES.get(name).needs_teacher else None,
                           losses=[LossConfig(name=name, **fields)], task=task, sample_x=x[:2],
                           teacher_input="x_star" if privileged else "x")  # fmt: skip
-    return d.eval(), {"x": x, "y": y, "extra": {"x_star": x_teacher} if privileged else None}
+    targets = _detection_targets(len(x)) if task == "detection" else None
+    return d.eval(), {
+        "x": x,
+        "y": y,
+        "extra": {"x_star": x_teacher} if privileged else None,
+        "targets": targets,
+    }
 
 
 def _total(d: ComposedDistiller, batch: dict) -> torch.Tensor:
-    _, terms = d.forward_train(batch["x"], batch["y"], batch["extra"])
+    _, terms = d.forward_train(batch["x"], batch["y"], batch["extra"], targets=batch["targets"])
     return sum(terms.values())
 
 

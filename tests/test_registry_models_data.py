@@ -24,6 +24,18 @@ MODEL_EXAMPLES: dict[str, tuple[dict, tuple[int, ...], tuple[int, ...]]] = {
     "hinton-teacher": ({"input_shape": (1, 8, 8), "num_classes": 3}, (1, 8, 8), (3,)),
     "hinton-student": ({"input_shape": (1, 8, 8), "num_classes": 3}, (1, 8, 8), (3,)),
     "cnn": (TINY_CNN["kwargs"], (1, 8, 8), (3,)),
+    "centernet": (
+        {"input_shape": (1, 16, 16), "num_classes": 3, "channels": [4, 8, 8], "head_channels": 8},
+        (1, 16, 16),
+        (7, 4, 4),
+    ),
+    "centernet-teacher": (
+        {"input_shape": (1, 16, 16), "num_classes": 3, "head": "edges", "bins": 4},
+        (1, 16, 16),
+        (19, 4, 4),
+    ),
+    "fomo": ({"input_shape": (1, 16, 16), "num_classes": 3, "channels": [4, 8, 8]}, (1, 16, 16), (4, 2, 2)),
+    "fomo-teacher": ({"input_shape": (1, 16, 16), "num_classes": 3}, (1, 16, 16), (4, 2, 2)),
     "cnn-teacher": ({"input_shape": (1, 8, 8), "num_classes": 3}, (1, 8, 8), (3,)),
     "cnn-early-exit": (
         {"input_shape": (1, 8, 8), "num_classes": 3, "channels": [4, 8], "exit": 1, "head_channels": 8},
@@ -112,10 +124,24 @@ def _image_folder_options(tmp_path) -> dict:
     return {"path": str(tmp_path / "img"), "size": [6, 6]}
 
 
+def _detection_npz_options(tmp_path) -> dict:
+    rng = np.random.default_rng(0)
+    boxes = np.tile(np.array([1, 1, 5, 4], np.float32), (60, 2, 1))
+    classes = np.stack([np.arange(60) % 3, np.full(60, -1)], axis=1)
+    np.savez(tmp_path / "det.npz", images=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8), boxes=boxes,
+             classes=classes)  # fmt: skip
+    return {"path": str(tmp_path / "det.npz")}
+
+
+GENERATED_DETECTION = {"canvas": 32, "train_images": 40, "val_images": 10, "test_images": 10}
+
 # name -> the loader's options, or a function of tmp_path making them; a plain dict means the data set
 # is read from EDGEKD_DATA_DIR (../shared/datasets in CI)
 DATA_EXAMPLES = {
     "digits": {},
+    "detection-npz": _detection_npz_options,
+    "mnist-detection": GENERATED_DETECTION,
+    "fashion-mnist-detection": GENERATED_DETECTION,
     "npz": _npz_options,
     "image-folder": _image_folder_options,
     "mnist": {},

@@ -94,15 +94,19 @@ def _clip(text: str, n: int) -> str:
     return (word if len(word) > n // 2 else cut).rstrip(" ,;:") + "..."
 
 
+NAME_COLUMN = 20  # at most this wide, so one long name does not narrow every summary
+
+
 def compact_lines(rows: list[dict[str, Any]], width: int) -> list[str]:
     """One line per entry, at most ``width`` characters: name, summary (formulas unmarked), citation."""
     papers = [short_citation(r.get("paper")) for r in rows]
-    name_w = max(len(r["name"]) for r in rows)
+    name_w = min(max(len(r["name"]) for r in rows), NAME_COLUMN)  # a longer name takes from its summary
     paper_w = min(max(map(len, papers)), width // 3)
     what_w = max(10, width - 2 - name_w - 2 - (paper_w + 2 if paper_w else 0))
     out = []
     for r, paper in zip(rows, papers):
-        line = f"  {r['name']:<{name_w}}  {_clip(r['what'].replace('``', ''), what_w):<{what_w}}"
+        room = max(10, what_w - max(0, len(r["name"]) - name_w))
+        line = f"  {r['name']:<{name_w}}  {_clip(r['what'].replace('``', ''), room):<{room}}"
         if paper_w:
             line += f"  {_clip(paper, paper_w)}"
         out.append(_clip(line.rstrip(), width))

@@ -1,6 +1,6 @@
 """Data sets: a registry of loaders returning in-memory arrays, seeded splits and normalisation."""
 
-from edgekd.data import loaders, smd  # noqa: F401  (registration)
+from edgekd.data import detection, loaders, smd  # noqa: F401  (registration)
 from edgekd.data.registry import (
     DATASETS,
     ArrayDataset,

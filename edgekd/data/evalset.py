@@ -2,7 +2,8 @@
 they are judged by and where they came from. Export checks, calibration inputs, the profiler and the
 on-device bench all pass :class:`EvalSet`.
 
-Tasks: ``classification`` | ``reconstruction`` (:data:`edgekd.data.registry.TASKS`); an ``.npz`` array
+Tasks: ``classification`` | ``reconstruction`` | ``detection`` (:data:`edgekd.data.registry.TASKS`; a
+detection set's boxes are not carried here yet); an ``.npz`` array
 ``task`` or ``data.json`` key ``task`` names it (``anomaly`` is read as ``reconstruction``).
 """
 
@@ -54,7 +55,8 @@ class EvalSet:
 
 
 def normalize_task(value: Any, where: str) -> str | None:
-    """``classification`` | ``reconstruction`` from a ``task`` record (``anomaly`` counts as reconstruction)."""
+    """``classification`` | ``reconstruction`` | ``detection`` from a ``task`` record (``anomaly`` counts as
+    reconstruction)."""
     if value is None:
         return None
     if isinstance(value, np.ndarray):
@@ -63,8 +65,8 @@ def normalize_task(value: Any, where: str) -> str | None:
     text = text.strip().lower()
     if text.startswith("anomal") or text == "reconstruction":
         return "reconstruction"
-    if text == "classification":
-        return "classification"
+    if text in ("classification", "detection"):
+        return text
     raise EdgekdError(f"{where}: task {text!r} is not one of {', '.join(TASKS)}")
 
 

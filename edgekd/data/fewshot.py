@@ -93,7 +93,8 @@ def apply_few_shot(splits: DataSplits, cfg: FewShotConfig) -> DataSplits:
     Normalisation statistics are kept as computed by ``load_data``.
     """
     idx = few_shot_indices(splits.train.y, cfg.size, per_class=cfg.per_class, seed=cfg.seed)
-    train = ArrayDataset(splits.train.x[idx].copy(), splits.train.y[idx].copy())
+    targets = {k: v[idx].copy() for k, v in splits.train.targets.items()}  # detection boxes stay with images
+    train = ArrayDataset(splits.train.x[idx].copy(), splits.train.y[idx].copy(), targets=targets)
     counts = {str(int(c)): int(n) for c, n in zip(*np.unique(train.y, return_counts=True))}
     info = dict(splits.info)
     info["few_shot"] = {

@@ -32,7 +32,8 @@ FASHION_CLASSES = [
 ]
 
 
-def _load_idx_set(name: str, class_names: list[str], root: str | None) -> RawData:
+def load_idx_set(name: str, class_names: list[str], root: str | None) -> RawData:
+    """The four IDX files of ``name`` (``root`` or ``$EDGEKD_DATA_DIR/<name>``) as uint8 (N, 1, 28, 28)."""
     folder = Path(root).expanduser() if root else data_dir() / name
     paths = [find_idx(folder, stem) for stem in IDX_FILES]
     missing = [stem for stem, p in zip(IDX_FILES, paths) if p is None]
@@ -50,13 +51,13 @@ def _load_idx_set(name: str, class_names: list[str], root: str | None) -> RawDat
 @register_dataset("mnist")
 def mnist(root: str | None = None) -> RawData:
     """MNIST from ``$EDGEKD_DATA_DIR/mnist/`` (the four standard IDX files)."""
-    return _load_idx_set("mnist", [str(i) for i in range(10)], root)
+    return load_idx_set("mnist", [str(i) for i in range(10)], root)
 
 
 @register_dataset("fashion-mnist")
 def fashion_mnist(root: str | None = None) -> RawData:
     """Fashion-MNIST from ``$EDGEKD_DATA_DIR/fashion-mnist/``."""
-    return _load_idx_set("fashion-mnist", FASHION_CLASSES, root)
+    return load_idx_set("fashion-mnist", FASHION_CLASSES, root)
 
 
 @register_dataset("digits")

@@ -3,6 +3,12 @@
 A loader returns ``RawData``: uint8/float arrays ``(N, C, H, W)`` (or ``(N, F)``) for train and
 optionally test. ``load_data`` then makes seeded train/val(/test) splits, computes normalisation
 statistics on the training split only and applies them to all splits.
+
+Per-image targets beyond the one label ``y`` travel in ``targets`` (name -> array whose first axis is
+aligned with ``x``, indexed with it in every subset and batch). The ``detection`` task uses two
+(:mod:`edgekd.data.detection`): ``boxes`` float32 ``(N, K, 4)`` as ``x0, y0, x1, y1`` in input pixels and
+``classes`` int64 ``(N, K)``, padded with class ``-1`` (and zero boxes) beyond each image's objects; ``y``
+then holds the number of objects per image.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from edgekd.errors import EdgekdError
 from edgekd.registry import Registry
 
 DEFAULT_DATA_DIR = "~/.cache/edgekd/datasets"
-#: what a data set is for: class labels, or reconstruction (autoencoders; labels = anomaly flags)
-TASKS = ("classification", "reconstruction")
+#: what a data set is for: class labels, reconstruction (autoencoders; labels = anomaly flags), or
+#: detection (boxes and classes per image in ``targets``; labels = object counts)
+TASKS = ("classification", "reconstruction", "detection")
 
 
 def data_dir() -> Path:
@@ -46,22 +53,29 @@ class RawData:
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
     normalised: bool = False  # inputs already normalised by the loader (mean 0, std 1 kept as is)
+    # per-image targets aligned with x_train / x_test / x_val (detection: boxes, classes), kept as given
+    targets_train: dict[str, np.ndarray] = field(default_factory=dict)
+    targets_test: dict[str, np.ndarray] = field(default_factory=dict)
+    targets_val: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
 class ArrayDataset:
     """Normalised float32 inputs ``x`` (N, C, H, W) and int64 labels ``y`` (N,); ``extra`` holds
-    privileged inputs aligned with ``x`` (float32, as given)."""
+    privileged inputs aligned with ``x`` (float32, as given); ``targets`` per-image targets aligned with
+    ``x`` and never normalised (detection: ``boxes`` (N, K, 4), ``classes`` (N, K), -1 padded)."""
 
     x: np.ndarray
     y: np.ndarray
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.y)
 
     def subset(self, idx: np.ndarray) -> ArrayDataset:
-        return ArrayDataset(self.x[idx], self.y[idx], {k: v[idx] for k, v in self.extra.items()})
+        return ArrayDataset(self.x[idx], self.y[idx], {k: v[idx] for k, v in self.extra.items()},
+                            {k: v[idx] for k, v in self.targets.items()})  # fmt: skip
 
 
 @dataclass
@@ -86,6 +100,11 @@ class DataSplits:
             "name": self.name,
             "task": self.task,
             "extra_inputs": sorted(self.train.extra),
+            **(
+                {"targets": {k: list(v.shape[1:]) for k, v in self.train.targets.items()}}
+                if self.train.targets
+                else {}
+            ),
             "source": self.source,
             "num_classes": self.num_classes,
             "input_shape": list(self.input_shape),
@@ -206,22 +225,27 @@ def load_data(
     raw = DATASETS.get(name)(**(options or {}))
     if raw.task not in TASKS:
         raise EdgekdError(f"data set {name!r}: task {raw.task!r}; valid: {', '.join(TASKS)}")
+    if exclude_classes and raw.task == "detection":
+        raise EdgekdError(f"data set {name!r}: data.exclude_classes filters image labels; detection has none")
     rng = np.random.default_rng(seed)
-    full = ArrayDataset(raw.x_train, raw.y_train.astype(np.int64), dict(raw.extra_train))
-    for k, v in full.extra.items():
-        if len(v) != len(full.y):
-            raise EdgekdError(
-                f"data set {name!r}: privileged input {k!r} has {len(v)} rows, x has {len(full.y)}"
-            )
+    full = ArrayDataset(
+        raw.x_train, raw.y_train.astype(np.int64), dict(raw.extra_train), dict(raw.targets_train)
+    )
+    for what, rows in (("privileged input", full.extra), ("target", full.targets)):
+        for k, v in rows.items():
+            if len(v) != len(full.y):
+                raise EdgekdError(f"data set {name!r}: {what} {k!r} has {len(v)} rows, x has {len(full.y)}")
     if raw.x_test is None:
         rest, test_idx = _stratified_split(full.y, test_fraction, rng)
         test = full.subset(test_idx)
         full = full.subset(rest)
     else:
-        test = ArrayDataset(raw.x_test, raw.y_test.astype(np.int64), dict(raw.extra_test))
+        test = ArrayDataset(
+            raw.x_test, raw.y_test.astype(np.int64), dict(raw.extra_test), dict(raw.targets_test)
+        )
     if raw.x_val is not None:  # the loader's own validation split (time order matters for series)
         y_val = raw.y_val if raw.y_val is not None else np.zeros(len(raw.x_val), np.int64)
-        val, train = ArrayDataset(raw.x_val, y_val.astype(np.int64)), full
+        val, train = ArrayDataset(raw.x_val, y_val.astype(np.int64), targets=dict(raw.targets_val)), full
     else:
         train_idx, val_idx = _stratified_split(full.y, val_fraction, rng)
         val, train = full.subset(val_idx), full.subset(train_idx)

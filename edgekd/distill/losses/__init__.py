@@ -4,6 +4,7 @@ from edgekd.distill.losses import (  # noqa: F401  (registration)
     attention,
     boundary,
     decoupled,
+    detection,
     distribution,
     factor,
     features,

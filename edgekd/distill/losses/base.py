@@ -40,6 +40,9 @@ class Step:
     student_features: dict[str, Tensor] = field(default_factory=dict)  # tapped by module path
     teacher_features: dict[str, Tensor] = field(default_factory=dict)
     extra: dict[str, Tensor] = field(default_factory=dict)  # e.g. privileged inputs
+    # per-image targets beyond y, batched like x (detection: boxes (N, K, 4), classes (N, K), -1 padded);
+    # losses may add what they derive from them (encoded heat maps) for the other losses of the step
+    targets: dict[str, Tensor] = field(default_factory=dict)
     fs: Tensor | list[Tensor] | None = None  # this loss's student feature(s) (after the adapters)
     ft: Tensor | list[Tensor] | None = None  # this loss's teacher feature(s)
     module: nn.Module | None = None  # the module(s) this loss owns (``owns=``), if any

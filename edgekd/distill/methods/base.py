@@ -139,6 +139,7 @@ class ComposedDistiller(Distiller):
         y: Tensor | None,
         extra: dict[str, Tensor] | None = None,
         teacher_out: Tensor | None = None,
+        targets: dict[str, Tensor] | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         extra = extra or {}
         if self.composer.input_grad:
@@ -153,7 +154,8 @@ class ComposedDistiller(Distiller):
                 t_out = self.teacher_outputs(t_x)
             t_feats = dict(t_feats)
         step = Step(x=x, y=y, student=out, teacher=t_out, student_features=dict(s_feats),
-                    teacher_features=t_feats, extra=extra, teacher_net=self.teacher)  # fmt: skip
+                    teacher_features=t_feats, extra=extra, teacher_net=self.teacher,
+                    targets=dict(targets or {}))  # fmt: skip
         return out, c(step)
 
 
