@@ -427,7 +427,10 @@ def run_outputs(
     try:
         if channels_last is not None:
             rt.channels_last = channels_last
-        return rt.predict(x).reshape(len(x), -1)
+        out = rt.predict(x)
+        if out.ndim == 4 and x.ndim == 4 and tuple(rt.input_shape[1:]) != tuple(x.shape[1:]):
+            out = np.moveaxis(out, -1, 1)  # channels moved last at both ends (onnx2tf): back to NCHW
+        return out.reshape(len(x), -1)
     finally:
         rt.close()
 

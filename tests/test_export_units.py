@@ -207,3 +207,33 @@ def test_export_options_are_frozen_and_refuse_unknown_names():
         base.quant = "fp32"  # type: ignore[misc]
     with pytest.raises(TypeError):
         ExportOptions.of(base, quantization="int8")
+
+
+def test_run_outputs_moves_a_channels_last_map_back_to_nchw(monkeypatch) -> None:
+    """onnx2tf moves channels last at the input and at a 4-D output (a detector's maps): the checks
+    compare with PyTorch's NCHW, so the output is moved back; 2-D outputs are left alone."""
+    import numpy as np
+
+    from edgekd import runtimes
+
+    nchw = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+
+    class Fake:
+        input_shape = (1, 8, 8, 1)
+        channels_last = True
+
+        def __init__(self, out: np.ndarray) -> None:
+            self.out = out
+
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            return self.out
+
+        def close(self) -> None:
+            pass
+
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    monkeypatch.setattr(runtimes, "open_runtime", lambda name, path: Fake(np.moveaxis(nchw, 1, -1)))
+    assert np.array_equal(runtimes.run_outputs("litert", "m.tflite", x), nchw.reshape(2, -1))
+    logits = np.arange(20, dtype=np.float32).reshape(2, 10)
+    monkeypatch.setattr(runtimes, "open_runtime", lambda name, path: Fake(logits))
+    assert np.array_equal(runtimes.run_outputs("litert", "m.tflite", x), logits)
