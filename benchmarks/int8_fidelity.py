@@ -113,7 +113,7 @@ def _train(recipe: dict[str, Any], runs: Path) -> tuple[Path, float]:
     from edgekd.recipe import recipe_from_dict
 
     r = recipe_from_dict(recipe, recipe["name"])
-    return train_run(r, runs, distill=r.teacher is not None and bool(r.teacher.path))
+    return train_run(r, runs, distill=r.teacher is not None and bool(r.teacher.path or r.teacher.paths))
 
 
 def _export(folder: Path, ranges: str, name: str) -> dict[str, Any]:
