@@ -158,8 +158,8 @@ def measure_qat(spec: dict[str, Any], lr_factor: float, seed: int) -> dict[str, 
     base = float_folder(spec)
     recipe = qat_recipe(spec["recipe"], base, spec["data"], lr_factor, seed)
     folder, seconds = _train(recipe, RUNS / spec["data"])
-    history = json.loads((folder / "metrics.json").read_text()).get("history", [])
     metrics = json.loads((folder / "metrics.json").read_text())
+    history = metrics.get("history", [])
     rec = _export(folder, "learned", "int8-fidelity-learned")
     return {"row": "qat-kd", "seed": seed, "lr_factor": lr_factor, "recipe": recipe, "train_seconds": round(seconds, 2),
             "fake_quant_val_accuracy": history[-1].get("val_accuracy") if history else None,
